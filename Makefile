@@ -1,0 +1,44 @@
+# Two entry points: `make demo` and `make test`; each builds its environment from scratch.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE ?= 1
+export YOLO_OFFLINE ?= 1
+export YOLO_AUTOINSTALL ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: demo test lint bench bench-detect-candidates install install-test clean
+
+$(VENV)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(PIP) install -q -e ".[dev,quality,yolo]"
+	touch $@
+
+install: $(VENV)/.core
+install-test: $(VENV)/.test
+
+demo: $(VENV)/.core
+	$(VENV)/bin/lostface demo -o lostface-demo.mp4
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check lostface tests bench
+	$(VENV)/bin/ruff format --check lostface tests bench
+	$(VENV)/bin/mypy lostface
+
+bench: $(VENV)/.test
+	$(PY) bench/throughput.py
+	$(PY) bench/detection.py
+	$(PY) bench/segmentation.py
+	$(PY) bench/quality.py
+
+clean:
+	rm -rf $(VENV) bench/results lostface-demo.mp4

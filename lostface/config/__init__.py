@@ -1,0 +1,257 @@
+"""One typed settings tree, loaded from TOML presets and overridden from the command line.
+
+    settings = load_settings(preset="cpu", config_file=None, overrides=["tracking.detect_every=2"])
+
+Each section is a dataclass; unknown keys and wrongly typed values are rejected with a
+ConfigError that names the key. `dump_toml(settings)` writes the resolved tree, which the
+command line saves beside every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lostface.errors import ConfigError
+
+
+@dataclass
+class DetectSettings:
+    backend: str = "centerface"  # centerface (embedded) | yolov8
+    model: str = ""  # yolov8: weights path or hub id (a face model, ideally with 5 keypoints)
+    threshold: float = 0.3
+    input_size: int = 320  # long side of the image the detector sees, pixels
+    pad: float = 0.15  # border added around the image (fraction of its long side) before detection
+    min_size: float = 12.0  # smallest face side kept, pixels in the input image
+    nms_iou: float = 0.3
+    max_faces: int = 32
+    device: str = "cpu"  # yolov8: cpu | cuda | cuda:0 ...
+
+
+@dataclass
+class TrackingSettings:
+    detect_every: int = 3  # run the detector every N frames, the Kalman filter predicts between
+    match_iou: float = 0.2  # least IoU for a detection to continue a track
+    match_distance: float = 1.0  # else: largest centre distance (face sizes) for a match
+    birth_hits: int = 2  # matched detections before a track is confirmed
+    max_misses: int = 3  # detection rounds a track survives without a match
+    landmark_smoothing: float = 0.5  # EMA weight of a new landmark measurement (1 = no smoothing)
+    process_noise: float = 1.0
+    measurement_noise: float = 4.0
+    scene_cut_threshold: float = 0.35  # histogram distance between frames that counts as a cut
+
+
+@dataclass
+class KeyframeSettings:
+    max_age: int = 45  # frames before a patch is repainted even if nothing changed
+    pose_change: float = 0.12  # yaw/pitch change (eye distances) that calls for a new patch
+    scale_change: float = 0.25  # relative face-size change that calls for a new patch
+    roll_change: float = 0.2  # radians
+    queue_size: int = 4  # pending keyframe jobs; the newest job replaces the oldest when full
+    delay_frames: int = (
+        8  # frames held before compositing, so a fresh patch reaches them (0 = live)
+    )
+    crossfade_frames: int = 4  # frames over which a new patch fades in over the old one
+
+
+@dataclass
+class MaskSettings:
+    presence_threshold: float = 0.5  # score above which the lower face counts as covered
+    feather_radius: int = 6  # pixels (canonical space) of the soft mask edge
+    dilate: int = 4  # pixels (canonical space) the covered region grows before feathering
+    backend: str = "geometry"  # geometry (embedded) | sam
+
+
+@dataclass
+class RestoreSettings:
+    backend: str = "reference"  # reference (embedded) | diffusion
+    references: list[str] = field(default_factory=list)  # photos or folders of the person
+    blend: str = "poisson"  # poisson | alpha
+    upscale: str = "resample"  # resample (embedded) | sd-x4
+    refine: bool = True  # reference: refine the landmark alignment on the visible upper face (ECC)
+    mirror: bool = True  # reference: also use mirrored references (covers the opposite head turn)
+    relight: bool = True  # compositor: follow the face's brightness between keyframes
+
+
+@dataclass
+class VideoSettings:
+    codec: str = "auto"  # auto: H.264 (VP9 in .webm), or any PyAV encoder name
+    preset: str = "veryfast"
+    crf: int = 20
+    pix_fmt: str = "yuv420p"
+    threads: int = 0  # encoder threads, 0 = codec default
+    queue_size: int = 16  # decoded and to-be-encoded frames in flight
+
+
+@dataclass
+class OutputSettings:
+    debug_overlay: bool = False
+    progress: bool = True  # progress bar on a terminal
+    write_config: bool = True  # save the resolved configuration beside the output
+
+
+@dataclass
+class Settings:
+    detect: DetectSettings = field(default_factory=DetectSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    keyframe: KeyframeSettings = field(default_factory=KeyframeSettings)
+    mask: MaskSettings = field(default_factory=MaskSettings)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
+    video: VideoSettings = field(default_factory=VideoSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+
+
+PRESETS = ("cpu",)
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"Setting {key} must be a list, got {value!r}.")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"Setting {key} has the wrong type: {value!r}.")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"Setting {key} must be empty.")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"Setting {key} must be true or false, got {value!r}.")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"Setting {key} must be a whole number, got {value!r}.")
+    if not isinstance(value, tp):
+        raise ConfigError(f"Setting {key} must be a {tp.__name__}, got {value!r}.")
+    return value
+
+
+def _merge(obj: Any, data: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"Unknown setting {path}; known settings here: {', '.join(sorted(names))}."
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"Setting {path} is a section; give keys like {path}.<name>=...")
+            _merge(current, value, path + ".")
+        else:
+            setattr(obj, key, _check_type(path, value, hints[key]))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set detect.backend=yolov8
+
+
+def parse_override(item: str) -> dict:
+    """'a.b=value' -> {'a': {'b': value}} with the value read as TOML (bare words are strings)."""
+    if "=" not in item:
+        raise ConfigError(
+            f"Override {item!r} is not key=value; write e.g. tracking.detect_every=2."
+        )
+    key, text = item.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".") if p.strip()]
+    if not parts:
+        raise ConfigError(f"Override {item!r} has no key; write e.g. tracking.detect_every=2.")
+    out: dict = {parts[-1]: _parse_value(text.strip())}
+    for p in reversed(parts[:-1]):
+        out = {p: out}
+    return out
+
+
+def load_preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+    text = resources.files("lostface.config").joinpath("presets", f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def load_settings(
+    preset: str = "cpu", config_file: str | Path | None = None, overrides: list[str] | None = None
+) -> Settings:
+    """Preset, then the user's TOML file, then --set overrides, each over the last."""
+    settings = Settings()
+    _merge(settings, load_preset(preset))
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist; check the --config path.")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"Config file {path} is not valid TOML ({exc}); fix the line it names."
+            ) from None
+        _merge(settings, data)
+    for item in overrides or []:
+        _merge(settings, parse_override(item))
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Range checks that types alone do not catch."""
+    checks = [
+        (s.tracking.detect_every >= 1, "tracking.detect_every must be 1 or more"),
+        (0 < s.detect.threshold < 1, "detect.threshold must lie between 0 and 1"),
+        (s.detect.input_size >= 64, "detect.input_size must be 64 pixels or more"),
+        (
+            s.detect.backend in ("centerface", "yolov8"),
+            "detect.backend must be centerface or yolov8",
+        ),
+        (s.keyframe.queue_size >= 1, "keyframe.queue_size must be 1 or more"),
+        (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
+        (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
+        (s.restore.blend in ("poisson", "alpha"), "restore.blend must be poisson or alpha"),
+        (0 <= s.video.crf <= 51, "video.crf must lie between 0 and 51"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg + ".")
+
+
+def to_dict(settings: Settings) -> dict:
+    return dataclasses.asdict(settings)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def dump_toml(settings: Settings) -> str:
+    """The resolved settings as TOML (round-trips through load_settings' config file)."""
+    lines = []
+    for section, values in to_dict(settings).items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Keyframe work: segment the covered region, restore the hidden face, composite it."""

@@ -1,0 +1,75 @@
+"""The Protocols between pipeline stages: each stage is a small class with one verb.
+
+Backends are picked by name from the configuration (see lostface.factory); every
+Protocol has an embedded implementation that runs offline on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from lostface.frame import CoverMask, Detections, FaceTrack, Patch
+
+
+class Detector(Protocol):
+    def detect(self, image: np.ndarray) -> Detections:
+        """Faces in a BGR uint8 image, boxes and landmarks in that image's pixels."""
+        ...
+
+
+class SceneCutDetector(Protocol):
+    def is_cut(self, image: np.ndarray) -> bool:
+        """True when this frame starts a new shot (compared with the previous call)."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+class Tracker(Protocol):
+    def update(self, detections: Detections | None, scene_cut: bool = False) -> list[FaceTrack]:
+        """Advance one frame. detections=None on frames where the detector did not run
+        (tracks are predicted). Returns the live tracks (confirmed and tentative)."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+class KeyframePolicy(Protocol):
+    def due(self, track: FaceTrack, frame_index: int, scene_cut: bool) -> str | None:
+        """Why this track needs a fresh patch now ("new", "pose", "scale", "cut", "age"), or None."""
+        ...
+
+    def painted(self, track: FaceTrack, frame_index: int) -> None:
+        """Record that a keyframe job was taken for this track at its current geometry."""
+        ...
+
+    def forget(self, track_id: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class Segmenter(Protocol):
+    def segment(self, face: np.ndarray) -> CoverMask:
+        """Covered region of one aligned face (canonical crop, see restore.align)."""
+        ...
+
+
+class Restorer(Protocol):
+    def restore(
+        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+    ) -> tuple[np.ndarray, str | None]:
+        """Paint the covered region of an aligned face.
+
+        face: (S,S,3) uint8 canonical crop; landmarks: its 5 points in canonical space.
+        Returns the painted crop (same shape) and the name of the reference used
+        (None for a classical fill).
+        """
+        ...
+
+
+class Compositor(Protocol):
+    def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> None:
+        """Carry the patch onto the face's current geometry in `image` (in place)."""
+        ...

@@ -1,0 +1,1 @@
+"""Sources and sinks: video files, images (and later webcams, WebRTC, virtual cameras)."""

@@ -1,0 +1,1 @@
+"""Per-frame work: face detection, Kalman tracking, keyframe policy."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: real photos from ../shared/data (skipped with a reason when absent),
+real images shipped in PyPI packages, and generated media in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LOSTFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or a skip when that folder is absent (fresh clones)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: ../shared/data ships beside the project in CI only")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """A real unmasked face photo that ships with scikit-image (512x512)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    rgb = skimage_data.astronaut()
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _yolo_config_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo_cfg")))
