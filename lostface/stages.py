@@ -38,7 +38,7 @@ class Tracker(Protocol):
 
 class KeyframePolicy(Protocol):
     def due(self, track: FaceTrack, frame_index: int, scene_cut: bool) -> str | None:
-        """Why this track needs a fresh patch now ("new", "pose", "scale", "cut", "age"), or None."""
+        """Why this track needs a fresh patch now ("new", "cut", "pose", "roll", "scale", "age"), or None."""
         ...
 
     def painted(self, track: FaceTrack, frame_index: int) -> None:

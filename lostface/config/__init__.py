@@ -74,7 +74,7 @@ class RestoreSettings:
     references: list[str] = field(default_factory=list)  # photos or folders of the person
     blend: str = "poisson"  # poisson | alpha
     upscale: str = "resample"  # resample (embedded) | sd-x4
-    refine: bool = True  # reference: refine the landmark alignment on the visible upper face (ECC)
+    refine: bool = False  # reference: ECC-refine the alignment on the visible upper face (slow, fragile)
     mirror: bool = True  # reference: also use mirrored references (covers the opposite head turn)
     relight: bool = True  # compositor: follow the face's brightness between keyframes
 

@@ -1,0 +1,179 @@
+"""Kalman tracker: stable face ids through missed and skipped detections.
+
+Per frame the pipeline calls `update(detections | None, scene_cut)`. Every track is
+predicted one frame ahead; when the detector ran, predictions are matched to detections
+(Hungarian on IoU, centre-distance fallback) and corrected. Tracks are born tentative
+and confirmed after `birth_hits` matches (a single false detection never gets an id the
+rest of the pipeline acts on); they end after `max_misses` detection rounds unmatched.
+
+Landmarks are kept relative to the box (normalised by its size) and smoothed there, then
+mapped onto the filtered box on every frame: predicted frames get landmarks that move
+with the box, and detector jitter is damped twice (box filter and landmark EMA). A
+correction at a detection round is shown partly at once and partly over the next frames
+(CORRECTION_DECAY), so detecting every Nth frame does not make the box jump every N frames.
+
+FaceTrack.misses counts detection rounds (not frames) without a match, the unit that
+`max_misses` is given in; frames where the detector did not run count no miss.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from lostface.config import TrackingSettings
+from lostface.frame import N_LANDMARKS, Detections, FaceTrack
+from lostface.tracking.association import associate
+from lostface.tracking.kalman import BoxKalman
+
+log = logging.getLogger(__name__)
+
+# Where the five landmarks sit in a face box (fractions of its width and height), used
+# only when a detector gives none.
+_DEFAULT_REL = np.array(
+    [[0.33, 0.40], [0.67, 0.40], [0.50, 0.58], [0.37, 0.76], [0.63, 0.76]], np.float32
+)
+_DUPLICATE_IOU = 0.5  # an unmatched detection overlapping a matched track this much is a duplicate
+_COAST_DAMPING = 0.5  # velocity kept after each detection round a track missed
+CORRECTION_DECAY = 0.4  # share of a correction still to be shown one frame later
+
+
+@dataclass(slots=True)
+class _Track:
+    face: FaceTrack
+    kf: BoxKalman
+    rel: np.ndarray  # (K,2) smoothed landmarks in box-normalised coordinates
+    offset: np.ndarray  # (4,) shown box minus filtered box: corrections fade in, not jump
+
+
+class KalmanTracker:
+    """Tracker protocol implementation: one filterpy Kalman filter per face."""
+
+    def __init__(self, settings: TrackingSettings) -> None:
+        self.settings = settings
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        """Forget every track; ids keep increasing (they are never reused)."""
+        self._tracks.clear()
+
+    @property
+    def needs_detection(self) -> bool:
+        """True while a tentative track waits for its confirming detection."""
+        return any(not t.face.confirmed for t in self._tracks)
+
+    @property
+    def tracks(self) -> list[FaceTrack]:
+        return [t.face for t in self._tracks]
+
+    def update(self, detections: Detections | None, scene_cut: bool = False) -> list[FaceTrack]:
+        """Advance one frame and return the live tracks (confirmed and tentative)."""
+        if scene_cut:
+            if self._tracks:
+                log.debug("scene cut: ending %d tracks", len(self._tracks))
+            self._tracks.clear()
+            if detections is not None:
+                for j in range(len(detections)):
+                    self._birth(detections, j)
+            return self.tracks
+
+        for t in self._tracks:
+            t.kf.predict()
+            t.face.age += 1
+            t.face.detected = False
+
+        if detections is not None:
+            self._correct(detections)
+
+        for t in self._tracks:
+            self._place(t)
+        return self.tracks
+
+    def _correct(self, dets: Detections) -> None:
+        s = self.settings
+        boxes = np.empty((len(self._tracks), 4), np.float64)
+        for i, t in enumerate(self._tracks):
+            t.kf.box(boxes[i])
+        matches, lost, new, iou = associate(boxes, dets.boxes, s.match_iou, s.match_distance)
+        for i, j in matches:
+            t = self._tracks[i]
+            t.offset += boxes[i]
+            t.kf.update(dets.boxes[j])
+            t.offset -= t.kf.box(boxes[i])
+            f = t.face
+            f.hits += 1
+            f.misses = 0
+            f.detected = True
+            f.score = float(dets.scores[j])
+            if f.hits >= s.birth_hits:
+                f.confirmed = True
+            self._smooth_landmarks(t, dets.boxes[j], dets.landmarks[j])
+        dead: set[int] = set()
+        for i in lost:
+            t = self._tracks[i]
+            t.face.misses += 1
+            t.kf.damp(_COAST_DAMPING)
+            if not t.face.confirmed or t.face.misses > s.max_misses:
+                dead.add(i)
+        matched_rows = [i for i, _ in matches]
+        for j in new:
+            if matched_rows and float(iou[matched_rows, j].max()) > _DUPLICATE_IOU:
+                continue
+            self._birth(dets, j)
+        if dead:
+            log.debug("ending tracks %s", [self._tracks[i].face.track_id for i in sorted(dead)])
+            self._tracks = [t for i, t in enumerate(self._tracks) if i not in dead]
+
+    def _birth(self, dets: Detections, j: int) -> None:
+        s = self.settings
+        box = np.asarray(dets.boxes[j], np.float32)
+        rel = self._relative(box, dets.landmarks[j])
+        face = FaceTrack(
+            track_id=self._next_id,
+            box=box.copy(),
+            landmarks=np.zeros_like(rel),
+            score=float(dets.scores[j]),
+            hits=1,
+            confirmed=s.birth_hits <= 1,
+            detected=True,
+        )
+        self._next_id += 1
+        kf = BoxKalman(box, s.process_noise, s.measurement_noise)
+        t = _Track(face, kf, rel, np.zeros(4, np.float64))
+        self._tracks.append(t)
+        self._place(t)
+
+    def _relative(self, box: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        """Landmarks in box-normalised coordinates (a fresh array)."""
+        lm = np.asarray(lm, np.float32).reshape(-1, 2)
+        if len(lm) < N_LANDMARKS or not np.all(np.isfinite(lm)) or not np.any(lm):
+            return _DEFAULT_REL.copy()
+        w = max(float(box[2] - box[0]), 1.0)
+        h = max(float(box[3] - box[1]), 1.0)
+        rel = lm - np.asarray(box[:2], np.float32)
+        rel /= np.array([w, h], np.float32)
+        return rel
+
+    def _smooth_landmarks(self, t: _Track, box: np.ndarray, lm: np.ndarray) -> None:
+        new = self._relative(box, lm)
+        if new.shape != t.rel.shape:
+            t.rel = new
+            t.face.landmarks = np.zeros_like(new)
+            return
+        a = float(np.clip(self.settings.landmark_smoothing, 0.0, 1.0))
+        t.rel *= 1.0 - a
+        t.rel += a * new
+
+    def _place(self, t: _Track) -> None:
+        """Write the filtered box and the landmarks mapped onto it into the FaceTrack."""
+        f = t.face
+        t.kf.box(f.box)
+        t.offset *= CORRECTION_DECAY
+        f.box += t.offset
+        w = float(f.box[2] - f.box[0])
+        h = float(f.box[3] - f.box[1])
+        np.multiply(t.rel, (w, h), out=f.landmarks)
+        f.landmarks += f.box[:2]
