@@ -32,6 +32,7 @@ class DetectSettings:
     nms_iou: float = 0.3
     max_faces: int = 32
     device: str = "cpu"  # yolov8: cpu | cuda | cuda:0 ...
+    threads: int = 1  # detector threads (0 = all cores); decode and encode use the other core
 
 
 @dataclass

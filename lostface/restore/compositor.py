@@ -1,0 +1,205 @@
+"""Per-frame compositor: carry each track's newest patch onto the face's current geometry.
+
+Runs on every frame for every masked face, so it touches only the face's region: the
+canonical patch is warped straight into the bounding box of its alpha support in the
+frame (never the whole frame), relit by the change of the visible skin's brightness since
+the keyframe, and alpha-blended in place. A new patch fades in over the previous one
+during keyframe.crossfade_frames frames, so repainting does not pop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lostface.config import Settings
+from lostface.frame import FaceTrack, Patch
+from lostface.restore import align
+from lostface.restore.regions import upper_skin_mask
+
+_SAMPLE = 64  # canonical resolution at which the current skin brightness is sampled
+_GAIN_RANGE = (0.67, 1.5)
+
+
+def skin_mean(face_canonical: np.ndarray) -> np.ndarray:
+    """Mean BGR (float32, shape (3,)) of the upper-face skin a mask leaves visible."""
+    sel = upper_skin_mask() > 0
+    return face_canonical[sel].astype(np.float32).mean(0)
+
+
+def _sample_mask() -> np.ndarray:
+    small = cv2.resize(upper_skin_mask(), (_SAMPLE, _SAMPLE), interpolation=cv2.INTER_AREA)
+    return small > 200
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A patch ready to warp: BGRA uint8 (alpha in the 4th channel) and its support box."""
+
+    patch: Patch
+    bgra: np.ndarray
+    corners: np.ndarray  # (4,2) canonical corners of the alpha support's bounding box
+    skin: np.ndarray  # (3,) float32 skin mean at its keyframe
+
+
+@dataclass(slots=True)
+class _TrackState:
+    current: _Prepared
+    previous: _Prepared | None
+    frames: int  # frames composited since `current` arrived
+
+
+def _prepare(patch: Patch) -> _Prepared:
+    alpha = np.clip(patch.alpha, 0.0, 1.0)
+    a8 = (alpha * 255.0 + 0.5).astype(np.uint8)
+    bgra = np.dstack([patch.image, a8])
+    return _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch))
+
+
+def _support_corners(a8: np.ndarray) -> np.ndarray:
+    x, y, w, h = cv2.boundingRect(a8)
+    if w == 0 or h == 0:
+        return np.zeros((0, 2))
+    # pixel edges, one pixel wider for bilinear sampling
+    x0, y0, x1, y1 = x - 1.0, y - 1.0, x + w + 0.0, y + h + 0.0
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+
+
+def _skin(patch: Patch) -> np.ndarray:
+    s = np.asarray(patch.skin_mean, np.float32).reshape(-1)[:3]
+    return s if s.size == 3 else np.zeros(3, np.float32)
+
+
+class PatchCompositor:
+    """Compositor (see lostface.stages), with a per-track crossfade between patches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.crossfade_frames = max(0, int(settings.keyframe.crossfade_frames))
+        self.relight = bool(settings.restore.relight)
+        self._tracks: dict[int, _TrackState] = {}
+        self._skin_sel = _sample_mask()
+        self._scale = np.diag([_SAMPLE / align.CANON_SIZE] * 2)
+        self._buf = np.zeros((0, 0, 3), np.float32)
+        self._abuf = np.zeros((0, 0, 1), np.float32)
+
+    def forget(self, track_id: int) -> None:
+        self._tracks.pop(track_id, None)
+
+    def reset(self) -> None:
+        self._tracks.clear()
+
+    def fade_weight(self, track_id: int) -> float:
+        """Weight of the newest patch of a track on the last composited frame (1 = settled)."""
+        st = self._tracks.get(track_id)
+        if st is None:
+            return 0.0
+        return self._weight(st.frames - 1) if st.previous is not None else 1.0
+
+    def _weight(self, frames: int) -> float:
+        n = self.crossfade_frames
+        return 1.0 if frames >= n else (frames + 1) / (n + 1)
+
+    def _state(self, track_id: int, patch: Patch) -> _TrackState:
+        st = self._tracks.get(track_id)
+        if st is None:
+            st = _TrackState(_prepare(patch), None, 0)
+            st.frames = self.crossfade_frames  # a first patch has nothing to fade from
+            self._tracks[track_id] = st
+        elif st.current.patch is not patch:
+            st = _TrackState(_prepare(patch), st.current, 0)
+            self._tracks[track_id] = st
+        return st
+
+    def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> None:
+        """Blend the track's patch into `image` in place, within the face's ROI only."""
+        st = self._state(track.track_id, patch)
+        w = self._weight(st.frames) if st.previous is not None else 1.0
+        st.frames += 1
+        if w >= 1.0:
+            st.previous = None
+            bgra, corners, skin = st.current.bgra, st.current.corners, st.current.skin
+        else:
+            bgra, corners, skin = _mix(st.previous, st.current, w)  # type: ignore[arg-type]
+        if len(corners) == 0:
+            return
+        try:
+            m = align.to_canonical(track.landmarks)
+        except ValueError:
+            return
+        inv = align.invert(m)
+        pts = align.apply(inv, corners)
+        h_img, w_img = image.shape[:2]
+        x0 = max(int(np.floor(pts[:, 0].min())), 0)
+        y0 = max(int(np.floor(pts[:, 1].min())), 0)
+        x1 = min(int(np.ceil(pts[:, 0].max())) + 1, w_img)
+        y1 = min(int(np.ceil(pts[:, 1].max())) + 1, h_img)
+        if x1 <= x0 or y1 <= y0:
+            return
+        mt = inv.copy()
+        mt[:, 2] -= (x0, y0)
+        rw, rh = x1 - x0, y1 - y0
+        warped = cv2.warpAffine(
+            bgra,
+            mt,
+            (rw, rh),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        a8 = warped[:, :, 3]
+        if not a8.any():
+            return
+        gain = self._gain(image, m, skin) if self.relight else None
+        self._blend(image[y0:y1, x0:x1], warped, gain)
+
+    def _gain(self, image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+        """Per-channel ratio of the current visible skin to the keyframe's (~300 samples)."""
+        if not np.all(skin > 1.0):
+            return None
+        ms = self._scale @ m
+        small = cv2.warpAffine(
+            image, ms, (_SAMPLE, _SAMPLE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        cur = small[self._skin_sel].mean(0)
+        return np.clip(cur / skin, *_GAIN_RANGE).astype(np.float32)
+
+    def _blend(self, roi: np.ndarray, warped: np.ndarray, gain: np.ndarray | None) -> None:
+        rh, rw = roi.shape[:2]
+        if self._buf.shape[0] < rh or self._buf.shape[1] < rw:
+            hh, ww = max(rh, self._buf.shape[0]), max(rw, self._buf.shape[1])
+            self._buf = np.empty((hh, ww, 3), np.float32)
+            self._abuf = np.empty((hh, ww, 1), np.float32)
+        p = self._buf[:rh, :rw]
+        a = self._abuf[:rh, :rw]
+        np.multiply(warped[:, :, 3:4], np.float32(1 / 255), out=a)
+        p[...] = warped[:, :, :3]
+        if gain is not None:
+            p *= gain
+        p -= roi
+        p *= a
+        p += roi
+        p += 0.5
+        np.clip(p, 0, 255, out=p)
+        np.copyto(roi, p.astype(np.uint8), where=warped[:, :, 3:4] > 0)
+
+
+def _mix(old: _Prepared, new: _Prepared, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both patches blended in canonical space (premultiplied by their alphas), weight w on new."""
+    a_o = old.bgra[:, :, 3:4].astype(np.float32) * ((1.0 - w) / 255.0)
+    a_n = new.bgra[:, :, 3:4].astype(np.float32) * (w / 255.0)
+    a = a_o + a_n
+    img = old.bgra[:, :, :3] * a_o + new.bgra[:, :, :3] * a_n
+    img /= np.maximum(a, 1e-6)
+    bgra = np.dstack([img + 0.5, a * 255.0 + 0.5]).clip(0, 255).astype(np.uint8)
+    corners = (
+        np.vstack([old.corners, new.corners])
+        if len(old.corners) and len(new.corners)
+        else (old.corners if len(old.corners) else new.corners)
+    )
+    if len(corners):
+        lo, hi = corners.min(0), corners.max(0)
+        corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+    skin = (1.0 - w) * old.skin + w * new.skin
+    return bgra, corners, skin.astype(np.float32)

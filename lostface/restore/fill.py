@@ -1,0 +1,73 @@
+"""Neutral fill: a plausible skin-toned lower face when no reference photo of the person exists.
+
+Classical and cheap: inpaint the covered region from its border, smooth it (inpainting
+streaks look worse than a soft face), and pull its colour to the visible skin so bits of
+the mask that leaked into the border do not tint the fill.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lostface.frame import CoverMask
+from lostface.restore.regions import upper_skin_mask
+
+_WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper than 256
+
+
+class NeutralFill:
+    """Restorer (see lostface.stages) that paints a smooth skin-toned fill; reference None."""
+
+    def __init__(
+        self, chroma_pull: float = 0.7, blur_sigma: float = 3.0, light_pull: float = 0.5
+    ) -> None:
+        self.chroma_pull = chroma_pull
+        self.blur_sigma = blur_sigma
+        self.light_pull = light_pull
+
+    def restore(
+        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+    ) -> tuple[np.ndarray, str | None]:
+        alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
+        if not cover.covered or float(alpha.max()) <= 0.0:
+            return face.copy(), None
+        support = (alpha > 0.01).astype(np.uint8)
+        fill = neutral_fill(face, support, self.chroma_pull, self.blur_sigma, self.light_pull)
+        a = alpha[..., None]
+        out = face.astype(np.float32) * (1.0 - a) + fill * a
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
+
+
+def neutral_fill(
+    face: np.ndarray,
+    support: np.ndarray,
+    chroma_pull: float = 0.7,
+    blur_sigma: float = 3.0,
+    light_pull: float = 0.0,
+) -> np.ndarray:
+    """A smooth skin-toned fill of the support region, (S,S,3) float32 BGR in 0..255.
+
+    light_pull moves brightness toward the visible skin's (for a whole lower face; 0 keeps
+    the border's shading, for the rim of a reference patch)."""
+    s = face.shape[0]
+    small = cv2.resize(face, (_WORK, _WORK), interpolation=cv2.INTER_AREA)
+    msk = cv2.resize(support.astype(np.uint8), (_WORK, _WORK), interpolation=cv2.INTER_NEAREST)
+    msk = cv2.dilate(msk, np.ones((3, 3), np.uint8))
+    fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
+    fill = cv2.GaussianBlur(fill, (0, 0), blur_sigma)
+    lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    skin_sel = (upper_skin_mask() > 0) & (support == 0)
+    if int(skin_sel.sum()) >= 32:
+        skin = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[skin_sel]
+        mu = skin.mean(0)
+        lab[..., 1:] = (1 - chroma_pull) * lab[..., 1:] + chroma_pull * mu[1:]
+        # keep some inpainted shading, but the border also holds hair, collar and background:
+        # brightness stays near the visible skin's
+        if light_pull > 0:
+            lab[..., 0] = (1 - light_pull) * lab[..., 0] + light_pull * mu[0]
+            lab[..., 0] = np.clip(lab[..., 0], mu[0] - 12.0, mu[0] + 8.0)
+        else:
+            lab[..., 0] = np.clip(lab[..., 0], mu[0] - 25.0, mu[0] + 15.0)
+    fill = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255.0
+    return cv2.resize(fill, (s, s), interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,413 @@
+"""Reference restoration: paint a masked lower face from the person's own unmasked photo.
+
+The reference photos are aligned to canonical space once, before the frame loop. On a
+keyframe the restorer picks the reference whose head pose is closest to the target's,
+aligns it by the landmarks a face mask leaves visible (eyes, nose), optionally refines the
+alignment on the visible upper face (ECC), moves its colour and lighting onto the target's
+visible skin, and blends it in through the cover alpha.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lostface.config import RestoreSettings
+from lostface.errors import InputError
+from lostface.frame import CoverMask
+from lostface.restore.align import (
+    CANON_SIZE,
+    VISIBLE_WEIGHTS,
+    apply,
+    invert,
+    pitch_proxy,
+    scale_of,
+    similarity,
+    to_canonical,
+    yaw_proxy,
+)
+from lostface.restore.fill import neutral_fill
+from lostface.restore.regions import upper_skin_mask
+from lostface.stages import Detector
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# A mirrored reference covers the opposite head turn, but faces are not perfectly
+# symmetric: it is chosen only when clearly closer in pose (squared eye distances).
+MIRROR_PENALTY = 0.004
+# Lab statistics of a skin region: mean and standard deviation per channel.
+_SKIN_STD_MIN = 2.0
+
+
+@dataclass(slots=True)
+class Reference:
+    """One reference face in canonical space.
+
+    image: (S,S,3) uint8 BGR canonical crop; landmarks: its 5 points in canonical space;
+    yaw/pitch: pose proxies (see align.yaw_proxy); skin_mean/skin_std: Lab statistics of
+    its upper-face skin, used to move its colours onto a target.
+    """
+
+    name: str
+    image: np.ndarray
+    landmarks: np.ndarray
+    yaw: float
+    pitch: float
+    skin_mean: np.ndarray
+    skin_std: np.ndarray
+    mirrored: bool = False
+
+    def mirror(self) -> Reference:
+        """The horizontally flipped reference (covers the opposite head turn)."""
+        s = self.image.shape[1]
+        lm = self.landmarks.copy()
+        lm[:, 0] = (s - 1) - lm[:, 0]
+        lm = lm[[1, 0, 2, 4, 3]]
+        return Reference(
+            name=self.name,
+            image=np.ascontiguousarray(self.image[:, ::-1]),
+            landmarks=lm,
+            yaw=yaw_proxy(lm),
+            pitch=pitch_proxy(lm),
+            skin_mean=self.skin_mean.copy(),
+            skin_std=self.skin_std.copy(),
+            mirrored=True,
+        )
+
+
+def lab_stats(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (Lab, float32 scaled as by cv2 for float input) over mask > 0."""
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    sel = lab[mask > 0]
+    if len(sel) < 16:
+        sel = lab.reshape(-1, 3)
+    return sel.mean(0).astype(np.float32), np.maximum(sel.std(0), _SKIN_STD_MIN).astype(np.float32)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A photo as BGR uint8: grayscale expanded, alpha composited over mid-grey, 16 bit reduced."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(
+            f"Reference photo {path} cannot be read ({exc}); check the path."
+        ) from None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise InputError(
+            f"Reference photo {path} is not a readable image; give a JPEG, PNG, WebP or BMP file."
+        )
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        a = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3].astype(np.float32) * a + 128.0 * (1.0 - a) + 0.5).astype(np.uint8)
+    elif img.shape[2] == 2:  # grey + alpha
+        img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical crop and canonical landmarks of a face, anti-aliased for large faces."""
+    m = to_canonical(landmarks)
+    s = scale_of(m)
+    if s < 0.6:
+        # warpAffine samples without low-pass: shrink first so the warp scales by ~0.75.
+        f = s / 0.75
+        small = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        ms = m.copy()
+        ms[:, :2] = m[:, :2] / f
+        ms[:, 2] = m[:, 2] + m[:, :2] @ np.full(2, 0.5 / f - 0.5)
+        crop = cv2.warpAffine(
+            small,
+            ms,
+            (CANON_SIZE, CANON_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    else:
+        crop = cv2.warpAffine(
+            image,
+            m,
+            (CANON_SIZE, CANON_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    return crop, apply(m, np.asarray(landmarks)[:5]).astype(np.float32)
+
+
+class ReferenceBank:
+    """The person's unmasked photos, aligned to canonical space once before the frame loop."""
+
+    def __init__(self, references: list[Reference]) -> None:
+        if not references:
+            raise InputError("No reference photo was given; pass at least one unmasked photo.")
+        self.references = list(references)
+        self.mirrored = [r.mirror() for r in self.references]
+
+    def candidates(self, mirror: bool = True) -> list[Reference]:
+        return self.references + self.mirrored if mirror else self.references
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    @staticmethod
+    def _expand(paths: list[str | Path]) -> list[Path]:
+        files: list[Path] = []
+        for p in paths:
+            path = Path(p).expanduser()
+            if path.is_dir():
+                found = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                if not found:
+                    raise InputError(
+                        f"Reference folder {path} holds no image (jpg, png, webp, bmp); "
+                        "put unmasked photos of the person in it."
+                    )
+                files.extend(found)
+            elif path.is_file():
+                files.append(path)
+            else:
+                raise InputError(f"Reference photo {path} does not exist; check the path.")
+        return files
+
+    @classmethod
+    def from_image(cls, name: str, image: np.ndarray, detector: Detector) -> Reference:
+        """Align the largest face of one BGR photo; InputError when it has none."""
+        dets = detector.detect(image)
+        if len(dets) == 0:
+            raise InputError(
+                f"Reference photo {name} shows no face the detector can find; "
+                "use a sharp, frontal, unmasked photo of the person."
+            )
+        b = dets.boxes
+        i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+        crop, lm = align_face(image, dets.landmarks[i][:5])
+        mean, std = lab_stats(crop, upper_skin_mask())
+        return Reference(name, crop, lm, yaw_proxy(lm), pitch_proxy(lm), mean, std)
+
+    @classmethod
+    def from_images(cls, images: list[tuple[str, np.ndarray]], detector: Detector) -> ReferenceBank:
+        """Already decoded photos as (name, BGR uint8 image) pairs."""
+        if not images:
+            raise InputError("No reference photo was given; pass at least one unmasked photo.")
+        return cls([cls.from_image(name, img, detector) for name, img in images])
+
+    def merged(self, other: ReferenceBank) -> ReferenceBank:
+        return ReferenceBank(self.references + other.references)
+
+    @classmethod
+    def from_paths(cls, paths: list[str | Path], detector: Detector) -> ReferenceBank:
+        """Files or folders of photos; the largest face of each one becomes a reference."""
+        if not paths:
+            raise InputError("No reference photo was given; pass at least one unmasked photo.")
+        refs = [cls.from_image(str(f), read_image(f), detector) for f in cls._expand(paths)]
+        log.info("reference bank: %d photo(s)", len(refs))
+        return cls(refs)
+
+
+def _chroma_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Skin likeness in [0,1] of every pixel from its a/b distance to the skin sample."""
+    mu = skin[:, 1:].mean(0)
+    sd = np.maximum(skin[:, 1:].std(0) * 2.5, 5.0)
+    d = (((lab[..., 1:] - mu) / sd) ** 2).sum(-1)
+    return np.exp(-0.5 * d)
+
+
+def _highpass(image: np.ndarray) -> np.ndarray:
+    """Grey detail without shading: two photos of one face share edges far more than lighting."""
+    g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return g - cv2.GaussianBlur(g, (0, 0), 5.0)
+
+
+class ReferenceRestorer:
+    """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank."""
+
+    def __init__(self, bank: ReferenceBank, settings: RestoreSettings) -> None:
+        self.bank = bank
+        self.settings = settings
+        s = CANON_SIZE
+        yy, xx = np.mgrid[0:s, 0:s]
+        # The part of the upper face that carries alignment detail: brows, eyes, nose.
+        self._upper_band = (
+            (yy > 0.18 * s) & (yy < 0.55 * s) & (xx > 0.16 * s) & (xx < 0.84 * s)
+        ).astype(np.uint8)
+        # where face skin can be around a mask: inside the face oval, not the hair or collar
+        self._face_zone = np.zeros((s, s), np.uint8)
+        centre, axes = (s // 2, int(0.56 * s)), (int(0.37 * s), int(0.42 * s))
+        cv2.ellipse(self._face_zone, centre, axes, 0, 0, 360, 1, -1)
+        self._ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25))
+        # mouth and chin: always painted from the reference (lips and teeth are not skin-coloured)
+        core = np.zeros((s, s), np.float32)
+        cv2.ellipse(
+            core, (s // 2, int(0.72 * s)), (int(0.18 * s), int(0.2 * s)), 0, 0, 360, 1.0, -1
+        )
+        self._core = core
+
+    def choose(self, landmarks: np.ndarray) -> Reference:
+        """The reference (or mirrored reference) whose head pose is closest to the target's."""
+        yaw, pitch = yaw_proxy(landmarks), pitch_proxy(landmarks)
+
+        def cost(r: Reference) -> float:
+            return (
+                (r.yaw - yaw) ** 2
+                + (r.pitch - pitch) ** 2
+                + (MIRROR_PENALTY if r.mirrored else 0.0)
+            )
+
+        return min(self.bank.candidates(self.settings.mirror), key=cost)
+
+    def _refine(
+        self, target: np.ndarray, warped: np.ndarray, visible: np.ndarray
+    ) -> np.ndarray | None:
+        """ECC affine refinement on the visible upper face (half resolution). Returns the
+        inverse map (target canonical -> warped-reference canonical) or None when unsure."""
+        h = CANON_SIZE // 2
+        t = _highpass(cv2.resize(target, (h, h), interpolation=cv2.INTER_AREA))
+        w = _highpass(cv2.resize(warped, (h, h), interpolation=cv2.INTER_AREA))
+        mask = cv2.resize(visible, (h, h), interpolation=cv2.INTER_NEAREST)
+        if int(mask.sum()) < 400:
+            return None
+        warp = np.eye(2, 3, dtype=np.float32)
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
+        try:
+            cc, warp = cv2.findTransformECC(t, w, warp, cv2.MOTION_AFFINE, crit, mask, 3)
+        except cv2.error:
+            return None
+        lin = warp[:, :2] - np.eye(2)
+        if cc < 0.5 or np.abs(lin).max() > 0.08 or np.abs(warp[:, 2]).max() > 4.0:
+            return None
+        full = warp.astype(np.float64)
+        # half-resolution pixels x_h = (x + 0.5) / 2 - 0.5 back to full resolution
+        full[:, 2] = 2.0 * full[:, 2] + 0.5 * (np.ones(2) - full[:, :2] @ np.ones(2))
+        return full
+
+    def restore(
+        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+    ) -> tuple[np.ndarray, str | None]:
+        """Paint the covered region of a canonical face crop from the best reference."""
+        alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
+        if not cover.covered or float(alpha.max()) <= 0.0:
+            return face.copy(), None
+        s = CANON_SIZE
+        lm = np.asarray(landmarks, np.float64)[:5]
+        ref = self.choose(lm)
+        # Reference canonical -> target canonical, by the points a mask leaves visible.
+        m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
+        warped = cv2.warpAffine(
+            ref.image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        support = (alpha > 0.01).astype(np.uint8)
+        grown = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+        visible = self._upper_band & (1 - grown)
+        if self.settings.refine:
+            inv_refine = self._refine(face, warped, visible)
+            if inv_refine is not None:
+                # warped(x) = ref(m^-1 x); refined(x) = warped(W x) = ref(m^-1 W x)
+                mi = invert(m)
+                total = np.zeros((2, 3))
+                total[:, :2] = mi[:, :2] @ inv_refine[:, :2]
+                total[:, 2] = mi[:, :2] @ inv_refine[:, 2] + mi[:, 2]
+                warped = cv2.warpAffine(
+                    ref.image,
+                    total,
+                    (s, s),
+                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+        matched, ref_skin = self._match_colour(face, warped, support, grown)
+        # Where the aligned reference shows no skin (its background beyond a narrower jaw,
+        # its collar), a smooth fill from the target's own border looks far less wrong.
+        keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
+        fill = neutral_fill(face, support)
+        src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
+        src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
+        return self._blend(face, src, alpha, support), ref.name
+
+    def _match_colour(
+        self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Move the reference's colour onto the target, in Lab; also return the reference's
+        skin likeness per pixel.
+
+        Lighting differs between forehead and lower face from photo to photo, so the
+        statistics come from the skin just around the covered region (under the eyes, the
+        nose bridge, the cheeks' edges), in the same canonical pixels of both faces: first a
+        global shift (and a mildly limited contrast gain), then a smooth offset field fitted
+        on that band for local lighting, so the border matches without a seam.
+        """
+        f_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        r_lab = cv2.cvtColor(src.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        visible = 1 - grown
+        forehead = (upper_skin_mask() > 0) & (visible > 0)
+        if int(forehead.sum()) < 64:
+            forehead = visible > 0
+        band = cv2.dilate(grown, self._ring_kernel) & visible & self._face_zone
+        # skin by chroma only (lighting moves L, not a/b much), relative to each face's own forehead
+        w_t = band * _chroma_weight(f_lab, f_lab[forehead])
+        ref_skin = _chroma_weight(r_lab, r_lab[forehead]).astype(np.float32)
+        w_r = band * ref_skin
+        w = (w_t * w_r).astype(np.float32)
+        if float(w.sum()) < 50.0:  # no skin seen around the mask: fall back to the forehead
+            w = forehead.astype(np.float32)
+        ws = float(w.sum())
+        mu_t = (f_lab * w[..., None]).reshape(-1, 3).sum(0) / ws
+        mu_r = (r_lab * w[..., None]).reshape(-1, 3).sum(0) / ws
+        sd_t = np.sqrt((((f_lab - mu_t) ** 2) * w[..., None]).reshape(-1, 3).sum(0) / ws)
+        sd_r = np.sqrt((((r_lab - mu_r) ** 2) * w[..., None]).reshape(-1, 3).sum(0) / ws)
+        gain = np.clip(np.maximum(sd_t, _SKIN_STD_MIN) / np.maximum(sd_r, _SKIN_STD_MIN), 0.8, 1.25)
+        r_lab = (r_lab - mu_r) * gain.astype(np.float32) + mu_t
+
+        diff = f_lab - r_lab
+        q = 4  # fit the smooth field at quarter resolution: cheap, and smooth anyway
+        small = (CANON_SIZE // q, CANON_SIZE // q)
+        ws_ = cv2.resize(w, small, interpolation=cv2.INTER_AREA)
+        ds = cv2.resize(diff * w[..., None], small, interpolation=cv2.INTER_AREA)
+        sig = 20.0 / q
+        ws_b = cv2.GaussianBlur(ws_, (0, 0), sig)
+        ds_b = cv2.GaussianBlur(ds, (0, 0), sig)
+        prior = 0.05  # pulls the field to zero where no skin was seen nearby
+        field = ds_b / (ws_b[..., None] + prior)
+        field[..., 0] = np.clip(field[..., 0], -20.0, 20.0)
+        field[..., 1:] = np.clip(field[..., 1:], -8.0, 8.0)
+        field = cv2.resize(field, (CANON_SIZE, CANON_SIZE), interpolation=cv2.INTER_LINEAR)
+        r_lab = r_lab + field
+        r_lab[..., 0] = np.clip(r_lab[..., 0], 0.0, 100.0)
+        out = cv2.cvtColor(r_lab, cv2.COLOR_Lab2BGR)
+        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), ref_skin
+
+    def _blend(
+        self, face: np.ndarray, src: np.ndarray, alpha: np.ndarray, support: np.ndarray
+    ) -> np.ndarray:
+        if self.settings.blend == "poisson":
+            src = poisson_clone(src, face, support)
+        a = alpha[..., None]
+        out = face.astype(np.float32) * (1.0 - a) + src.astype(np.float32) * a
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def poisson_clone(src: np.ndarray, dst: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """cv2.seamlessClone of src into dst over support, placed at the same pixels."""
+    mask = (support > 0).astype(np.uint8) * 255
+    mask[:2, :] = 0
+    mask[-2:, :] = 0
+    mask[:, :2] = 0
+    mask[:, -2:] = 0
+    x, y, w, h = cv2.boundingRect(mask)
+    if w < 3 or h < 3:
+        return dst.copy()
+    center = (x + w // 2, y + h // 2)
+    try:
+        return cv2.seamlessClone(src, dst, mask, center, cv2.NORMAL_CLONE)
+    except cv2.error:
+        log.warning("poisson blend failed; falling back to alpha blending")
+        return src
