@@ -1,0 +1,175 @@
+"""Segmentation benchmark: IoU per synthetic mask kind, presence accuracy, ms per face.
+
+    python bench/segmentation.py [--sample 100] [--overlays /tmp/seg_overlays]
+
+Faces come from the embedded detector (largest face per photo); photos are the real
+../shared/data/unmasked (synthetic masks drawn on them, ground truth known) and
+../shared/data/masked (real coverings, presence only). Prints a table and writes
+bench/results/segmentation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lostface.config import DetectSettings, MaskSettings
+from lostface.restore.align import to_canonical, warp_to_canonical
+from lostface.restore.segment import GeometrySegmenter
+from lostface.synthetic import KINDS, draw_mask
+from lostface.tracking.detectors import CenterFaceDetector
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def sample(folder: Path, n: int) -> list[Path]:
+    """A deterministic, evenly spaced sample of the photos in a folder."""
+    files = sorted(folder.glob("*.jpg"))
+    step = max(1, len(files) // n)
+    return files[::step][:n]
+
+
+def largest_face(detector: CenterFaceDetector, image: np.ndarray) -> np.ndarray | None:
+    det = detector.detect(image)
+    if len(det) == 0:
+        return None
+    area = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
+    return det.landmarks[int(np.argmax(area))]
+
+
+def overlay(
+    face: np.ndarray, hard: np.ndarray, truth: np.ndarray | None, score: float
+) -> np.ndarray:
+    vis = face.copy()
+    vis[hard] = (0.5 * vis[hard] + [0, 0, 127]).astype(np.uint8)
+    if truth is not None:
+        contours, _ = cv2.findContours(
+            truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(vis, contours, -1, (0, 255, 0), 1)
+    cv2.putText(vis, f"{score:.2f}", (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1)
+    return vis
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sample", type=int, default=100, help="photos per folder")
+    ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNG mosaics here")
+    args = ap.parse_args()
+
+    detector = CenterFaceDetector(DetectSettings())
+    settings = MaskSettings()
+    seg = GeometrySegmenter(settings)
+    iou: dict[str, list[float]] = {k: [] for k in KINDS}
+    syn_hits: dict[str, list[bool]] = {k: [] for k in KINDS}
+    presence: dict[str, list[bool]] = {"unmasked": [], "masked": []}
+    times: list[float] = []
+    tiles: dict[str, list[np.ndarray]] = {"synthetic": [], "masked": [], "unmasked": []}
+
+    for i, path in enumerate(sample(DATA / "unmasked", args.sample)):
+        image = cv2.imread(str(path))
+        if image is None:
+            continue
+        lm = largest_face(detector, image)
+        if lm is None:
+            continue
+        m = to_canonical(lm)
+        face = warp_to_canonical(image, m)
+        t0 = time.perf_counter()
+        cover = seg.segment(face)
+        times.append(time.perf_counter() - t0)
+        presence["unmasked"].append(cover.covered)
+        if len(tiles["unmasked"]) < 12 and (i % 4 == 0 or cover.covered):
+            tiles["unmasked"].append(overlay(face, cover.hard, None, cover.score))
+        for j, kind in enumerate(KINDS):
+            syn = draw_mask(image, lm, kind, rng=1000 * i + j)
+            face_s = warp_to_canonical(syn.image, m)
+            truth = (
+                cv2.warpAffine(
+                    syn.covered.astype(np.uint8), m, face_s.shape[1::-1], flags=cv2.INTER_NEAREST
+                )
+                > 0
+            )
+            cover_s = seg.segment(face_s)
+            union = np.logical_or(cover_s.hard, truth).sum()
+            iou[kind].append(float(np.logical_and(cover_s.hard, truth).sum() / max(union, 1)))
+            syn_hits[kind].append(cover_s.covered)
+            if len(tiles["synthetic"]) < 12 and i % 7 == 0:
+                tiles["synthetic"].append(overlay(face_s, cover_s.hard, truth, cover_s.score))
+
+    for i, path in enumerate(sample(DATA / "masked", args.sample)):
+        image = cv2.imread(str(path))
+        if image is None:
+            continue
+        lm = largest_face(detector, image)
+        if lm is None:
+            continue
+        face = warp_to_canonical(image, to_canonical(lm))
+        t0 = time.perf_counter()
+        cover = seg.segment(face)
+        times.append(time.perf_counter() - t0)
+        presence["masked"].append(cover.covered)
+        if len(tiles["masked"]) < 12 and (i % 4 == 0 or not cover.covered):
+            tiles["masked"].append(overlay(face, cover.hard, None, cover.score))
+
+    result = {
+        "sample_per_folder": args.sample,
+        "iou": {
+            k: {
+                "mean": float(np.mean(v)),
+                "median": float(np.median(v)),
+                "p10": float(np.percentile(v, 10)),
+                "n": len(v),
+            }
+            for k, v in iou.items()
+        },
+        "synthetic_detected": {k: float(np.mean(v)) for k, v in syn_hits.items()},
+        "presence": {
+            "masked_true_positive": float(np.mean(presence["masked"])),
+            "masked_faces": len(presence["masked"]),
+            "unmasked_true_negative": 1.0 - float(np.mean(presence["unmasked"])),
+            "unmasked_faces": len(presence["unmasked"]),
+        },
+        "ms_per_face": {
+            "median": 1000 * float(np.median(times)),
+            "p90": 1000 * float(np.percentile(times, 90)),
+        },
+        "settings": {
+            "presence_threshold": settings.presence_threshold,
+            "dilate": settings.dilate,
+            "feather_radius": settings.feather_radius,
+        },
+    }
+    print(f"{'kind':<10}{'mean IoU':>10}{'median':>8}{'p10':>8}{'detected':>10}{'n':>5}")
+    for k in KINDS:
+        r = result["iou"][k]
+        print(
+            f"{k:<10}{r['mean']:>10.3f}{r['median']:>8.3f}{r['p10']:>8.3f}{result['synthetic_detected'][k]:>10.3f}{r['n']:>5}"
+        )
+    p = result["presence"]
+    print(
+        f"presence: masked covered={p['masked_true_positive']:.3f} (n={p['masked_faces']}), "
+        f"unmasked not covered={p['unmasked_true_negative']:.3f} (n={p['unmasked_faces']})"
+    )
+    ms = result["ms_per_face"]
+    print(f"segment: {ms['median']:.2f} ms per face (median), {ms['p90']:.2f} ms (p90)")
+    out = ROOT / "bench" / "results" / "segmentation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.overlays is not None:
+        args.overlays.mkdir(parents=True, exist_ok=True)
+        for name, t in tiles.items():
+            if t:
+                t = t + [np.zeros_like(t[0])] * (-len(t) % 6)
+                rows = [np.hstack(t[r : r + 6]) for r in range(0, len(t), 6)]
+                cv2.imwrite(str(args.overlays / f"{name}.png"), np.vstack(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Face regions in canonical space (see restore.align): where a mask sits, where skin shows.
+
+All masks are (CANON_SIZE, CANON_SIZE) uint8 {0,255}, built once and cached.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+
+from lostface.restore.align import CANON_SIZE
+
+# Lower face from the nose bridge to below the chin, cheek to cheek: where a face mask sits.
+# fmt: off
+LOWER_FACE_POLYGON = np.array(
+    [[56, 128], [92, 119], [128, 115], [164, 119], [200, 128], [206, 170], [194, 212],
+     [166, 238], [128, 249], [90, 238], [62, 212], [50, 170]],
+    dtype=np.int32,
+)
+# fmt: on
+
+# Skin that a face mask leaves visible: the forehead band above the eyebrows and the
+# bridge between the eyes.
+UPPER_SKIN_POLYGON = np.array(
+    [[100, 52], [156, 52], [162, 78], [140, 84], [136, 104], [120, 104], [116, 84], [94, 78]],
+    dtype=np.int32,
+)
+
+# Skin of the nose bridge between the eyes: above any face mask and below any fringe of
+# hair or cap brim, so it stays visible when the forehead does not.
+MID_SKIN_POLYGONS = (np.array([[118, 86], [138, 86], [138, 108], [118, 108]], dtype=np.int32),)
+
+
+def _poly_mask(*polys: np.ndarray) -> np.ndarray:
+    m = np.zeros((CANON_SIZE, CANON_SIZE), np.uint8)
+    cv2.fillPoly(m, list(polys), 255)
+    return m
+
+
+@cache
+def lower_face_mask() -> np.ndarray:
+    return _poly_mask(LOWER_FACE_POLYGON)
+
+
+@cache
+def upper_skin_mask() -> np.ndarray:
+    return _poly_mask(UPPER_SKIN_POLYGON)
+
+
+@cache
+def mid_skin_mask() -> np.ndarray:
+    return _poly_mask(*MID_SKIN_POLYGONS)
