@@ -10,13 +10,13 @@ import numpy as np
 
 
 def write_clip(path: Path, frames: list[np.ndarray], rate: int = 25, audio: bool = True,
-               codec: str = "libx264") -> Path:
+               codec: str = "libx264", pix_fmt: str | None = None) -> Path:
     """Encode BGR frames (and a 440 Hz tone as AAC, when audio) into `path`."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=rate)
         vs.width, vs.height = w, h
-        vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
+        vs.pix_fmt = pix_fmt or ("yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p")
         as_ = out.add_stream("aac", rate=44100) if audio else None
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")

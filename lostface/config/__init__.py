@@ -98,6 +98,27 @@ class OutputSettings:
 
 
 @dataclass
+class LiveSettings:
+    badge: bool = True  # draw "AI-restored" on live output: viewers should know the face is painted
+    host: str = "127.0.0.1"  # serve: address to bind; any other than loopback needs a token
+    port: int = 8080
+    token: str = ""  # serve: shared secret the page and POST /offer must present
+    tls_cert: str = ""  # serve: PEM certificate (browsers share cameras only on secure origins)
+    tls_key: str = ""  # serve: PEM private key of tls_cert
+    max_sessions: int = 2  # serve: concurrent WebRTC sessions; more get 503
+    max_offer_bytes: int = 65536  # serve: larger POST /offer bodies get 413
+    ice_servers: list[str] = field(default_factory=list)  # stun:/turn: URLs; empty = none
+    ice_username: str = ""  # turn: credentials
+    ice_credential: str = ""
+    camera: str = "0"  # webcam index or device path
+    camera_width: int = 640
+    camera_height: int = 480
+    camera_fps: float = 30.0
+    vcam_device: str = ""  # virtual camera device (e.g. /dev/video10); empty = the first one
+    stream_bitrate: int = 2_000_000  # --stream: x264 bits/s
+
+
+@dataclass
 class Settings:
     detect: DetectSettings = field(default_factory=DetectSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -106,9 +127,11 @@ class Settings:
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
 
 
 PRESETS = ("cpu",)
+_ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -226,6 +249,22 @@ def validate(s: Settings) -> None:
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (s.restore.blend in ("poisson", "alpha"), "restore.blend must be poisson or alpha"),
         (0 <= s.video.crf <= 51, "video.crf must lie between 0 and 51"),
+        (1 <= s.live.port <= 65535, "live.port must lie between 1 and 65535"),
+        (s.live.max_sessions >= 1, "live.max_sessions must be 1 or more"),
+        (s.live.max_offer_bytes >= 1024, "live.max_offer_bytes must be 1024 or more"),
+        (
+            s.live.camera_width > 0 and s.live.camera_height > 0 and s.live.camera_fps > 0,
+            "live.camera_width, camera_height and camera_fps must be positive",
+        ),
+        (
+            bool(s.live.tls_cert) == bool(s.live.tls_key),
+            "live.tls_cert and live.tls_key must be given together",
+        ),
+        (
+            all(u.split(":", 1)[0] in _ICE_SCHEMES for u in s.live.ice_servers),
+            "live.ice_servers must hold stun:, stuns:, turn: or turns: URLs",
+        ),
+        (s.live.stream_bitrate >= 100_000, "live.stream_bitrate must be 100000 or more"),
     ]
     for ok, msg in checks:
         if not ok:

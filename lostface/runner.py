@@ -1,0 +1,110 @@
+"""Video file in, restored video file out: the threads, queues and atomic output of `run`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lostface.config import Settings
+from lostface.errors import InputError
+from lostface.frame import Frame
+from lostface.pipeline import Output, Pipeline, Stages
+from lostface.stream.video import ThreadedReader, ThreadedWriter, VideoReader, VideoWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    seconds: float = 0.0
+    track_ids: set[int] = field(default_factory=set)
+    keyframes: int = 0
+    dropped_jobs: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def progress_bar(total: int | None, settings: Settings, desc: str):
+    from tqdm import tqdm
+
+    enabled = settings.output.progress and sys.stderr.isatty()
+    return tqdm(
+        total=total or None,
+        unit="frame",
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+
+def process_video(
+    src: Path, out: Path, settings: Settings, stages: Stages, tracks_path: Path | None = None
+) -> RunStats:
+    """Decode `src`, run the pipeline, encode `out` (audio copied); nothing partial is left
+    behind on failure or Ctrl-C."""
+    reader = VideoReader(src)
+    pipe = Pipeline(settings, stages)
+    try:
+        writer = VideoWriter(out, reader.info, settings.video, reader.audio)
+    except BaseException:
+        reader.close()
+        pipe.close()
+        raise
+    twriter = ThreadedWriter(writer, settings.video.queue_size)
+    treader = ThreadedReader(reader, settings.video.queue_size)
+    tracks_tmp = tracks_path.with_name(f".{tracks_path.name}.partial") if tracks_path else None
+    tracks_file = open(tracks_tmp, "w", encoding="utf-8") if tracks_tmp else None  # noqa: SIM115
+    stats = RunStats()
+    bar = progress_bar(reader.info.frames, settings, src.name)
+    ok = False
+    t0 = time.perf_counter()
+
+    def emit(outs: list[Output]) -> None:
+        for o in outs:
+            twriter.put(o.frame)
+            if tracks_file is not None:
+                tracks_file.write(json.dumps(o.record()) + "\n")
+            stats.frames += 1
+            stats.track_ids.update(f.track_id for f in o.faces)
+        if outs:
+            bar.update(len(outs))
+
+    try:
+        for item in treader:
+            if isinstance(item, Frame):
+                emit(pipe.push(item))
+            else:
+                twriter.put(item)
+        emit(pipe.flush())
+        if stats.frames == 0:
+            raise InputError(f"Input {src} has no decodable video frames; the file looks corrupt.")
+        twriter.commit()
+        if tracks_file is not None:
+            tracks_file.close()
+            os.replace(tracks_tmp, tracks_path)  # type: ignore[arg-type]
+        ok = True
+    finally:
+        bar.close()
+        treader.close()
+        pipe.close()
+        reader.close()
+        if not ok:
+            twriter.abort()
+            if tracks_file is not None:
+                tracks_file.close()
+                Path(tracks_tmp).unlink(missing_ok=True)  # type: ignore[arg-type]
+    stats.seconds = time.perf_counter() - t0
+    stats.keyframes = pipe.keyframes
+    stats.dropped_jobs = pipe.worker.dropped
+    stats.timings = pipe.timings.summary()
+    return stats

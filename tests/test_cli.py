@@ -1,0 +1,210 @@
+"""The `lostface` command end to end, on real photos and clips made from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lostface.cli import main
+from tests.media import probe, write_clip
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1", PYTHONPATH=str(Path(__file__).parents[1]))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from lostface.config import load_settings
+    from lostface.factory import build_detector
+
+    return build_detector(load_settings())
+
+
+@pytest.fixture(scope="module")
+def masked_clip(tmp_path_factory, astronaut_bgr, detector):
+    """A moving, synthetic-masked astronaut clip with audio, its unmasked frames and masks."""
+    from lostface.synthetic import draw_mask
+
+    d = tmp_path_factory.mktemp("clip")
+    frames, originals, covered = [], [], []
+    for i in range(24):
+        m = np.float32([[1, 0, 2.0 * i - 20], [0, 1, 1.0 * i - 10]])
+        img = cv2.warpAffine(astronaut_bgr, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
+        img = np.ascontiguousarray(cv2.resize(img, (384, 384)))
+        dets = detector.detect(img)
+        assert len(dets) >= 1
+        k = int(np.argmax(dets.scores))
+        sm = draw_mask(img, dets.landmarks[k], kind="surgical", rng=np.random.default_rng(0))
+        frames.append(sm.image)
+        originals.append(img)
+        covered.append(sm.covered)
+    path = write_clip(d / "masked.mp4", frames, rate=25, audio=True)
+    return path, originals, covered
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, astronaut_bgr):
+    p = tmp_path_factory.mktemp("ref") / "ref.png"
+    cv2.imwrite(str(p), astronaut_bgr)
+    return p
+
+
+def _decode(path):
+    from lostface.stream.video import read_frames
+
+    return read_frames(path)
+
+
+def test_help_everywhere(capsys):
+    for argv in (["--help"], ["run", "--help"], ["restore", "--help"], ["detect", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        assert "usage" in capsys.readouterr().out
+
+
+def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, reference):
+    src, originals, covered = masked_clip
+    out = tmp_path / "out.mp4"
+    tracks = tmp_path / "tracks.jsonl"
+    code = main(["run", str(src), "-o", str(out), "-r", str(reference), "--tracks", str(tracks), "-q"])
+    assert code == 0
+    a, b = probe(src), probe(out)
+    assert b["frames"] == a["frames"] == 24
+    assert b["pts"] == a["pts"] and b["rate"] == a["rate"] and b["audio"] == ["aac"]
+    assert (out.parent / "out.mp4.lostface.toml").is_file()
+    lines = [json.loads(x) for x in tracks.read_text().splitlines()]
+    assert [r["frame"] for r in lines] == list(range(24))
+    assert all(set(r) == {"frame", "pts", "faces"} for r in lines)
+    faces = [f for r in lines for f in r["faces"]]
+    assert faces and all(set(f) == {"track_id", "box", "masked", "keyframe"} for f in faces)
+    assert any(f["keyframe"] for f in faces) and sum(f["masked"] for f in faces) >= 20
+    # the covered region moved towards the hidden face
+    masked_frames, restored = _decode(src), _decode(out)
+    err_masked = err_restored = 0.0
+    for m, r, o, c in zip(masked_frames, restored, originals, covered, strict=True):
+        err_masked += np.abs(m[c].astype(float) - o[c]).mean()
+        err_restored += np.abs(r[c].astype(float) - o[c]).mean()
+    assert err_restored < 0.7 * err_masked
+
+
+def test_unmasked_video_comes_out_as_it_went_in(tmp_path, astronaut_bgr):
+    frames = [np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, 3 * i, axis=1), (320, 320)))
+              for i in range(10)]
+    # lossless RGB video in and out, so any changed pixel is the pipeline's doing
+    src = write_clip(tmp_path / "plain.mkv", frames, audio=False, codec="ffv1", pix_fmt="bgr0")
+    out = tmp_path / "out.mkv"
+    args = ["--set", "video.codec=ffv1", "--set", "video.pix_fmt=bgr0"]
+    assert main(["run", str(src), "-o", str(out), "-q", *args]) == 0
+    for a, b in zip(_decode(src), _decode(out), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_restore_and_detect_on_a_photo(tmp_path, masked_clip, reference, capsys):
+    src, originals, covered = masked_clip
+    img = tmp_path / "masked.png"
+    cv2.imwrite(str(img), _decode(src)[5])
+    out = tmp_path / "restored.png"
+    assert main(["restore", str(img), "-o", str(out), "-r", str(reference), "-q"]) == 0
+    restored = cv2.imread(str(out))
+    c = covered[5]
+    assert np.abs(restored[c].astype(float) - originals[5][c]).mean() < 0.7 * np.abs(
+        cv2.imread(str(img))[c].astype(float) - originals[5][c]).mean()
+    capsys.readouterr()
+    assert main(["detect", str(img), str(reference), "--json", "-q"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == [str(img), str(reference)]
+    for r in rows:
+        assert len(r["faces"]) == 1
+        f = r["faces"][0]
+        assert len(f["box"]) == 4 and len(f["landmarks"]) >= 5 and 0 < f["score"] <= 1
+
+
+@pytest.mark.parametrize("mode", ["gray", "alpha", "odd"])
+def test_restore_keeps_photo_mode(tmp_path, masked_clip, reference, mode):
+    src, _, _ = masked_clip
+    img = _decode(src)[3]
+    if mode == "gray":
+        data = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    elif mode == "alpha":
+        data = np.dstack([img, np.full(img.shape[:2], 200, np.uint8)])
+    else:
+        data = cv2.resize(img, (641, 361))
+    p = tmp_path / f"in_{mode}.png"
+    cv2.imwrite(str(p), data)
+    out = tmp_path / f"out_{mode}.png"
+    assert main(["restore", str(p), "-o", str(out), "-r", str(reference), "-q"]) == 0
+    got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert got.shape == data.shape
+    if mode == "alpha":
+        assert np.array_equal(got[:, :, 3], data[:, :, 3])
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, "-m", "lostface.cli", *args], capture_output=True, text=True,
+                          env=ENV, timeout=300, **kw)
+
+
+def _one_sentence(proc):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("lostface: error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut_bgr):
+    src, _, _ = masked_clip
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(5000))
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), astronaut_bgr)
+    noface = tmp_path / "noface.png"
+    cv2.imwrite(str(noface), np.full((200, 300, 3), 120, np.uint8))
+    before = {p.name for p in tmp_path.iterdir()}
+    cases = [
+        (["run", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4")], "does not exist"),
+        (["run", str(empty), "-o", str(tmp_path / "o.mp4")], "empty"),
+        (["run", str(corrupt), "-o", str(tmp_path / "o.mp4")], "not a video|could not"),
+        (["run", str(photo), "-o", str(tmp_path / "o.mp4")], "photo"),
+        (["run", str(src), "-o", str(src)], "input itself"),
+        (["run", str(src), "-o", str(tmp_path / "nope" / "o.mp4")], "does not exist"),
+        (["run", str(src), "-o", str(tmp_path / "o.mp4"), "-r", str(noface)], "no face"),
+        (["run", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "tracking.detect_every=0"], "detect_every"),
+        (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "not an image"),
+    ]
+    for args, words in cases:
+        line = _one_sentence(_run(args))
+        assert any(w in line for w in words.split("|")), line
+    assert {p.name for p in tmp_path.iterdir()} == before  # nothing written, inputs intact
+
+
+def test_ctrl_c_leaves_no_partial_output(tmp_path, astronaut_bgr):
+    frames = [np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, i, axis=0), (480, 480)))
+              for i in range(400)]
+    src = write_clip(tmp_path / "long.mp4", frames, audio=False)
+    size = src.stat().st_size
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "lostface.cli", "run", str(src), "-o", str(out), "-q",
+                             "--set", "tracking.detect_every=1"], env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".out") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
+    assert src.stat().st_size == size
