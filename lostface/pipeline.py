@@ -263,6 +263,7 @@ class Pipeline:
         self._line: deque[Output] = deque()
         self._frame_no = 0
         self._live_ids: set[int] = set()
+        self._confirmed: set[int] = set()  # tracks ever confirmed (tentative ones may be noise)
         self.restore_enabled = True
         self.debug_overlay = settings.output.debug_overlay
         self.keyframes = 0
@@ -292,7 +293,11 @@ class Pipeline:
         live = set()
         for tr in tracks:
             if not tr.confirmed:
+                # kept in the delay line: if the track is confirmed before this frame leaves it,
+                # its first frame is restored too (no masked flash after a cut)
+                views.append(FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), False))
                 continue
+            self._confirmed.add(tr.track_id)
             live.add(tr.track_id)
             key = False
             if self.restore_enabled and self.stages.policy.due(tr, frame.index, cut) is not None:
@@ -346,6 +351,7 @@ class Pipeline:
     def _finish(self, out: Output) -> Output:
         t0 = time.perf_counter()
         image = out.frame.image
+        out.faces = [v for v in out.faces if v.track_id in self._confirmed]
         for view in out.faces:
             res = self.worker.result(view.track_id)
             if res is None:
@@ -372,6 +378,7 @@ class Pipeline:
             alive.update(v.track_id for v in o.faces)
         alive.update(v.track_id for v in out.faces)
         dead = self.worker.known() - alive
+        self._confirmed &= alive
         if dead:
             self.worker.drop(dead)
             forget = getattr(self.stages.compositor, "forget", None)

@@ -208,3 +208,51 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, astronaut_bgr):
     assert proc.returncode == 130 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
     assert src.stat().st_size == size
+
+
+def test_video_without_faces_passes_through(tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    coffee = np.ascontiguousarray(skimage_data.coffee()[:, :, ::-1])
+    frames = [np.ascontiguousarray(np.roll(coffee, 4 * i, axis=1)[:320, :400]) for i in range(8)]
+    src = write_clip(tmp_path / "coffee.mkv", frames, audio=False, codec="ffv1", pix_fmt="bgr0")
+    out = tmp_path / "out.mkv"
+    tracks = tmp_path / "t.jsonl"
+    args = ["--set", "video.codec=ffv1", "--set", "video.pix_fmt=bgr0", "--tracks", str(tracks)]
+    assert main(["run", str(src), "-o", str(out), "-q", *args]) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(_decode(src), _decode(out), strict=True))
+    assert all(json.loads(x)["faces"] == [] for x in tracks.read_text().splitlines())
+
+
+def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
+    """A crowd: twelve masked faces in one frame are all found and restored."""
+    from tests.conftest import shared_path
+
+    from lostface.synthetic import draw_mask
+
+    folder = shared_path("unmasked")
+    tiles, covered = [], []
+    for p in sorted(folder.glob("*.jpg"))[:40]:
+        img = cv2.resize(cv2.imread(str(p)), (160, 160))
+        d = detector.detect(img)
+        if len(d) != 1:
+            continue
+        sm = draw_mask(img, d.landmarks[0], kind="n95", rng=len(tiles))
+        tiles.append(sm.image)
+        covered.append(sm.covered)
+        if len(tiles) == 12:
+            break
+    assert len(tiles) == 12
+    mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(3)])
+    truth = np.vstack([np.hstack(covered[r * 4:(r + 1) * 4]) for r in range(3)])
+    src = tmp_path / "crowd.png"
+    cv2.imwrite(str(src), mosaic)
+    out = tmp_path / "crowd_out.png"
+    assert main(["restore", str(src), "-o", str(out), "-q"]) == 0
+    got = cv2.imread(str(out))
+    changed = np.any(got != mosaic, axis=2)
+    per_tile = [changed[r * 160:(r + 1) * 160, c * 160:(c + 1) * 160][
+        truth[r * 160:(r + 1) * 160, c * 160:(c + 1) * 160]].mean() for r in range(3) for c in range(4)]
+    assert sum(v > 0.5 for v in per_tile) >= 10
+    capsys.readouterr()
+    assert main(["detect", str(src), "--json", "-q"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["faces"]) >= 10
