@@ -24,39 +24,11 @@ import cv2
 import numpy as np
 
 from lostface.errors import ModelError
+from lostface.models import dlib_model_paths
 
 log = logging.getLogger(__name__)
 
 SAME_PERSON_DISTANCE = 0.6  # dlib's own threshold for its face-recognition embedding
-
-
-def _dlib_model_dir() -> Path:
-    """Folder of the dlib models inside face_recognition_models, found without importing it
-    (its __init__ needs pkg_resources, which recent setuptools no longer ship)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "The identity metric needs dlib's models; install them: "
-            "pip install dlib-bin face-recognition-models."
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
-
-
-def dlib_model_paths() -> tuple[Path, Path]:
-    """(68-point shape predictor, face-recognition ResNet) model files."""
-    try:
-        import face_recognition_models as frm
-
-        shape = Path(frm.pose_predictor_model_location())
-        rec = Path(frm.face_recognition_model_location())
-    except ImportError:
-        folder = _dlib_model_dir()
-        shape = folder / "shape_predictor_68_face_landmarks.dat"
-        rec = folder / "dlib_face_recognition_resnet_model_v1.dat"
-    for p in (shape, rec):
-        if not p.is_file():
-            raise ModelError(f"dlib model {p} is missing; reinstall face-recognition-models.")
-    return shape, rec
 
 
 @dataclass(slots=True)

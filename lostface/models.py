@@ -288,3 +288,27 @@ def load_yolo(spec: str, device: str = "cpu") -> Any:
                 "to cpu or an available cuda device."
             ) from None
     return model
+
+
+def _dlib_model_dir() -> Path:
+    """Folder of dlib's models inside face_recognition_models, found without importing it
+    (its __init__ needs pkg_resources, which recent setuptools no longer ship)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "Face identity needs dlib's models; install them: "
+            "pip install 'lostface[quality]' (dlib-bin and face-recognition-models)."
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def dlib_model_paths() -> tuple[Path, Path]:
+    """(68-point shape predictor, face-recognition ResNet) model files (the quality extra)."""
+    folder = _dlib_model_dir()
+    shape = folder / "shape_predictor_68_face_landmarks.dat"
+    rec = folder / "dlib_face_recognition_resnet_model_v1.dat"
+    for p in (shape, rec):
+        if not p.is_file():
+            raise ModelError(f"dlib model {p} is missing; reinstall face-recognition-models.")
+    return shape, rec
+

@@ -23,6 +23,9 @@ class ImageResult:
 def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> ImageResult:
     """Restore every masked face of one BGR image; unmasked faces stay pixel for pixel."""
     out = image.copy()
+    reset = getattr(stages.compositor, "reset", None)
+    if reset is not None:
+        reset()  # a photo has no previous frame: nothing to crossfade from
     dets = stages.detector.detect(image)
     patches: list[Patch] = []
     views: list[FaceView] = []
