@@ -202,14 +202,17 @@ def warp_with_flow(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.
 class FlickerMeter:
     """Temporal flicker of several variants of one clip, on the same regions and flows.
 
-    Feed frames in order with `add(original, region, variants)`; the flow is computed on the
-    originals only. A pair is skipped when it crosses a scene cut (the mean absolute residual
+    Feed frames in order with `add(original, region, variants)`. The flow is computed on the
+    originals (own_flow=False: every variant is judged against the original's motion, talking
+    mouth included) or on each variant itself (own_flow=True: what is left after that clip's
+    own motion is compensated, i.e. the flicker a viewer sees). A pair is skipped when it crosses a scene cut (the mean absolute residual
     of the flow-warped original exceeds `cut_residual`, or the histogram scene-cut detector
     fires), or when the region is empty on the current frame.
     """
 
     cut_residual: float = 20.0
     use_histogram_cuts: bool = True
+    own_flow: bool = False
     sums: dict[str, list[float]] = field(default_factory=dict)
     pairs: int = 0
     skipped_cuts: int = 0
@@ -256,7 +259,8 @@ class FlickerMeter:
         for name, cur in variants.items():
             if name not in prev_v:
                 continue
-            warped, _ = warp_with_flow(prev_v[name], flow)
+            f = backward_flow(self._dis, prev_v[name], cur) if self.own_flow else flow
+            warped, _ = warp_with_flow(prev_v[name], f)
             d = np.abs(warped[sel].astype(np.float32) - cur[sel].astype(np.float32)).mean()
             self.sums.setdefault(name, []).append(float(d))
 

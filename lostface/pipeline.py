@@ -188,7 +188,7 @@ class KeyframeWorker:
 
     def _work(self, job: _Job) -> _Result:
         t0 = time.perf_counter()
-        cover = self.stages.segmenter.segment(job.crop)
+        cover = self.stages.segmenter.segment(job.crop, job.landmarks)
         t1 = time.perf_counter()
         self.timings.add("segment", t1 - t0)
         if not cover.covered:

@@ -37,7 +37,8 @@ def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> Imag
         except ValueError:
             continue
         crop = align.warp_to_canonical(image, m)
-        cover = stages.segmenter.segment(crop)
+        lm_canon = align.apply(m, lm[:5]).astype(np.float32)
+        cover = stages.segmenter.segment(crop, lm_canon)
         views.append(FaceView(i, dets.boxes[i], lm, keyframe=True, masked=cover.covered))
         if not cover.covered:
             continue

@@ -51,8 +51,9 @@ class KeyframePolicy(Protocol):
 
 
 class Segmenter(Protocol):
-    def segment(self, face: np.ndarray) -> CoverMask:
-        """Covered region of one aligned face (canonical crop, see restore.align)."""
+    def segment(self, face: np.ndarray, landmarks: np.ndarray | None = None) -> CoverMask:
+        """Covered region of one aligned face (canonical crop, see restore.align); landmarks:
+        its 5 points in canonical space (the head turn narrows the far side)."""
         ...
 
 

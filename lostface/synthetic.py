@@ -152,12 +152,16 @@ def draw_mask(
     kind: str = "surgical",
     rng: np.random.Generator | int | None = None,
     variant: str | None = None,
+    ear_loops: bool = False,
 ) -> SyntheticMask:
     """Draw a realistic face mask of `kind` on the face given by its 5 landmarks.
 
     rng: a Generator, an int seed, or None (seed 0): the same seed draws the same mask.
     variant: colour/texture (see VARIANTS), or None to draw one that suits the kind.
-    The input image is never modified.
+    ear_loops: also draw the elastic loops (in the material's colour, part of `covered`);
+    off by default, since no restorer repaints them outside the mask.
+    The input image is never modified. `covered` holds every pixel the material touches
+    (anti-aliased rim included); only a faint contact shadow falls outside it.
     """
     if kind not in KINDS:
         raise InputError(f"unknown mask kind {kind!r}: use one of {', '.join(KINDS)}")
@@ -196,7 +200,7 @@ def draw_mask(
     sub = 4  # sub-pixel precision for an anti-aliased edge
     hard = np.zeros((rh, rw), np.uint8)
     cv2.fillPoly(hard, [np.round(roi_poly * sub).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
-    covered[y0:y1, x0:x1] = hard >= 128
+    covered[y0:y1, x0:x1] = hard > 0
     alpha = hard.astype(np.float32) / 255.0
 
     # Material rendered in canonical space at about the face's own resolution, then warped.
@@ -244,19 +248,33 @@ def draw_mask(
     # Soft contact shadow on the skin just outside the lower edge.
     outside = cv2.GaussianBlur(alpha, (0, 0), max(0.05 * eye_dist, 1.0))
     blended *= (1.0 - 0.2 * np.clip(outside - alpha, 0, 1))[..., None]
-    if kind == "surgical":
-        _ear_loops(blended, roi_poly, scale)
+    if ear_loops and kind == "surgical":
+        colour = (
+            tuple(float(c) for c in np.median(material[inside], axis=0))
+            if inside.any()
+            else (
+                128.0,
+                128.0,
+                128.0,
+            )
+        )
+        loops = np.zeros((rh, rw), np.uint8)
+        _ear_loops(loops, roi_poly, scale)
+        lw = (loops.astype(np.float32) / 255.0)[..., None]
+        blended = blended * (1 - lw) + np.asarray(colour, np.float32) * lw
+        covered[y0:y1, x0:x1] |= loops > 0
     out[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
     return SyntheticMask(out, covered, kind, variant)
 
 
-def _ear_loops(roi: np.ndarray, poly: np.ndarray, scale: float) -> None:
-    """Thin elastic loops from the mask's side corners back toward the ears (in place)."""
-    thick = max(1, round(1.2 * scale))
-    colour = (225.0, 225.0, 225.0)
+def _ear_loops(canvas: np.ndarray, poly: np.ndarray, scale: float) -> None:
+    """Thin elastic loops from the mask's side corners back to the ears (coverage, in place).
+
+    The ears sit about 30 canonical pixels beyond the mask's sides, level with the nose."""
+    thick = max(1, round(0.8 * scale))
     for top_i, bot_i, side in ((0, 10, -1.0), (4, 6, 1.0)):
         p_top, p_bot = poly[top_i], poly[bot_i]
-        ear = (p_top + p_bot) / 2 + np.array([side * 14.0 * scale, -6.0 * scale])
+        ear = (p_top + p_bot) / 2 + np.array([side * 30.0 * scale, -14.0 * scale])
         for p in (p_top, p_bot):
             pts = np.array([p, (p + ear) / 2 + [0, -2 * scale], ear])
-            cv2.polylines(roi, [np.round(pts).astype(np.int32)], False, colour, thick, cv2.LINE_AA)
+            cv2.polylines(canvas, [np.round(pts).astype(np.int32)], False, 255, thick, cv2.LINE_AA)

@@ -173,3 +173,25 @@ def test_wrong_input_is_rejected(segmenter: GeometrySegmenter) -> None:
         segmenter.segment(np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(InputError, match="aligned"):
         segmenter.segment(np.zeros((CANON_SIZE, CANON_SIZE, 3), np.float32))
+
+
+def test_dark_background_beside_a_turned_face_is_not_taken(
+    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
+) -> None:
+    """A black mask touching a black background: the material's colour model cannot tell
+    them apart, so the head turn from the landmarks bounds the far side."""
+    lm = faces(detector, astronaut_bgr)[0]
+    m = to_canonical(lm)
+    syn = draw_mask(astronaut_bgr, lm, "surgical", rng=4, variant="black")
+    face = warp_to_canonical(syn.image, m)
+    truth = warp_to_canonical(syn.covered.astype(np.uint8), m) > 0
+    colour = np.median(face[truth], axis=0)
+    face[120:, 196:] = colour  # background as dark as the mask, right of the face
+    canon = (np.c_[lm[:5], np.ones(5)] @ m.T).astype(np.float64)
+    turned = canon.copy()
+    turned[2, 0] += 0.25 * (turned[1, 0] - turned[0, 0])  # nose toward +x: far side is +x
+    free = segmenter.segment(face).hard
+    bounded = segmenter.segment(face, turned).hard
+    assert free[:, 196:].sum() > 0  # without the head turn the background joins the mask
+    assert bounded[:, 196:].sum() < 0.3 * free[:, 196:].sum()
+    assert iou(bounded[:, :150], truth[:, :150]) > 0.8  # the near side keeps the mask

@@ -184,3 +184,31 @@ def test_bad_arguments_raise_input_errors(
         draw_mask(astronaut_bgr, lm[:3], "cloth")
     with pytest.raises(InputError, match="uint8"):
         draw_mask(astronaut_bgr.astype(np.float32), lm, "cloth")
+
+
+@pytest.mark.parametrize("variant", ["black", "white", "light_blue"])
+def test_nothing_outside_the_truth_but_a_faint_shadow(
+    variant: str, astronaut_bgr: np.ndarray, astronaut_face: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """`covered` holds every pixel the material touches: outside it pixels only darken a
+    little (contact shadow), never lighten (no bright outline a real mask lacks)."""
+    _, lm = astronaut_face
+    syn = draw_mask(astronaut_bgr, lm, "surgical", rng=2, variant=variant)
+    before = astronaut_bgr.astype(np.int32)[~syn.covered]
+    after = syn.image.astype(np.int32)[~syn.covered]
+    assert (after <= before + 1).all()
+    assert (after >= 0.75 * before - 2).all()
+
+
+def test_ear_loops_are_part_of_the_truth(
+    astronaut_bgr: np.ndarray, astronaut_face: tuple[np.ndarray, np.ndarray]
+) -> None:
+    _, lm = astronaut_face
+    plain = draw_mask(astronaut_bgr, lm, "surgical", rng=2, variant="black")
+    loops = draw_mask(astronaut_bgr, lm, "surgical", rng=2, variant="black", ear_loops=True)
+    extra = loops.covered & ~plain.covered
+    assert extra.sum() > 20  # loops reach out toward the ears
+    # in the black material's colour: darker than what they cross (bar dark hair)
+    now = loops.image[extra].mean(axis=1)
+    was = plain.image[extra].astype(np.float64).mean(axis=1)
+    assert (now <= was + 2).mean() > 0.8 and now.mean() < was.mean() - 15

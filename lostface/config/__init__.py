@@ -65,7 +65,7 @@ class KeyframeSettings:
 class MaskSettings:
     presence_threshold: float = 0.5  # score above which the lower face counts as covered
     feather_radius: int = 6  # pixels (canonical space) of the soft mask edge
-    dilate: int = 4  # pixels (canonical space) the covered region grows before feathering
+    dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
     backend: str = "geometry"  # geometry (embedded) | sam
 
 
@@ -73,7 +73,7 @@ class MaskSettings:
 class RestoreSettings:
     backend: str = "reference"  # reference (embedded) | diffusion
     references: list[str] = field(default_factory=list)  # photos or folders of the person
-    blend: str = "poisson"  # poisson | alpha
+    blend: str = "alpha"  # alpha | poisson (poisson pulls background tints in at the rim)
     upscale: str = "resample"  # resample (embedded) | sd-x4
     refine: bool = False  # reference: ECC-refine the alignment on the visible upper face (slow, fragile)
     mirror: bool = True  # reference: also use mirrored references (covers the opposite head turn)
@@ -116,6 +116,7 @@ class LiveSettings:
     camera_fps: float = 30.0
     vcam_device: str = ""  # virtual camera device (e.g. /dev/video10); empty = the first one
     stream_bitrate: int = 2_000_000  # --stream: x264 bits/s
+    background_detection: bool = True  # detect on a thread beside the frame loop (see live.py)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from lostface.restore.align import (
     yaw_proxy,
 )
 from lostface.restore.fill import neutral_fill
-from lostface.restore.regions import upper_skin_mask
+from lostface.restore.regions import mid_skin_mask, upper_skin_mask
 from lostface.stages import Detector
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,20 @@ def _chroma_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * d)
 
 
+def _skin_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Skin likeness in [0,1] of every pixel against a skin sample (Lab, cv2 float scale).
+
+    Lightness is compared as a ratio (shading scales it) with a generous spread, since the
+    lower face is often lit differently from the forehead; chroma by robust z-scores."""
+    med = np.median(skin, axis=0)
+    mad = 1.4826 * np.median(np.abs(skin - med), axis=0)
+    sd_ab = np.clip(mad[1:] * 2.5, 5.0, 12.0)
+    d = (((lab[..., 1:] - med[1:]) / sd_ab) ** 2).sum(-1)
+    log_l = np.log((lab[..., 0] + 8.0) / (med[0] + 8.0))
+    d = d + (log_l / 0.3) ** 2
+    return np.exp(-0.5 * d)
+
+
 def _highpass(image: np.ndarray) -> np.ndarray:
     """Grey detail without shading: two photos of one face share edges far more than lighting."""
     g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -245,6 +259,7 @@ class ReferenceRestorer:
         self._face_zone = np.zeros((s, s), np.uint8)
         centre, axes = (s // 2, int(0.56 * s)), (int(0.37 * s), int(0.42 * s))
         cv2.ellipse(self._face_zone, centre, axes, 0, 0, 360, 1, -1)
+        self._skin_zone = np.maximum(upper_skin_mask(), mid_skin_mask())
         self._ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25))
         # mouth and chin: always painted from the reference (lips and teeth are not skin-coloured)
         core = np.zeros((s, s), np.float32)
@@ -348,22 +363,26 @@ class ReferenceRestorer:
         f_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
         r_lab = cv2.cvtColor(src.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
         visible = 1 - grown
-        forehead = (upper_skin_mask() > 0) & (visible > 0)
+        forehead = (self._skin_zone > 0) & (visible > 0)
         if int(forehead.sum()) < 64:
             forehead = visible > 0
         band = cv2.dilate(grown, self._ring_kernel) & visible & self._face_zone
-        # skin by chroma only (lighting moves L, not a/b much), relative to each face's own forehead
-        w_t = band * _chroma_weight(f_lab, f_lab[forehead])
+        # Skin likeness by lightness and chroma against each face's own visible skin (forehead,
+        # nose bridge): mask remnants, hair, collar and background around the mask are dropped.
+        w_t = band * _skin_weight(f_lab, f_lab[forehead])
         ref_skin = _chroma_weight(r_lab, r_lab[forehead]).astype(np.float32)
-        w_r = band * ref_skin
+        w_r = band * _skin_weight(r_lab, r_lab[forehead])
         w = (w_t * w_r).astype(np.float32)
         if float(w.sum()) < 50.0:  # no skin seen around the mask: fall back to the forehead
             w = forehead.astype(np.float32)
-        ws = float(w.sum())
-        mu_t = (f_lab * w[..., None]).reshape(-1, 3).sum(0) / ws
-        mu_r = (r_lab * w[..., None]).reshape(-1, 3).sum(0) / ws
-        sd_t = np.sqrt((((f_lab - mu_t) ** 2) * w[..., None]).reshape(-1, 3).sum(0) / ws)
-        sd_r = np.sqrt((((r_lab - mu_r) ** 2) * w[..., None]).reshape(-1, 3).sum(0) / ws)
+        # Robust statistics (medians and MADs of the clearly skin-like pixels), so a
+        # microphone, a beard or the rim of a mask inside the band cannot drag the colour.
+        sel = w > 0.25 * float(w.max())
+        t_px, r_px = f_lab[sel], r_lab[sel]
+        mu_t = np.median(t_px, axis=0)
+        mu_r = np.median(r_px, axis=0)
+        sd_t = 1.4826 * np.median(np.abs(t_px - mu_t), axis=0)
+        sd_r = 1.4826 * np.median(np.abs(r_px - mu_r), axis=0)
         gain = np.clip(np.maximum(sd_t, _SKIN_STD_MIN) / np.maximum(sd_r, _SKIN_STD_MIN), 0.8, 1.25)
         r_lab = (r_lab - mu_r) * gain.astype(np.float32) + mu_t
 

@@ -17,7 +17,7 @@ from lostface.config import MaskSettings
 from lostface.errors import InputError
 from lostface.frame import CoverMask
 from lostface.restore import regions
-from lostface.restore.align import CANON_LANDMARKS, CANON_SIZE
+from lostface.restore.align import CANON_LANDMARKS, CANON_SIZE, yaw_proxy
 
 # Lightness is compared as a ratio (log L), so shading scales it the same on every skin
 # tone; chroma (Lab a, b) in 8-bit units. The robust spread of the skin model is clamped:
@@ -35,6 +35,21 @@ _EVIDENCE_HALF = 2.3
 _LIP_WEIGHT = 0.1
 _LIP_MARGIN = 2.0  # Lab a* units of lip redness that any uniform material may show
 _LIP_CAP = 15.0
+
+# Mask material model: sampled where every face covering sits (between the nose tip and
+# the mouth), with the same robust spreads as the skin model but wider ceilings for prints.
+_MAT_LOG_L_SPREAD = (0.12, 0.6)
+_MAT_AB_SPREAD = (3.0, 16.0)
+_MAT_Z = 3.5
+# Head turn from the landmarks (align.yaw_proxy) ~ _YAW_GAIN * tan(turn angle) (taken on the
+# weak side: a mask stands off the far cheek), for a head
+# of radius _HEAD_R canonical pixels with the eyes _EYE_ANGLE and the mask's side edges
+# _SIDE_ANGLE radians from the nose: the far cheek narrows, the near one widens a little.
+_YAW_GAIN = 0.55
+_HEAD_R = 85.0
+_EYE_ANGLE = float(np.arcsin(35.25 / 85.0))
+_SIDE_ANGLE = float(np.arcsin(78.0 / 85.0))
+_NEAR_MAX = 1.12
 
 # Zones that any face covering hides and no unmasked face shows as non-skin: the cheeks
 # beside the nose and the chin, leaving out the lips and nostrils, which are not skin.
@@ -76,6 +91,24 @@ class GeometrySegmenter:
         centre = (int(round(mouth[0])), int(round(mouth[1] + 0.05 * half)))
         cv2.ellipse(lips, centre, (int(0.7 * half), int(0.28 * half)), 0, 0, 360, 255, -1)
         self._lips = lips[self._y0 :] > 0
+        # The search bound (all rows): the prior grown, reaching below the chin where masks do.
+        self._bound_poly = regions.LOWER_FACE_POLYGON.astype(np.float64)
+        self._bound_poly[:, 0] = 128.0 + (self._bound_poly[:, 0] - 128.0) * 1.12
+        self._bound_poly[:, 1] += np.where(self._bound_poly[:, 1] > 200, 10.0, -2.0)
+        full = np.zeros((s, s), np.uint8)
+        cv2.fillPoly(full, [np.round(self._bound_poly).astype(np.int32)], 255)
+        self._search_full = full[self._y0 :] > 0
+        core = np.zeros((s, s), np.uint8)
+        nose, mouth_c = CANON_LANDMARKS[2], CANON_LANDMARKS[3:5].mean(axis=0)
+        mid = (nose + mouth_c) / 2
+        cv2.ellipse(core, (int(mid[0]), int(mid[1]) + 4), (26, 18), 0, 0, 360, 255, -1)
+        self._core = core[self._y0 :] > 0
+        self._mat_lo = np.array(
+            [_MAT_LOG_L_SPREAD[0], _MAT_AB_SPREAD[0], _MAT_AB_SPREAD[0]], np.float32
+        )
+        self._mat_hi = np.array(
+            [_MAT_LOG_L_SPREAD[1], _MAT_AB_SPREAD[1], _MAT_AB_SPREAD[1]], np.float32
+        )
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         d = max(0, int(settings.dilate))
@@ -83,11 +116,34 @@ class GeometrySegmenter:
             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1)) if d else None
         )
 
+    def _bound(self, landmarks: np.ndarray | None) -> np.ndarray:
+        """Where the covering may lie, rows y0..S: the grown lower-face prior, its far side
+        narrowed by the head turn (a dark background beside a turned face is no mask)."""
+        if landmarks is None:
+            return self._search_full
+        yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
+        th = float(np.arctan(np.clip(yaw / _YAW_GAIN, -3.0, 3.0)))
+        a = abs(th)
+        r_c = _HEAD_R / np.cos(a)
+        ce = np.cos(_EYE_ANGLE) * np.sin(a)
+        w0 = _HEAD_R * np.sin(_SIDE_ANGLE)
+        far = r_c * (min(np.sin(_SIDE_ANGLE + a), 1.0) - ce) / w0
+        near = min(r_c * (np.sin(_SIDE_ANGLE - a) + ce) / w0, _NEAR_MAX)
+        if abs(far - 1.0) < 0.03 and abs(near - 1.0) < 0.03:
+            return self._search_full
+        poly = self._bound_poly.copy()
+        dx = poly[:, 0] - 128.0
+        toward = np.sign(dx) == np.sign(th)  # the side the nose points to is the far side
+        poly[:, 0] = 128.0 + dx * np.where(toward, far, near)
+        m = np.zeros((CANON_SIZE, CANON_SIZE), np.uint8)
+        cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 255)
+        return m[self._y0 :] > 0
+
     def skin_distance(self, face: np.ndarray) -> np.ndarray:
         """Robust colour distance to the face's visible skin, rows y0..S of the crop (float32)."""
-        return self._distance(face)[0]
+        return self._distance_lab(face)[0]
 
-    def _distance(self, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _distance_lab(self, face: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Skin distance and Lab a* (redness), both for rows y0..S of the crop."""
         lab = cv2.cvtColor(cv2.blur(face, (3, 3)), cv2.COLOR_BGR2LAB).astype(np.float32)
         lab[..., 0] = np.log(lab[..., 0] + _LOG_L_OFFSET)
@@ -101,10 +157,13 @@ class GeometrySegmenter:
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
             z = (lower - med) / np.clip(spread, lo, hi)
             dists.append(np.sqrt((z * z).sum(axis=2)))
-        return np.minimum.reduce(dists), lower[..., 1]
+        return np.minimum.reduce(dists), lower[..., 1], lower
 
-    def segment(self, face: np.ndarray) -> CoverMask:
+    def segment(self, face: np.ndarray, landmarks: np.ndarray | None = None) -> CoverMask:
         """Covered region of an aligned face; empty masks when it wears no covering.
+
+        landmarks: the face's 5 points in canonical space, when known: the head turn they
+        show narrows the search on the far side.
 
         score in [0, 1): 0.5 is where the lower face starts to look clearly unlike the
         face's own skin; covered = score > settings.presence_threshold.
@@ -114,7 +173,7 @@ class GeometrySegmenter:
                 f"segment needs an aligned {CANON_SIZE}x{CANON_SIZE} BGR uint8 face crop "
                 "(see lostface.restore.align.warp_to_canonical)"
             )
-        dist, chroma_a = self._distance(face)
+        dist, chroma_a, lab = self._distance_lab(face)
         nonskin = dist > _NONSKIN_Z
         lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[self._zones]))
         evidence = float(np.median(dist[self._zones]))
@@ -125,21 +184,30 @@ class GeometrySegmenter:
             # No covering: empty masks, so nothing downstream can touch this face.
             empty = np.zeros((CANON_SIZE, CANON_SIZE), bool)
             return CoverMask(False, empty.astype(np.float32), empty, score)
-        hard = self._shape(nonskin)
+        hard = self._shape(nonskin, lab, self._bound(landmarks))
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
 
-    def _shape(self, nonskin: np.ndarray) -> np.ndarray:
-        """Clean the non-skin pixels into one solid covering inside the lower-face prior."""
+    def _shape(self, nonskin: np.ndarray, lab: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        """One solid covering: non-skin pixels that look like the material found over the
+        nose tip and mouth, connected to it, inside the geometric bound."""
         s = CANON_SIZE
-        m: np.ndarray = (nonskin & self._search[self._y0 :]).astype(np.uint8) * 255
+        cand = nonskin & bound
+        core = cand & self._core
+        if int(core.sum()) >= 40:
+            mat = lab[core]
+            med = np.median(mat, axis=0)
+            spread = 1.4826 * np.median(np.abs(mat - med), axis=0)
+            z = (lab - med) / np.clip(spread, self._mat_lo, self._mat_hi)
+            cand &= (z * z).sum(axis=2) < _MAT_Z * _MAT_Z
+        m: np.ndarray = cand.astype(np.uint8) * 255
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, self._close)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, self._open)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
         hard = np.zeros((s, s), bool)
         if n <= 1:
             return hard
-        # Keep the components that reach the score zones (the covering), drop stray bits.
-        hit = np.bincount(labels[self._zones], minlength=n)
+        # Keep the components that reach the material zone (the covering), drop stray bits.
+        hit = np.bincount(labels[self._core | self._zones], minlength=n)
         keep = np.nonzero(hit[1:] > 0)[0] + 1
         if len(keep) == 0:
             keep = np.array([1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))])
@@ -147,16 +215,20 @@ class GeometrySegmenter:
         hull = cv2.convexHull(pts)
         filled = np.zeros((s - self._y0, s), np.uint8)
         cv2.fillConvexPoly(filled, hull, 255)
-        hard[self._y0 :] = (filled > 0) & self._search[self._y0 :]
+        hard[self._y0 :] = (filled > 0) & bound
         return hard
 
     def _feather(self, hard: np.ndarray) -> np.ndarray:
-        """Soft alpha: the hard mask grown by settings.dilate, edge blurred by feather_radius."""
-        m: np.ndarray = hard.astype(np.uint8) * 255
-        if self._dilate is not None:
-            m = cv2.dilate(m, self._dilate)
-        alpha: np.ndarray = m.astype(np.float32) / 255.0
-        r = int(self.settings.feather_radius)
-        if r > 0:
-            alpha = cv2.GaussianBlur(alpha, (0, 0), r / 2.0)
-        return alpha
+        """Soft alpha: 1 on the hard mask and settings.dilate pixels beyond it, then a smooth
+        ramp to 0 over feather_radius pixels, all outside the covering, so no rim of the
+        material stays half visible."""
+        d = max(0, int(self.settings.dilate))
+        r = max(0, int(self.settings.feather_radius))
+        if r == 0 and d == 0:
+            return hard.astype(np.float32)
+        outside = (~hard).astype(np.uint8)
+        dist = cv2.distanceTransform(outside, cv2.DIST_L2, 3)
+        if r == 0:
+            return (dist <= d).astype(np.float32)
+        x = np.clip(1.0 - (dist - d) / r, 0.0, 1.0)
+        return (x * x * (3.0 - 2.0 * x)).astype(np.float32)
