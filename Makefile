@@ -39,6 +39,7 @@ bench: $(VENV)/.test
 	$(PY) bench/detection.py
 	$(PY) bench/segmentation.py
 	$(PY) bench/quality.py
+	$(PY) bench/live.py
 
 # The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,
 # so they are measured in a venv of their own.

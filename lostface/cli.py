@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lostface import __version__
+from lostface.cli_live import LIVE_COMMANDS, add_live_commands
 from lostface.config import PRESETS, Settings, dump_toml, load_settings
 from lostface.errors import InputError, LostfaceError
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kind", default="surgical", help="synthetic mask kind (surgical, cloth, n95)")
     _add_config_args(p)
+    add_live_commands(sub)
     return parser
 
 
@@ -225,7 +227,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "restore": cmd_restore, "detect": cmd_detect, "demo": cmd_demo}
+COMMANDS = {
+    "run": cmd_run,
+    "restore": cmd_restore,
+    "detect": cmd_detect,
+    "demo": cmd_demo,
+    **LIVE_COMMANDS,
+}
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

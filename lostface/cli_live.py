@@ -1,0 +1,244 @@
+"""Live commands of `lostface`: serve (WebRTC + web page), vcam (virtual camera) and stream
+(MPEG-TS for OBS). Registered by lostface.cli through add_live_commands(subparsers)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+
+from lostface.config import Settings
+from lostface.errors import InputError
+
+log = logging.getLogger("lostface")
+
+READOUT_PERIOD_S = 5.0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from lostface.cli import _add_config_args, _add_reference_arg
+
+    _add_reference_arg(p)
+    p.add_argument(
+        "--debug-overlay",
+        action="store_true",
+        help="draw boxes, track ids, covered regions and keyframe marks",
+    )
+    _add_config_args(p)
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("source")
+    g.add_argument(
+        "--camera",
+        metavar="DEV",
+        help="webcam index or device path, e.g. 0 or /dev/video2 (default: live.camera)",
+    )
+    g.add_argument(
+        "--file", metavar="VIDEO", help="play a video file at its own rate instead of a camera"
+    )
+    g.add_argument("--loop", action="store_true", help="with --file: start again at the end")
+    g.add_argument("--width", type=int, help="camera width (default: live.camera_width)")
+    g.add_argument("--height", type=int, help="camera height (default: live.camera_height)")
+    g.add_argument("--fps", type=float, help="camera frame rate (default: live.camera_fps)")
+
+
+def add_live_commands(sub: argparse._SubParsersAction) -> None:
+    """Add serve, vcam and stream to the `lostface` parser's subcommands."""
+    p = sub.add_parser(
+        "serve",
+        help="serve a web page that restores the browser's camera live (WebRTC)",
+        description="Serve a web page at / : the browser sends its camera over WebRTC and "
+        "gets the restored video back, with controls and a frames/s and latency readout. "
+        "Binds 127.0.0.1 unless told otherwise; another address needs --token.",
+    )
+    p.add_argument("--host", help="address to bind (default: live.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: live.port, 8080)")
+    p.add_argument("--token", help="shared secret; open the page as /?token=SECRET")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate for HTTPS")
+    p.add_argument("--tls-key", metavar="PEM", help="private key for HTTPS")
+    p.add_argument(
+        "--max-sessions", type=int, help="concurrent sessions (default: live.max_sessions)"
+    )
+    _common(p)
+
+    p = sub.add_parser(
+        "vcam",
+        help="webcam (or file) -> restored -> virtual camera for call apps",
+        description="Restore a webcam (or a video file) live and send it to a virtual camera "
+        "(v4l2loopback on Linux, OBS's virtual camera on Windows and macOS); optionally also "
+        "as an MPEG-TS stream.",
+    )
+    _source_args(p)
+    p.add_argument("--device", help="virtual camera device (default: live.vcam_device, or any)")
+    p.add_argument(
+        "--stream", metavar="URL", help="also stream MPEG-TS to udp://HOST:PORT (or srt://)"
+    )
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _common(p)
+
+    p = sub.add_parser(
+        "stream",
+        help="webcam (or file) -> restored -> MPEG-TS stream for OBS",
+        description="Restore a webcam (or a video file) live and stream it as MPEG-TS over "
+        "udp:// (or srt://) with low-latency x264; in OBS add a Media Source with the same URL "
+        "(udp://@HOST:PORT).",
+    )
+    p.add_argument("url", metavar="URL", help="udp://HOST:PORT or srt://HOST:PORT")
+    _source_args(p)
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _common(p)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from lostface.cli import _settings as base
+
+    extra = []
+    for key in ("host", "port", "token", "tls_cert", "tls_key", "max_sessions"):
+        value = getattr(args, key, None)
+        if value is not None:
+            extra.append(f"live.{key}={_toml(value)}")
+    args.overrides = [*args.overrides, *extra]
+    return base(args)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+# -- serve --------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lostface.stream.webrtc import LiveServer
+
+    settings = _settings(args)
+    server = LiveServer(settings, references=args.reference)
+
+    async def main() -> None:
+        url = await server.start()
+        token = f"?token={settings.live.token}" if settings.live.token else ""
+        print(f"lostface: serving {url}{token} (Ctrl-C stops)", flush=True)
+        try:
+            while True:
+                await asyncio.sleep(READOUT_PERIOD_S)
+                for s in list(server.sessions.values()):
+                    st = s.stats()
+                    log.info(
+                        "session %s: %.1f fps, latency p50 %.0f ms, p95 %.0f ms",
+                        s.id,
+                        st["fps"],
+                        st["latency_p50_ms"],
+                        st["latency_p95_ms"],
+                    )
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("lostface: stopped.", flush=True)
+    return 0
+
+
+# -- vcam / stream ------------------------------------------------------------------------
+def _open_source(args: argparse.Namespace, settings: Settings):
+    from lostface.stream.sources import CameraSource, FileSource
+
+    live = settings.live
+    if args.file:
+        if args.camera:
+            raise InputError("Give either --camera or --file, not both.")
+        return FileSource(args.file, loop=args.loop)
+    return CameraSource(
+        args.camera if args.camera is not None else live.camera,
+        args.width or live.camera_width,
+        args.height or live.camera_height,
+        args.fps or live.camera_fps,
+    )
+
+
+def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
+    from lostface.factory import build_stages
+    from lostface.stream.live import LiveLoop, ThreadedSink, close_pipeline, live_pipeline
+
+    source = _open_source(args, settings)
+    source.start()  # a missing or busy camera fails here, before models load
+    sinks: list[ThreadedSink] = []
+    pipe = None
+    loop = None
+    try:
+        w, h = source.size
+        sinks = [ThreadedSink(s, name) for name, s in make_sinks(w, h, source.rate)]
+        stages = build_stages(settings, args.reference)
+        pipe = live_pipeline(settings, stages, settings.live.background_detection)
+        loop = LiveLoop(source, pipe, sinks, badge=settings.live.badge, max_seconds=args.seconds)
+        last = [time.monotonic()]
+
+        def readout(_frame, _lat) -> None:
+            now = time.monotonic()
+            if now - last[0] >= READOUT_PERIOD_S:
+                last[0] = now
+                s = loop.meter.summary()  # type: ignore[union-attr]
+                log.info(
+                    "%.1f fps, latency p50 %.0f ms, p95 %.0f ms", s["fps"], s["p50_ms"], s["p95_ms"]
+                )
+
+        loop.on_frame = readout
+        print(f"lostface: live from {source.name} at {w}x{h} (Ctrl-C stops)", flush=True)
+        try:
+            stats = loop.run()
+        except KeyboardInterrupt:
+            loop.stop()
+            stats = loop.stats
+        log.info(
+            "%d frames in %.1f s (%.1f fps), %d dropped; latency p50 %.0f ms, p95 %.0f ms",
+            stats.frames,
+            stats.seconds,
+            stats.fps,
+            stats.dropped,
+            stats.latency.get("p50_ms", 0.0),
+            stats.latency.get("p95_ms", 0.0),
+        )
+    finally:
+        source.close()
+        for s in sinks:
+            s.close()
+        if pipe is not None:
+            close_pipeline(pipe)
+    return 0
+
+
+def cmd_vcam(args: argparse.Namespace) -> int:
+    from lostface.stream.mpegts import MpegTsSink, check_url
+    from lostface.stream.vcam import VirtualCameraSink
+
+    settings = _settings(args)
+    if args.stream:
+        check_url(args.stream)
+
+    def sinks(w: int, h: int, fps: float) -> list:
+        out: list[tuple[str, object]] = [
+            ("vcam", VirtualCameraSink(w, h, fps, args.device or settings.live.vcam_device))
+        ]
+        if args.stream:
+            out.append(("stream", MpegTsSink(args.stream, w, h, fps, settings.live.stream_bitrate)))
+        return out
+
+    return _run_live(args, settings, sinks)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from lostface.stream.mpegts import MpegTsSink, check_url
+
+    settings = _settings(args)
+    check_url(args.url)
+
+    def sinks(w: int, h: int, fps: float) -> list:
+        return [("stream", MpegTsSink(args.url, w, h, fps, settings.live.stream_bitrate))]
+
+    return _run_live(args, settings, sinks)
+
+
+LIVE_COMMANDS = {"serve": cmd_serve, "vcam": cmd_vcam, "stream": cmd_stream}

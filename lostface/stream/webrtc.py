@@ -1,0 +1,687 @@
+"""`lostface serve`: an aiortc server and its web page. The browser sends its camera, gets
+the restored video back, and steers the session over a data channel.
+
+    server = LiveServer(settings, reference_images=[("me", bgr)])
+    await server.start()            # http://127.0.0.1:8080/ ; POST /offer {"sdp", "type"}
+    ...
+    await server.close()
+
+Per session: the remote track is pumped on the event loop into a one-frame slot (newest
+wins); a session thread converts, runs the zero-delay pipeline (keyframes on the pipeline's
+own worker thread) and hands the result back with `call_soon_threadsafe`; the outgoing
+track's `recv()` only awaits that hand-over. Nothing blocking runs on the event loop.
+ICE uses no STUN/TURN server unless live.ice_servers names some.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import hmac
+import ipaddress
+import json
+import logging
+import ssl
+import threading
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiohttp import web
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from lostface.config import LiveSettings, Settings
+from lostface.errors import ConfigError
+from lostface.pipeline import Pipeline
+from lostface.stream.live import LatencyMeter, close_pipeline, live_pipeline, process_frame
+from lostface.stream.sources import SourceEnded, TrackSource
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 30.0  # a session whose peer never connects is closed after this
+STATS_PERIOD_S = 1.0
+IDLE_TIMEOUT_S = 10.0  # a connected peer that sends no frame for this long has vanished
+
+
+def ice_configuration(live: LiveSettings) -> RTCConfiguration:
+    """No STUN/TURN server unless configured: nothing leaves the machine by default."""
+    servers = [
+        RTCIceServer(
+            urls=url,
+            username=live.ice_username or None,
+            credential=live.ice_credential or None,
+        )
+        for url in live.ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(live: LiveSettings) -> None:
+    """Binding beyond loopback needs a token (anyone on the network could use the server)."""
+    if not is_loopback(live.host) and not live.token:
+        raise ConfigError(
+            f"Serving on {live.host} (not loopback) needs a token: set live.token "
+            "(e.g. --token SECRET), and open the page as /?token=SECRET."
+        )
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(live, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"live.{key} {path} does not exist; give a PEM file.")
+
+
+class _LockedDetector:
+    """One detector shared by the sessions: its buffers are reused, so calls take turns."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def detect(self, image: np.ndarray):
+        with self._lock:
+            return self.inner.detect(image)
+
+
+class ProcessedTrack(MediaStreamTrack):
+    """The outgoing track: recv() awaits the newest processed frame (no work in here)."""
+
+    kind = "video"
+
+    def __init__(self, meter: LatencyMeter) -> None:
+        super().__init__()
+        self.meter = meter
+        self._frame: av.VideoFrame | None = None
+        self._t_capture = 0.0
+        self._ready = asyncio.Event()
+        self.delivered = 0
+        self.replaced = 0
+
+    def deliver(self, frame: av.VideoFrame, t_capture: float) -> None:
+        """Called on the loop (via call_soon_threadsafe): newest frame wins."""
+        if self._frame is not None:
+            self.replaced += 1
+        self._frame, self._t_capture = frame, t_capture
+        self._ready.set()
+
+    def end(self) -> None:
+        self.stop()
+        self._ready.set()
+
+    async def recv(self) -> av.VideoFrame:
+        while self._frame is None:
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._ready.wait()
+            self._ready.clear()
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame, self._frame = self._frame, None
+        self.meter.add(time.monotonic() - self._t_capture)
+        self.delivered += 1
+        return frame
+
+
+class Session:
+    """One browser (or client) connection: its peer, its pipeline, its thread."""
+
+    def __init__(self, server: LiveServer, pc: RTCPeerConnection, pipe: Pipeline | None) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.server = server
+        self.pc = pc
+        self.pipe = pipe
+        self.loop = asyncio.get_running_loop()
+        self.meter = LatencyMeter()
+        self.out = ProcessedTrack(self.meter)
+        self.source: TrackSource | None = None
+        self.channel = None
+        self.closed = False
+        self.error: str = ""
+        self._tasks: list[asyncio.Task] = []
+        self._thread: threading.Thread | None = None
+        self._controls: dict = {}
+        self._controls_lock = threading.Lock()
+        self.state = {
+            "restore": True,
+            "overlay": bool(pipe.debug_overlay) if pipe is not None else False,
+            "reference": "",
+        }
+
+    # -- set-up -------------------------------------------------------------------------
+    def attach(self, track: MediaStreamTrack) -> None:
+        self.source = TrackSource(track)
+        self._tasks.append(asyncio.ensure_future(self.source.pump()))
+        self._tasks.append(asyncio.ensure_future(self._watch_source()))
+        if self.pipe is not None:
+            self._thread = threading.Thread(
+                target=self._work, name=f"lostface-session-{self.id}", daemon=True
+            )
+            self._thread.start()
+
+    def start_timers(self) -> None:
+        self._tasks.append(asyncio.ensure_future(self._connect_deadline()))
+        self._tasks.append(asyncio.ensure_future(self._stats_loop()))
+
+    async def _watch_source(self) -> None:
+        """Close when the peer's video ends (BYE, track ended) or stops arriving (the peer
+        vanished without a word: closed tab, crashed browser, lost network)."""
+        assert self.source is not None
+        seen, last = -1, time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(0.2)
+            if self.source is None:
+                return
+            if self.source.slot._closed is not None:
+                log.info("Session %s: the peer's video ended; closing.", self.id)
+                await self.close()
+                return
+            now = time.monotonic()
+            if self.source.received != seen:
+                seen, last = self.source.received, now
+            elif seen > 0 and now - last > self.server.idle_timeout_s:
+                log.info(
+                    "Session %s: no video from the peer for %.0f s; closing.",
+                    self.id,
+                    now - last,
+                )
+                await self.close()
+                return
+
+    async def _connect_deadline(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT_S)
+        if not self.closed and self.pc.connectionState != "connected":
+            log.info("Session %s: the peer never connected; closing.", self.id)
+            await self.close()
+
+    # -- the session thread -------------------------------------------------------------
+    def _work(self) -> None:
+        assert self.source is not None and self.pipe is not None
+        badge = self.server.settings.live.badge
+        while not self.closed:
+            try:
+                got = self.source.get(0.25)
+            except SourceEnded:
+                return
+            if got is None:
+                continue
+            cap, vf = got
+            try:
+                self._apply_controls()
+                out = process_frame(self.pipe, cap.frame, badge)
+                new = av.VideoFrame.from_ndarray(out.image, format="bgr24")
+            except Exception as exc:
+                log.exception("Session %s: the pipeline failed; closing the session.", self.id)
+                self.error = f"processing failed: {exc}"
+                self._call(self._close_soon)
+                return
+            new.pts, new.time_base = vf.pts, vf.time_base
+            self._call(self.out.deliver, new, cap.t_capture)
+
+    def _call(self, fn, *args) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is gone (shutdown)
+            self.closed = True
+
+    def _close_soon(self) -> None:
+        asyncio.ensure_future(self.close())
+
+    def control(self, message: dict) -> None:
+        """From the data channel (loop thread); applied by the session thread between frames."""
+        with self._controls_lock:
+            for key in ("restore", "overlay"):
+                if isinstance(message.get(key), bool):
+                    self._controls[key] = message[key]
+                    self.state[key] = message[key]
+            ref = message.get("reference")
+            if isinstance(ref, str) and (ref == "" or ref in self.server.reference_names):
+                self._controls["reference"] = ref
+                self.state["reference"] = ref
+
+    def _apply_controls(self) -> None:
+        with self._controls_lock:
+            pending, self._controls = self._controls, {}
+        if not pending or self.pipe is None:
+            return
+        if "restore" in pending:
+            self.pipe.restore_enabled = pending["restore"]
+        if "overlay" in pending:
+            self.pipe.debug_overlay = pending["overlay"]
+        if "reference" in pending:
+            restorer = self.server.restorer_for(pending["reference"])
+            if restorer is not None:
+                self.pipe.stages.restorer = restorer
+                self.pipe.stages.policy.reset()  # repaint every face with the new reference
+
+    # -- readout ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        s = self.meter.summary()
+        received = self.source.received if self.source else 0
+        return {
+            "type": "stats",
+            "fps": s["fps"],
+            "latency_p50_ms": s["p50_ms"],
+            "latency_p95_ms": s["p95_ms"],
+            "frames_in": received,
+            "frames_out": self.out.delivered,
+            **self.state,
+        }
+
+    async def _stats_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(STATS_PERIOD_S)
+            ch = self.channel
+            if ch is not None and ch.readyState == "open":
+                ch.send(json.dumps(self.stats()))
+
+    def hello(self) -> str:
+        return json.dumps(
+            {"type": "hello", "references": self.server.reference_names, **self.state}
+        )
+
+    # -- tear-down ----------------------------------------------------------------------
+    async def close(self) -> None:
+        if self.closed and self.id not in self.server.sessions:
+            return
+        self.closed = True
+        self.server.sessions.pop(self.id, None)
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current:
+                t.cancel()
+        if self.source is not None:
+            self.source.close()
+        self.out.end()
+        loop = asyncio.get_running_loop()
+        if self._thread is not None:
+            await loop.run_in_executor(None, self._thread.join, 10)
+        if self.pipe is not None:
+            await loop.run_in_executor(None, close_pipeline, self.pipe)
+        await self.pc.close()
+        for t in self._tasks:
+            if t is not current and not t.done():
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._tasks.clear()
+        self.channel = None
+        self.source = None
+        self.pipe = None
+        log.info("Session %s closed (%d left).", self.id, len(self.server.sessions))
+
+
+class LiveServer:
+    """The aiohttp app (GET /, POST /offer) and the sessions it runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        references: list[str | Path] | None = None,
+        reference_images: list[tuple[str, np.ndarray]] | None = None,
+        relay: bool = False,
+    ) -> None:
+        check_exposure(settings.live)
+        self.settings = settings
+        self.live = settings.live
+        self.relay = relay  # benchmark baseline: send the received track straight back
+        self.idle_timeout_s = IDLE_TIMEOUT_S
+        self.sessions: dict[str, Session] = {}
+        self.refused = 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self._references = list(references or [])
+        self._reference_images = list(reference_images or [])
+        self._detector: Any = None
+        self._bank: Any = None
+        self._restorers: dict[str, object] = {}
+        self.reference_names: list[str] = []
+        self.app = web.Application(client_max_size=self.live.max_offer_bytes)
+        self.app.router.add_get("/", self._index)
+        self.app.router.add_get("/app.js", self._script)
+        self.app.router.add_post("/offer", self._offer)
+
+    # -- models, built once -----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Load the detector and align the reference photos once (blocking; before start)."""
+        if self.relay or self._detector is not None:
+            return
+        from lostface.factory import build_detector
+        from lostface.restore.reference import ReferenceBank
+
+        self._detector = _LockedDetector(build_detector(self.settings))
+        paths = [*self.settings.restore.references, *self._references]
+        bank = ReferenceBank.from_paths(paths, self._detector) if paths else None
+        if self._reference_images:
+            extra = ReferenceBank.from_images(self._reference_images, self._detector)
+            bank = extra if bank is None else bank.merged(extra)
+        self._bank = bank
+        self.reference_names = [Path(r.name).name for r in bank.references] if bank else []
+
+    def restorer_for(self, name: str):
+        """A restorer using one reference by name, or all of them for ''."""
+        from lostface.restore.reference import ReferenceBank, ReferenceRestorer
+
+        if self._bank is None:
+            return None
+        if name not in self._restorers:
+            refs = self._bank.references
+            if name:
+                refs = [r for r in refs if Path(r.name).name == name]
+                if not refs:
+                    return None
+            self._restorers[name] = ReferenceRestorer(ReferenceBank(refs), self.settings.restore)
+        return self._restorers[name]
+
+    def _new_pipeline(self) -> Pipeline:
+        """Per session: fresh tracker/policy/compositor state; shared detector and references."""
+        stages = _stages_with(self.settings, self._detector, self.restorer_for(""))
+        return live_pipeline(self.settings, stages, self.live.background_detection)
+
+    # -- HTTP ---------------------------------------------------------------------------
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        page = resources.files("lostface.stream").joinpath("page", "index.html").read_text()
+        return web.Response(text=page, content_type="text/html")
+
+    async def _script(self, request: web.Request) -> web.StreamResponse:
+        script = resources.files("lostface.stream").joinpath("page", "app.js").read_text()
+        ice = [{"urls": u} for u in self.live.ice_servers]
+        script = script.replace("/*ICE_SERVERS*/[]", json.dumps(ice))
+        return web.Response(text=script, content_type="application/javascript")
+
+    def _authorised(self, request: web.Request) -> bool:
+        if not self.live.token:
+            return True
+        given = request.query.get("token", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:]
+        return hmac.compare_digest(given.encode(), self.live.token.encode())
+
+    @staticmethod
+    def _error(status: int, message: str) -> web.Response:
+        return web.json_response({"error": message}, status=status)
+
+    async def _offer(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorised(request):
+            return self._error(401, "Missing or wrong token; open the page as /?token=SECRET.")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, "The offer is too large; send a WebRTC offer of a few KiB.")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return self._error(400, 'The offer is not JSON; send {"sdp": ..., "type": "offer"}.')
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("sdp"), str)
+            or data.get("type") != "offer"
+            or not data["sdp"].strip()
+        ):
+            return self._error(
+                400, 'The offer must be JSON {"sdp": "<SDP text>", "type": "offer"}.'
+            )
+        if len(self.sessions) >= self.live.max_sessions:
+            self.refused += 1
+            return self._error(
+                503,
+                f"The server is full ({self.live.max_sessions} sessions); try again later "
+                "or raise live.max_sessions.",
+            )
+        pc = RTCPeerConnection(configuration=ice_configuration(self.live))
+        pipe = None
+        try:
+            if not self.relay:
+                pipe = await asyncio.get_running_loop().run_in_executor(None, self._new_pipeline)
+        except Exception:
+            await pc.close()
+            raise
+        session = Session(self, pc, pipe)
+        self.sessions[session.id] = session
+        video: list[MediaStreamTrack] = []
+
+        @pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and not video:
+                video.append(track)
+
+        @pc.on("datachannel")
+        def _on_channel(channel) -> None:
+            session.channel = channel
+            channel.send(session.hello())
+
+            @channel.on("message")
+            def _on_message(message) -> None:
+                if isinstance(message, str) and len(message) < 4096:
+                    try:
+                        msg = json.loads(message)
+                    except ValueError:
+                        return
+                    if isinstance(msg, dict):
+                        session.control(msg)
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            log.debug("Session %s: %s", session.id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await session.close()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+            if not video:
+                raise ValueError("no video track")
+            if self.relay:
+                pc.addTrack(video[0])
+            else:
+                session.attach(video[0])
+                pc.addTrack(session.out)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            log.info("Refused an offer: %s", exc)
+            await session.close()
+            msg = (
+                "The offer has no video track; send the camera's video."
+                if str(exc) == "no video track"
+                else "The offer is not a valid WebRTC session description (SDP); "
+                "create it with RTCPeerConnection.createOffer()."
+            )
+            return self._error(400, msg)
+        session.start_timers()
+        log.info(
+            "Session %s started (%d of %d).", session.id, len(self.sessions), self.live.max_sessions
+        )
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+
+    # -- life cycle ---------------------------------------------------------------------
+    async def start(self, host: str | None = None, port: int | None = None) -> str:
+        """Bind and serve; returns the page's URL. port 0 picks a free port."""
+        host = self.live.host if host is None else host
+        port = self.live.port if port is None else port
+        await asyncio.get_running_loop().run_in_executor(None, self.prepare)
+        ctx = None
+        if self.live.tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.live.tls_cert, self.live.tls_key)
+        elif not is_loopback(host):
+            log.warning(
+                "Serving plain HTTP on %s: browsers on other machines share a camera only over "
+                "HTTPS; set live.tls_cert and live.tls_key.",
+                host,
+            )
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ctx)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"Cannot listen on {host}:{port} ({exc.strerror}); choose another --port."
+            ) from None
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        scheme = "https" if ctx else "http"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{shown}:{bound}/"
+        return self.url
+
+    async def close(self) -> None:
+        for s in list(self.sessions.values()):
+            await s.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _stages_with(settings: Settings, detector, restorer):
+    """build_stages with the server's shared detector and (already aligned) references."""
+    from lostface.factory import build_stages
+
+    if restorer is None:
+        return build_stages(settings, detector=detector)
+    factory_log = logging.getLogger("lostface.factory")
+    level = factory_log.level
+    factory_log.setLevel(logging.ERROR)  # its "no reference" warning: replaced just below
+    try:
+        stages = build_stages(settings, detector=detector)
+    finally:
+        factory_log.setLevel(level)
+    stages.restorer = restorer
+    return stages
+
+
+# -- a Python peer (tests, benchmarks, smoke checks) ---------------------------------------
+class FrameTrack(VideoStreamTrack):
+    """Sends BGR frames from a list at `rate` frames/s (loops over them)."""
+
+    kind = "video"
+
+    def __init__(self, images: list[np.ndarray], rate: float = 30.0, stamp=None) -> None:
+        super().__init__()
+        self.images = images
+        self.rate = rate
+        self.stamp = stamp  # optional callable(image, index) marking each frame
+        self.sent = 0
+        self.sent_at: dict[int, float] = {}
+        self._t0: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        due = self._t0 + self.sent / self.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        i = self.sent
+        img = self.images[i % len(self.images)]
+        if self.stamp is not None:
+            img = img.copy()
+            self.stamp(img, i)
+        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+        frame.pts = int(i * 90000 / self.rate)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.sent_at[i] = time.monotonic()
+        self.sent += 1
+        return frame
+
+
+async def connect(
+    url: str,
+    track: MediaStreamTrack,
+    token: str = "",
+    on_frame=None,
+    channel_messages: list | None = None,
+):
+    """A client peer: offer `track` to `url` (POST /offer), call on_frame(av.VideoFrame, t) for
+    every frame that comes back. Returns (pc, receive task, data channel)."""
+    import aiohttp
+
+    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    pc.addTrack(track)
+    channel = pc.createDataChannel("control")
+    if channel_messages is not None:
+
+        @channel.on("message")
+        def _msg(m) -> None:
+            channel_messages.append(json.loads(m))
+
+    received: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    @pc.on("track")
+    def _on_track(remote: MediaStreamTrack) -> None:
+        if not received.done():
+            received.set_result(remote)
+
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            url.rstrip("/") + "/offer",
+            json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
+            headers=headers,
+        ) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                await pc.close()
+                raise ConnectionRefusedError(f"{resp.status}: {answer.get('error')}")
+    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+
+    async def _receive() -> int:
+        remote = await received
+        n = 0
+        try:
+            while True:
+                f = await remote.recv()
+                n += 1
+                if on_frame is not None:
+                    on_frame(f, time.monotonic())
+        except MediaStreamError:
+            return n
+
+    return pc, asyncio.ensure_future(_receive()), channel
+
+
+# -- frame index barcode (end-to-end latency without clocks in the stream) ----------------
+BARCODE_BITS = 16
+BARCODE_CELL = 16
+
+
+def stamp_index(image: np.ndarray, index: int, y: int = 0) -> None:
+    """Write index (12 bits) + a 4-bit check as black/white cells in the top-left corner."""
+    value = (index & 0xFFF) | ((index & 0xFFF) % 13) << 12
+    c = BARCODE_CELL
+    for b in range(BARCODE_BITS):
+        image[y : y + c, b * c : (b + 1) * c] = 255 if (value >> b) & 1 else 0
+
+
+def read_index(image: np.ndarray, y: int = 0) -> int | None:
+    """The index stamped by stamp_index, or None when the cells do not check out."""
+    c = BARCODE_CELL
+    q = c // 4
+    value = 0
+    for b in range(BARCODE_BITS):
+        cell = image[y + q : y + c - q, b * c + q : (b + 1) * c - q]
+        if cell.mean() > 127:
+            value |= 1 << b
+    index = value & 0xFFF
+    return index if (value >> 12) == index % 13 else None

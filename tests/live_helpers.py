@@ -1,0 +1,48 @@
+"""Shared media for the live tests: the real stage clip with a synthetic mask on its main
+face, letterboxed to 640x480 (the ground truth under the mask is kept)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from lostface.config import load_settings
+from lostface.frame import Frame
+
+PAD_TOP = 60  # 640x360 -> 640x480: black bands above and below
+
+
+def letterbox(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    out = np.zeros((h + 2 * PAD_TOP, w) + image.shape[2:], image.dtype)
+    out[PAD_TOP : PAD_TOP + h] = image
+    return out
+
+
+@lru_cache(maxsize=2)
+def masked_stage_clip(path: str, n: int = 48) -> tuple[list, list, list]:
+    """(masked 640x480 BGR frames, covered masks, original frames) of the first n frames
+    where a face is found."""
+    from lostface.factory import build_detector
+    from lostface.stream.video import VideoReader
+    from lostface.synthetic import draw_mask
+
+    detector = build_detector(load_settings())
+    masked, covered, original = [], [], []
+    with VideoReader(path) as r:
+        for item in r.items():
+            if not isinstance(item, Frame):
+                continue
+            d = detector.detect(item.image)
+            if not len(d):
+                continue
+            b = d.boxes
+            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+            sm = draw_mask(item.image, d.landmarks[k], kind="surgical", rng=0, variant="light_blue")
+            masked.append(letterbox(sm.image))
+            covered.append(letterbox(sm.covered))
+            original.append(letterbox(item.image))
+            if len(masked) >= n:
+                break
+    return masked, covered, original

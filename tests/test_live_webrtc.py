@@ -1,0 +1,310 @@
+"""The WebRTC server with real aiortc peers on this machine: restored video comes back,
+controls work, bad offers and extra clients get one clear answer each while the server keeps
+serving, and a peer that vanishes is cleaned up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from lostface.config import load_settings
+from lostface.errors import ConfigError
+from lostface.stream.live import badge_box
+from lostface.stream.webrtc import (
+    FrameTrack,
+    LiveServer,
+    check_exposure,
+    connect,
+    ice_configuration,
+    read_index,
+    stamp_index,
+)
+from tests.conftest import shared_path
+from tests.live_helpers import PAD_TOP, masked_stage_clip
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))
+
+
+class Receiver:
+    """Collects returned frames with their stamped index."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int | None, np.ndarray]] = []
+
+    def __call__(self, vf, t) -> None:
+        img = vf.to_ndarray(format="bgr24")
+        self.frames.append((read_index(img), img))
+
+    async def wait(self, n: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        start = len(self.frames)
+        while len(self.frames) - start < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def _skin_share(img: np.ndarray, covered: np.ndarray) -> float:
+    px = img[covered].astype(np.int16)
+    return float((px[:, 2] > px[:, 0]).mean())
+
+
+def _region_errors(img, masked, covered, original):
+    c = covered
+    to_masked = np.abs(img[c].astype(np.int16) - masked[c]).mean()
+    to_original = np.abs(img[c].astype(np.int16) - original[c]).mean()
+    return float(to_masked), float(to_original)
+
+
+def test_round_trip_restores_the_covered_region(clip, reference):
+    masked, covered, original = clip
+
+    async def main():
+        server = LiveServer(load_settings(), reference_images=[("stage.png", reference)])
+        url = await server.start(port=0)
+        assert url.startswith("http://127.0.0.1:")
+        rx = Receiver()
+        messages: list = []
+        track = FrameTrack(masked, 30.0, stamp=stamp_index)
+        pc, task, channel = await connect(url, track, on_frame=rx, channel_messages=messages)
+        try:
+            await rx.wait(150)
+            on_until = len(rx.frames)
+            # restoration off: the masked face comes back as sent, without the badge
+            channel.send(json.dumps({"restore": False}))
+            await asyncio.sleep(1.0)
+            off_from = len(rx.frames)
+            await rx.wait(20)
+            stats = [m for m in messages if m["type"] == "stats"]
+            hello = [m for m in messages if m["type"] == "hello"]
+        finally:
+            await pc.close()
+            await server.close()
+        return rx, on_until, off_from, track.sent, stats, hello
+
+    rx, on_until, off_from, sent, stats, hello = asyncio.run(main())
+    assert hello and hello[0]["references"] == ["stage.png"]
+    assert stats and stats[-1]["frames_out"] > 0 and stats[-1]["latency_p50_ms"] > 0
+    on = [(i, img) for i, img in rx.frames[:on_until] if i is not None]
+    # frames come back at the source's rate (most of them; the newest wins over a backlog)
+    assert on_until >= 150 and len(rx.frames) >= 0.4 * sent
+    indices = [i for i, _ in on]
+    assert indices == sorted(indices)
+    x0, y0, x1, y1 = badge_box(640, 480)
+    painted, errors = 0, []
+    for i, img in on:
+        j = i % len(masked)
+        c = covered[j]
+        # the badge is drawn while restoration is on
+        assert np.abs(img[y0:y1, x0:x1].astype(np.int16) - masked[j][y0:y1, x0:x1]).mean() > 20
+        # away from the face nothing changes beyond the codec's noise
+        near = cv2.dilate(c.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+        outside = ~near
+        outside[: PAD_TOP + 4] = False
+        outside[y0 - 4 :, : x1 + 4] = False
+        assert np.abs(img[outside].astype(np.int16) - masked[j][outside]).mean() < 10
+        # the light-blue mask (blue over red) becomes skin (red over blue) like the original
+        sent_share = _skin_share(masked[j], c)
+        assert sent_share < 0.3 and _skin_share(original[j], c) > 0.8
+        if _skin_share(img, c) > max(0.6, sent_share + 0.4):
+            to_masked, to_original = _region_errors(img, masked[j], c, original[j])
+            errors.append((to_masked, to_original))
+            painted += 1
+    assert painted >= 25, painted
+    to_masked, to_original = np.mean(errors, axis=0)
+    assert to_original < to_masked  # on the whole, nearer the hidden face than the mask
+    off = [(i, img) for i, img in rx.frames[off_from:] if i is not None]
+    assert off
+    near_masked = []
+    for i, img in off:
+        j = i % len(masked)
+        to_masked, to_original = _region_errors(img, masked[j], covered[j], original[j])
+        assert to_masked < to_original
+        near_masked.append(to_masked)
+        assert np.abs(img[y0:y1, x0:x1].astype(np.int16) - masked[j][y0:y1, x0:x1]).mean() < 12
+    assert np.median(near_masked) < 12  # the mask as sent, up to the codec's noise
+
+
+async def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "offer", data=body, headers=headers or {}) as r:
+            return r.status, await r.json()
+
+
+def test_bad_offers_and_extra_clients_get_one_clear_answer(clip):
+    masked, _, _ = clip
+    settings = load_settings(overrides=["live.max_sessions=1", "live.max_offer_bytes=4096"])
+
+    async def main():
+        server = LiveServer(settings)
+        url = await server.start(port=0)
+        rx = Receiver()
+        pc, task, _ = await connect(url, FrameTrack(masked, 30.0, stamp=stamp_index), on_frame=rx)
+        answers = {}
+        try:
+            await rx.wait(10)
+            answers["not json"] = await _post(url, b"{garbage")
+            answers["wrong shape"] = await _post(url, json.dumps({"sdp": 3}).encode())
+            answers["answer type"] = await _post(
+                url, json.dumps({"sdp": "v=0", "type": "answer"}).encode()
+            )
+            answers["oversized"] = await _post(
+                url, json.dumps({"sdp": "x" * 10000, "type": "offer"}).encode()
+            )
+            server.live.max_sessions = 2  # room for one more: the SDP itself is checked
+            answers["bad sdp"] = await _post(
+                url, json.dumps({"sdp": "v=0\r\nthis is not sdp\r\n", "type": "offer"}).encode()
+            )
+            server.live.max_sessions = 1
+            try:
+                await connect(url, FrameTrack(masked, 30.0))
+                answers["second client"] = (200, {})
+            except ConnectionRefusedError as exc:
+                answers["second client"] = (int(str(exc).split(":")[0]), {"error": str(exc)})
+            before = len(rx.frames)
+            await rx.wait(15)
+            still_serving = len(rx.frames) - before
+            sessions = len(server.sessions)
+        finally:
+            await pc.close()
+            await server.close()
+        return answers, still_serving, sessions
+
+    answers, still_serving, sessions = asyncio.run(main())
+    expected = {
+        "not json": 400,
+        "wrong shape": 400,
+        "answer type": 400,
+        "oversized": 413,
+        "bad sdp": 400,
+        "second client": 503,
+    }
+    for case, status in expected.items():
+        got, body = answers[case]
+        assert got == status, (case, got, body)
+        assert body.get("error", "").strip(), case
+    assert still_serving >= 15
+    assert sessions == 1
+
+
+def test_token_and_exposure_rules(clip):
+    masked, _, _ = clip
+    with pytest.raises(ConfigError, match="token"):
+        check_exposure(load_settings(overrides=['live.host="0.0.0.0"']).live)
+    assert ice_configuration(load_settings().live).iceServers == []
+    turn = ['live.ice_servers=["turn:turn.example.org:3478"]', 'live.ice_username="u"']
+    (server,) = ice_configuration(load_settings(overrides=turn).live).iceServers
+    assert server.urls == "turn:turn.example.org:3478" and server.username == "u"
+    with pytest.raises(ConfigError, match="ice_servers"):
+        load_settings(overrides=['live.ice_servers=["http://x"]'])
+    settings = load_settings(overrides=['live.token="s3cret"'])
+
+    async def main():
+        server = LiveServer(settings)
+        url = await server.start(port=0)
+        try:
+            status, body = await _post(url, json.dumps({"sdp": "v=0", "type": "offer"}).encode())
+            rx = Receiver()
+            pc, task, _ = await connect(url, FrameTrack(masked, 30.0), token="s3cret", on_frame=rx)
+            await rx.wait(5)
+            await pc.close()
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url) as r:
+                    page = await r.text()
+                async with http.get(url + "app.js") as r:
+                    script = await r.text()
+        finally:
+            await server.close()
+        return status, body, len(rx.frames), page, script
+
+    status, body, frames, page, script = asyncio.run(main())
+    assert status == 401 and "token" in body["error"]
+    assert frames >= 5
+    assert "<video" in page and "app.js" in page
+    # no STUN/TURN handed to the browser unless configured
+    assert "const ICE_SERVERS = [];" in script and 'fetch("offer"' in script
+
+
+_CLIENT = textwrap.dedent(
+    """
+    import asyncio, sys
+    import numpy as np
+    from lostface.stream.webrtc import FrameTrack, connect
+    async def main():
+        img = np.full((240, 320, 3), 90, np.uint8)
+        pc, task, _ = await connect(sys.argv[1], FrameTrack([img], 30.0),
+                                    on_frame=lambda f, t: print("frame", flush=True))
+        await asyncio.sleep(600)
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_peer_that_vanishes_is_cleaned_up_and_others_keep_going(clip):
+    """The client process is killed (SIGKILL: no goodbye); the server closes its session."""
+    masked, _, _ = clip
+
+    async def main():
+        server = LiveServer(load_settings())
+        server.idle_timeout_s = 2.0
+        url = await server.start(port=0)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CLIENT, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        lines = []
+        reader = threading.Thread(
+            target=lambda: [lines.append(x) for x in proc.stdout],
+            daemon=True,  # type: ignore[union-attr]
+        )
+        reader.start()
+        rx = Receiver()
+        pc = None
+        try:
+            deadline = time.monotonic() + 60
+            while len(lines) < 10 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert len(server.sessions) == 1
+            pc, task, _ = await connect(url, FrameTrack(masked, 30.0), on_frame=rx)
+            await rx.wait(5)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            deadline = time.monotonic() + 30
+            while len(server.sessions) > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            left = len(server.sessions)
+            before = len(rx.frames)
+            await rx.wait(10)
+            after = len(rx.frames) - before
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if pc is not None:
+                await pc.close()
+            await server.close()
+        return len(lines), left, after
+
+    got, left, after = asyncio.run(main())
+    assert got >= 10
+    assert left == 1  # only the surviving client
+    assert after >= 10
