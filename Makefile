@@ -17,7 +17,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q -e ".[dev,quality,yolo,live]"
+	$(PIP) install -q -e ".[dev,quality,yolo,live,bench]"
 	touch $@
 
 install: $(VENV)/.core
@@ -35,9 +35,8 @@ lint: $(VENV)/.test
 	$(VENV)/bin/mypy lostface
 
 bench: $(VENV)/.test
+	$(VENV)/bin/lostface bench -o bench/results/report
 	$(PY) bench/throughput.py
-	$(PY) bench/detection.py
-	$(PY) bench/segmentation.py
 	$(PY) bench/quality.py
 	$(PY) bench/live.py
 

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="surgical", help="synthetic mask kind (surgical, cloth, n95)")
     _add_config_args(p)
     add_live_commands(sub)
+    from lostface.benchmark.cli import add_bench_command
+
+    add_bench_command(sub)
     return parser
 
 
@@ -227,11 +230,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lostface.benchmark.cli import cmd_bench as run
+
+    return run(args)
+
+
 COMMANDS = {
     "run": cmd_run,
     "restore": cmd_restore,
     "detect": cmd_detect,
     "demo": cmd_demo,
+    "bench": cmd_bench,
     **LIVE_COMMANDS,
 }
 

@@ -23,13 +23,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from lostface.config import Settings
-from lostface.frame import FaceTrack, Frame, Patch
+from lostface.frame import Detections, FaceTrack, Frame, Patch
 from lostface.restore import align
 from lostface.stages import (
     Compositor,
@@ -90,6 +91,17 @@ class Output:
                 for f in self.faces
             ],
         }
+
+
+@dataclass(slots=True)
+class _Arrival:
+    frame: Frame
+    cut: bool
+    detections: Future | Detections | None  # None: no detection scheduled for this frame
+
+
+def _ready(pending: Future | Detections | None) -> bool:
+    return not isinstance(pending, Future) or pending.done()
 
 
 @dataclass(slots=True)
@@ -252,6 +264,7 @@ class Pipeline:
         *,
         synchronous: bool = False,
         delay_frames: int | None = None,
+        detect_ahead: int | None = None,
     ):
         self.settings = settings
         self.stages = stages
@@ -264,28 +277,97 @@ class Pipeline:
         self._frame_no = 0
         self._live_ids: set[int] = set()
         self._confirmed: set[int] = set()  # tracks ever confirmed (tentative ones may be noise)
+        self._submitted: set[int] = set()  # tracks with a keyframe job sent to the worker
         self.restore_enabled = True
         self.debug_overlay = settings.output.debug_overlay
         self.keyframes = 0
+        # frames whose detection may still run on the detector thread (0: detect in the loop)
+        self.detect_ahead = settings.tracking.detect_ahead if detect_ahead is None else detect_ahead
+        self._arrivals: deque[_Arrival] = deque()
+        self._detector_pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="lostface-detect")
+            if self.detect_ahead > 0
+            else None
+        )
 
     # -- frame loop -------------------------------------------------------------------
     def push(self, frame: Frame) -> list[Output]:
-        """Take one frame; return the frames whose delay has passed, composited."""
+        """Take one frame; return the frames whose delay has passed, composited.
+
+        A frame arrives (scene-cut check; its detection starts on the detector thread when
+        detect_ahead > 0), is tracked once its detection is back (in frame order), waits in
+        the delay line, and leaves composited.
+        """
         if self.worker.error is not None:
             raise self.worker.error
-        s = self.settings
         t0 = time.perf_counter()
         cut = self.stages.scene_cut.is_cut(frame.image) if self._frame_no > 0 else False
-        need = (
-            self._frame_no % s.tracking.detect_every == 0
-            or cut
-            or getattr(self.stages.tracker, "needs_detection", False)
-        )
-        detections = None
-        if need:
-            td = time.perf_counter()
-            detections = self.stages.detector.detect(frame.image)
-            self.timings.add("detect", time.perf_counter() - td)
+        scheduled = self._frame_no % self.settings.tracking.detect_every == 0 or cut
+        pending = self._detect_async(frame.image) if scheduled else None
+        self._arrivals.append(_Arrival(frame, cut, pending))
+        self._frame_no += 1
+        while self._arrivals and (
+            len(self._arrivals) > self.detect_ahead or _ready(self._arrivals[0].detections)
+        ):
+            self._track(self._arrivals.popleft())
+        self.timings.add("loop", time.perf_counter() - t0)
+        out = []
+        while len(self._line) > self.delay:
+            # a face whose first patch is still being painted holds its frame a little longer
+            # (up to 4x the delay): nothing blocks, the frame just leaves later
+            if len(self._line) <= 4 * self.delay and self._first_patch_pending(self._line[0]):
+                break
+            out.append(self._finish(self._line.popleft()))
+        return out
+
+    def flush(self) -> list[Output]:
+        """End of stream: track what is pending, let keyframes land, release the delay line."""
+        while self._arrivals:
+            self._track(self._arrivals.popleft())
+        self.worker.wait_idle()
+        if self.worker.error is not None:
+            raise self.worker.error
+        out = [self._finish(o) for o in self._line]
+        self._line.clear()
+        return out
+
+    def close(self) -> None:
+        self.worker.close()
+        if self._detector_pool is not None:
+            self._detector_pool.shutdown(wait=True, cancel_futures=True)
+
+    def reset(self) -> None:
+        """Forget every face (a new source, or a seek)."""
+        self.stages.tracker.reset()
+        self.stages.scene_cut.reset()
+        self.stages.policy.reset()
+        self.worker.drop(self.worker.known())
+        self._arrivals.clear()
+        self._line.clear()
+        self._frame_no = 0
+
+    # -- internals ----------------------------------------------------------------------
+    def _timed_detect(self, image: np.ndarray) -> Detections | None:
+        td = time.perf_counter()
+        dets = self.stages.detector.detect(image)
+        self.timings.add("detect", time.perf_counter() - td)
+        return dets
+
+    def _detect_async(self, image: np.ndarray) -> Future | Detections | None:
+        """Start a detection: on the detector thread (detect-ahead) or right here."""
+        if self._detector_pool is None:
+            return self._timed_detect(image)
+        return self._detector_pool.submit(self._timed_detect, image)
+
+    def _track(self, arrival: _Arrival) -> None:
+        """Tracker, keyframe policy and jobs for one frame, in frame order."""
+        frame, cut = arrival.frame, arrival.cut
+        pending = arrival.detections
+        detections = pending.result() if isinstance(pending, Future) else pending
+        if pending is None and getattr(self.stages.tracker, "needs_detection", False):
+            # a tentative face waits for its confirming detection on the next frame
+            again = self._detect_async(frame.image)
+            detections = again.result() if isinstance(again, Future) else again
         tt = time.perf_counter()
         tracks = self.stages.tracker.update(detections, scene_cut=cut)
         self.timings.add("track", time.perf_counter() - tt)
@@ -309,35 +391,7 @@ class Pipeline:
             self.stages.policy.forget(gone)
         self._live_ids = live
         self._line.append(Output(frame, views, cut))
-        self._frame_no += 1
-        self.timings.add("loop", time.perf_counter() - t0)
-        out = []
-        while len(self._line) > self.delay:
-            out.append(self._finish(self._line.popleft()))
-        return out
 
-    def flush(self) -> list[Output]:
-        """End of stream: let pending keyframes land, then release the delay line."""
-        self.worker.wait_idle()
-        if self.worker.error is not None:
-            raise self.worker.error
-        out = [self._finish(o) for o in self._line]
-        self._line.clear()
-        return out
-
-    def close(self) -> None:
-        self.worker.close()
-
-    def reset(self) -> None:
-        """Forget every face (a new source, or a seek)."""
-        self.stages.tracker.reset()
-        self.stages.scene_cut.reset()
-        self.stages.policy.reset()
-        self.worker.drop(self.worker.known())
-        self._line.clear()
-        self._frame_no = 0
-
-    # -- internals ----------------------------------------------------------------------
     def _submit(self, frame: Frame, track: FaceTrack) -> None:
         try:
             m = align.to_canonical(track.landmarks)
@@ -346,6 +400,7 @@ class Pipeline:
         crop = align.warp_to_canonical(frame.image, m)
         lm = align.apply(m, track.landmarks[:5]).astype(np.float32)
         self.worker.submit(_Job(track.track_id, frame.index, crop, m, lm))
+        self._submitted.add(track.track_id)
         self.keyframes += 1
 
     def _finish(self, out: Output) -> Output:
@@ -366,6 +421,12 @@ class Pipeline:
         self.timings.add("composite", time.perf_counter() - t0)
         return out
 
+    def _first_patch_pending(self, out: Output) -> bool:
+        return any(
+            v.track_id in self._submitted and self.worker.result(v.track_id) is None
+            for v in out.faces
+        )
+
     def _patch_of(self, track_id: int) -> Patch | None:
         res = self.worker.result(track_id)
         return None if res is None else res.patch
@@ -379,6 +440,7 @@ class Pipeline:
         alive.update(v.track_id for v in out.faces)
         dead = self.worker.known() - alive
         self._confirmed &= alive
+        self._submitted &= alive
         if dead:
             self.worker.drop(dead)
             forget = getattr(self.stages.compositor, "forget", None)

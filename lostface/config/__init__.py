@@ -38,6 +38,7 @@ class DetectSettings:
 @dataclass
 class TrackingSettings:
     detect_every: int = 3  # run the detector every N frames, the Kalman filter predicts between
+    detect_ahead: int = 6  # files: frames the detector may run ahead of tracking on its own thread
     match_iou: float = 0.2  # least IoU for a detection to continue a track
     match_distance: float = 1.0  # else: largest centre distance (face sizes) for a match
     birth_hits: int = 2  # matched detections before a track is confirmed
@@ -239,6 +240,7 @@ def validate(s: Settings) -> None:
     """Range checks that types alone do not catch."""
     checks = [
         (s.tracking.detect_every >= 1, "tracking.detect_every must be 1 or more"),
+        (s.tracking.detect_ahead >= 0, "tracking.detect_ahead must be 0 or more"),
         (0 < s.detect.threshold < 1, "detect.threshold must lie between 0 and 1"),
         (s.detect.input_size >= 64, "detect.input_size must be 64 pixels or more"),
         (

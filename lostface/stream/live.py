@@ -189,7 +189,7 @@ def live_pipeline(settings, stages, background_detection: bool = True) -> Pipeli
         settings = dataclasses.replace(
             settings, tracking=dataclasses.replace(settings.tracking, detect_every=1)
         )
-    return Pipeline(settings, stages, delay_frames=0)
+    return Pipeline(settings, stages, delay_frames=0, detect_ahead=0)
 
 
 def close_pipeline(pipe: Pipeline) -> None:
