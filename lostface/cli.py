@@ -162,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not stats.track_ids:
         log.warning("No faces found in %s: the output is the input re-encoded.", src)
     log.info(
-        "%d frames in %.1f s (%.1f frames/s), %d faces, %d keyframes -> %s",
+        "%d frames in %.3f s (%.1f frames/s), %d faces, %d keyframes -> %s",
         stats.frames,
         stats.seconds,
         stats.fps,
