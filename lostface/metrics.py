@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -200,14 +198,14 @@ def warp_with_flow(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.
 
 @dataclass
 class FlickerMeter:
-    """Temporal flicker of several variants of one clip, on the same regions and flows.
-
-    Feed frames in order with `add(original, region, variants)`. The flow is computed on the
-    originals (own_flow=False: every variant is judged against the original's motion, talking
-    mouth included) or on each variant itself (own_flow=True: what is left after that clip's
-    own motion is compensated, i.e. the flicker a viewer sees). A pair is skipped when it crosses a scene cut (the mean absolute residual
-    of the flow-warped original exceeds `cut_residual`, or the histogram scene-cut detector
-    fires), or when the region is empty on the current frame.
+    """Temporal flicker of several variants of one clip, on the same regions and flows. Feed frames
+    in order with `add(original, region, variants)`. The flow is computed on the originals
+    (own_flow=False: every variant is judged against the original's motion, talking mouth
+    included) or on each variant itself (own_flow=True: what is left after that clip's own
+    motion is compensated, i.e. the flicker a viewer sees). A pair is skipped when it
+    crosses a scene cut (the mean absolute residual of the flow-warped original exceeds
+    `cut_residual`, or the histogram scene-cut detector fires), or when the region is empty
+    on the current frame.
     """
 
     cut_residual: float = 20.0

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Stages:
-    """The pipeline's stage objects, built by lostface.factory (models passed in, not built here)."""
+    """The pipeline's stage objects, built by lostface.factory (models are passed in)."""
 
     detector: Detector
     tracker: Tracker

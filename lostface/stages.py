@@ -42,7 +42,10 @@ class Tracker(Protocol):
 
 class KeyframePolicy(Protocol):
     def due(self, track: FaceTrack, frame_index: int, scene_cut: bool) -> str | None:
-        """Why this track needs a fresh patch now ("new", "cut", "pose", "roll", "scale", "age"), or None."""
+        """Why this track needs a fresh patch now, or None.
+
+        Reasons: "new", "cut", "pose", "roll", "scale", "age".
+        """
         ...
 
     def painted(self, track: FaceTrack, frame_index: int) -> None:

@@ -9,8 +9,14 @@ import av
 import numpy as np
 
 
-def write_clip(path: Path, frames: list[np.ndarray], rate: int = 25, audio: bool = True,
-               codec: str = "libx264", pix_fmt: str | None = None) -> Path:
+def write_clip(
+    path: Path,
+    frames: list[np.ndarray],
+    rate: int = 25,
+    audio: bool = True,
+    codec: str = "libx264",
+    pix_fmt: str | None = None,
+) -> Path:
     """Encode BGR frames (and a 440 Hz tone as AAC, when audio) into `path`."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
@@ -31,7 +37,9 @@ def write_clip(path: Path, frames: list[np.ndarray], rate: int = 25, audio: bool
             t = np.arange(n) / 44100
             tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
             for start in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(tone[:, start:start + 1024], format="fltp", layout="mono")
+                af = av.AudioFrame.from_ndarray(
+                    tone[:, start : start + 1024], format="fltp", layout="mono"
+                )
                 af.sample_rate = 44100
                 af.pts = start
                 for p in as_.encode(af):

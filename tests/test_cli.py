@@ -17,7 +17,9 @@ import pytest
 from lostface.cli import main
 from tests.media import probe, write_clip
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1", PYTHONPATH=str(Path(__file__).parents[1]))
+ENV = dict(
+    os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1", PYTHONPATH=str(Path(__file__).parents[1])
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,13 @@ def _decode(path):
 
 
 def test_help_everywhere(capsys):
-    for argv in (["--help"], ["run", "--help"], ["restore", "--help"], ["detect", "--help"], ["demo", "--help"]):
+    for argv in (
+        ["--help"],
+        ["run", "--help"],
+        ["restore", "--help"],
+        ["detect", "--help"],
+        ["demo", "--help"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 0
@@ -75,7 +83,9 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
     src, originals, covered = masked_clip
     out = tmp_path / "out.mp4"
     tracks = tmp_path / "tracks.jsonl"
-    code = main(["run", str(src), "-o", str(out), "-r", str(reference), "--tracks", str(tracks), "-q"])
+    code = main(
+        ["run", str(src), "-o", str(out), "-r", str(reference), "--tracks", str(tracks), "-q"]
+    )
     assert code == 0
     a, b = probe(src), probe(out)
     assert b["frames"] == a["frames"] == 24
@@ -97,8 +107,10 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
 
 
 def test_unmasked_video_comes_out_as_it_went_in(tmp_path, astronaut_bgr):
-    frames = [np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, 3 * i, axis=1), (320, 320)))
-              for i in range(10)]
+    frames = [
+        np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, 3 * i, axis=1), (320, 320)))
+        for i in range(10)
+    ]
     # lossless RGB video in and out, so any changed pixel is the pipeline's doing
     src = write_clip(tmp_path / "plain.mkv", frames, audio=False, codec="ffv1", pix_fmt="bgr0")
     out = tmp_path / "out.mkv"
@@ -116,8 +128,10 @@ def test_restore_and_detect_on_a_photo(tmp_path, masked_clip, reference, capsys)
     assert main(["restore", str(img), "-o", str(out), "-r", str(reference), "-q"]) == 0
     restored = cv2.imread(str(out))
     c = covered[5]
-    assert np.abs(restored[c].astype(float) - originals[5][c]).mean() < 0.7 * np.abs(
-        cv2.imread(str(img))[c].astype(float) - originals[5][c]).mean()
+    assert (
+        np.abs(restored[c].astype(float) - originals[5][c]).mean()
+        < 0.7 * np.abs(cv2.imread(str(img))[c].astype(float) - originals[5][c]).mean()
+    )
     capsys.readouterr()
     assert main(["detect", str(img), str(reference), "--json", "-q"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -149,8 +163,14 @@ def test_restore_keeps_photo_mode(tmp_path, masked_clip, reference, mode):
 
 
 def _run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "lostface.cli", *args], capture_output=True, text=True,
-                          env=ENV, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "lostface.cli", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        **kw,
+    )
 
 
 def _one_sentence(proc):
@@ -180,7 +200,10 @@ def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut
         (["run", str(src), "-o", str(src)], "input itself"),
         (["run", str(src), "-o", str(tmp_path / "nope" / "o.mp4")], "does not exist"),
         (["run", str(src), "-o", str(tmp_path / "o.mp4"), "-r", str(noface)], "no face"),
-        (["run", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "tracking.detect_every=0"], "detect_every"),
+        (
+            ["run", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "tracking.detect_every=0"],
+            "detect_every",
+        ),
         (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "not an image"),
     ]
     for args, words in cases:
@@ -190,13 +213,30 @@ def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut
 
 
 def test_ctrl_c_leaves_no_partial_output(tmp_path, astronaut_bgr):
-    frames = [np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, i, axis=0), (480, 480)))
-              for i in range(400)]
+    frames = [
+        np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, i, axis=0), (480, 480)))
+        for i in range(400)
+    ]
     src = write_clip(tmp_path / "long.mp4", frames, audio=False)
     size = src.stat().st_size
     out = tmp_path / "out.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "lostface.cli", "run", str(src), "-o", str(out), "-q",
-                             "--set", "tracking.detect_every=1"], env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lostface.cli",
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            "-q",
+            "--set",
+            "tracking.detect_every=1",
+        ],
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".out") for p in tmp_path.iterdir()):
         time.sleep(0.05)
@@ -225,9 +265,8 @@ def test_video_without_faces_passes_through(tmp_path):
 
 def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
     """A crowd: twelve masked faces in one frame are all found and restored."""
-    from tests.conftest import shared_path
-
     from lostface.synthetic import draw_mask
+    from tests.conftest import shared_path
 
     folder = shared_path("unmasked")
     tiles, covered = [], []
@@ -242,16 +281,21 @@ def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
         if len(tiles) == 12:
             break
     assert len(tiles) == 12
-    mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(3)])
-    truth = np.vstack([np.hstack(covered[r * 4:(r + 1) * 4]) for r in range(3)])
+    mosaic = np.vstack([np.hstack(tiles[r * 4 : (r + 1) * 4]) for r in range(3)])
+    truth = np.vstack([np.hstack(covered[r * 4 : (r + 1) * 4]) for r in range(3)])
     src = tmp_path / "crowd.png"
     cv2.imwrite(str(src), mosaic)
     out = tmp_path / "crowd_out.png"
     assert main(["restore", str(src), "-o", str(out), "-q"]) == 0
     got = cv2.imread(str(out))
     changed = np.any(got != mosaic, axis=2)
-    per_tile = [changed[r * 160:(r + 1) * 160, c * 160:(c + 1) * 160][
-        truth[r * 160:(r + 1) * 160, c * 160:(c + 1) * 160]].mean() for r in range(3) for c in range(4)]
+    per_tile = [
+        changed[r * 160 : (r + 1) * 160, c * 160 : (c + 1) * 160][
+            truth[r * 160 : (r + 1) * 160, c * 160 : (c + 1) * 160]
+        ].mean()
+        for r in range(3)
+        for c in range(4)
+    ]
     assert sum(v > 0.5 for v in per_tile) >= 10
     capsys.readouterr()
     assert main(["detect", str(src), "--json", "-q"]) == 0

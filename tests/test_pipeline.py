@@ -70,8 +70,10 @@ def test_masked_faces_restored_from_first_frame(masked_frames, astronaut_bgr, se
     pipe = Pipeline(settings, build_stages(settings, reference_images=[("a", astronaut_bgr)]))
     outs = _run(pipe, frames)
     assert [o.frame.index for o in outs] == list(range(len(frames)))
-    changed = [not np.array_equal(o.frame.image[c], f[c]) for o, f, c in zip(outs, frames, covered,
-                                                                              strict=True)]
+    changed = [
+        not np.array_equal(o.frame.image[c], f[c])
+        for o, f, c in zip(outs, frames, covered, strict=True)
+    ]
     # the worker runs beside the loop: a patch may land a few frames after the track is born,
     # and the delay line lets it reach most of those frames
     assert all(changed[len(frames) // 2 :]) and sum(changed) >= len(frames) - 5
@@ -121,8 +123,14 @@ def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):
 
 
 def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
-    settings = load_settings(overrides=["keyframe.queue_size=2", "keyframe.delay_frames=0",
-                                        "keyframe.max_age=1", "tracking.detect_every=1"])
+    settings = load_settings(
+        overrides=[
+            "keyframe.queue_size=2",
+            "keyframe.delay_frames=0",
+            "keyframe.max_age=1",
+            "tracking.detect_every=1",
+        ]
+    )
     frames, _ = masked_frames
     stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
     gate = _Gate(stages.restorer)

@@ -24,8 +24,13 @@ def _frames(astronaut, n=12, size=(320, 240)):
     out = []
     for i in range(n):
         m = np.float32([[1, 0, 3 * i], [0, 1, 2 * i]])
-        out.append(np.ascontiguousarray(
-            __import__("cv2").resize(__import__("cv2").warpAffine(base, m, base.shape[1::-1]), size)))
+        out.append(
+            np.ascontiguousarray(
+                __import__("cv2").resize(
+                    __import__("cv2").warpAffine(base, m, base.shape[1::-1]), size
+                )
+            )
+        )
     return out
 
 
@@ -44,15 +49,18 @@ def _copy(src, dst, settings=None):
     return n
 
 
-@pytest.mark.parametrize("ext, codec", [(".mp4", "libx264"), (".mkv", "libx264"), (".webm", "libvpx")])
+@pytest.mark.parametrize(
+    "ext, codec", [(".mp4", "libx264"), (".mkv", "libx264"), (".webm", "libvpx")]
+)
 def test_round_trip_keeps_count_timestamps_rate_audio(tmp_path, astronaut_bgr, ext, codec):
     if codec == "libvpx":
         try:
             av.codec.Codec("libvpx", "w")
         except Exception:
             pytest.skip("libvpx encoder absent from this FFmpeg build")
-    src = write_clip(tmp_path / f"in{ext}", _frames(astronaut_bgr), rate=25, audio=ext != ".webm",
-                     codec=codec)
+    src = write_clip(
+        tmp_path / f"in{ext}", _frames(astronaut_bgr), rate=25, audio=ext != ".webm", codec=codec
+    )
     dst = tmp_path / f"out{ext}"
     n = _copy(src, dst)
     a, b = probe(src), probe(dst)

@@ -76,7 +76,9 @@ class RestoreSettings:
     references: list[str] = field(default_factory=list)  # photos or folders of the person
     blend: str = "alpha"  # alpha | poisson (poisson pulls background tints in at the rim)
     upscale: str = "resample"  # resample (embedded) | sd-x4
-    refine: bool = False  # reference: ECC-refine the alignment on the visible upper face (slow, fragile)
+    refine: bool = (
+        False  # reference: ECC-refine the alignment on the visible upper face (slow, fragile)
+    )
     mirror: bool = True  # reference: also use mirrored references (covers the opposite head turn)
     relight: bool = True  # compositor: follow the face's brightness between keyframes
 

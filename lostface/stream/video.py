@@ -82,7 +82,8 @@ class VideoReader:
             self.container = av.open(str(self.path), mode="r")
         except av.error.InvalidDataError:
             raise InputError(
-                f"Input {self.path} is not a video FFmpeg can read (corrupt or another kind of file)."
+                f"Input {self.path} is not a video FFmpeg can read "
+                "(corrupt or another kind of file)."
             ) from None
         except (av.error.FFmpegError, OSError) as exc:
             raise InputError(
@@ -255,7 +256,8 @@ class VideoWriter:
             self.container = av.open(str(self.tmp), mode="w")
         except (av.error.FFmpegError, ValueError) as exc:
             raise OutputError(
-                f"Cannot write {self.final} ({exc}); use a known video extension such as .mp4 or .mkv."
+                f"Cannot write {self.final} ({exc}); "
+                "use a known video extension such as .mp4 or .mkv."
             ) from None
         codec = pick_codec(settings.codec, self.final)
         try:
@@ -384,7 +386,7 @@ class ThreadedWriter:
 
 
 def read_frames(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
-    """All (or the first `limit`) frames of a video as BGR arrays: for tests, demo and benchmarks."""
+    """All (or the first `limit`) frames of a video as BGR arrays (tests, demo, benchmarks)."""
     out = []
     with VideoReader(path) as r:
         for item in r.items():

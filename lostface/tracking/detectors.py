@@ -82,7 +82,11 @@ class CenterFaceDetector:
         if settings.pad < 0:
             raise ConfigError("detect.pad must be 0 or more.")
         self.settings = settings
-        self.session = session if session is not None else load_centerface(settings.device, settings.threads or None)
+        self.session = (
+            session
+            if session is not None
+            else load_centerface(settings.device, settings.threads or None)
+        )
         self.long_side = max(32, int(round(settings.input_size / 32)) * 32)
         self._canvas: np.ndarray | None = None  # uint8 HxWx3, reused while the shape holds
         self._blob: np.ndarray | None = None  # float32 1x3xHxW
