@@ -57,6 +57,7 @@ def build_stages(
         if reference_images:
             extra = ReferenceBank.from_images(reference_images, detector)
             bank = extra if bank is None else bank.merged(extra)
+        assert bank is not None
         restorer = ReferenceRestorer(bank, settings.restore)
     else:
         log.warning(

@@ -84,7 +84,10 @@ class IdentityMetric:
         rgb = self._rgb(original_bgr)
         h, w = rgb.shape[:2]
         rects = list(self._hog(rgb, self.upsample))
-        hint = None if hint_box is None else tuple(float(v) for v in np.asarray(hint_box)[:4])
+        hint: tuple[float, float, float, float] | None = None
+        if hint_box is not None:
+            x1, y1, x2, y2 = (float(v) for v in np.asarray(hint_box)[:4])
+            hint = (x1, y1, x2, y2)
         best = None
         if rects:
             boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
@@ -183,7 +186,10 @@ def seam_score(image: np.ndarray, region: np.ndarray, width: int = 2, context: i
 
 def backward_flow(flow_engine: cv2.DISOpticalFlow, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
     """Flow from `cur` to `prev`: cur(x) ~ prev(x + flow(x)), for warping prev onto cur."""
-    return flow_engine.calc(_gray(cur).astype(np.uint8), _gray(prev).astype(np.uint8), None)
+    flow = flow_engine.calc(  # type: ignore[call-overload]
+        _gray(cur).astype(np.uint8), _gray(prev).astype(np.uint8), None
+    )
+    return np.asarray(flow)
 
 
 def warp_with_flow(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +223,9 @@ class FlickerMeter:
     skipped_empty: int = 0
 
     def __post_init__(self) -> None:
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
+            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+        )
         self._prev_original: np.ndarray | None = None
         self._prev: dict[str, np.ndarray] = {}
         self._scene = None

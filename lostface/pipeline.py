@@ -56,7 +56,7 @@ class Stages:
     segmenter: Segmenter
     restorer: Restorer
     compositor: Compositor
-    skin_mean: object  # callable(canonical face) -> (3,) mean BGR of visible skin
+    skin_mean: Callable[[np.ndarray], np.ndarray]  # canonical face -> mean BGR of visible skin
 
 
 @dataclass(slots=True)

@@ -14,11 +14,11 @@ from lostface.frame import CoverMask, Detections, FaceTrack, Patch
 
 
 class Detector(Protocol):
-    def detect(self, image: np.ndarray) -> Detections | None:
+    def detect(self, image: np.ndarray) -> Detections:
         """Faces in a BGR uint8 image, boxes and landmarks in that image's pixels.
 
-        A detector that works in the background (live use) returns None when it has no
-        fresh result for this frame; the tracker then predicts, as between detection rounds.
+        (The live loop's background detector also returns None when it has no fresh result
+        for a frame; the pipeline then predicts, as between detection rounds.)
         """
         ...
 

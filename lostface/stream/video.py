@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -95,7 +96,7 @@ class VideoReader:
                 f"Input {self.path} has no video stream; `lostface run` takes videos "
                 "(use `lostface restore` for a photo)."
             )
-        self.video = self.container.streams.video[0]
+        self.video: av.video.stream.VideoStream = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
         cc = self.video.codec_context
@@ -135,6 +136,7 @@ class VideoReader:
                         yield packet
                     continue
                 for vf in packet.decode():
+                    assert isinstance(vf, av.VideoFrame)
                     pts = vf.pts
                     if pts is None or (last_pts is not None and pts <= last_pts):
                         pts = (last_pts + 1) if last_pts is not None else 0
@@ -261,7 +263,9 @@ class VideoWriter:
             ) from None
         codec = pick_codec(settings.codec, self.final)
         try:
-            self.stream = self.container.add_stream(codec, rate=info.rate)
+            self.stream = cast(
+                "av.video.stream.VideoStream", self.container.add_stream(codec, rate=info.rate)
+            )
         except (av.error.FFmpegError, ValueError) as exc:
             self.abort()
             raise OutputError(
