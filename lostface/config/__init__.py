@@ -59,7 +59,7 @@ class KeyframeSettings:
     delay_frames: int = (
         8  # frames held before compositing, so a fresh patch reaches them (0 = live)
     )
-    crossfade_frames: int = 4  # frames over which a new patch fades in over the old one
+    crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
 
 
 @dataclass

@@ -21,6 +21,8 @@ from lostface.restore.regions import upper_skin_mask
 
 _SAMPLE = 64  # canonical resolution at which the current skin brightness is sampled
 _GAIN_RANGE = (0.67, 1.5)
+_BELOW = 24  # canonical rows a patch may continue below the crop's bottom edge
+_GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
 
 
 def skin_mean(face_canonical: np.ndarray) -> np.ndarray:
@@ -49,13 +51,30 @@ class _TrackState:
     current: _Prepared
     previous: _Prepared | None
     frames: int  # frames composited since `current` arrived
+    gain: np.ndarray | None = None  # relight gain, smoothed over frames
 
 
 def _prepare(patch: Patch) -> _Prepared:
     alpha = np.clip(patch.alpha, 0.0, 1.0)
     a8 = (alpha * 255.0 + 0.5).astype(np.uint8)
-    bgra = np.dstack([patch.image, a8])
+    bgra = _extend_below(np.dstack([patch.image, a8]))
+    a8 = bgra[:, :, 3]
     return _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch))
+
+
+def _extend_below(bgra: np.ndarray) -> np.ndarray:
+    """The patch continued _BELOW rows past the canonical crop's bottom edge.
+
+    A covering reaches below the chin, often past the crop the segmenter sees: where the
+    covered region touches the bottom edge it goes on below it (the edge rows repeated,
+    smoothed, fading out), so no band of the covering is left under the patch."""
+    h, w = bgra.shape[:2]
+    edge = bgra[h - 4 :].astype(np.float32).mean(0)
+    edge[:, :3] = cv2.GaussianBlur(edge[None, :, :3], (0, 0), 3.0)[0]
+    fade = np.clip((_BELOW - np.arange(_BELOW, dtype=np.float32)) / (_BELOW / 3.0), 0.0, 1.0)
+    ext = np.repeat(edge[None], _BELOW, axis=0)
+    ext[:, :, 3] *= fade[:, None]
+    return np.ascontiguousarray(np.vstack([bgra, (ext + 0.5).astype(np.uint8)]))
 
 
 def _support_corners(a8: np.ndarray) -> np.ndarray:
@@ -108,7 +127,7 @@ class PatchCompositor:
             st.frames = self.crossfade_frames  # a first patch has nothing to fade from
             self._tracks[track_id] = st
         elif st.current.patch is not patch:
-            st = _TrackState(_prepare(patch), st.current, 0)
+            st = _TrackState(_prepare(patch), st.current, 0, st.gain)
             self._tracks[track_id] = st
         return st
 
@@ -152,6 +171,12 @@ class PatchCompositor:
         if not a8.any():
             return
         gain = self._gain(image, m, skin) if self.relight else None
+        if gain is not None:
+            # The skin sample is small and the tracked geometry jitters: a smoothed gain
+            # follows real lighting changes without making the patch shimmer.
+            if st.gain is not None:
+                gain = st.gain + _GAIN_SMOOTHING * (gain - st.gain)
+            st.gain = gain
         self._blend(image[y0:y1, x0:x1], warped, gain)
 
     def _gain(self, image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
