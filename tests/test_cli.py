@@ -204,7 +204,7 @@ def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut
             ["run", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "tracking.detect_every=0"],
             "detect_every",
         ),
-        (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "not an image"),
+        (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "not a readable image"),
     ]
     for args, words in cases:
         line = _one_sentence(_run(args))

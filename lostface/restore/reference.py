@@ -32,6 +32,7 @@ from lostface.restore.align import (
 from lostface.restore.fill import neutral_fill
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
 from lostface.stages import Detector
+from lostface.stream.image import read_image as load_image
 
 log = logging.getLogger(__name__)
 
@@ -106,30 +107,13 @@ def lab_stats(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A photo as BGR uint8: grayscale expanded, alpha composited over mid-grey, 16 bit reduced."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise InputError(
-            f"Reference photo {path} cannot be read ({exc}); check the path."
-        ) from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputError(
-            f"Reference photo {path} is not a readable image; give a JPEG, PNG, WebP or BMP file."
-        )
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        a = img[:, :, 3:4].astype(np.float32) / 255.0
-        img = (img[:, :, :3].astype(np.float32) * a + 128.0 * (1.0 - a) + 0.5).astype(np.uint8)
-    elif img.shape[2] == 2:  # grey + alpha
-        img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(img[:, :, :3])
+    """A reference photo as BGR uint8 (lostface.stream.image decodes it), any transparency
+    composited over mid-grey so the detector sees a plain background."""
+    img = load_image(path)
+    if img.alpha is None:
+        return img.bgr
+    a = img.alpha[:, :, None].astype(np.float32) / 255.0
+    return (img.bgr.astype(np.float32) * a + 128.0 * (1.0 - a) + 0.5).astype(np.uint8)
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -41,7 +41,8 @@ def read_image(path: str | Path) -> Image:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(
-            f"{p} is not an image OpenCV can decode (corrupt, truncated or not a photo)."
+            f"{p} is not a readable image (corrupt, truncated or not a photo); "
+            "give a JPEG, PNG, WebP or BMP file."
         )
     if img.dtype != np.uint8:  # 16-bit PNG/TIFF
         img = (
