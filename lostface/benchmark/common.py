@@ -137,7 +137,7 @@ def latency(samples_s: list[float]) -> dict[str, float]:
 
 
 def machine_info() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
@@ -199,11 +199,13 @@ def largest(dets: Detections) -> int | None:
     return int(np.argmax(area))
 
 
-def read_bgr(path: Path, long_side: int = 1024) -> np.ndarray:
-    """A photo, shrunk so its long side is at most `long_side` (some are 2300 px)."""
+def read_bgr(path: Path, long_side: int | None = 1024) -> np.ndarray:
+    """A photo, shrunk so its long side is at most `long_side` (some are 2300 px; None keeps it)."""
     img = cv2.imread(str(path))
     if img is None:
         raise InputError(f"Cannot read the photo {path}; the data folder looks damaged.")
+    if long_side is None:
+        return img
     s = long_side / max(img.shape[:2])
     return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
 

@@ -18,7 +18,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lostface.benchmark.common import Context, largest, latency, metric, png_bytes, pyplot, sample
+from lostface.benchmark.common import (
+    Context,
+    largest,
+    latency,
+    metric,
+    png_bytes,
+    pyplot,
+    read_bgr,
+    sample,
+)
 from lostface.frame import Detections
 
 log = logging.getLogger(__name__)
@@ -33,7 +42,7 @@ class HaarDetector:
     name = "haar"
 
     def __init__(self) -> None:
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
         self.cascade = cv2.CascadeClassifier(path)
 
     def detect(self, image: np.ndarray) -> Detections:
@@ -98,10 +107,10 @@ def _measure(detect: Callable[[np.ndarray], Detections], photos, groups, free) -
 
 def run_detection(ctx: Context) -> dict:
     photos = [
-        cv2.imread(str(p))
+        read_bgr(p, None)
         for p in sample(list((ctx.data / "masked").glob("*.jpg")), ctx.scale.photos)
     ]
-    groups = {n: cv2.imread(str(ctx.data / "groups" / n)) for n in GROUP_PEOPLE}
+    groups = {n: read_bgr(ctx.data / "groups" / n, None) for n in GROUP_PEOPLE}
     free = face_free_crops(ctx)
     per = {name: _measure(d.detect, photos, groups, free) for name, d in _detectors(ctx).items()}
     main, base = ctx.settings.detect.backend, per["haar"]
@@ -174,7 +183,7 @@ def run_segmentation(ctx: Context) -> dict:
     times: list[float] = []
     files = sample(list((ctx.data / "unmasked").glob("*.jpg")), ctx.scale.seg_photos)
     for i, path in enumerate(files):
-        image = cv2.imread(str(path))
+        image = read_bgr(path, None)
         dets = detector.detect(image)
         j = largest(dets)
         if j is None:

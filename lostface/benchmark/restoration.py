@@ -132,7 +132,7 @@ def headline(table: dict, label: str) -> list[dict]:
         name = f"{label}: {s} (mean of {t['reference']['n']})"
         cands = {b: t[b]["mean"] for b in ("telea", "navier_stokes") if b in t}
         if cands:
-            best = min(cands, key=lambda b, c=cands, d=better: _badness(c[b], d))
+            best = min(cands, key=lambda b: _badness(cands[b], better))
             rows.append(
                 metric(
                     name,
@@ -246,8 +246,11 @@ def make_masked_clip(ctx: Context, kind: str = "surgical") -> MaskedClip:
     detector = build_detector(ctx.settings)
     cut = HistogramSceneCut(ctx.settings.tracking.scene_cut_threshold)
     path = ctx.work / "stage_clip_masked.mp4"
-    originals, covered, boxes = [], [], []
-    prev_lm, prev_box = None, None
+    originals: list[np.ndarray] = []
+    covered: list[np.ndarray] = []
+    boxes: list[np.ndarray | None] = []
+    prev_lm: np.ndarray | None = None
+    prev_box: np.ndarray | None = None
     with VideoReader(ctx.data / "video" / "stage_clip.mp4") as reader:
         writer = VideoWriter(path, reader.info, ctx.settings.video, None)
         try:
@@ -266,8 +269,13 @@ def make_masked_clip(ctx: Context, kind: str = "surgical") -> MaskedClip:
                     prev_lm = None
                 else:
                     lm, box = dets.landmarks[j][:5].astype(np.float64), dets.boxes[j].copy()
-                    same = prev_lm is not None and not new_shot and _iou(prev_box, box) > 0.3
-                    lm = 0.5 * lm + 0.5 * prev_lm if same else lm
+                    if (
+                        prev_lm is not None
+                        and prev_box is not None
+                        and not new_shot
+                        and _iou(prev_box, box) > 0.3
+                    ):
+                        lm = 0.5 * lm + 0.5 * prev_lm
                     prev_lm, prev_box = lm, box
                     syn = draw_mask(item.image, lm, kind, rng=ctx.seed)  # one material
                     item.image = syn.image
@@ -314,8 +322,9 @@ def run_clip(ctx: Context, clip: MaskedClip, identity: IdentityMetric) -> tuple[
     grid_at = set(with_face[:: max(len(with_face) // 4, 1)][:4])
     try:
         for i, original in enumerate(clip.originals):
-            frames = {n: next(s, None) for n, s in streams.items()}
-            if any(f is None for f in frames.values()):
+            got = {n: next(s, None) for n, s in streams.items()}
+            frames = {n: f for n, f in got.items() if f is not None}
+            if len(frames) < len(got):
                 log.warning("restored clip ended early at frame %d", i)
                 break
             region = clip.covered[i]

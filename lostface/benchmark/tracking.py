@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lostface.benchmark.common import Context, largest, metric, png_bytes, pyplot, sample
+from lostface.benchmark.common import Context, largest, metric, png_bytes, pyplot, read_bgr, sample
 from lostface.frame import Detections, FaceTrack
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _sprites(ctx: Context, detector) -> list[Sprite]:
     order = ctx.rng(3).permutation(len(files))
     out: list[Sprite] = []
     for k in order:
-        img = cv2.imread(str(files[k]))
+        img = read_bgr(files[k], None)
         dets = detector.detect(img)
         j = largest(dets)
         if j is None:
@@ -54,7 +54,7 @@ def _sprites(ctx: Context, detector) -> list[Sprite]:
         h, w = crop.shape[:2]
         alpha = np.zeros((h, w), np.float32)
         cv2.ellipse(alpha, (w // 2, h // 2), (int(w * 0.46), int(h * 0.48)), 0, 0, 360, 1.0, -1)
-        alpha = cv2.GaussianBlur(alpha, (0, 0), max(w, h) * 0.03)
+        alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(w, h) * 0.03), np.float32)
         box = np.array([x0 - a0, y0 - b0, x1 - a0, y1 - b0], np.float64)
         out.append(Sprite(crop, alpha, box))
         if len(out) == N_FACES:
