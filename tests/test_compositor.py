@@ -11,7 +11,7 @@ import pytest
 from lostface.config import DetectSettings, Settings
 from lostface.frame import FaceTrack, Patch
 from lostface.restore import align
-from lostface.restore.compositor import _BELOW, PatchCompositor, skin_mean
+from lostface.restore.compositor import PatchCompositor, skin_mean
 from lostface.restore.regions import lower_face_mask
 from lostface.tracking.detectors import CenterFaceDetector
 
@@ -47,8 +47,6 @@ def _support(lm5: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Frame pixels the patch may touch: its alpha support mapped to the frame, grown 2 px."""
     inv = align.invert(align.to_canonical(lm5))
     sup = (_alpha() > 0).astype(np.uint8)
-    # the compositor continues a patch that touches the crop's bottom edge below it
-    sup = np.vstack([sup, np.repeat(sup[-1:], _BELOW, axis=0)])
     warped = cv2.warpAffine(sup, inv, (shape[1], shape[0]), flags=cv2.INTER_NEAREST)
     return cv2.dilate(warped, np.ones((5, 5), np.uint8)) > 0
 

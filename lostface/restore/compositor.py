@@ -21,7 +21,6 @@ from lostface.restore.regions import upper_skin_mask
 
 _SAMPLE = 64  # canonical resolution at which the current skin brightness is sampled
 _GAIN_RANGE = (0.67, 1.5)
-_BELOW = 24  # canonical rows a patch may continue below the crop's bottom edge
 _GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
 
 
@@ -57,24 +56,8 @@ class _TrackState:
 def _prepare(patch: Patch) -> _Prepared:
     alpha = np.clip(patch.alpha, 0.0, 1.0)
     a8 = (alpha * 255.0 + 0.5).astype(np.uint8)
-    bgra = _extend_below(np.dstack([patch.image, a8]))
-    a8 = bgra[:, :, 3]
+    bgra = np.dstack([patch.image, a8])
     return _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch))
-
-
-def _extend_below(bgra: np.ndarray) -> np.ndarray:
-    """The patch continued _BELOW rows past the canonical crop's bottom edge.
-
-    A covering reaches below the chin, often past the crop the segmenter sees: where the
-    covered region touches the bottom edge it goes on below it (the edge rows repeated,
-    smoothed, fading out), so no band of the covering is left under the patch."""
-    h, w = bgra.shape[:2]
-    edge = bgra[h - 4 :].astype(np.float32).mean(0)
-    edge[:, :3] = cv2.GaussianBlur(edge[None, :, :3], (0, 0), 3.0)[0]
-    fade = np.clip((_BELOW - np.arange(_BELOW, dtype=np.float32)) / (_BELOW / 3.0), 0.0, 1.0)
-    ext = np.repeat(edge[None], _BELOW, axis=0)
-    ext[:, :, 3] *= fade[:, None]
-    return np.ascontiguousarray(np.vstack([bgra, (ext + 0.5).astype(np.uint8)]))
 
 
 def _support_corners(a8: np.ndarray) -> np.ndarray:
