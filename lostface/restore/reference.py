@@ -21,6 +21,7 @@ from lostface.errors import InputError
 from lostface.frame import CoverMask
 from lostface.restore.align import (
     CANON_SIZE,
+    VISIBLE_WEIGHTS,
     apply,
     invert,
     pitch_proxy,
@@ -43,22 +44,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MIRROR_PENALTY = 0.004
 # Lab statistics of a skin region: mean and standard deviation per channel.
 _SKIN_STD_MIN = 2.0
-# Reference detail over its smooth base: Gaussian sigma (canonical px) that splits them, the
-# share of detail kept for a same-pose reference, and the pose gap (yaw + pitch proxies, eye
-# distances) at which the detail is cut to its floor.
-_DETAIL_SIGMA = 4.0
-_DETAIL_GAIN = 0.8
-_DETAIL_TURN = 0.5
-# Share of the reference in the smooth colour base under its detail; the rest is the fill
-# from the target's own border, which carries the target's lighting and jaw shading.
-_BASE_SHARE = 0.6
-# Alignment weights of the 5 landmarks (eyes, nose, mouth corners) reference -> target: the
-# mouth corners under a covering are the detector's guess from the face's outline, yet they
-# place the mouth better than eyes and nose alone on a turned or tilted head.
-_ALIGN_WEIGHTS = np.array([1.0, 1.0, 0.8, 0.5, 0.5])
-# Brightness pull of the border fill toward the visible skin: below the chin the border is
-# often a dark collar or suit, which would paint a dark band.
-_FILL_LIGHT_PULL = 0.0
 
 
 @dataclass(slots=True)
@@ -316,7 +301,7 @@ class ReferenceRestorer:
         lm = np.asarray(landmarks, np.float64)[:5]
         ref = self.choose(lm)
         # Reference canonical -> target canonical, by the points a mask leaves visible.
-        m = similarity(ref.landmarks, lm, _ALIGN_WEIGHTS)
+        m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
         warped = cv2.warpAffine(
             ref.image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
@@ -338,22 +323,12 @@ class ReferenceRestorer:
                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                     borderMode=cv2.BORDER_REPLICATE,
                 )
-        matched, ref_face = self._match_colour(face, warped, support, grown)
-        # Where the aligned reference shows neither skin nor lips (its background beyond a
-        # narrower jaw, its collar, a microphone in front of the mouth), a smooth fill from
-        # the target's own border looks far less wrong.
-        keep = cv2.GaussianBlur(ref_face, (0, 0), 4.0)[..., None]
-        fill = neutral_fill(face, support, light_pull=_FILL_LIGHT_PULL)
-        # The reference's own shading over its colour-matched smooth base, with its fine
-        # detail weakened by how far its pose is from the target's: a misplaced edge costs
-        # more than a missing one, and it flickers as the patch follows the face.
-        m32 = matched.astype(np.float32)
-        low = cv2.GaussianBlur(m32, (0, 0), _DETAIL_SIGMA)
-        turn = abs(ref.yaw - yaw_proxy(lm)) + abs(ref.pitch - pitch_proxy(lm))
-        gain = _DETAIL_GAIN * float(np.clip(1.0 - turn / _DETAIL_TURN, 0.4, 1.0))
-        base = _BASE_SHARE * low + (1.0 - _BASE_SHARE) * fill
-        ref_part = base + gain * (m32 - low)
-        src = ref_part * keep + fill * (1.0 - keep)
+        matched, ref_skin = self._match_colour(face, warped, support, grown)
+        # Where the aligned reference shows no skin (its background beyond a narrower jaw,
+        # its collar), a smooth fill from the target's own border looks far less wrong.
+        keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
+        fill = neutral_fill(face, support)
+        src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
         return self._blend(face, src, alpha, support), ref.name
 
@@ -361,7 +336,7 @@ class ReferenceRestorer:
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Move the reference's colour onto the target, in Lab; also return the reference's
-        face likeness (skin, or lips near the mouth) per pixel.
+        skin likeness per pixel.
 
         Lighting differs between forehead and lower face from photo to photo, so the
         statistics come from the skin just around the covered region (under the eyes, the
@@ -379,13 +354,7 @@ class ReferenceRestorer:
         # Skin likeness by lightness and chroma against each face's own visible skin (forehead,
         # nose bridge): mask remnants, hair, collar and background around the mask are dropped.
         w_t = band * _skin_weight(f_lab, f_lab[forehead])
-        ref_skin = _chroma_weight(r_lab, r_lab[forehead])
-        # lips count as face where the mouth is (redder than skin, not dark): the mouth is
-        # what the reference is for, while a microphone or teeth gap there is not
-        ref_l, ref_a = np.median(r_lab[forehead][:, 0]), np.median(r_lab[forehead][:, 1])
-        lips = np.clip((r_lab[..., 1] - ref_a + 2.0) / 4.0, 0.0, 1.0)
-        lips *= np.clip((r_lab[..., 0] - 0.3 * ref_l) / (0.15 * ref_l + 1e-3), 0.0, 1.0)
-        ref_face = np.maximum(ref_skin, self._core * lips).astype(np.float32)
+        ref_skin = _chroma_weight(r_lab, r_lab[forehead]).astype(np.float32)
         w_r = band * _skin_weight(r_lab, r_lab[forehead])
         w = (w_t * w_r).astype(np.float32)
         if float(w.sum()) < 50.0:  # no skin seen around the mask: fall back to the forehead
@@ -417,7 +386,7 @@ class ReferenceRestorer:
         r_lab = r_lab + field
         r_lab[..., 0] = np.clip(r_lab[..., 0], 0.0, 100.0)
         out = cv2.cvtColor(r_lab, cv2.COLOR_Lab2BGR)
-        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), ref_face
+        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), ref_skin
 
     def _blend(
         self, face: np.ndarray, src: np.ndarray, alpha: np.ndarray, support: np.ndarray

@@ -50,8 +50,6 @@ _HEAD_R = 85.0
 _EYE_ANGLE = float(np.arcsin(35.25 / 85.0))
 _SIDE_ANGLE = float(np.arcsin(78.0 / 85.0))
 _NEAR_MAX = 1.12
-# Canonical pixels the covered region reaches below the covering material it found.
-_REACH_DOWN = 10
 
 # Zones that any face covering hides and no unmasked face shows as non-skin: the cheeks
 # beside the nose and the chin, leaving out the lips and nostrils, which are not skin.
@@ -111,7 +109,6 @@ class GeometrySegmenter:
         self._mat_hi = np.array(
             [_MAT_LOG_L_SPREAD[1], _MAT_AB_SPREAD[1], _MAT_AB_SPREAD[1]], np.float32
         )
-        self._down = np.ones((_REACH_DOWN + 1, 1), np.uint8)
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         d = max(0, int(settings.dilate))
@@ -219,13 +216,6 @@ class GeometrySegmenter:
         filled = np.zeros((s - self._y0, s), np.uint8)
         cv2.fillConvexPoly(filled, hull, 255)
         hard[self._y0 :] = (filled > 0) & bound
-        # A covering hangs below the chin, and the patch of a keyframe is carried onto later
-        # frames whose jaw has moved: reach further down than the material seen (a few skin
-        # pixels repainted cost little, a remnant of the covering a lot).
-        if _REACH_DOWN > 0:
-            hard = cv2.dilate(hard.astype(np.uint8), self._down, anchor=(0, _REACH_DOWN)) > 0
-            hard[: self._y0] = False
-            hard[self._y0 :] &= bound  # still within where a covering can lie
         return hard
 
     def _feather(self, hard: np.ndarray) -> np.ndarray:
