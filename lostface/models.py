@@ -311,4 +311,3 @@ def dlib_model_paths() -> tuple[Path, Path]:
         if not p.is_file():
             raise ModelError(f"dlib model {p} is missing; reinstall face-recognition-models.")
     return shape, rec
-

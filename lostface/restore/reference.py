@@ -276,12 +276,13 @@ class ReferenceRestorer:
         mask = cv2.resize(visible, (h, h), interpolation=cv2.INTER_NEAREST)
         if int(mask.sum()) < 400:
             return None
-        warp = np.eye(2, 3, dtype=np.float32)
+        start = np.eye(2, 3, dtype=np.float32)
         crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
         try:
-            cc, warp = cv2.findTransformECC(t, w, warp, cv2.MOTION_AFFINE, crit, mask, 3)
+            cc, found = cv2.findTransformECC(t, w, start, cv2.MOTION_AFFINE, crit, mask, 3)
         except cv2.error:
             return None
+        warp = np.asarray(found, np.float32)
         lin = warp[:, :2] - np.eye(2)
         if cc < 0.5 or np.abs(lin).max() > 0.08 or np.abs(warp[:, 2]).max() > 4.0:
             return None
