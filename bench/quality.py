@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lostface.benchmark.common import face_tiles, stack_rows
 from lostface.config import Settings, load_settings
 from lostface.factory import build_detector, build_stages
 from lostface.frame import Detections, Frame
@@ -116,30 +117,6 @@ def measure(
     if anchor is not None:
         item.identity = identity.distances(anchor, variants)
     return item
-
-
-def face_crop(images: list[np.ndarray], box: np.ndarray, height: int = 240) -> np.ndarray:
-    """The same face-centred crop of several images, side by side, labelled."""
-    h, w = images[0].shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in box[:4])
-    side = 1.6 * max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + 0.1 * side
-    a0, b0 = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
-    a1, b1 = int(min(cx + side / 2, w)), int(min(cy + side / 2, h))
-    tiles = []
-    for img, label in zip(images, ("masked", "restored", "Telea", "original"), strict=False):
-        crop = img[b0:b1, a0:a1]
-        s = height / max(crop.shape[0], 1)
-        tile = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
-        cv2.putText(tile, label, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
-        cv2.putText(tile, label, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-        tiles.append(tile)
-    return np.hstack(tiles)
-
-
-def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
-    w = max(r.shape[1] for r in rows)
-    return np.vstack([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows])
 
 
 # ---------------------------------------------------------------- video
@@ -300,7 +277,16 @@ def run_video(
         items[-1].main = main
         if i in grid_at and boxes[i] is not None:
             grid_rows.append(
-                face_crop([masked[i], restored[i], variants["telea"], originals[i]], boxes[i], 200)
+                face_tiles(
+                    {
+                        "masked": masked[i],
+                        "restored": restored[i],
+                        "Telea": variants["telea"],
+                        "original": originals[i],
+                    },
+                    boxes[i],
+                    200,
+                )
             )
     if grid_rows:
         cv2.imwrite(str(grids / "quality_grid_video.png"), stack_rows(grid_rows))
@@ -391,7 +377,16 @@ def run_pairs(
                 )
                 if len(grid_rows) < 6 and (kind == kinds[len(grid_rows) % len(kinds)]):
                     grid_rows.append(
-                        face_crop([sm.image, result.image, variants["telea"], original], box, 220)
+                        face_tiles(
+                            {
+                                "masked": sm.image,
+                                "restored": result.image,
+                                "Telea": variants["telea"],
+                                "original": original,
+                            },
+                            box,
+                            220,
+                        )
                     )
     if grid_rows:
         cv2.imwrite(str(grids / "quality_grid_pairs.png"), stack_rows(grid_rows))
