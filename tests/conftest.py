@@ -41,3 +41,19 @@ def astronaut_bgr() -> np.ndarray:
 @pytest.fixture(scope="session", autouse=True)
 def _yolo_config_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo_cfg")))
+
+
+@pytest.fixture(scope="session")
+def stage_masked() -> tuple[list, list, list]:
+    """The first 90 frames of stage_clip with synthetic masks: (masked, covered, original)."""
+    from tests.live_helpers import masked_stage_clip
+
+    return masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90)
+
+
+@pytest.fixture(scope="session")
+def stage_reference() -> np.ndarray:
+    """The unmasked photo of stage_clip's main person."""
+    import cv2
+
+    return cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))

@@ -38,17 +38,6 @@ from lostface.stream.sources import (
 )
 from lostface.stream.vcam import VirtualCameraSink
 from tests.conftest import shared_path
-from tests.live_helpers import masked_stage_clip
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90)
-
-
-@pytest.fixture(scope="module")
-def reference():
-    return cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))
 
 
 class ListSink:
@@ -94,10 +83,12 @@ class _Slow:
 
 
 @pytest.mark.parametrize(("stage", "delay"), [("restorer", 1.0), ("detector", 0.2)])
-def test_loop_keeps_the_source_rate_while_heavy_work_is_slow(clip, reference, stage, delay):
-    masked, covered, _ = clip
+def test_loop_keeps_the_source_rate_while_heavy_work_is_slow(
+    stage_masked, stage_reference, stage, delay
+):
+    masked, covered, _ = stage_masked
     settings = load_settings()
-    stages = build_stages(settings, reference_images=[("stage", reference)])
+    stages = build_stages(settings, reference_images=[("stage", stage_reference)])
     slow = _Slow(getattr(stages, stage), delay)
     setattr(stages, stage, slow)
     pipe = live_pipeline(settings, stages)
@@ -164,8 +155,8 @@ def _badged(img: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_badge_off_and_restore_off_pass_frames_untouched(clip):
-    masked, _, _ = clip
+def test_badge_off_and_restore_off_pass_frames_untouched(stage_masked):
+    masked, _, _ = stage_masked
     settings = load_settings(overrides=["live.badge=false"])
     pipe = Pipeline(settings, build_stages(settings), delay_frames=0)
     sink = ListSink()
@@ -273,12 +264,12 @@ class MemoryCamera:
         return self.fourcc
 
 
-def test_virtual_camera_sink_sends_frames_through_pyvirtualcam(clip):
+def test_virtual_camera_sink_sends_frames_through_pyvirtualcam(stage_masked):
     import pyvirtualcam
     from pyvirtualcam.camera import register_backend
 
     register_backend("lostface-memory", MemoryCamera)
-    masked, _, _ = clip
+    masked, _, _ = stage_masked
     sink = VirtualCameraSink(640, 480, 30, backend="lostface-memory")
     assert sink.device == "memory0"
     assert sink.cam.fmt == pyvirtualcam.PixelFormat.BGR
@@ -309,8 +300,8 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def test_udp_mpegts_stream_is_received_by_pyav(clip):
-    masked, _, _ = clip
+def test_udp_mpegts_stream_is_received_by_pyav(stage_masked):
+    masked, _, _ = stage_masked
     port = _free_udp_port()
     received: list[np.ndarray] = []
     ready = threading.Event()

@@ -31,18 +31,7 @@ from lostface.stream.webrtc import (
     read_index,
     stamp_index,
 )
-from tests.conftest import shared_path
-from tests.live_helpers import PAD_TOP, masked_stage_clip
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90)
-
-
-@pytest.fixture(scope="module")
-def reference():
-    return cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))
+from tests.live_helpers import PAD_TOP
 
 
 class Receiver:
@@ -74,11 +63,11 @@ def _region_errors(img, masked, covered, original):
     return float(to_masked), float(to_original)
 
 
-def test_round_trip_restores_the_covered_region(clip, reference):
-    masked, covered, original = clip
+def test_round_trip_restores_the_covered_region(stage_masked, stage_reference):
+    masked, covered, original = stage_masked
 
     async def main():
-        server = LiveServer(load_settings(), reference_images=[("stage.png", reference)])
+        server = LiveServer(load_settings(), reference_images=[("stage.png", stage_reference)])
         url = await server.start(port=0)
         assert url.startswith("http://127.0.0.1:")
         rx = Receiver()
@@ -149,8 +138,8 @@ async def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int
             return r.status, await r.json()
 
 
-def test_bad_offers_and_extra_clients_get_one_clear_answer(clip):
-    masked, _, _ = clip
+def test_bad_offers_and_extra_clients_get_one_clear_answer(stage_masked):
+    masked, _, _ = stage_masked
     settings = load_settings(overrides=["live.max_sessions=1", "live.max_offer_bytes=4096"])
 
     async def main():
@@ -205,8 +194,8 @@ def test_bad_offers_and_extra_clients_get_one_clear_answer(clip):
     assert sessions == 1
 
 
-def test_token_and_exposure_rules(clip):
-    masked, _, _ = clip
+def test_token_and_exposure_rules(stage_masked):
+    masked, _, _ = stage_masked
     with pytest.raises(ConfigError, match="token"):
         check_exposure(load_settings(overrides=['live.host="0.0.0.0"']).live)
     assert ice_configuration(load_settings().live).iceServers == []
@@ -258,9 +247,9 @@ _CLIENT = textwrap.dedent(
 )
 
 
-def test_a_peer_that_vanishes_is_cleaned_up_and_others_keep_going(clip):
+def test_a_peer_that_vanishes_is_cleaned_up_and_others_keep_going(stage_masked):
     """The client process is killed (SIGKILL: no goodbye); the server closes its session."""
-    masked, _, _ = clip
+    masked, _, _ = stage_masked
 
     async def main():
         server = LiveServer(load_settings())
