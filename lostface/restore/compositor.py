@@ -85,6 +85,7 @@ class PatchCompositor:
         self._scale = np.diag([_SAMPLE / align.CANON_SIZE] * 2)
         self._buf = np.zeros((0, 0, 3), np.float32)
         self._abuf = np.zeros((0, 0, 1), np.float32)
+        self._ubuf = np.zeros((0, 0, 3), np.uint8)
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)
@@ -179,6 +180,7 @@ class PatchCompositor:
             hh, ww = max(rh, self._buf.shape[0]), max(rw, self._buf.shape[1])
             self._buf = np.empty((hh, ww, 3), np.float32)
             self._abuf = np.empty((hh, ww, 1), np.float32)
+            self._ubuf = np.empty((hh, ww, 3), np.uint8)
         p = self._buf[:rh, :rw]
         a = self._abuf[:rh, :rw]
         np.multiply(warped[:, :, 3:4], np.float32(1 / 255), out=a)
@@ -190,7 +192,9 @@ class PatchCompositor:
         p += roi
         p += 0.5
         np.clip(p, 0, 255, out=p)
-        np.copyto(roi, p.astype(np.uint8), where=warped[:, :, 3:4] > 0)
+        u = self._ubuf[:rh, :rw]
+        np.copyto(u, p, casting="unsafe")
+        np.copyto(roi, u, where=warped[:, :, 3:4] > 0)
 
 
 def _mix(old: _Prepared, new: _Prepared, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
