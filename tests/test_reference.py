@@ -240,3 +240,33 @@ def test_bad_reference_inputs(tmp_path: Path, detector: CenterFaceDetector) -> N
         ReferenceBank.from_paths([noface], detector)
     with pytest.raises(InputError):
         ReferenceBank.from_paths([], detector)
+
+
+def test_face_turned_beyond_every_reference_gets_the_fill(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """A reference is warped only onto faces near its own head pose: a face turned further
+    (restore.max_pose_gap, in eye distances) gets the neutral fill and no reference name."""
+    bank = ReferenceBank.from_images([("astronaut", astronaut_bgr)], detector)
+    ref = bank.references[0]
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    m = align.to_canonical(lm5)
+    face = align.warp_to_canonical(astronaut_bgr, m)
+    hard = lower_face_mask() > 0
+    face[hard] = MASK_BGR
+    cover = cover_from_hard(hard)
+    near = ref.landmarks.astype(np.float64).copy()
+    turned = near.copy()
+    eye = float(turned[1, 0] - turned[0, 0])
+    turned[2, 0] += 1.5 * eye  # nose far to one side: a half profile
+    restorer = ReferenceRestorer(bank, RestoreSettings())
+    _, name_near = restorer.restore(face, cover, near)
+    painted, name_turned = restorer.restore(face, cover, turned)
+    assert name_near == "astronaut"
+    assert name_turned is None
+    fill, _ = NeutralFill(0.3, 3.0, 0.0).restore(face, cover, turned)
+    assert np.array_equal(painted, fill)
+    # the gap is a setting: allowed wide enough, the reference is used again
+    wide = ReferenceRestorer(bank, RestoreSettings(max_pose_gap=10.0))
+    assert wide.restore(face, cover, turned)[1] == "astronaut"

@@ -81,6 +81,9 @@ class RestoreSettings:
     )
     mirror: bool = True  # reference: also use mirrored references (covers the opposite head turn)
     relight: bool = True  # compositor: follow the face's brightness between keyframes
+    # reference: largest head-pose gap (yaw and pitch proxies, in eye distances) between a
+    # face and its best reference; a face turned further gets the neutral fill instead
+    max_pose_gap: float = 0.45
 
 
 @dataclass

@@ -30,7 +30,7 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import neutral_fill
+from lostface.restore.fill import NeutralFill, neutral_fill
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
 from lostface.stages import Detector
 from lostface.stream.image import read_image as load_image
@@ -251,19 +251,24 @@ class ReferenceRestorer:
             core, (s // 2, int(0.72 * s)), (int(0.18 * s), int(0.2 * s)), 0, 0, 360, 1.0, -1
         )
         self._core = core
+        self._fill = NeutralFill(0.3, 3.0, 0.0)
 
     def choose(self, landmarks: np.ndarray) -> Reference:
         """The reference (or mirrored reference) whose head pose is closest to the target's."""
+        return self._choose(landmarks)[0]
+
+    def _choose(self, landmarks: np.ndarray) -> tuple[Reference, float]:
+        """The closest reference and its pose gap (eye distances, mirror penalty left out)."""
         yaw, pitch = yaw_proxy(landmarks), pitch_proxy(landmarks)
 
-        def cost(r: Reference) -> float:
-            return (
-                (r.yaw - yaw) ** 2
-                + (r.pitch - pitch) ** 2
-                + (MIRROR_PENALTY if r.mirrored else 0.0)
-            )
+        def gap(r: Reference) -> float:
+            return (r.yaw - yaw) ** 2 + (r.pitch - pitch) ** 2
 
-        return min(self.bank.candidates(self.settings.mirror), key=cost)
+        best = min(
+            self.bank.candidates(self.settings.mirror),
+            key=lambda r: gap(r) + (MIRROR_PENALTY if r.mirrored else 0.0),
+        )
+        return best, float(np.sqrt(gap(best)))
 
     def _refine(
         self, target: np.ndarray, warped: np.ndarray, visible: np.ndarray
@@ -300,7 +305,11 @@ class ReferenceRestorer:
             return face.copy(), None
         s = CANON_SIZE
         lm = np.asarray(landmarks, np.float64)[:5]
-        ref = self.choose(lm)
+        ref, pose_gap = self._choose(lm)
+        if pose_gap > self.settings.max_pose_gap:
+            # No reference shows the face from this side: its lower face warped this far
+            # would put a mouth where none is seen; a smooth fill looks far less wrong.
+            return self._fill.restore(face, cover, landmarks)
         # Reference canonical -> target canonical, by the points a mask leaves visible.
         m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
         warped = cv2.warpAffine(
