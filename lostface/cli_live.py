@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import time
 
@@ -111,6 +110,8 @@ def _toml(value: object) -> str:
 
 # -- serve --------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio  # here, not at the top: `lostface run` never needs the event loop
+
     from lostface.stream.webrtc import LiveServer
 
     settings = _settings(args)

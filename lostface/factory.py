@@ -11,7 +11,7 @@ import numpy as np
 from lostface.config import Settings
 from lostface.errors import ConfigError
 from lostface.pipeline import Pipeline, Stages
-from lostface.stages import Detector
+from lostface.stages import Detector, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +27,20 @@ def build_stages(
     references: list[str | Path] | None = None,
     reference_images: list[tuple[str, np.ndarray]] | None = None,
     detector: Detector | None = None,
+    *,
+    background_tracker: bool = False,
 ) -> Stages:
     """All stages for one pipeline. References come from paths (files or folders) and/or
-    already decoded images (name, BGR array)."""
+    already decoded images (name, BGR array).
+
+    background_tracker: build the Kalman tracker on a thread (lostface.tracking.deferred), so
+    a video run decodes and detects its first frames while scipy and filterpy load."""
     from lostface.restore.compositor import PatchCompositor, skin_mean
     from lostface.restore.fill import NeutralFill
     from lostface.restore.reference import ReferenceBank, ReferenceRestorer
     from lostface.restore.segment import GeometrySegmenter
     from lostface.tracking.keyframe import ThresholdKeyframePolicy
     from lostface.tracking.scenecut import HistogramSceneCut
-    from lostface.tracking.tracker import KalmanTracker
 
     if settings.mask.backend != "geometry":
         raise ConfigError(
@@ -48,6 +52,15 @@ def build_stages(
             f"restore.backend {settings.restore.backend!r} is not available in this version; "
             "use reference."
         )
+    tracker: Tracker
+    if background_tracker:
+        from lostface.tracking.deferred import DeferredTracker
+
+        tracker = DeferredTracker(settings.tracking)  # loads while the rest is built
+    else:
+        from lostface.tracking.tracker import KalmanTracker
+
+        tracker = KalmanTracker(settings.tracking)
     detector = detector or build_detector(settings)
     paths = [*settings.restore.references, *(references or [])]
     restorer: object
@@ -67,7 +80,7 @@ def build_stages(
         restorer = NeutralFill()
     return Stages(
         detector=detector,
-        tracker=KalmanTracker(settings.tracking),
+        tracker=tracker,
         scene_cut=HistogramSceneCut(settings.tracking.scene_cut_threshold),
         policy=ThresholdKeyframePolicy(settings.keyframe),
         segmenter=GeometrySegmenter(settings.mask),

@@ -303,12 +303,14 @@ class Pipeline:
         t0 = time.perf_counter()
         cut = self.stages.scene_cut.is_cut(frame.image) if self._frame_no > 0 else False
         scheduled = self._frame_no % self.settings.tracking.detect_every == 0 or cut
+        if not scheduled and not self._arrivals and self._tracker_waits():
+            # every earlier frame is tracked, so this is the frame that confirms a tentative
+            # face: start its detection now instead of waiting for it in _track
+            scheduled = True
         pending = self._detect_async(frame.image) if scheduled else None
         self._arrivals.append(_Arrival(frame, cut, pending))
         self._frame_no += 1
-        while self._arrivals and (
-            len(self._arrivals) > self.detect_ahead or _ready(self._arrivals[0].detections)
-        ):
+        while self._trackable():
             self._track(self._arrivals.popleft())
         self.timings.add("loop", time.perf_counter() - t0)
         out = []
@@ -359,18 +361,38 @@ class Pipeline:
             return self._timed_detect(image)
         return self._detector_pool.submit(self._timed_detect, image)
 
+    def _trackable(self) -> bool:
+        """The oldest arrival is tracked now when its detection is back or the detector is
+        detect_ahead frames ahead. A tracker still being built (DeferredTracker) counts as a
+        detection not yet back: frames keep arriving and detecting up to detect_ahead, as they
+        do while a slow detection runs, and then the loop waits for it."""
+        if not self._arrivals:
+            return False
+        if len(self._arrivals) > self.detect_ahead:
+            return True
+        return _ready(self._arrivals[0].detections) and getattr(self.stages.tracker, "ready", True)
+
+    def _tracker_waits(self) -> bool:
+        """True while a tentative track waits for its confirming detection on the next frame."""
+        return bool(getattr(self.stages.tracker, "needs_detection", False))
+
     def _track(self, arrival: _Arrival) -> None:
         """Tracker, keyframe policy and jobs for one frame, in frame order."""
         frame, cut = arrival.frame, arrival.cut
         pending = arrival.detections
         detections = pending.result() if isinstance(pending, Future) else pending
-        if pending is None and getattr(self.stages.tracker, "needs_detection", False):
+        if pending is None and self._tracker_waits():
             # a tentative face waits for its confirming detection on the next frame
             again = self._detect_async(frame.image)
             detections = again.result() if isinstance(again, Future) else again
         tt = time.perf_counter()
         tracks = self.stages.tracker.update(detections, scene_cut=cut)
         self.timings.add("track", time.perf_counter() - tt)
+        if self._arrivals and self._arrivals[0].detections is None and self._tracker_waits():
+            # the next frame will need this detection: start it now, on the detector thread,
+            # so the loop does not stall on it when that frame is tracked
+            nxt = self._arrivals[0]
+            nxt.detections = self._detect_async(nxt.frame.image)
         views = []
         live = set()
         for tr in tracks:

@@ -33,15 +33,25 @@ class RunStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+class _NoBar:
+    """The progress bar when none is shown (not a terminal, or -q): tqdm is not even imported."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def progress_bar(total: int | None, settings: Settings, desc: str):
+    if not (settings.output.progress and sys.stderr.isatty()):
+        return _NoBar()
     from tqdm import tqdm
 
-    enabled = settings.output.progress and sys.stderr.isatty()
     return tqdm(
         total=total or None,
         unit="frame",
         desc=desc,
-        disable=not enabled,
         dynamic_ncols=True,
         smoothing=0.1,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -118,6 +119,8 @@ def test_unmasked_video_comes_out_as_it_went_in(tmp_path, astronaut_bgr):
     assert main(["run", str(src), "-o", str(out), "-q", *args]) == 0
     for a, b in zip(_decode(src), _decode(out), strict=True):
         assert np.array_equal(a, b)
+    # start-up paused and froze the garbage collector; an in-process caller gets it back
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_restore_and_detect_on_a_photo(tmp_path, masked_clip, reference, capsys):

@@ -144,3 +144,81 @@ def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
     pipe.flush()
     pipe.close()
     assert gate.calls < pipe.keyframes  # superseded jobs were dropped, not queued
+
+
+class _CountingDetector:
+    """Wraps the real detector and counts its calls (any thread)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def detect(self, image):
+        with self._lock:
+            self.calls += 1
+        return self.inner.detect(image)
+
+
+def _tracks(outs) -> list:
+    return [[(v.track_id, v.box.round(3).tolist(), v.keyframe) for v in o.faces] for o in outs]
+
+
+def test_background_tracker_gives_the_same_tracks(masked_frames, astronaut_bgr, settings):
+    """A tracker built on a thread (lostface run) tracks every frame exactly as one built up
+    front, with the same number of detections (confirming detections included)."""
+    frames, _ = masked_frames
+    runs = []
+    for background in (False, True):
+        stages = build_stages(
+            settings, reference_images=[("a", astronaut_bgr)], background_tracker=background
+        )
+        counter = _CountingDetector(stages.detector)
+        stages.detector = counter
+        outs = _run(Pipeline(settings, stages), frames)
+        runs.append((_tracks(outs), counter.calls))
+    assert runs[0] == runs[1]
+    assert any(runs[0][0])
+
+
+class _SlowTracker:
+    """A tracker that is not `ready` until released (a DeferredTracker still loading)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.loaded = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded.is_set()
+
+    @property
+    def needs_detection(self) -> bool:
+        return self.inner.needs_detection if self.ready else False
+
+    def update(self, detections, scene_cut=False):
+        self.loaded.wait(timeout=30)
+        return self.inner.update(detections, scene_cut=scene_cut)
+
+    def reset(self):
+        self.inner.reset()
+
+
+def test_loading_tracker_holds_frames_like_a_running_detection(astronaut_bgr, settings):
+    frames = _moving(astronaut_bgr, 12)
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    slow = _SlowTracker(stages.tracker)
+    stages.tracker = slow
+    pipe = Pipeline(settings, stages)
+    for i, img in enumerate(frames[: pipe.detect_ahead]):
+        assert pipe.push(Frame(img.copy(), i, i, None)) == []
+    # detections ran ahead, nothing was tracked: the loop did not wait for the tracker yet
+    assert len(pipe._arrivals) == pipe.detect_ahead and not pipe._line
+    slow.loaded.set()
+    outs = []
+    for i, img in enumerate(frames[pipe.detect_ahead :], start=pipe.detect_ahead):
+        outs += pipe.push(Frame(img.copy(), i, i, None))
+    outs += pipe.flush()
+    pipe.close()
+    assert [o.frame.index for o in outs] == list(range(len(frames)))
+    assert any(o.faces for o in outs)

@@ -352,3 +352,54 @@ def test_sustained_change_does_not_fire_on_every_frame() -> None:
     noise = [rng.integers(0, 256, (144, 176, 3), dtype=np.uint8) for _ in range(20)]
     cuts = cuts_in([still] * 5 + noise)
     assert cuts[0] == 5 and len(cuts) <= 2
+
+
+def test_deferred_tracker_matches_the_kalman_tracker() -> None:
+    from lostface.tracking.deferred import DeferredTracker
+
+    settings = TrackingSettings()
+    direct, deferred = KalmanTracker(settings), DeferredTracker(settings)
+    assert deferred.needs_detection is False  # no update yet: no track waits for anything
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    for i in range(12):
+        faces = [(100 + 3 * i, 80, 60)]
+        a = direct.update(detect(faces, rng_a, 1.0) if i % 2 == 0 else None)
+        b = deferred.update(detect(faces, rng_b, 1.0) if i % 2 == 0 else None)
+        assert [(t.track_id, t.confirmed) for t in a] == [(t.track_id, t.confirmed) for t in b]
+        assert all(np.array_equal(x.box, y.box) for x, y in zip(a, b, strict=True))
+        assert deferred.needs_detection == direct.needs_detection
+    assert deferred.ready
+    assert [t.track_id for t in deferred.tracks] == [t.track_id for t in direct.tracks]
+
+
+def test_deferred_tracker_raises_its_build_error_where_it_is_used() -> None:
+    from lostface.tracking.deferred import DeferredTracker
+
+    def broken(settings: TrackingSettings) -> KalmanTracker:  # what a missing filterpy does
+        raise ImportError("No module named 'filterpy'")
+
+    t = DeferredTracker(TrackingSettings(), build=broken)
+    with pytest.raises(ImportError, match="filterpy"):
+        t.update(None)
+    assert t.ready
+
+
+def test_deferred_tracker_calls_back_before_it_is_ready() -> None:
+    import threading
+
+    from lostface.tracking.deferred import DeferredTracker
+
+    go = threading.Event()
+    seen: list[bool] = []
+
+    def slow(settings: TrackingSettings) -> KalmanTracker:
+        go.wait(timeout=10)
+        return KalmanTracker(settings)
+
+    t = DeferredTracker(TrackingSettings(), build=slow)
+    t.when_ready(lambda: seen.append(t.ready))  # registered while loading: runs on its thread
+    go.set()
+    t.update(None)
+    assert seen == [False]  # ran before `ready` turned true
+    t.when_ready(lambda: seen.append(t.ready))  # already built: runs at once
+    assert seen == [False, True]

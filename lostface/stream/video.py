@@ -304,7 +304,13 @@ class VideoWriter:
         self.frames_written = 0
 
     def write(self, frame: Frame) -> None:
-        vf = av.VideoFrame.from_ndarray(frame.image, format="bgr24")
+        img = frame.image
+        if img.flags.c_contiguous:
+            # wraps the array instead of copying it: encoding converts it to pix_fmt at once,
+            # and no stage writes to a frame's image after handing it to the writer
+            vf = av.VideoFrame.from_numpy_buffer(img, format="bgr24")
+        else:
+            vf = av.VideoFrame.from_ndarray(img, format="bgr24")
         pts = frame.pts if frame.pts is not None else self.frames_written
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
