@@ -373,7 +373,13 @@ class Pipeline:
         return _ready(self._arrivals[0].detections) and getattr(self.stages.tracker, "ready", True)
 
     def _tracker_waits(self) -> bool:
-        """True while a tentative track waits for its confirming detection on the next frame."""
+        """True while a tentative track waits for a confirming detection on the next frame.
+
+        That extra detection only gets a new face restored sooner. With a delay line longer
+        than the detection interval (files), the face's first frames are still in the line
+        when the next scheduled detection confirms it, so none is spent."""
+        if self.delay > self.settings.tracking.detect_every:
+            return False
         return bool(getattr(self.stages.tracker, "needs_detection", False))
 
     def _track(self, arrival: _Arrival) -> None:
