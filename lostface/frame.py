@@ -119,8 +119,8 @@ class CoverMask:
     """What a segmenter found on one aligned face (canonical space, see restore.align).
 
     covered: whether the lower face wears a covering at all.
-    alpha: (S,S) float32 in [0,1], soft covered region with a feathered edge.
-    hard: (S,S) bool, the covered region before feathering.
+    alpha: (H,W) (align.CANON_SHAPE) float32 in [0,1], soft covered region with a feathered edge.
+    hard: (H,W) (align.CANON_SHAPE) bool, the covered region before feathering.
     score: the evidence for `covered` (higher = more clearly covered).
     """
 
@@ -134,8 +134,8 @@ class CoverMask:
 class Patch:
     """A restored face in canonical space, ready to be carried onto later frames.
 
-    image: (S,S,3) uint8 BGR, the whole aligned face with the hidden part painted.
-    alpha: (S,S) float32 in [0,1], where the patch replaces the frame.
+    image: (H,W,3) uint8 BGR (align.CANON_SHAPE), the whole aligned face, hidden part painted.
+    alpha: (H,W) (align.CANON_SHAPE) float32 in [0,1], where the patch replaces the frame.
     to_canonical: 2x3 affine, image -> canonical, of the keyframe it was painted on.
     skin_mean: mean BGR of the visible upper-face skin at the keyframe (for relighting).
     """

@@ -70,7 +70,7 @@ class Restorer(Protocol):
     ) -> tuple[np.ndarray, str | None]:
         """Paint the covered region of an aligned face.
 
-        face: (S,S,3) uint8 canonical crop; landmarks: its 5 points in canonical space.
+        face: (H,W,3) uint8 canonical crop (align.CANON_SHAPE); landmarks: its 5 canonical points.
         Returns the painted crop (same shape) and the name of the reference used
         (None for a classical fill).
         """

@@ -212,7 +212,7 @@ def test_grayscale_and_alpha_references(tmp_path: Path, detector: CenterFaceDete
     bank = ReferenceBank.from_paths([gray, rgba, folder], detector)
     assert len(bank) == 3
     for ref in bank.references:
-        assert ref.image.shape == (align.CANON_SIZE, align.CANON_SIZE, 3)
+        assert ref.image.shape == (*align.CANON_SHAPE, 3)
         # the face landed on the canonical template (eyes within a few pixels)
         assert np.abs(ref.landmarks[:2] - align.CANON_LANDMARKS[:2]).max() < 4.0
     g = bank.references[0].image

@@ -1,9 +1,11 @@
-"""Canonical face space: every face is aligned to one square crop by a similarity transform.
+"""Canonical face space: every face is aligned to one crop by a similarity transform.
 
 Segmentation, restoration and patches all live in this space, so a patch painted on a
 keyframe can be carried onto any later frame by the transform of that frame's face.
 The template is the common 5-point face template (eyes, nose tip, mouth corners),
-scaled so the whole head from forehead to below the chin fits in the crop.
+scaled so the whole head from forehead to below the chin fits in the crop: CANON_SIZE wide,
+CANON_HEIGHT tall (the extra rows below the chin hold the part of a face covering that reaches
+under it, also when the landmarks of a masked face sit a little high).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-CANON_SIZE = 256
+CANON_SIZE = 256  # width; canonical coordinates are in these pixels
+CANON_HEIGHT = 288
+CANON_SHAPE = (CANON_HEIGHT, CANON_SIZE)  # numpy shape of a canonical mask
+CANON_DSIZE = (CANON_SIZE, CANON_HEIGHT)  # cv2 (width, height) of a canonical crop
 
 # 5-point face template for a 112x112 crop (eyes, nose tip, mouth corners), widely used
 # for face alignment; re-centred and scaled x2 so the eye midpoint sits at (128, 100).
@@ -83,10 +88,10 @@ def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ np.asarray(m, np.float64)[:, :2].T + np.asarray(m, np.float64)[:, 2]
 
 
-def warp_to_canonical(image: np.ndarray, m: np.ndarray, size: int = CANON_SIZE) -> np.ndarray:
-    """Crop and align a face: image -> (size,size) canonical crop (border replicated)."""
+def warp_to_canonical(image: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Crop and align a face: image -> (CANON_HEIGHT, CANON_SIZE) crop (border replicated)."""
     return cv2.warpAffine(
-        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        image, m, CANON_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
 
 

@@ -19,7 +19,8 @@ from lostface.frame import FaceTrack, Patch
 from lostface.restore import align
 from lostface.restore.regions import upper_skin_mask
 
-_SAMPLE = 64  # canonical resolution at which the current skin brightness is sampled
+_SAMPLE = 64  # canonical width at which the current skin brightness is sampled
+_SAMPLE_DSIZE = (_SAMPLE, round(_SAMPLE * align.CANON_HEIGHT / align.CANON_SIZE))
 _GAIN_RANGE = (0.67, 1.5)
 _GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
 
@@ -31,7 +32,7 @@ def skin_mean(face_canonical: np.ndarray) -> np.ndarray:
 
 
 def _sample_mask() -> np.ndarray:
-    small = cv2.resize(upper_skin_mask(), (_SAMPLE, _SAMPLE), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(upper_skin_mask(), _SAMPLE_DSIZE, interpolation=cv2.INTER_AREA)
     return small > 200
 
 
@@ -169,7 +170,7 @@ class PatchCompositor:
             return None
         ms = self._scale @ m
         small = cv2.warpAffine(
-            image, ms, (_SAMPLE, _SAMPLE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            image, ms, _SAMPLE_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         cur = small[self._skin_sel].mean(0)
         return np.clip(cur / skin, *_GAIN_RANGE).astype(np.float32)

@@ -46,13 +46,14 @@ def neutral_fill(
     blur_sigma: float = 3.0,
     light_pull: float = 0.0,
 ) -> np.ndarray:
-    """A smooth skin-toned fill of the support region, (S,S,3) float32 BGR in 0..255.
+    """A smooth skin-toned fill of the support region: float32 BGR in 0..255, shaped like face.
 
     light_pull moves brightness toward the visible skin's (for a whole lower face; 0 keeps
     the border's shading, for the rim of a reference patch)."""
-    s = face.shape[0]
-    small = cv2.resize(face, (_WORK, _WORK), interpolation=cv2.INTER_AREA)
-    msk = cv2.resize(support.astype(np.uint8), (_WORK, _WORK), interpolation=cv2.INTER_NEAREST)
+    h, w = face.shape[:2]
+    work = (_WORK, max(1, round(_WORK * h / w)))
+    small = cv2.resize(face, work, interpolation=cv2.INTER_AREA)
+    msk = cv2.resize(support.astype(np.uint8), work, interpolation=cv2.INTER_NEAREST)
     msk = cv2.dilate(msk, np.ones((3, 3), np.uint8))
     fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
     fill = cv2.GaussianBlur(fill, (0, 0), blur_sigma)
@@ -70,4 +71,4 @@ def neutral_fill(
         else:
             lab[..., 0] = np.clip(lab[..., 0], mu[0] - 25.0, mu[0] + 15.0)
     fill = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255.0
-    return cv2.resize(fill, (s, s), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)

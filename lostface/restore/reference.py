@@ -20,6 +20,9 @@ from lostface.config import RestoreSettings
 from lostface.errors import InputError
 from lostface.frame import CoverMask
 from lostface.restore.align import (
+    CANON_DSIZE,
+    CANON_HEIGHT,
+    CANON_SHAPE,
     CANON_SIZE,
     VISIBLE_WEIGHTS,
     apply,
@@ -115,7 +118,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np
         crop = cv2.warpAffine(
             small,
             ms,
-            (CANON_SIZE, CANON_SIZE),
+            CANON_DSIZE,
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
@@ -123,7 +126,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np
         crop = cv2.warpAffine(
             image,
             m,
-            (CANON_SIZE, CANON_SIZE),
+            CANON_DSIZE,
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
@@ -234,19 +237,19 @@ class ReferenceRestorer:
         self.bank = bank
         self.settings = settings
         s = CANON_SIZE
-        yy, xx = np.mgrid[0:s, 0:s]
+        yy, xx = np.mgrid[0:CANON_HEIGHT, 0:s]
         # The part of the upper face that carries alignment detail: brows, eyes, nose.
         self._upper_band = (
             (yy > 0.18 * s) & (yy < 0.55 * s) & (xx > 0.16 * s) & (xx < 0.84 * s)
         ).astype(np.uint8)
         # where face skin can be around a mask: inside the face oval, not the hair or collar
-        self._face_zone = np.zeros((s, s), np.uint8)
+        self._face_zone = np.zeros(CANON_SHAPE, np.uint8)
         centre, axes = (s // 2, int(0.56 * s)), (int(0.37 * s), int(0.42 * s))
         cv2.ellipse(self._face_zone, centre, axes, 0, 0, 360, 1, -1)
         self._skin_zone = np.maximum(upper_skin_mask(), mid_skin_mask())
         self._ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25))
         # mouth and chin: always painted from the reference (lips and teeth are not skin-coloured)
-        core = np.zeros((s, s), np.float32)
+        core = np.zeros(CANON_SHAPE, np.float32)
         cv2.ellipse(
             core, (s // 2, int(0.72 * s)), (int(0.18 * s), int(0.2 * s)), 0, 0, 360, 1.0, -1
         )
@@ -275,10 +278,10 @@ class ReferenceRestorer:
     ) -> np.ndarray | None:
         """ECC affine refinement on the visible upper face (half resolution). Returns the
         inverse map (target canonical -> warped-reference canonical) or None when unsure."""
-        h = CANON_SIZE // 2
-        t = _highpass(cv2.resize(target, (h, h), interpolation=cv2.INTER_AREA))
-        w = _highpass(cv2.resize(warped, (h, h), interpolation=cv2.INTER_AREA))
-        mask = cv2.resize(visible, (h, h), interpolation=cv2.INTER_NEAREST)
+        half = (CANON_SIZE // 2, CANON_HEIGHT // 2)
+        t = _highpass(cv2.resize(target, half, interpolation=cv2.INTER_AREA))
+        w = _highpass(cv2.resize(warped, half, interpolation=cv2.INTER_AREA))
+        mask = cv2.resize(visible, half, interpolation=cv2.INTER_NEAREST)
         if int(mask.sum()) < 400:
             return None
         start = np.eye(2, 3, dtype=np.float32)
@@ -303,7 +306,6 @@ class ReferenceRestorer:
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:
             return face.copy(), None
-        s = CANON_SIZE
         lm = np.asarray(landmarks, np.float64)[:5]
         ref, pose_gap = self._choose(lm)
         if pose_gap > self.settings.max_pose_gap:
@@ -313,7 +315,7 @@ class ReferenceRestorer:
         # Reference canonical -> target canonical, by the points a mask leaves visible.
         m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
         warped = cv2.warpAffine(
-            ref.image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            ref.image, m, CANON_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         support = (alpha > 0.01).astype(np.uint8)
         grown = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
@@ -329,7 +331,7 @@ class ReferenceRestorer:
                 warped = cv2.warpAffine(
                     ref.image,
                     total,
-                    (s, s),
+                    CANON_DSIZE,
                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                     borderMode=cv2.BORDER_REPLICATE,
                 )
@@ -382,7 +384,7 @@ class ReferenceRestorer:
 
         diff = f_lab - r_lab
         q = 4  # fit the smooth field at quarter resolution: cheap, and smooth anyway
-        small = (CANON_SIZE // q, CANON_SIZE // q)
+        small = (CANON_SIZE // q, CANON_HEIGHT // q)
         ws_ = cv2.resize(w, small, interpolation=cv2.INTER_AREA)
         ds = cv2.resize(diff * w[..., None], small, interpolation=cv2.INTER_AREA)
         sig = 20.0 / q
@@ -392,7 +394,7 @@ class ReferenceRestorer:
         field = ds_b / (ws_b[..., None] + prior)
         field[..., 0] = np.clip(field[..., 0], -20.0, 20.0)
         field[..., 1:] = np.clip(field[..., 1:], -8.0, 8.0)
-        field = cv2.resize(field, (CANON_SIZE, CANON_SIZE), interpolation=cv2.INTER_LINEAR)
+        field = cv2.resize(field, CANON_DSIZE, interpolation=cv2.INTER_LINEAR)
         r_lab = r_lab + field
         r_lab[..., 0] = np.clip(r_lab[..., 0], 0.0, 100.0)
         out = cv2.cvtColor(r_lab, cv2.COLOR_Lab2BGR)

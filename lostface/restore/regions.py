@@ -1,6 +1,6 @@
 """Face regions in canonical space (see restore.align): where a mask sits, where skin shows.
 
-All masks are (CANON_SIZE, CANON_SIZE) uint8 {0,255}, built once and cached.
+All masks are CANON_SHAPE uint8 {0,255}, built once and cached.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import cache
 import cv2
 import numpy as np
 
-from lostface.restore.align import CANON_SIZE
+from lostface.restore.align import CANON_SHAPE
 
 # Lower face from the nose bridge to below the chin, cheek to cheek: where a face mask sits.
 # fmt: off
@@ -34,7 +34,7 @@ MID_SKIN_POLYGONS = (np.array([[118, 86], [138, 86], [138, 108], [118, 108]], dt
 
 
 def _poly_mask(*polys: np.ndarray) -> np.ndarray:
-    m = np.zeros((CANON_SIZE, CANON_SIZE), np.uint8)
+    m = np.zeros(CANON_SHAPE, np.uint8)
     cv2.fillPoly(m, list(polys), 255)
     return m
 

@@ -5,7 +5,7 @@ face's own visible skin gives the colour model (two samples: forehead plus nose 
 regions.upper_skin_mask, and the nose bridge alone, regions.mid_skin_mask, for faces whose
 forehead hides under hair or a brim), so "covered" means "unlike this face's skin" and
 works for every skin tone and lighting. The score also asks whether red lips show.
-Everything is a few vectorised numpy/cv2 passes over one 256x256 crop (about 3 ms).
+Everything is a few vectorised numpy/cv2 passes over one canonical crop (about 3 ms).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from lostface.config import MaskSettings
 from lostface.errors import InputError
 from lostface.frame import CoverMask
 from lostface.restore import regions
-from lostface.restore.align import CANON_LANDMARKS, CANON_SIZE, yaw_proxy
+from lostface.restore.align import CANON_HEIGHT, CANON_LANDMARKS, CANON_SHAPE, CANON_SIZE, yaw_proxy
 
 # Lightness is compared as a ratio (log L), so shading scales it the same on every skin
 # tone; chroma (Lab a, b) in 8-bit units. The robust spread of the skin model is clamped:
@@ -50,6 +50,9 @@ _HEAD_R = 85.0
 _EYE_ANGLE = float(np.arcsin(35.25 / 85.0))
 _SIDE_ANGLE = float(np.arcsin(78.0 / 85.0))
 _NEAR_MAX = 1.12
+# How far below the prior's chin (canonical px) a covering may reach: masks hang under the
+# chin, and the landmarks a detector finds on a masked face often sit a little high.
+_BELOW_CHIN = 16.0
 # Beyond this head turn (yaw proxy, eye distances) five landmarks of a half-profile no longer
 # place the cheeks reliably, so the bound is not narrowed at all.
 _TURN_LIMIT = 0.5
@@ -85,10 +88,10 @@ class GeometrySegmenter:
             np.nonzero(m.reshape(-1) > 0)[0]
             for m in (regions.upper_skin_mask(), regions.mid_skin_mask())
         )
-        zones = np.zeros((s, s), np.uint8)
+        zones = np.zeros(CANON_SHAPE, np.uint8)
         cv2.fillPoly(zones, list(_SCORE_ZONES), 255)
         self._zones = zones[self._y0 :] > 0
-        lips = np.zeros((s, s), np.uint8)
+        lips = np.zeros(CANON_SHAPE, np.uint8)
         mouth = CANON_LANDMARKS[3:5].mean(axis=0)
         half = float(CANON_LANDMARKS[4, 0] - CANON_LANDMARKS[3, 0]) / 2
         centre = (int(round(mouth[0])), int(round(mouth[1] + 0.05 * half)))
@@ -97,11 +100,11 @@ class GeometrySegmenter:
         # The search bound (all rows): the prior grown, reaching below the chin where masks do.
         self._bound_poly = regions.LOWER_FACE_POLYGON.astype(np.float64)
         self._bound_poly[:, 0] = 128.0 + (self._bound_poly[:, 0] - 128.0) * 1.12
-        self._bound_poly[:, 1] += np.where(self._bound_poly[:, 1] > 200, 10.0, -2.0)
-        full = np.zeros((s, s), np.uint8)
+        self._bound_poly[:, 1] += np.where(self._bound_poly[:, 1] > 200, _BELOW_CHIN, -2.0)
+        full = np.zeros(CANON_SHAPE, np.uint8)
         cv2.fillPoly(full, [np.round(self._bound_poly).astype(np.int32)], 255)
         self._search_full = full[self._y0 :] > 0
-        core = np.zeros((s, s), np.uint8)
+        core = np.zeros(CANON_SHAPE, np.uint8)
         nose, mouth_c = CANON_LANDMARKS[2], CANON_LANDMARKS[3:5].mean(axis=0)
         mid = (nose + mouth_c) / 2
         cv2.ellipse(core, (int(mid[0]), int(mid[1]) + 4), (26, 18), 0, 0, 360, 255, -1)
@@ -140,7 +143,7 @@ class GeometrySegmenter:
         dx = poly[:, 0] - 128.0
         toward = np.sign(dx) == np.sign(th)  # the side the nose points to is the far side
         poly[:, 0] = 128.0 + dx * np.where(toward, far, near)
-        m = np.zeros((CANON_SIZE, CANON_SIZE), np.uint8)
+        m = np.zeros(CANON_SHAPE, np.uint8)
         cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 255)
         return m[self._y0 :] > 0
 
@@ -173,9 +176,9 @@ class GeometrySegmenter:
         score in [0, 1): 0.5 is where the lower face starts to look clearly unlike the
         face's own skin; covered = score > settings.presence_threshold.
         """
-        if face.shape != (CANON_SIZE, CANON_SIZE, 3) or face.dtype != np.uint8:
+        if face.shape != (*CANON_SHAPE, 3) or face.dtype != np.uint8:
             raise InputError(
-                f"segment needs an aligned {CANON_SIZE}x{CANON_SIZE} BGR uint8 face crop "
+                f"segment needs an aligned {CANON_SIZE}x{CANON_HEIGHT} BGR uint8 face crop "
                 "(see lostface.restore.align.warp_to_canonical)"
             )
         dist, chroma_a, lab = self._distance_lab(face)
@@ -187,7 +190,7 @@ class GeometrySegmenter:
         score = evidence / (evidence + _EVIDENCE_HALF)
         if score <= self.settings.presence_threshold:
             # No covering: empty masks, so nothing downstream can touch this face.
-            empty = np.zeros((CANON_SIZE, CANON_SIZE), bool)
+            empty = np.zeros(CANON_SHAPE, bool)
             return CoverMask(False, empty.astype(np.float32), empty, score)
         hard = self._shape(nonskin, lab, self._bound(landmarks))
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
@@ -208,7 +211,7 @@ class GeometrySegmenter:
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, self._close)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, self._open)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-        hard = np.zeros((s, s), bool)
+        hard = np.zeros(CANON_SHAPE, bool)
         if n <= 1:
             return hard
         # Keep the components that reach the material zone (the covering), drop stray bits.
@@ -218,7 +221,7 @@ class GeometrySegmenter:
             keep = np.array([1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))])
         pts = cv2.findNonZero(np.isin(labels, keep).astype(np.uint8))
         hull = cv2.convexHull(pts)
-        filled = np.zeros((s - self._y0, s), np.uint8)
+        filled = np.zeros((CANON_HEIGHT - self._y0, s), np.uint8)
         cv2.fillConvexPoly(filled, hull, 255)
         hard[self._y0 :] = (filled > 0) & bound
         return hard
