@@ -265,7 +265,7 @@ def test_face_turned_beyond_every_reference_gets_the_fill(
     painted, name_turned = restorer.restore(face, cover, turned)
     assert name_near == "astronaut"
     assert name_turned is None
-    fill, _ = NeutralFill(0.3, 3.0, 0.0).restore(face, cover, turned)
+    fill, _ = NeutralFill().restore(face, cover, turned)
     assert np.array_equal(painted, fill)
     # the gap is a setting: allowed wide enough, the reference is used again
     wide = ReferenceRestorer(bank, RestoreSettings(max_pose_gap=10.0))

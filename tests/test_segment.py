@@ -198,22 +198,3 @@ def test_dark_background_beside_a_turned_face_is_not_taken(
     assert free[:, 196:].sum() > 0  # without the head turn the background joins the mask
     assert bounded[:, 196:].sum() < 0.3 * free[:, 196:].sum()
     assert iou(bounded[:, :150], truth[:, :150]) > 0.8  # the near side keeps the mask
-
-
-def test_half_profile_is_not_narrowed(
-    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
-) -> None:
-    """Five landmarks of a half profile do not place its cheeks: beyond the turn limit the
-    covering is searched in the whole lower-face bound, as without landmarks."""
-    lm = faces(detector, astronaut_bgr)[0]
-    m = to_canonical(lm)
-    syn = draw_mask(astronaut_bgr, lm, "surgical", rng=4, variant="black")
-    face = warp_to_canonical(syn.image, m)
-    canon = (np.c_[lm[:5], np.ones(5)] @ m.T).astype(np.float64)
-    profile = canon.copy()
-    profile[2, 0] += 1.2 * (profile[1, 0] - profile[0, 0])
-    slight = canon.copy()
-    slight[2, 0] += 0.25 * (slight[1, 0] - slight[0, 0])
-    free = segmenter.segment(face).hard
-    assert np.array_equal(segmenter.segment(face, profile).hard, free)
-    assert not np.array_equal(segmenter.segment(face, slight).hard, free)

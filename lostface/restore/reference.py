@@ -254,7 +254,7 @@ class ReferenceRestorer:
             core, (s // 2, int(0.72 * s)), (int(0.18 * s), int(0.2 * s)), 0, 0, 360, 1.0, -1
         )
         self._core = core
-        self._fill = NeutralFill(0.3, 3.0, 0.0)
+        self._fill = NeutralFill()
 
     def choose(self, landmarks: np.ndarray) -> Reference:
         """The reference (or mirrored reference) whose head pose is closest to the target's."""

@@ -53,9 +53,6 @@ _NEAR_MAX = 1.12
 # How far below the prior's chin (canonical px) a covering may reach: masks hang under the
 # chin, and the landmarks a detector finds on a masked face often sit a little high.
 _BELOW_CHIN = 16.0
-# Beyond this head turn (yaw proxy, eye distances) five landmarks of a half-profile no longer
-# place the cheeks reliably, so the bound is not narrowed at all.
-_TURN_LIMIT = 0.5
 
 # Zones that any face covering hides and no unmasked face shows as non-skin: the cheeks
 # beside the nose and the chin, leaving out the lips and nostrils, which are not skin.
@@ -128,8 +125,6 @@ class GeometrySegmenter:
         if landmarks is None:
             return self._search_full
         yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
-        if abs(yaw) > _TURN_LIMIT:
-            return self._search_full
         th = float(np.arctan(np.clip(yaw / _YAW_GAIN, -3.0, 3.0)))
         a = abs(th)
         r_c = _HEAD_R / np.cos(a)
