@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lostface.benchmark.common import largest
 from lostface.config import load_settings
 from lostface.factory import build_detector
 from lostface.metrics import SAME_PERSON_DISTANCE, IdentityMetric
@@ -37,10 +38,6 @@ DATA = ROOT.parent / "shared" / "data"
 CLIP = DATA / "video" / "stage_clip.mp4"
 REFERENCE = DATA / "identity" / "stage_clip_reference.png"
 THRESHOLDS = (0.5, 0.55, 0.58, 0.6, 0.65)
-
-
-def largest(boxes: np.ndarray) -> int:
-    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     identity = IdentityMetric()
     ref = cv2.imread(str(REFERENCE))
     d = detector.detect(ref)
-    i = largest(d.boxes)
+    i = largest(d)
+    if i is None:
+        print(f"no face found on {REFERENCE}", file=sys.stderr)
+        return 2
     ref_anchor = identity.anchor(ref, d.boxes[i])
     ref_masked = draw_mask(ref, d.landmarks[i][:5], kind=args.kind, rng=np.random.default_rng(0))
     ref_masked_anchor = identity.anchor(ref_masked.image, d.boxes[i])
@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         if k % args.step:
             continue
         dets = detector.detect(img)
-        if not len(dets):
+        j = largest(dets)
+        if j is None:
             continue
-        j = largest(dets.boxes)
         original = identity.anchor(img, dets.boxes[j])
         if original is None:
             continue

@@ -38,10 +38,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lostface.benchmark.common import face_tiles, stack_rows
+from lostface.benchmark.common import face_tiles, largest, stack_rows
 from lostface.config import Settings, load_settings
 from lostface.factory import build_detector, build_stages
-from lostface.frame import Detections, Frame
+from lostface.frame import Frame
 from lostface.metrics import (
     SAME_PERSON_DISTANCE,
     FaceAnchor,
@@ -80,13 +80,6 @@ class Item:
     seam: dict[str, float] = field(default_factory=dict)
     detail: dict[str, float] = field(default_factory=dict)
     main: bool = True  # video: the masked face is the person of the reference photo
-
-
-def largest(dets: Detections) -> int | None:
-    if not len(dets):
-        return None
-    areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
-    return int(np.argmax(areas))
 
 
 def telea(masked: np.ndarray, covered: np.ndarray, grow: int = 0) -> np.ndarray:
