@@ -7,6 +7,7 @@ real unmasked faces, so the pixels under the mask are known:
   (the detector's landmarks, one mask material for the whole clip); the masked clip is
   restored through the real video pipeline (runner.process_video) with the person's
   reference photo, and compared frame by frame with the original clip.
+- unmasked: the original clip through the same pipeline, where no face may be judged covered.
 - pairs: for each person in ../shared/data/identity, every ordered pair of photos
   (reference, target) and every mask kind: the masked target is restored with
   restore_image from that one reference.
@@ -308,6 +309,26 @@ def run_video(
     }
 
 
+def run_unmasked(settings: Settings) -> dict:
+    """The original (unmasked) clip through the same pipeline: every face must be left as it
+    is, so count the frames where some face was judged covered (and so painted)."""
+    stages = build_stages(settings, references=[CLIP_REFERENCE])
+    with tempfile.TemporaryDirectory(prefix="lostface-unmasked-") as tmp:
+        tracks = Path(tmp) / "tracks.jsonl"
+        process_video(CLIP, Path(tmp) / "out.mp4", settings, stages, tracks)
+        records = [json.loads(line) for line in tracks.read_text().splitlines()]
+    judged = [r["frame"] for r in records if any(f["masked"] for f in r["faces"])]
+    faces = sum(len(r["faces"]) for r in records)
+    covered = sum(1 for r in records for f in r["faces"] if f["masked"])
+    return {
+        "frames": len(records),
+        "frames_with_a_face_judged_covered": len(judged),
+        "frames_judged": judged,
+        "face_frames": faces,
+        "face_frames_judged_covered": covered,
+    }
+
+
 # ---------------------------------------------------------------- photo pairs
 
 
@@ -543,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     video = summarise(
         run_video(settings, identity, n_frames, args.kind, id_every, args.grids, args.smooth)
     )
+    unmasked = run_unmasked(settings)
     t_video = time.perf_counter() - t0
     kinds = KINDS
     pairs = summarise(run_pairs(settings, identity, args.quick, kinds, args.grids))
@@ -553,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         "telea": f"cv2.inpaint(masked, covered, {TELEA_RADIUS}, INPAINT_TELEA); telea_dilated: "
         "covered grown by 2 px",
         "video": video,
+        "unmasked_clip": unmasked,
         "pairs": pairs,
         "seconds": {"video": round(t_video, 1), "pairs": round(t_pairs, 1)},
         "all_targets_pass": all(
@@ -587,6 +610,13 @@ def main(argv: list[str] | None = None) -> int:
             f", {video['main_person_flicker_pairs']} pairs",
             video["main_person_flicker_median"],
         )
+    judged = unmasked["frames_with_a_face_judged_covered"]
+    print(
+        f"\nunmasked clip through the same pipeline: {judged}"
+        f"/{unmasked['frames']} frames with a face judged covered "
+        f"({unmasked['face_frames_judged_covered']}/{unmasked['face_frames']} face-frames); "
+        "0 means the clip came out as it went in"
+    )
     print_table(f"photo pairs: {pairs['pairs']} (pair x kind)", pairs)
     print("per mask kind (pairs):")
     for kind, d in pairs["per_kind"].items():

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from lostface.config import DetectSettings, MaskSettings
-from lostface.restore.align import to_canonical, warp_to_canonical
+from lostface.restore.align import apply, to_canonical, warp_to_canonical
 from lostface.restore.segment import GeometrySegmenter
 from lostface.synthetic import KINDS, draw_mask
 from lostface.tracking.detectors import CenterFaceDetector
@@ -81,8 +81,9 @@ def main() -> None:
             continue
         m = to_canonical(lm)
         face = warp_to_canonical(image, m)
+        lm_c = apply(m, lm[:5])  # what the pipeline passes: the head turn matters
         t0 = time.perf_counter()
-        cover = seg.segment(face)
+        cover = seg.segment(face, lm_c)
         times.append(time.perf_counter() - t0)
         presence["unmasked"].append(cover.covered)
         if len(tiles["unmasked"]) < 12 and (i % 4 == 0 or cover.covered):
@@ -96,7 +97,7 @@ def main() -> None:
                 )
                 > 0
             )
-            cover_s = seg.segment(face_s)
+            cover_s = seg.segment(face_s, lm_c)
             union = np.logical_or(cover_s.hard, truth).sum()
             iou[kind].append(float(np.logical_and(cover_s.hard, truth).sum() / max(union, 1)))
             syn_hits[kind].append(cover_s.covered)
@@ -110,9 +111,10 @@ def main() -> None:
         lm = largest_face(detector, image)
         if lm is None:
             continue
-        face = warp_to_canonical(image, to_canonical(lm))
+        m = to_canonical(lm)
+        face = warp_to_canonical(image, m)
         t0 = time.perf_counter()
-        cover = seg.segment(face)
+        cover = seg.segment(face, apply(m, lm[:5]))
         times.append(time.perf_counter() - t0)
         presence["masked"].append(cover.covered)
         if len(tiles["masked"]) < 12 and (i % 4 == 0 or not cover.covered):

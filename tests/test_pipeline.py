@@ -222,3 +222,18 @@ def test_loading_tracker_holds_frames_like_a_running_detection(astronaut_bgr, se
     pipe.close()
     assert [o.frame.index for o in outs] == list(range(len(frames)))
     assert any(o.faces for o in outs)
+
+
+def test_turned_unmasked_faces_in_real_footage_pass_untouched(settings):
+    """The stage clip's last shot: an audience turned to the stage, a hand at one chin. The
+    far cheek of a turned face shows the background beside it, which is no covering."""
+    from lostface.stream.video import read_frames
+    from tests.conftest import shared_path
+
+    frames = read_frames(shared_path("video", "stage_clip.mp4"))[205:275]
+    pipe = Pipeline(settings, build_stages(settings), synchronous=True)
+    outs = _run(pipe, frames)
+    assert sum(len(o.faces) for o in outs) > 3 * len(frames)  # several faces per frame
+    for o, f in zip(outs, frames, strict=True):
+        assert all(v.masked is not True for v in o.faces), o.frame.index
+        assert np.array_equal(o.frame.image, f)

@@ -169,7 +169,7 @@ def run_detection(ctx: Context) -> dict:
 
 def run_segmentation(ctx: Context) -> dict:
     from lostface.factory import build_detector
-    from lostface.restore.align import to_canonical, warp_to_canonical
+    from lostface.restore.align import apply, to_canonical, warp_to_canonical
     from lostface.restore.regions import lower_face_mask
     from lostface.restore.segment import GeometrySegmenter
     from lostface.synthetic import KINDS, draw_mask
@@ -198,7 +198,7 @@ def run_segmentation(ctx: Context) -> dict:
                 cv2.warpAffine(syn.covered.astype(np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
             )
             t0 = time.perf_counter()
-            cover = seg.segment(face)
+            cover = seg.segment(face, apply(m, lm[:5]))
             times.append(time.perf_counter() - t0)
             found = cover.hard if cover.covered else np.zeros_like(truth)
             iou[kind].append(_iou(found, truth))

@@ -54,6 +54,12 @@ _NEAR_MAX = 1.12
 # chin, and the landmarks a detector finds on a masked face often sit a little high.
 _BELOW_CHIN = 16.0
 
+# Head turn (align.yaw_proxy, eye distances) beyond which the far cheek's score zone is left
+# out (it shows what lies beside the face), and beyond which a face is not judged at all
+# (about 75 degrees: the eyes nearly coincide and the 5-point alignment says nothing).
+_TURNED = 0.25
+_MAX_TURN = 2.0
+
 # Zones that any face covering hides and no unmasked face shows as non-skin: the cheeks
 # beside the nose and the chin, leaving out the lips and nostrils, which are not skin.
 _SCORE_ZONES = (
@@ -88,6 +94,12 @@ class GeometrySegmenter:
         zones = np.zeros(CANON_SHAPE, np.uint8)
         cv2.fillPoly(zones, list(_SCORE_ZONES), 255)
         self._zones = zones[self._y0 :] > 0
+        # the same zones without the left or the right cheek (a turned face's far cheek)
+        self._zones_turned: list[np.ndarray] = []
+        for far in (0, 1):
+            z = np.zeros(CANON_SHAPE, np.uint8)
+            cv2.fillPoly(z, [p for k, p in enumerate(_SCORE_ZONES) if k != far], 255)
+            self._zones_turned.append(z[self._y0 :] > 0)
         lips = np.zeros(CANON_SHAPE, np.uint8)
         mouth = CANON_LANDMARKS[3:5].mean(axis=0)
         half = float(CANON_LANDMARKS[4, 0] - CANON_LANDMARKS[3, 0]) / 2
@@ -176,10 +188,20 @@ class GeometrySegmenter:
                 f"segment needs an aligned {CANON_SIZE}x{CANON_HEIGHT} BGR uint8 face crop "
                 "(see lostface.restore.align.warp_to_canonical)"
             )
+        zones = self._zones
+        if landmarks is not None:
+            yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
+            if abs(yaw) > _MAX_TURN:
+                # near profile: the eyes almost coincide, so the crop shows no lower face to judge
+                empty = np.zeros(CANON_SHAPE, bool)
+                return CoverMask(False, empty.astype(np.float32), empty, 0.0)
+            if abs(yaw) > _TURNED:
+                # the far cheek's zone shows the background or hair beside a turned face
+                zones = self._zones_turned[0 if yaw < 0 else 1]
         dist, chroma_a, lab = self._distance_lab(face)
         nonskin = dist > _NONSKIN_Z
-        lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[self._zones]))
-        evidence = float(np.median(dist[self._zones]))
+        lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[zones]))
+        evidence = float(np.median(dist[zones]))
         evidence -= _LIP_WEIGHT * float(np.clip(lip_red - _LIP_MARGIN, 0.0, _LIP_CAP))
         evidence = max(evidence, 0.0)
         score = evidence / (evidence + _EVIDENCE_HALF)
