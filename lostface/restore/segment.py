@@ -69,6 +69,12 @@ _SCORE_ZONES = (
 )
 
 
+def _uncovered(score: float) -> CoverMask:
+    """No covering: empty masks, so nothing downstream can touch this face."""
+    empty = np.zeros(CANON_SHAPE, bool)
+    return CoverMask(False, empty.astype(np.float32), empty, score)
+
+
 class GeometrySegmenter:
     """Segmenter from face geometry plus the colour of the face's own visible skin."""
 
@@ -178,7 +184,8 @@ class GeometrySegmenter:
         """Covered region of an aligned face; empty masks when it wears no covering.
 
         landmarks: the face's 5 points in canonical space, when known: the head turn they
-        show narrows the search on the far side.
+        show narrows the search on the far side, leaves the far cheek out of the presence
+        evidence, and keeps a face seen nearly in profile from being judged at all.
 
         score in [0, 1): 0.5 is where the lower face starts to look clearly unlike the
         face's own skin; covered = score > settings.presence_threshold.
@@ -193,8 +200,7 @@ class GeometrySegmenter:
             yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
             if abs(yaw) > _MAX_TURN:
                 # near profile: the eyes almost coincide, so the crop shows no lower face to judge
-                empty = np.zeros(CANON_SHAPE, bool)
-                return CoverMask(False, empty.astype(np.float32), empty, 0.0)
+                return _uncovered(0.0)
             if abs(yaw) > _TURNED:
                 # the far cheek's zone shows the background or hair beside a turned face
                 zones = self._zones_turned[0 if yaw < 0 else 1]
@@ -206,9 +212,7 @@ class GeometrySegmenter:
         evidence = max(evidence, 0.0)
         score = evidence / (evidence + _EVIDENCE_HALF)
         if score <= self.settings.presence_threshold:
-            # No covering: empty masks, so nothing downstream can touch this face.
-            empty = np.zeros(CANON_SHAPE, bool)
-            return CoverMask(False, empty.astype(np.float32), empty, score)
+            return _uncovered(score)
         hard = self._shape(nonskin, lab, self._bound(landmarks))
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
 
