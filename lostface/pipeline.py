@@ -165,18 +165,22 @@ class KeyframeWorker:
             )
             self._thread.start()
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: _Job) -> int | None:
+        """Queue a job; returns the track whose pending job it pushed out of a full queue."""
         if self.synchronous:
             self._store(job.track_id, self._work(job))
-            return
+            return None
         with self._wake:
-            if len(self._jobs) == self._jobs.maxlen:
-                self.dropped += 1
             # one pending job per track: a newer keyframe of the same face supersedes it
             for old in [j for j in self._jobs if j.track_id == job.track_id]:
                 self._jobs.remove(old)
+            evicted = None
+            if len(self._jobs) == self._jobs.maxlen:
+                self.dropped += 1
+                evicted = self._jobs[0].track_id  # append() pushes the oldest job out
             self._jobs.append(job)
             self._wake.notify()
+            return evicted
 
     def _run(self) -> None:
         while True:
@@ -427,7 +431,11 @@ class Pipeline:
             return
         crop = align.warp_to_canonical(frame.image, m)
         lm = align.apply(m, track.landmarks[:5]).astype(np.float32)
-        self.worker.submit(_Job(track.track_id, frame.index, crop, m, lm))
+        evicted = self.worker.submit(_Job(track.track_id, frame.index, crop, m, lm))
+        if evicted is not None:
+            # that face lost its keyframe to a full queue: ask for one again on its next frame,
+            # not only when its pose changes or its patch ages
+            self.stages.policy.forget(evicted)
         self._submitted.add(track.track_id)
         self.keyframes += 1
 

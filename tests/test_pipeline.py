@@ -237,3 +237,36 @@ def test_turned_unmasked_faces_in_real_footage_pass_untouched(settings):
     for o, f in zip(outs, frames, strict=True):
         assert all(v.masked is not True for v in o.faces), o.frame.index
         assert np.array_equal(o.frame.image, f)
+
+
+def test_face_whose_job_a_full_queue_pushed_out_is_painted_soon(masked_frames, astronaut_bgr):
+    """Three masked faces appear at once while the worker is busy and the queue holds one job:
+    the faces whose jobs were pushed out ask again, instead of waiting for their patch to age."""
+    settings = load_settings(
+        overrides=[
+            "keyframe.queue_size=1",
+            "keyframe.delay_frames=0",
+            "keyframe.max_age=1000",
+            "tracking.detect_every=1",
+            "tracking.detect_ahead=0",
+        ]
+    )
+    frames, _ = masked_frames
+    crowd = [np.hstack([f, f, f]) for f in frames]  # the same masked face three times
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    gate = _Gate(stages.restorer)
+    stages.restorer = gate
+    pipe = Pipeline(settings, stages)
+    for i, img in enumerate(crowd[:6]):
+        pipe.push(Frame(img.copy(), i, i, None))
+    assert pipe.worker.dropped > 0
+    gate.open.set()
+    outs = []
+    for i, img in enumerate(crowd[6:12], start=6):
+        pipe.worker.wait_idle()  # the worker keeps up from now on
+        outs += pipe.push(Frame(img.copy(), i, i, None))
+    outs += pipe.flush()
+    pipe.close()
+    late = [o for o in outs if o.frame.index >= 8]  # two frames after the worker freed up
+    assert late and all(len(o.faces) == 3 for o in late)
+    assert all(v.masked is True for o in late for v in o.faces)
