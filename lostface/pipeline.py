@@ -432,9 +432,9 @@ class Pipeline:
         crop = align.warp_to_canonical(frame.image, m)
         lm = align.apply(m, track.landmarks[:5]).astype(np.float32)
         evicted = self.worker.submit(_Job(track.track_id, frame.index, crop, m, lm))
-        if evicted is not None:
-            # that face lost its keyframe to a full queue: ask for one again on its next frame,
-            # not only when its pose changes or its patch ages
+        if evicted is not None and self.worker.result(evicted) is None:
+            # that face lost its first keyframe to a full queue: ask again on its next frame,
+            # not only when its pose changes or its patch ages (a face with a patch keeps it)
             self.stages.policy.forget(evicted)
         self._submitted.add(track.track_id)
         self.keyframes += 1
