@@ -396,7 +396,9 @@ class Pipeline:
             again = self._detect_async(frame.image)
             detections = again.result() if isinstance(again, Future) else again
         tt = time.perf_counter()
-        tracks = self.stages.tracker.update(detections, scene_cut=cut)
+        tracks = self.stages.tracker.update(
+            detections, scene_cut=cut, image=frame.image, still=self._open_faces()
+        )
         self.timings.add("track", time.perf_counter() - tt)
         if self._arrivals and self._arrivals[0].detections is None and self._tracker_waits():
             # the next frame will need this detection: start it now, on the detector thread,
@@ -423,6 +425,15 @@ class Pipeline:
             self.stages.policy.forget(gone)
         self._live_ids = live
         self._line.append(Output(frame, views, cut))
+
+    def _open_faces(self) -> set[int]:
+        """Live faces judged uncovered on their last keyframe: nothing follows them closely."""
+        out = set()
+        for tid in self._live_ids:
+            res = self.worker.result(tid)
+            if res is not None and not res.masked:
+                out.add(tid)
+        return out
 
     def _submit(self, frame: Frame, track: FaceTrack) -> None:
         try:

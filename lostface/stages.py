@@ -6,6 +6,7 @@ Protocol has an embedded implementation that runs offline on a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 import numpy as np
@@ -32,9 +33,17 @@ class SceneCutDetector(Protocol):
 
 
 class Tracker(Protocol):
-    def update(self, detections: Detections | None, scene_cut: bool = False) -> list[FaceTrack]:
+    def update(
+        self,
+        detections: Detections | None,
+        scene_cut: bool = False,
+        image: np.ndarray | None = None,
+        still: Collection[int] = (),
+    ) -> list[FaceTrack]:
         """Advance one frame. detections=None on frames where the detector did not run
-        (tracks are predicted). Returns the live tracks (confirmed and tentative)."""
+        (tracks are predicted). `image` is the frame itself, for trackers that follow the
+        faces' pixels between detections; `still` names faces that need no such care
+        (nothing is painted on them). Returns the live tracks (confirmed and tentative)."""
         ...
 
     def reset(self) -> None: ...

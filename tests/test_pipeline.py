@@ -196,9 +196,9 @@ class _SlowTracker:
     def needs_detection(self) -> bool:
         return self.inner.needs_detection if self.ready else False
 
-    def update(self, detections, scene_cut=False):
+    def update(self, detections, scene_cut=False, image=None, still=()):
         self.loaded.wait(timeout=30)
-        return self.inner.update(detections, scene_cut=scene_cut)
+        return self.inner.update(detections, scene_cut=scene_cut, image=image, still=still)
 
     def reset(self):
         self.inner.reset()

@@ -38,6 +38,7 @@ class DetectSettings:
 @dataclass
 class TrackingSettings:
     detect_every: int = 4  # run the detector every N frames, the Kalman filter predicts between
+    flow: bool = True  # follow each face by optical flow between detections (about 0.5 ms a face)
     detect_ahead: int = 6  # files: frames the detector may run ahead of tracking on its own thread
     match_iou: float = 0.2  # least IoU for a detection to continue a track
     match_distance: float = 1.0  # else: largest centre distance (face sizes) for a match

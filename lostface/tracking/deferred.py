@@ -13,7 +13,9 @@ detections, as with a tracker built up front.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+
+import numpy as np
 
 from lostface.config import TrackingSettings
 from lostface.frame import Detections, FaceTrack
@@ -104,8 +106,14 @@ class DeferredTracker:
             return []
         return list(getattr(self._tracker, "tracks", []))
 
-    def update(self, detections: Detections | None, scene_cut: bool = False) -> list[FaceTrack]:
-        return self.tracker.update(detections, scene_cut=scene_cut)
+    def update(
+        self,
+        detections: Detections | None,
+        scene_cut: bool = False,
+        image: np.ndarray | None = None,
+        still: Collection[int] = (),
+    ) -> list[FaceTrack]:
+        return self.tracker.update(detections, scene_cut=scene_cut, image=image, still=still)
 
     def reset(self) -> None:
         self.tracker.reset()

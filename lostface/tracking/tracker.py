@@ -19,6 +19,7 @@ FaceTrack.misses counts detection rounds (not frames) without a match, the unit 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from lostface.config import TrackingSettings
 from lostface.frame import N_LANDMARKS, Detections, FaceTrack
 from lostface.tracking.association import associate
+from lostface.tracking.flow import FaceFlow, apply_similarity, move_box
 from lostface.tracking.kalman import BoxKalman
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class _Track:
     kf: BoxKalman
     rel: np.ndarray  # (K,2) smoothed landmarks in box-normalised coordinates
     offset: np.ndarray  # (4,) shown box minus filtered box: corrections fade in, not jump
+    moved: np.ndarray | None = None  # landmarks carried by optical flow onto this frame
 
 
 class KalmanTracker:
@@ -55,10 +58,13 @@ class KalmanTracker:
         self.settings = settings
         self._tracks: list[_Track] = []
         self._next_id = 1
+        self._flow = FaceFlow() if settings.flow else None
 
     def reset(self) -> None:
         """Forget every track; ids keep increasing (they are never reused)."""
         self._tracks.clear()
+        if self._flow is not None:
+            self._flow.reset()
 
     @property
     def needs_detection(self) -> bool:
@@ -69,28 +75,62 @@ class KalmanTracker:
     def tracks(self) -> list[FaceTrack]:
         return [t.face for t in self._tracks]
 
-    def update(self, detections: Detections | None, scene_cut: bool = False) -> list[FaceTrack]:
-        """Advance one frame and return the live tracks (confirmed and tentative)."""
+    def update(
+        self,
+        detections: Detections | None,
+        scene_cut: bool = False,
+        image: np.ndarray | None = None,
+        still: Collection[int] = (),
+    ) -> list[FaceTrack]:
+        """Advance one frame and return the live tracks (confirmed and tentative).
+
+        With the frame's `image` (and tracking.flow on), each confirmed face is also
+        followed by optical flow from the previous frame: between detections its box and
+        landmarks move as its pixels did, and at a detection the landmark smoothing starts
+        from where the face has moved to (no lag behind a moving head). Faces whose ids are
+        in `still` (nothing is painted on them) skip the flow and are predicted."""
         if scene_cut:
             if self._tracks:
                 log.debug("scene cut: ending %d tracks", len(self._tracks))
             self._tracks.clear()
+            if self._flow is not None:
+                self._flow.reset()
             if detections is not None:
                 for j in range(len(detections)):
                     self._birth(detections, j)
+            self._remember(image, still)
             return self.tracks
 
+        flow = self._flow if image is not None else None
         for t in self._tracks:
+            t.moved = None
+            if flow is not None:
+                m = flow.motion(image, t.face.track_id, t.face.box)  # type: ignore[arg-type]
+                if m is not None:
+                    t.moved = apply_similarity(m, t.face.landmarks).astype(np.float32)
+                    moved_box = move_box(m, t.face.box)
             t.kf.predict()
             t.face.age += 1
             t.face.detected = False
+            if t.moved is not None and detections is None:
+                t.kf.update(moved_box - t.offset)
 
         if detections is not None:
             self._correct(detections)
 
         for t in self._tracks:
             self._place(t)
+        self._remember(image, still)
         return self.tracks
+
+    def _remember(self, image: np.ndarray | None, still: Collection[int]) -> None:
+        if self._flow is not None and image is not None:
+            followed = {
+                t.face.track_id: t.face.box
+                for t in self._tracks
+                if t.face.confirmed and t.face.track_id not in still
+            }
+            self._flow.remember(image, followed)
 
     def _correct(self, dets: Detections) -> None:
         s = self.settings
@@ -110,7 +150,14 @@ class KalmanTracker:
             f.score = float(dets.scores[j])
             if f.hits >= s.birth_hits:
                 f.confirmed = True
-            self._smooth_landmarks(t, dets.boxes[j], dets.landmarks[j])
+            if t.moved is not None and len(t.moved) == len(dets.landmarks[j]):
+                # smoothing from where the face moved to, in image coordinates
+                a = float(np.clip(s.landmark_smoothing, 0.0, 1.0))
+                t.moved *= 1.0 - a
+                t.moved += a * np.asarray(dets.landmarks[j], np.float32)
+            else:
+                t.moved = None
+                self._smooth_landmarks(t, dets.boxes[j], dets.landmarks[j])
         dead: set[int] = set()
         for i in lost:
             t = self._tracks[i]
@@ -175,5 +222,9 @@ class KalmanTracker:
         f.box += t.offset
         w = float(f.box[2] - f.box[0])
         h = float(f.box[3] - f.box[1])
+        if t.moved is not None and t.moved.shape == f.landmarks.shape:
+            f.landmarks[...] = t.moved
+            t.rel = self._relative(f.box, t.moved)
+            return
         np.multiply(t.rel, (w, h), out=f.landmarks)
         f.landmarks += f.box[:2]
