@@ -1,10 +1,14 @@
 """Synthetic face masks drawn on real unmasked faces: ground truth for segmentation and
 restoration tests (the original pixels under the mask are known).
 
-The mask is designed once in canonical face space (restore.align) and carried onto the
-photo by a full affine fit of the canonical landmarks to the face's 5 landmarks, so it
-follows the face's scale, roll, eye-mouth proportion and part of its yaw. It is then lit
-by the face's own blurred luminance so it reads as cloth on that face, not a flat sticker.
+The mask is designed once in canonical face space (restore.align) for a frontal face. A
+turned face wears it draped over a simple head (a vertical cylinder, the nose standing out in
+front of it): the head turn read from the landmarks turns that surface, so the mask reaches
+around the near cheek and ends at the face's silhouette on the far side, over the nose, as a
+real mask does (a flat outline would become a sliver floating in front of a profile). The
+turned outline is carried onto the photo by a full affine fit of the turned canonical landmarks
+to the face's 5 landmarks, so it follows the face's scale, roll and eye-mouth proportion. It is
+then lit by the face's own blurred luminance so it reads as cloth on that face, not a flat sticker.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import cv2
 import numpy as np
 
 from lostface.errors import InputError
-from lostface.restore.align import CANON_LANDMARKS
+from lostface.restore.align import CANON_LANDMARKS, yaw_proxy
 
 KINDS: tuple[str, ...] = ("surgical", "cloth", "n95")
 VARIANTS: tuple[str, ...] = ("light_blue", "white", "black", "pattern", "weave")
@@ -74,6 +78,123 @@ _CLOTH_PALETTE = np.array(
 )
 
 
+# The head a mask is draped over, in canonical pixels (the segmenter's model,
+# restore.segment): a vertical cylinder of radius _HEAD_R through the face; the nose tip
+# stands _NOSE_DEPTH in front of it, and a mask spans from there to the cheeks like a tent
+# (its front stands out over the nose's width, _NOSE_HALF). align.yaw_proxy is about
+# _YAW_GAIN * tan(turn angle) for such a head; turns are taken up to _MAX_TURN radians.
+_HEAD_R = 85.0
+_NOSE_DEPTH = 31.0
+_NOSE_HALF = 24.0
+_YAW_GAIN = 0.55
+_MAX_TURN = 1.3
+_ROW_STEP = 0.5  # canonical px between the rows the turned outline is traced on
+
+
+def _depth(d: np.ndarray) -> np.ndarray:
+    """Depth toward the camera of the draped mask (or face) at lateral offset d from the nose."""
+    d = np.asarray(d, np.float64)
+    cyl = np.sqrt(np.maximum(_HEAD_R**2 - d**2, 0.0))
+    return cyl + _NOSE_DEPTH * np.exp(-0.5 * (d / _NOSE_HALF) ** 2)
+
+
+def _turned_x(x: np.ndarray, turn: float) -> np.ndarray:
+    """Canonical x of a frontal face -> its x on the face turned by `turn` radians."""
+    d = np.asarray(x, np.float64) - 128.0
+    return 128.0 + d * np.cos(turn) + _depth(d) * np.sin(turn)
+
+
+def _turned_outline(
+    outline: np.ndarray, turn: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The mask drawn as `outline` on a frontal face, seen on the face turned by `turn`.
+
+    Returns the turned outline polygon (canonical px) and, per traced row (its y), the
+    lookup from turned x back to frontal x for the material: (poly, rows, xs_turned,
+    xs_front), NaN where hidden. On each row the visible part of the surface is where the
+    turned x keeps growing from the near side (what lies behind the silhouette, or behind
+    the nose, is hidden)."""
+    top, bottom = float(outline[:, 1].min()), float(outline[:, 1].max())
+    rows = np.arange(np.ceil(top), bottom + 1e-6, _ROW_STEP)
+    # the frontal outline's span on every row (it is convex enough for one span a row)
+    lo = np.full(len(rows), np.inf)
+    hi = np.full(len(rows), -np.inf)
+    closed = np.vstack([outline, outline[:1]])
+    for (xa, ya), (xb, yb) in zip(closed[:-1], closed[1:], strict=True):
+        if ya == yb:
+            continue
+        sel = (rows >= min(ya, yb)) & (rows <= max(ya, yb))
+        xs = xa + (rows[sel] - ya) * (xb - xa) / (yb - ya)
+        lo[sel] = np.minimum(lo[sel], xs)
+        hi[sel] = np.maximum(hi[sel], xs)
+    keep = np.isfinite(lo) & (hi > lo)
+    rows, lo, hi = rows[keep], lo[keep], hi[keep]
+    n = 96
+    t = np.linspace(0.0, 1.0, n)
+    front = lo[:, None] + (hi - lo)[:, None] * t  # (rows, n), near side first when turn > 0
+    if turn < 0:
+        front = front[:, ::-1]
+    turned = _turned_x(front, turn)
+    sign = 1.0 if turn >= 0 else -1.0
+    envelope = sign * np.maximum.accumulate(sign * turned, axis=1)
+    visible = turned == envelope  # not behind anything nearer the silhouette
+    left = np.where(turn >= 0, turned[:, 0], envelope[:, -1])
+    right = np.where(turn >= 0, envelope[:, -1], turned[:, 0])
+    poly = np.vstack([np.stack([right, rows], axis=1), np.stack([left, rows], axis=1)[::-1]])
+    return poly, rows, np.where(visible, turned, np.nan), np.where(visible, front, np.nan)
+
+
+def _turn_of(landmarks: np.ndarray) -> float:
+    """Head turn (radians, + when the nose points to the image's right) from 5 landmarks."""
+    yaw = yaw_proxy(landmarks)
+    return float(np.clip(np.arctan(yaw / _YAW_GAIN), -_MAX_TURN, _MAX_TURN))
+
+
+def _turned_landmarks(turn: float) -> np.ndarray:
+    """The canonical landmarks as they sit on the face turned by `turn` (eyes on the
+    cylinder, nose tip and mouth in front of it)."""
+    lm = CANON_LANDMARKS.astype(np.float64).copy()
+    d = lm[:, 0] - 128.0
+    depth = _depth(d)
+    depth[:2] = np.sqrt(np.maximum(_HEAD_R**2 - d[:2] ** 2, 0.0))  # eyes sit on the cylinder
+    lm[:, 0] = 128.0 + d * np.cos(turn) + depth * np.sin(turn)
+    return lm
+
+
+def _turn_texture(
+    tex: np.ndarray, res: int, rows: np.ndarray, xs_turned: np.ndarray, xs_front: np.ndarray
+) -> np.ndarray:
+    """The frontal material canvas (canonical px * res) resampled onto the turned face."""
+    size = tex.shape[0]
+    grid = (np.arange(size, dtype=np.float64) + 0.5) / res - 0.5  # canonical x of columns
+    table = np.repeat(grid[None], len(rows), axis=0)
+    for i in range(len(rows)):
+        ok = np.isfinite(xs_turned[i])
+        if int(ok.sum()) < 2:
+            continue
+        xt, xf = xs_turned[i][ok], xs_front[i][ok]
+        order = np.argsort(xt)
+        table[i] = np.interp(grid, xt[order], xf[order])
+    ys = (np.arange(size, dtype=np.float64) + 0.5) / res - 0.5
+    idx = np.clip(np.round((ys - rows[0]) / _ROW_STEP).astype(int), 0, len(rows) - 1)
+    map_x = ((table[idx] + 0.5) * res - 0.5).astype(np.float32)
+    map_y = np.repeat(np.arange(size, dtype=np.float32)[:, None], size, axis=1)
+    return cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _onto_span(points: np.ndarray, poly: np.ndarray, turn: float) -> np.ndarray:
+    """Frontal canonical points turned, and kept inside the turned outline's row span
+    (a point hidden behind the silhouette lands on it)."""
+    out = points.astype(np.float64).copy()
+    out[:, 0] = _turned_x(points[:, 0], turn)
+    n = len(poly) // 2
+    right, left = poly[:n], poly[n:][::-1]  # both top to bottom
+    lo = np.interp(out[:, 1], left[:, 1], left[:, 0])
+    hi = np.interp(out[:, 1], right[:, 1], right[:, 0])
+    out[:, 0] = np.clip(out[:, 0], lo, hi)
+    return out
+
+
 @dataclass(slots=True)
 class SyntheticMask:
     """A photo with a drawn mask. image: new BGR uint8 array; covered: (H,W) bool truth."""
@@ -84,9 +205,10 @@ class SyntheticMask:
     variant: str = "light_blue"
 
 
-def _affine_canon_to_image(landmarks: np.ndarray) -> np.ndarray:
+def _affine_canon_to_image(landmarks: np.ndarray, canon: np.ndarray | None = None) -> np.ndarray:
     """Least-squares full affine canonical -> image from the 5 landmarks."""
-    src = np.hstack([CANON_LANDMARKS.astype(np.float64), np.ones((5, 1))])
+    src_pts = CANON_LANDMARKS if canon is None else canon
+    src = np.hstack([src_pts.astype(np.float64), np.ones((5, 1))])
     sol, *_ = np.linalg.lstsq(src, landmarks.astype(np.float64), rcond=None)
     return sol.T  # 2x3
 
@@ -180,15 +302,24 @@ def draw_mask(
         variant = options[int(gen.integers(len(options)))]
 
     h, w = img.shape[:2]
-    a = _affine_canon_to_image(lm)
-    scale = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
     eye_dist = float(np.hypot(*(lm[1] - lm[0])))
 
     # Outline, slightly jittered so masks of one kind are not all identical.
     outline = _OUTLINES[kind].copy()
     outline[:, 1] += gen.uniform(-3, 3)
     outline[:, 0] = 128 + (outline[:, 0] - 128) * gen.uniform(0.97, 1.03)
-    poly = outline @ a[:, :2].T + a[:, 2]
+    turn = _turn_of(lm)
+    turned: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    if abs(turn) > 1e-3:
+        turned = _turned_outline(outline, turn)
+        a = _affine_canon_to_image(lm, _turned_landmarks(turn))
+        canon_poly, edge = turned[0], _onto_span(outline, turned[0], turn)
+    else:
+        a = _affine_canon_to_image(lm)
+        canon_poly, edge = outline, outline
+    scale = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    poly = canon_poly @ a[:, :2].T + a[:, 2]
+    edge_img = edge @ a[:, :2].T + a[:, 2]  # the template's vertices (top edge, ear loops)
     x0, y0 = np.floor(poly.min(0)).astype(int) - 4
     x1, y1 = np.ceil(poly.max(0)).astype(int) + 4
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
@@ -206,6 +337,8 @@ def draw_mask(
     # Material rendered in canonical space at about the face's own resolution, then warped.
     res = int(np.clip(np.ceil(scale), 1, 4))
     tex = _canvas_texture(kind, variant, 256 * res, gen)
+    if turned is not None:
+        tex = _turn_texture(tex, res, *turned[1:])
     a_roi = a.copy()
     a_roi[:, 2] -= [x0, y0]
     a_roi[:, :2] /= res
@@ -228,7 +361,11 @@ def draw_mask(
     top = np.zeros((rh, rw), np.uint8)
     n_top = {"surgical": 5, "cloth": 7, "n95": 7}[kind]
     cv2.polylines(
-        top, [np.round(roi_poly[:n_top]).astype(np.int32)], False, 255, max(1, round(scale))
+        top,
+        [np.round(edge_img[:n_top] - [x0, y0]).astype(np.int32)],
+        False,
+        255,
+        max(1, round(scale)),
     )
     dist = cv2.distanceTransform(255 - top, cv2.DIST_L2, 3)
     material *= (1.0 - 0.25 * np.exp(-dist / max(0.06 * eye_dist, 1.0)))[..., None]
@@ -259,7 +396,7 @@ def draw_mask(
             )
         )
         loops = np.zeros((rh, rw), np.uint8)
-        _ear_loops(loops, roi_poly, scale)
+        _ear_loops(loops, edge_img - [x0, y0], scale)
         lw = (loops.astype(np.float32) / 255.0)[..., None]
         blended = blended * (1 - lw) + np.asarray(colour, np.float32) * lw
         covered[y0:y1, x0:x1] |= loops > 0

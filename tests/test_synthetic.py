@@ -212,3 +212,28 @@ def test_ear_loops_are_part_of_the_truth(
     now = loops.image[extra].mean(axis=1)
     was = plain.image[extra].astype(np.float64).mean(axis=1)
     assert (now <= was + 2).mean() > 0.8 and now.mean() < was.mean() - 15
+
+
+def test_mask_on_a_turned_face_wraps_around_the_near_cheek(detector) -> None:
+    """Three-quarter faces in real footage (the stage clip's last shot, the nose pointing
+    left): a worn mask reaches back across the near cheek toward the ear and ends at the
+    face's front silhouette, instead of a flat outline centred on the landmarks."""
+    from lostface.restore.align import yaw_proxy
+    from lostface.stream.video import read_frames
+
+    frames = read_frames(shared_path("video", "stage_clip.mp4"))
+    for i in (215, 240, 270):
+        box, lm = largest_face(detector, frames[i])
+        assert yaw_proxy(lm) < -0.4  # turned: the nose points to the image's left
+        syn = draw_mask(frames[i], lm, "surgical", rng=i)
+        y = int(round(float(lm[3, 1] + lm[4, 1]) / 2))  # the mouth's row
+        xs = np.nonzero(syn.covered[y])[0]
+        width = float(box[2] - box[0])
+        near = (xs.max() - lm[2, 0]) / width  # from the nose tip back toward the ear
+        far = (lm[2, 0] - xs.min()) / width  # from the nose tip forward, into the air
+        assert near > 0.5, (i, near)  # a flat outline reached 0.3-0.45 here
+        assert far < 0.15, (i, far)
+        mouth = (lm[3] + lm[4]) / 2
+        for p in (lm[3], lm[4], mouth, lm[2] + 0.5 * (mouth - lm[2])):
+            assert at(syn.covered, p)
+        assert not at(syn.covered, lm[0]) and not at(syn.covered, lm[1])

@@ -49,7 +49,8 @@ _YAW_GAIN = 0.55
 _HEAD_R = 85.0
 _EYE_ANGLE = float(np.arcsin(35.25 / 85.0))
 _SIDE_ANGLE = float(np.arcsin(78.0 / 85.0))
-_NEAR_MAX = 1.12
+_NEAR_MAX = 1.6
+_PAST_NOSE = 16.0  # canonical px a covering reaches beyond the nose tip on a turned face
 # How far below the prior's chin (canonical px) a covering may reach: masks hang under the
 # chin, and the landmarks a detector finds on a masked face often sit a little high.
 _BELOW_CHIN = 16.0
@@ -101,11 +102,16 @@ class GeometrySegmenter:
         cv2.fillPoly(zones, list(_SCORE_ZONES), 255)
         self._zones = zones[self._y0 :] > 0
         # the same zones without the left or the right cheek (a turned face's far cheek)
+        # and the near cheek alone (index: 0 when the nose points to the image's left)
         self._zones_turned: list[np.ndarray] = []
+        self._near_cheek: list[np.ndarray] = []
         for far in (0, 1):
             z = np.zeros(CANON_SHAPE, np.uint8)
             cv2.fillPoly(z, [p for k, p in enumerate(_SCORE_ZONES) if k != far], 255)
             self._zones_turned.append(z[self._y0 :] > 0)
+            z[:] = 0
+            cv2.fillPoly(z, [_SCORE_ZONES[1 - far]], 255)
+            self._near_cheek.append(z[self._y0 :] > 0)
         lips = np.zeros(CANON_SHAPE, np.uint8)
         mouth = CANON_LANDMARKS[3:5].mean(axis=0)
         half = float(CANON_LANDMARKS[4, 0] - CANON_LANDMARKS[3, 0]) / 2
@@ -116,6 +122,7 @@ class GeometrySegmenter:
         self._bound_poly = regions.LOWER_FACE_POLYGON.astype(np.float64)
         self._bound_poly[:, 0] = 128.0 + (self._bound_poly[:, 0] - 128.0) * 1.12
         self._bound_poly[:, 1] += np.where(self._bound_poly[:, 1] > 200, _BELOW_CHIN, -2.0)
+        self._half_width = float(np.abs(self._bound_poly[:, 0] - 128.0).max())
         full = np.zeros(CANON_SHAPE, np.uint8)
         cv2.fillPoly(full, [np.round(self._bound_poly).astype(np.int32)], 255)
         self._search_full = full[self._y0 :] > 0
@@ -149,6 +156,9 @@ class GeometrySegmenter:
         ce = np.cos(_EYE_ANGLE) * np.sin(a)
         w0 = _HEAD_R * np.sin(_SIDE_ANGLE)
         far = r_c * (min(np.sin(_SIDE_ANGLE + a), 1.0) - ce) / w0
+        # a covering is draped over the nose: on the far side it reaches past the nose tip
+        nose = abs(float(landmarks[2][0]) - 128.0) + _PAST_NOSE
+        far = max(far, nose / self._half_width)
         near = min(r_c * (np.sin(_SIDE_ANGLE - a) + ce) / w0, _NEAR_MAX)
         if abs(far - 1.0) < 0.03 and abs(near - 1.0) < 0.03:
             return self._search_full
@@ -195,7 +205,7 @@ class GeometrySegmenter:
                 f"segment needs an aligned {CANON_SIZE}x{CANON_HEIGHT} BGR uint8 face crop "
                 "(see lostface.restore.align.warp_to_canonical)"
             )
-        zones = self._zones
+        zones, near = self._zones, None
         if landmarks is not None:
             yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
             if abs(yaw) > _MAX_TURN:
@@ -204,10 +214,15 @@ class GeometrySegmenter:
             if abs(yaw) > _TURNED:
                 # the far cheek's zone shows the background or hair beside a turned face
                 zones = self._zones_turned[0 if yaw < 0 else 1]
+                near = self._near_cheek[0 if yaw < 0 else 1]
         dist, chroma_a, lab = self._distance_lab(face)
         nonskin = dist > _NONSKIN_Z
         lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[zones]))
         evidence = float(np.median(dist[zones]))
+        if near is not None:
+            # The 5 points a detector finds on a turned, masked face are rough, and the chin
+            # zone can land beside the chin; the near cheek alone is evidence enough there.
+            evidence = max(evidence, float(np.median(dist[near])))
         evidence -= _LIP_WEIGHT * float(np.clip(lip_red - _LIP_MARGIN, 0.0, _LIP_CAP))
         evidence = max(evidence, 0.0)
         score = evidence / (evidence + _EVIDENCE_HALF)
