@@ -204,7 +204,10 @@ class KeyframeWorker:
 
     def _work(self, job: _Job) -> _Result:
         t0 = time.perf_counter()
-        cover = self.stages.segmenter.segment(job.crop, job.landmarks)
+        before = self.result(job.track_id)
+        cover = self.stages.segmenter.segment(
+            job.crop, job.landmarks, None if before is None else before.masked
+        )
         t1 = time.perf_counter()
         self.timings.add("segment", t1 - t0)
         if not cover.covered:

@@ -67,9 +67,15 @@ class KeyframePolicy(Protocol):
 
 
 class Segmenter(Protocol):
-    def segment(self, face: np.ndarray, landmarks: np.ndarray | None = None) -> CoverMask:
+    def segment(
+        self,
+        face: np.ndarray,
+        landmarks: np.ndarray | None = None,
+        was_covered: bool | None = None,
+    ) -> CoverMask:
         """Covered region of one aligned face (canonical crop, see restore.align); landmarks:
-        its 5 points in canonical space (the head turn narrows the far side)."""
+        its 5 points in canonical space (the head turn narrows the far side); was_covered:
+        the same face's previous decision, if any (a decision is kept unless clearly wrong)."""
         ...
 
 

@@ -270,3 +270,30 @@ def test_face_whose_job_a_full_queue_pushed_out_is_painted_soon(masked_frames, a
     late = [o for o in outs if o.frame.index >= 8]  # two frames after the worker freed up
     assert late and all(len(o.faces) == 3 for o in late)
     assert all(v.masked is True for o in late for v in o.faces)
+
+
+class _Recorder:
+    """The real segmenter, noting the previous decision each keyframe job hands it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[bool | None] = []
+
+    def segment(self, face, landmarks=None, was_covered=None):
+        self.calls.append(was_covered)
+        return self.inner.segment(face, landmarks, was_covered)
+
+
+def test_keyframes_hand_the_face_s_previous_decision_to_the_segmenter(masked_frames, astronaut_bgr):
+    """A face's first keyframe is judged afresh; later ones start from its last decision
+    (mask.presence_hysteresis keeps a borderline face from flipping)."""
+    settings = load_settings(overrides=["keyframe.max_age=3"])
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    rec = _Recorder(stages.segmenter)
+    stages.segmenter = rec
+    frames, _ = masked_frames
+    outs = _run(Pipeline(settings, stages, synchronous=True), frames)
+    assert len(rec.calls) >= 3
+    assert rec.calls[0] is None
+    assert all(c is True for c in rec.calls[1:])  # the masked face stays covered
+    assert all(v.masked for o in outs for v in o.faces)

@@ -67,6 +67,26 @@ def test_unmasked_astronaut_is_not_covered_and_gets_empty_masks(
     assert not cover.alpha.any() and not cover.hard.any()
 
 
+def test_previous_decision_holds_a_borderline_face(detector, astronaut_bgr: np.ndarray) -> None:
+    """Hysteresis on a real masked face: with the threshold just above its score, the face
+    stays covered only if it was covered before; just below, it stays open if it was open."""
+    lm = faces(detector, astronaut_bgr)[0]
+    syn = draw_mask(astronaut_bgr, lm, "surgical", rng=3)
+    face = warp_to_canonical(syn.image, to_canonical(lm))
+    score = GeometrySegmenter(MaskSettings()).segment(face).score
+    assert 0.1 < score < 0.9
+    above = GeometrySegmenter(MaskSettings(presence_threshold=score + 0.04))
+    assert not above.segment(face).covered
+    assert not above.segment(face, was_covered=False).covered
+    kept = above.segment(face, was_covered=True)
+    assert kept.covered and kept.hard.any() and kept.alpha.max() > 0.9
+    below = GeometrySegmenter(MaskSettings(presence_threshold=score - 0.04))
+    assert below.segment(face).covered and below.segment(face, was_covered=True).covered
+    assert not below.segment(face, was_covered=False).covered
+    free = GeometrySegmenter(MaskSettings(presence_threshold=score - 0.04, presence_hysteresis=0))
+    assert free.segment(face, was_covered=False).covered
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_synthetic_mask_on_astronaut_is_found(
     kind: str, detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray

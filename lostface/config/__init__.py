@@ -66,6 +66,9 @@ class KeyframeSettings:
 @dataclass
 class MaskSettings:
     presence_threshold: float = 0.5  # score above which the lower face counts as covered
+    # a face judged covered stays covered until its score falls this far below the threshold,
+    # and one judged open needs this much above it (no flip-flop on a borderline face)
+    presence_hysteresis: float = 0.08
     feather_radius: int = 6  # pixels (canonical space) of the soft mask edge
     dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
     backend: str = "geometry"  # geometry (embedded) | sam

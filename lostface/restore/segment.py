@@ -190,7 +190,12 @@ class GeometrySegmenter:
             dists.append(np.sqrt((z * z).sum(axis=2)))
         return np.minimum.reduce(dists), lower[..., 1], lower
 
-    def segment(self, face: np.ndarray, landmarks: np.ndarray | None = None) -> CoverMask:
+    def segment(
+        self,
+        face: np.ndarray,
+        landmarks: np.ndarray | None = None,
+        was_covered: bool | None = None,
+    ) -> CoverMask:
         """Covered region of an aligned face; empty masks when it wears no covering.
 
         landmarks: the face's 5 points in canonical space, when known: the head turn they
@@ -198,7 +203,10 @@ class GeometrySegmenter:
         evidence, and keeps a face seen nearly in profile from being judged at all.
 
         score in [0, 1): 0.5 is where the lower face starts to look clearly unlike the
-        face's own skin; covered = score > settings.presence_threshold.
+        face's own skin; covered = score > settings.presence_threshold. was_covered, the same
+        face's decision on its previous keyframe, moves that threshold by
+        settings.presence_hysteresis toward keeping it: one borderline keyframe (a hand
+        passing, a turn) does not switch a face between painted and untouched.
         """
         if face.shape != (*CANON_SHAPE, 3) or face.dtype != np.uint8:
             raise InputError(
@@ -226,7 +234,11 @@ class GeometrySegmenter:
         evidence -= _LIP_WEIGHT * float(np.clip(lip_red - _LIP_MARGIN, 0.0, _LIP_CAP))
         evidence = max(evidence, 0.0)
         score = evidence / (evidence + _EVIDENCE_HALF)
-        if score <= self.settings.presence_threshold:
+        threshold = self.settings.presence_threshold
+        if was_covered is not None:
+            h = self.settings.presence_hysteresis
+            threshold += -h if was_covered else h
+        if score <= threshold:
             return _uncovered(score)
         hard = self._shape(nonskin, lab, self._bound(landmarks))
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
