@@ -188,7 +188,7 @@ def run_tracking(ctx: Context) -> dict:
     for f, img in enumerate(clip.frames):
         dets = detector.detect(img)
         need = f % every == 0 or tracker.needs_detection
-        tracks: list[FaceTrack] = tracker.update(dets if need else None)
+        tracks: list[FaceTrack] = tracker.update(dets if need else None, image=img)
         ours.append({t.track_id: t.box.copy() for t in tracks if t.confirmed})
         base.append(matcher.update(dets))
     m_ours = _accumulate(clip.truth, ours, "kalman")
