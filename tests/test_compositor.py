@@ -154,3 +154,42 @@ def test_crossfade_is_monotone(scene: dict) -> None:
     assert weights == [1.0]
     comp.forget(1)
     assert shown(old) == pytest.approx(first, abs=0.01)  # forgotten: no fade from the dark patch
+
+
+def test_crossfade_never_uncovers_what_the_new_patch_covers(scene: dict) -> None:
+    """The covering moved between keyframes: the new patch reaches where the old one did not.
+    There the new patch shows at full strength from its first frame (no half-faded patch
+    through which the mask shows), while its colours still fade in where both overlap."""
+    image, lm5 = scene["image"], scene["lm"]
+    old_p = scene["patch"]
+    h = old_p.alpha.shape[0]
+    top, bottom = old_p.alpha.copy(), old_p.alpha.copy()
+    top[h // 2 + 40 :] = 0.0  # the old patch stops short of the chin
+    old = Patch(0, 0, old_p.image, top, old_p.to_canonical, old_p.skin_mean)
+    dark = (old_p.image.astype(np.float32) * 0.5).astype(np.uint8)
+    new = Patch(0, 10, dark, bottom, old_p.to_canonical, old_p.skin_mean)
+    settings = Settings()
+    settings.keyframe.crossfade_frames = 8
+    settings.restore.relight = False
+    comp = PatchCompositor(settings)
+    track = FaceTrack(1, scene["box"], lm5)
+    base = _masked(image, lm5)
+    inv = align.invert(align.to_canonical(lm5))
+    size = (image.shape[1], image.shape[0])
+    only_new = cv2.warpAffine(((bottom > 0.99) & (top < 0.01)).astype(np.uint8), inv, size) > 0
+    only_new = cv2.erode(only_new.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    both = cv2.warpAffine(((bottom > 0.99) & (top > 0.99)).astype(np.uint8), inv, size) > 0
+    both = cv2.erode(both.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert only_new.sum() > 200 and both.sum() > 200
+    first = base.copy()
+    comp.composite(first, track, old)
+    frame = base.copy()
+    comp.composite(frame, track, new)  # first frame of the crossfade
+    assert comp.fade_weight(1) < 0.5
+    settled = base.copy()
+    PatchCompositor(settings).composite(settled, track, new)
+    # where only the new patch reaches: the new patch itself, not the mask through it
+    diff = np.abs(frame[only_new].astype(np.int16) - settled[only_new])
+    assert float(diff.mean()) < 1.0
+    # where both reach: still mostly the old patch's colours (a fade, not a jump)
+    assert float(frame[both].mean()) > float(settled[both].mean()) + 10.0

@@ -199,12 +199,18 @@ class PatchCompositor:
 
 
 def _mix(old: _Prepared, new: _Prepared, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Both patches blended in canonical space (premultiplied by their alphas), weight w on new."""
+    """Both patches blended in canonical space (premultiplied by their alphas), weight w on new.
+
+    The colours fade from old to new; the coverage never falls below the new patch's alpha:
+    where only the new patch reaches (the covering moved or grew since the old keyframe),
+    the covering is there now, and a half-faded patch would let it show through."""
+    new_a = new.bgra[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
     a_o = old.bgra[:, :, 3:4].astype(np.float32) * ((1.0 - w) / 255.0)
-    a_n = new.bgra[:, :, 3:4].astype(np.float32) * (w / 255.0)
+    a_n = new_a * w
     a = a_o + a_n
     img = old.bgra[:, :, :3] * a_o + new.bgra[:, :, :3] * a_n
     img /= np.maximum(a, 1e-6)
+    a = np.maximum(a, new_a)
     bgra = np.dstack([img + 0.5, a * 255.0 + 0.5]).clip(0, 255).astype(np.uint8)
     corners = (
         np.vstack([old.corners, new.corners])
