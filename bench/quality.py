@@ -56,7 +56,7 @@ from lostface.metrics import (
 from lostface.restore_image import restore_image
 from lostface.runner import process_video
 from lostface.stream.video import VideoReader, VideoWriter, read_frames
-from lostface.synthetic import KINDS, draw_mask
+from lostface.synthetic import KINDS, draw_mask, steady_landmarks
 from lostface.tracking.scenecut import HistogramSceneCut
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,26 +130,13 @@ def boxes_mask(box: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
 def smooth_landmarks(
     lms: list[np.ndarray | None], boxes: list[np.ndarray | None], images: list[np.ndarray], k: int
 ) -> list[np.ndarray | None]:
-    """Centred moving average of the landmarks over +-k frames within one shot and one face.
-
-    A real mask moves rigidly with the face; a mask drawn on every frame's raw detector
-    landmarks jitters on its own, which would count as flicker of the input, not the method.
-    """
+    """Centred moving average of the landmarks over +-k frames within one shot and one face
+    (lostface.synthetic.steady_landmarks, as the demo masks its clip): a real mask moves
+    rigidly with the face, one drawn on raw detector points jitters on its own, which would
+    count as flicker of the input, not the method."""
     cut = HistogramSceneCut(0.35)
-    shot = np.cumsum([cut.is_cut(im) for im in images])
-    out: list[np.ndarray | None] = []
-    for i, lm in enumerate(lms):
-        if lm is None:
-            out.append(None)
-            continue
-        group = []
-        for j in range(max(i - k, 0), min(i + k + 1, len(lms))):
-            other = lms[j]
-            if other is None or shot[j] != shot[i] or box_iou(boxes[i], boxes[j]) < 0.3:
-                continue
-            group.append(other)
-        out.append(np.mean(group, axis=0))
-    return out
+    shots = [int(v) for v in np.cumsum([cut.is_cut(im) for im in images])]
+    return steady_landmarks(lms, boxes, shots, k)
 
 
 def masked_person(found: list[Detections], images: list[np.ndarray]) -> list[int | None]:

@@ -45,26 +45,47 @@ def carphone_path() -> Path:
 
 
 def mask_video(src: Path, dst: Path, settings: Settings, detector, kind: str, seed: int = 0) -> int:
-    """Draw a synthetic mask on the largest face of every frame; returns frames masked."""
-    from lostface.synthetic import draw_mask
+    """Draw a synthetic mask on the largest face of every frame; returns frames masked.
 
+    Two passes: the faces are found first, so the mask can be placed on landmarks averaged
+    over neighbouring frames of the shot (it moves with the face like a worn one, not with
+    the detector's jitter); then the frames are decoded again and drawn on."""
+    from lostface.synthetic import draw_mask, steady_landmarks
+    from lostface.tracking.scenecut import HistogramSceneCut
+
+    cut = HistogramSceneCut(settings.tracking.scene_cut_threshold)
+    lms: list[np.ndarray | None] = []
+    boxes: list[np.ndarray | None] = []
+    shots: list[int] = []
+    with VideoReader(src) as reader:
+        for item in reader.items():
+            if not isinstance(item, Frame):
+                continue
+            new_shot = cut.is_cut(item.image)  # False on the first frame
+            shots.append(shots[-1] + int(new_shot) if shots else 0)
+            dets = detector.detect(item.image)
+            if len(dets):
+                area = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
+                i = int(np.argmax(area))
+                lms.append(dets.landmarks[i][:5].astype(np.float64))
+                boxes.append(dets.boxes[i].copy())
+            else:
+                lms.append(None)
+                boxes.append(None)
+    steady = steady_landmarks(lms, boxes, shots)
     masked = 0
     with VideoReader(src) as reader:
         writer = VideoWriter(dst, reader.info, settings.video, None)
         try:
+            n = 0
             for item in reader.items():
                 if not isinstance(item, Frame):
                     continue
-                dets = detector.detect(item.image)
-                if len(dets):
-                    i = int(
-                        np.argmax(
-                            (dets.boxes[:, 2] - dets.boxes[:, 0])
-                            * (dets.boxes[:, 3] - dets.boxes[:, 1])
-                        )
-                    )
+                lm = steady[n] if n < len(steady) else None
+                n += 1
+                if lm is not None:
                     rng = np.random.default_rng(seed)  # same mask material on every frame
-                    item.image = draw_mask(item.image, dets.landmarks[i], kind=kind, rng=rng).image
+                    item.image = draw_mask(item.image, lm, kind=kind, rng=rng).image
                     masked += 1
                 writer.write(item)
             writer.commit()

@@ -404,6 +404,44 @@ def draw_mask(
     return SyntheticMask(out, covered, kind, variant)
 
 
+def steady_landmarks(
+    landmarks: list[np.ndarray | None],
+    boxes: list[np.ndarray | None],
+    shots: list[int],
+    k: int = 2,
+) -> list[np.ndarray | None]:
+    """Centred moving average of one face's landmarks over +-k frames of the same shot.
+
+    A worn mask moves rigidly with the face; one drawn on every frame's raw detector points
+    jitters on its own, which a restorer following the face cannot (and should not) copy.
+    landmarks/boxes: per frame, the face's points and box (None: no face); shots: a shot
+    number per frame (frames of different shots are never averaged); frames whose boxes
+    overlap less than IoU 0.3 count as another face."""
+    out: list[np.ndarray | None] = []
+    for i, lm in enumerate(landmarks):
+        if lm is None:
+            out.append(None)
+            continue
+        group = []
+        for j in range(max(i - k, 0), min(i + k + 1, len(landmarks))):
+            other = landmarks[j]
+            if other is None or shots[j] != shots[i] or _box_iou(boxes[i], boxes[j]) < 0.3:
+                continue
+            group.append(np.asarray(other, np.float64)[:5])
+        out.append(np.mean(group, axis=0))
+    return out
+
+
+def _box_iou(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    if a is None or b is None:
+        return 0.0
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, float(x1 - x0)) * max(0.0, float(y1 - y0))
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _ear_loops(canvas: np.ndarray, poly: np.ndarray, scale: float) -> None:
     """Thin elastic loops from the mask's side corners back to the ears (coverage, in place).
 

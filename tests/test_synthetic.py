@@ -237,3 +237,23 @@ def test_mask_on_a_turned_face_wraps_around_the_near_cheek(detector) -> None:
         for p in (lm[3], lm[4], mouth, lm[2] + 0.5 * (mouth - lm[2])):
             assert at(syn.covered, p)
         assert not at(syn.covered, lm[0]) and not at(syn.covered, lm[1])
+
+
+def test_steady_landmarks_average_one_face_within_a_shot() -> None:
+    from lostface.synthetic import steady_landmarks
+
+    rng = np.random.default_rng(0)
+    base = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], np.float64)
+    lms = [base + rng.normal(0, 2.0, base.shape) for _ in range(9)]
+    boxes = [np.array([20, 20, 100, 120], np.float64) for _ in range(9)]
+    lms[8] = base + 300.0  # another face, far away (no box overlap)
+    boxes[8] = boxes[0] + 300.0
+    shots = [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    out = steady_landmarks([*lms[:4], None, *lms[5:]], [*boxes[:4], None, *boxes[5:]], shots, k=2)
+    assert out[4] is None
+    raw = np.mean([np.abs(lm - base).mean() for lm in lms[:8]])
+    steady = np.mean([np.abs(o - base).mean() for o in out[:4] + out[5:8]])
+    assert steady < 0.75 * raw  # the jitter is averaged away
+    np.testing.assert_allclose(out[3], np.mean([lms[1], lms[2], lms[3]], axis=0))  # shot 0 only
+    np.testing.assert_allclose(out[5], np.mean([lms[5], lms[6], lms[7]], axis=0))  # not face 8
+    np.testing.assert_allclose(out[8], lms[8])  # alone in its group
