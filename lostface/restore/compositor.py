@@ -121,11 +121,13 @@ class PatchCompositor:
         st = self._state(track.track_id, patch)
         w = self._weight(st.frames) if st.previous is not None else 1.0
         st.frames += 1
-        if w >= 1.0:
+        old = st.previous if w < 1.0 else None
+        if old is None:
             st.previous = None
-            bgra, corners, skin = st.current.bgra, st.current.corners, st.current.skin
+            corners, skin = st.current.corners, st.current.skin
         else:
-            bgra, corners, skin = _mix(st.previous, st.current, w)  # type: ignore[arg-type]
+            corners = _union(old.corners, st.current.corners)
+            skin = ((1.0 - w) * old.skin + w * st.current.skin).astype(np.float32)
         if len(corners) == 0:
             return
         try:
@@ -144,14 +146,10 @@ class PatchCompositor:
         mt = inv.copy()
         mt[:, 2] -= (x0, y0)
         rw, rh = x1 - x0, y1 - y0
-        warped = cv2.warpAffine(
-            bgra,
-            mt,
-            (rw, rh),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )
+        warped = _warp(st.current.bgra, mt, (rw, rh))
+        if old is not None:
+            # crossfade in the frame's ROI (smaller than the canonical crop for most faces)
+            warped = _mix(_warp(old.bgra, mt, (rw, rh)), warped, w)
         a8 = warped[:, :, 3]
         if not a8.any():
             return
@@ -198,27 +196,32 @@ class PatchCompositor:
         np.copyto(roi, u, where=warped[:, :, 3:4] > 0)
 
 
-def _mix(old: _Prepared, new: _Prepared, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Both patches blended in canonical space (premultiplied by their alphas), weight w on new.
+def _warp(bgra: np.ndarray, mt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.warpAffine(
+        bgra, mt, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The bounding box of two sets of support corners (either may be empty)."""
+    if not len(a) or not len(b):
+        return a if len(a) else b
+    both = np.vstack([a, b])
+    lo, hi = both.min(0), both.max(0)
+    return np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+
+
+def _mix(old: np.ndarray, new: np.ndarray, w: float) -> np.ndarray:
+    """Two BGRA patches (same pixels) blended, premultiplied by their alphas, weight w on new.
 
     The colours fade from old to new; the coverage never falls below the new patch's alpha:
     where only the new patch reaches (the covering moved or grew since the old keyframe),
     the covering is there now, and a half-faded patch would let it show through."""
-    new_a = new.bgra[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
-    a_o = old.bgra[:, :, 3:4].astype(np.float32) * ((1.0 - w) / 255.0)
+    new_a = new[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+    a_o = old[:, :, 3:4].astype(np.float32) * ((1.0 - w) / 255.0)
     a_n = new_a * w
     a = a_o + a_n
-    img = old.bgra[:, :, :3] * a_o + new.bgra[:, :, :3] * a_n
+    img = old[:, :, :3] * a_o + new[:, :, :3] * a_n
     img /= np.maximum(a, 1e-6)
     a = np.maximum(a, new_a)
-    bgra = np.dstack([img + 0.5, a * 255.0 + 0.5]).clip(0, 255).astype(np.uint8)
-    corners = (
-        np.vstack([old.corners, new.corners])
-        if len(old.corners) and len(new.corners)
-        else (old.corners if len(old.corners) else new.corners)
-    )
-    if len(corners):
-        lo, hi = corners.min(0), corners.max(0)
-        corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
-    skin = (1.0 - w) * old.skin + w * new.skin
-    return bgra, corners, skin.astype(np.float32)
+    return np.dstack([img + 0.5, a * 255.0 + 0.5]).clip(0, 255).astype(np.uint8)
