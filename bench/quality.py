@@ -57,6 +57,7 @@ from lostface.restore_image import restore_image
 from lostface.runner import process_video
 from lostface.stream.video import VideoReader, VideoWriter, read_frames
 from lostface.synthetic import KINDS, draw_mask, steady_landmarks
+from lostface.tracking.detectors import box_iou_matrix
 from lostface.tracking.scenecut import HistogramSceneCut
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,11 +165,7 @@ def masked_person(found: list[Detections], images: list[np.ndarray]) -> list[int
 def box_iou(a: np.ndarray | None, b: np.ndarray | None) -> float:
     if a is None or b is None:
         return 0.0
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    return float(box_iou_matrix(np.asarray([a[:4]]), np.asarray([b[:4]]))[0, 0])
 
 
 def run_video(

@@ -435,11 +435,10 @@ def steady_landmarks(
 def _box_iou(a: np.ndarray | None, b: np.ndarray | None) -> float:
     if a is None or b is None:
         return 0.0
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, float(x1 - x0)) * max(0.0, float(y1 - y0))
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0
+    from lostface.tracking.detectors import box_iou_matrix
+
+    pair = np.asarray([a[:4]], np.float64), np.asarray([b[:4]], np.float64)
+    return float(box_iou_matrix(*pair)[0, 0])
 
 
 def _ear_loops(canvas: np.ndarray, poly: np.ndarray, scale: float) -> None:
