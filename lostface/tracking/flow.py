@@ -106,14 +106,15 @@ class FaceFlow:
         )
         if m is None or inliers is None or int(inliers.sum()) < _MIN_POINTS:
             return None
-        kept = p1[good][inliers.ravel() == 1].reshape(-1, 2)
-        self._kept[track_id] = kept + np.array([crop.x0, crop.y0], np.float32)
         scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
         size = float(np.sqrt(max(box[2] - box[0], 1.0) * max(box[3] - box[1], 1.0)))
         if not _SCALE_RANGE[0] <= scale <= _SCALE_RANGE[1]:
             return None
         if float(np.abs(m[:, 2]).max()) > _MAX_SHIFT * size + 2.0 * size * abs(scale - 1.0):
             return None
+        # only a fit that passed keeps its points for the next frame
+        kept = p1[good][inliers.ravel() == 1].reshape(-1, 2)
+        self._kept[track_id] = kept + np.array([crop.x0, crop.y0], np.float32)
         # crop coordinates -> image coordinates (both crops share the origin)
         o = np.array([crop.x0, crop.y0], np.float64)
         out = m.astype(np.float64)
