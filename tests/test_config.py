@@ -40,6 +40,7 @@ def test_overrides(item, path, value):
         ("tracking.detect_every=fast", "whole number"),
         ("tracking.detect_every=0", "detect_every"),
         ("output.debug_overlay=3", "true or false"),
+        ("detect.half=true", "half needs a cuda"),
         ("tracking=3", "section"),
         ("novalue", "key=value"),
     ],

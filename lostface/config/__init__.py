@@ -32,6 +32,7 @@ class DetectSettings:
     nms_iou: float = 0.3
     max_faces: int = 32
     device: str = "cpu"  # yolov8: cpu | cuda | cuda:0 ...
+    half: bool = False  # yolov8: half-precision inference (on a cuda device only)
     threads: int = 1  # detector threads (0 = all cores); decode and encode use the other core
 
 
@@ -255,6 +256,10 @@ def validate(s: Settings) -> None:
         (
             s.detect.backend in ("centerface", "yolov8"),
             "detect.backend must be centerface or yolov8",
+        ),
+        (
+            not s.detect.half or s.detect.device.startswith("cuda"),
+            "detect.half needs a cuda detect.device (half precision runs on the GPU only)",
         ),
         (s.keyframe.queue_size >= 1, "keyframe.queue_size must be 1 or more"),
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),

@@ -197,6 +197,13 @@ def detections_from_ultralytics(result: Any, face_class: int | None = None) -> D
     return _clipped(boxes, scores, landmarks, int(w), int(h))
 
 
+def _half_precision_args() -> dict[str, Any]:
+    """predict() arguments for fp16: `quantize=16` where ultralytics knows it, else `half`."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+
+
 class YoloV8Detector:
     """YOLOv8 face detection through ultralytics (the full engine; weights from the user).
 
@@ -211,6 +218,7 @@ class YoloV8Detector:
         names = getattr(self.model, "names", None) or {}
         faces = [int(k) for k, v in dict(names).items() if str(v).lower() == "face"]
         self.face_class = faces[0] if faces and len(names) > 1 else None
+        self._precision = _half_precision_args() if settings.half else {}
 
     def detect(self, image: np.ndarray) -> Detections:
         _check_image(image)
@@ -222,6 +230,7 @@ class YoloV8Detector:
             max_det=self.settings.max_faces,
             device=self.settings.device,
             verbose=False,
+            **self._precision,
         )
         det = detections_from_ultralytics(results[0], self.face_class)
         if len(det) == 0:

@@ -1,0 +1,241 @@
+"""Speed of the full-size YOLOv8 detection engine on a GPU, at random init.
+
+No pretrained face weights can be fetched where lostface is developed, so this times the
+architectures a user plugs in (`detect.backend=yolov8`, `detect.model=...`) with random
+weights: the cost of a forward pass does not depend on the weights' values. For each model
+it times lostface's own `YoloV8Detector.detect` (preprocessing, the forward pass, NMS and
+the copy back to the CPU: what the frame loop pays), at fp32 and fp16, on 640x360 and
+1280x720 frames, at the detector's input sizes 320 and 640. The baseline in the same run is
+the embedded CenterFace detector on the same frames on the CPU.
+
+Then the frame loop itself (lostface.pipeline.Pipeline, neutral fill, no reference) is run
+on a clip of a moving real face, with the embedded detector and with YOLOv8 on the GPU.
+Random weights find random boxes, so that part measures the loop's overhead around the
+detector, not restoration quality; faces per frame are reported with it.
+
+    python bench/gpu_check.py [--iters 100] [--out DIR]   # needs the yolo extra and a GPU
+
+Prints a table and writes DIR/gpu_check.json (default bench/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lostface.config import load_settings  # noqa: E402
+from lostface.frame import Frame  # noqa: E402
+
+MODELS = [  # (name, yaml the architecture comes from, face-pose variant with 5 keypoints)
+    ("yolov8n-face-pose", "yolov8-pose.yaml", True),
+    ("yolov8s-face-pose", "yolov8-pose.yaml", True),
+    ("yolov8m-face-pose", "yolov8-pose.yaml", True),
+    ("yolov8n", "yolov8.yaml", False),
+    ("yolov8s", "yolov8.yaml", False),
+    ("yolov8m", "yolov8.yaml", False),
+    ("yolov8l", "yolov8.yaml", False),
+]
+SIZES = [(640, 360), (1280, 720)]
+
+
+def real_face_frame(width: int, height: int, shift: int = 0) -> np.ndarray:
+    """A real photo (scikit-image's astronaut) on a grey frame, moved right by `shift` px."""
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    side = int(height * 0.8)
+    face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    frame = np.full((height, width, 3), 96, np.uint8)
+    x = (width - side) // 4 + shift % max(1, width - side - (width - side) // 4)
+    y = (height - side) // 2
+    frame[y : y + side, x : x + side] = face
+    return frame
+
+
+def build_weights(folder: Path) -> dict[str, Path]:
+    """Random-init .pt files, saved by ultralytics as a user's trained model would be."""
+    import torch
+    import yaml
+    from ultralytics import YOLO
+    from ultralytics.utils.checks import check_yaml
+
+    torch.manual_seed(0)
+    paths = {}
+    for name, base, face_pose in MODELS:
+        cfg = yaml.safe_load(Path(check_yaml(base)).read_text())
+        if face_pose:
+            cfg.update(kpt_shape=[5, 3], nc=1)
+        spec = folder / f"{name}.yaml"  # the scale letter in the name picks the model size
+        spec.write_text(yaml.safe_dump(cfg))
+        paths[name] = folder / f"{name}.pt"
+        YOLO(str(spec)).save(paths[name])
+    return paths
+
+
+def time_calls(fn, frames: list[np.ndarray], warmup: int, iters: int) -> dict:
+    for i in range(warmup):
+        fn(frames[i % len(frames)])
+    times, faces = [], []
+    for i in range(iters):
+        t0 = time.perf_counter()
+        det = fn(frames[i % len(frames)])
+        times.append(time.perf_counter() - t0)
+        faces.append(len(det))
+    times.sort()
+    med = statistics.median(times)
+    return {
+        "median_ms": round(med * 1e3, 3),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))] * 1e3, 3),
+        "calls_per_s": round(1.0 / med, 1),
+        "faces_per_call": round(float(np.mean(faces)), 2),
+    }
+
+
+def detector_table(weights: dict[str, Path], device: str, warmup: int, iters: int) -> list[dict]:
+    import torch
+
+    from lostface.tracking.detectors import CenterFaceDetector, YoloV8Detector
+
+    rows = []
+    for w, h in SIZES:
+        frames = [real_face_frame(w, h, s) for s in range(0, 40, 4)]
+        cf = CenterFaceDetector(load_settings().detect)
+        rows.append(
+            {"model": "centerface (embedded, CPU, 1 thread)", "frame": f"{w}x{h}", "input": 320}
+            | {"precision": "fp32", "device": "cpu"}
+            | time_calls(cf.detect, frames, warmup, iters)
+        )
+        print(_row_text(rows[-1]), flush=True)
+        for name, path in weights.items():
+            for imgsz in (320, 640):
+                for half in (False, True) if device.startswith("cuda") else (False,):
+                    settings = load_settings(
+                        overrides=[
+                            "detect.backend=yolov8",
+                            f'detect.model="{path}"',
+                            f'detect.device="{device}"',
+                            f"detect.half={str(half).lower()}",
+                            f"detect.input_size={imgsz}",
+                        ]
+                    ).detect
+                    det = YoloV8Detector(settings)
+                    if device.startswith("cuda"):
+                        torch.cuda.reset_peak_memory_stats()
+                    row = {"model": name, "frame": f"{w}x{h}", "input": imgsz}
+                    row |= {"precision": "fp16" if half else "fp32", "device": device}
+                    row |= time_calls(det.detect, frames, warmup, iters)
+                    if device.startswith("cuda"):
+                        row["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                    rows.append(row)
+                    print(_row_text(row), flush=True)
+                    del det
+    return rows
+
+
+def loop_fps(overrides: list[str], frames: list[np.ndarray], runs: int) -> dict:
+    """Frames per second of Pipeline.push over the clip (medians of `runs`), one pipeline."""
+    from lostface.factory import build_stages
+    from lostface.pipeline import Pipeline
+
+    settings = load_settings(overrides=overrides)
+    stages = build_stages(settings)
+    fps, faces = [], []
+    for _ in range(runs):
+        pipe = Pipeline(settings, stages)
+        n = 0
+        t0 = time.perf_counter()
+        for i, image in enumerate(frames):
+            outs = pipe.push(Frame(image=image, index=i, pts=i, time_base=None))
+            n += len(outs)
+            faces.extend(len(o.faces) for o in outs)
+        outs = pipe.flush()
+        n += len(outs)
+        fps.append(n / (time.perf_counter() - t0))
+        pipe.close()
+    return {
+        "loop_fps": round(statistics.median(fps), 1),
+        "runs": [round(f, 1) for f in fps],
+        "faces_per_frame": round(float(np.mean(faces)), 2) if faces else 0.0,
+    }
+
+
+def _row_text(row: dict) -> str:
+    mem = f"  {row['gpu_peak_mb']:7.1f} MB" if "gpu_peak_mb" in row else ""
+    return (
+        f"{row['model']:38s} {row['frame']:>9s} {row['input']:4d} {row['precision']:4s} "
+        f"{row['median_ms']:8.2f} ms  p90 {row['p90_ms']:8.2f}  {row['calls_per_s']:8.1f}/s  "
+        f"faces {row['faces_per_call']:5.1f}{mem}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iters", type=int, default=100, help="timed calls per configuration")
+    ap.add_argument("--frames", type=int, default=300, help="frames in the loop clip")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke test")
+    ap.add_argument("--quick", action="store_true", help="the n-size models only (smoke test)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(
+            "No CUDA device is visible to torch; run this on a GPU machine or add --device cpu."
+        )
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_cores": __import__("os").cpu_count(),
+    }
+    print(json.dumps(env))
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.quick:
+            MODELS[:] = [m for m in MODELS if m[0].startswith("yolov8n")]
+        weights = build_weights(Path(tmp))
+        rows = detector_table(weights, args.device, warmup=10, iters=args.iters)
+        w, h = 1280, 720
+        clip = [real_face_frame(w, h, 2 * i) for i in range(args.frames)]
+        loops = {
+            "centerface_cpu": loop_fps([], clip, 3),
+        }
+        for name in [n for n in ("yolov8n-face-pose", "yolov8m-face-pose") if n in weights]:
+            for half in (False, True) if args.device.startswith("cuda") else (False,):
+                key = f"{name}_{args.device}_{'fp16' if half else 'fp32'}"
+                loops[key] = loop_fps(
+                    [
+                        "detect.backend=yolov8",
+                        f'detect.model="{weights[name]}"',
+                        f'detect.device="{args.device}"',
+                        f"detect.half={str(half).lower()}",
+                        "detect.input_size=640",
+                    ],
+                    clip,
+                    3,
+                )
+    print("\nframe loop, 1280x720, neutral fill, detect_every=4 (medians of 3):")
+    for key, value in loops.items():
+        faces = value["faces_per_frame"]
+        print(f"  {key:34s} {value['loop_fps']:7.1f} frames/s  faces/frame {faces}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"env": env, "detector": rows, "frame_loop_1280x720": loops}
+    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    main()
