@@ -270,3 +270,30 @@ def test_face_turned_beyond_every_reference_gets_the_fill(
     # the gap is a setting: allowed wide enough, the reference is used again
     wide = ReferenceRestorer(bank, RestoreSettings(max_pose_gap=10.0))
     assert wide.restore(face, cover, turned)[1] == "astronaut"
+
+
+def test_reference_is_blurred_to_the_faces_own_sharpness(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """A sharp reference pasted on a soft (defocused, small, compressed) face stands out:
+    match_sharpness blurs it to the sharpness the face shows on its visible upper part."""
+    from lostface.restore.reference import match_sharpness
+
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    sharp = align.warp_to_canonical(astronaut_bgr, align.to_canonical(lm5))
+    visible = np.zeros(align.CANON_SHAPE, np.uint8)
+    visible[50:140, 40:216] = 1  # brows, eyes, nose bridge
+    for sigma in (1.5, 3.0):
+        soft = cv2.GaussianBlur(sharp, (0, 0), sigma)
+        out = match_sharpness(soft, sharp, visible)
+        err_before = np.abs(sharp.astype(np.float32) - soft).mean()
+        err_after = np.abs(out.astype(np.float32) - soft).mean()
+        assert err_after < 0.5 * err_before, (sigma, err_before, err_after)
+    # a face as sharp as the reference keeps the reference untouched
+    assert np.array_equal(match_sharpness(sharp, sharp, visible), sharp)
+    # too little visible face to judge: untouched
+    few = np.zeros_like(visible)
+    few[60:70, 100:110] = 1
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    assert np.array_equal(match_sharpness(blurred, sharp, few), sharp)

@@ -230,6 +230,40 @@ def _highpass(image: np.ndarray) -> np.ndarray:
     return g - cv2.GaussianBlur(g, (0, 0), 5.0)
 
 
+_SHARP_SIGMAS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6)
+
+
+def _detail_ratio(grey: np.ndarray, sel: np.ndarray) -> float:
+    """Fine detail over coarser detail on the selected pixels: falls as an image is blurred,
+    and does not depend on its contrast or brightness."""
+    b1 = cv2.GaussianBlur(grey, (0, 0), 1.0)
+    b3 = cv2.GaussianBlur(grey, (0, 0), 3.0)
+    fine = float(np.abs(grey - b1)[sel].mean())
+    coarse = float(np.abs(b1 - b3)[sel].mean())
+    return fine / max(coarse, 1e-3)
+
+
+def match_sharpness(face: np.ndarray, warped: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Blur the aligned reference to the target's sharpness, judged on the upper face both show.
+
+    A reference photo is usually sharper than a small, defocused or compressed face in a
+    video; pasted as is, its crisp mouth stands out of a soft face. The blur is the smallest
+    of a few Gaussian widths whose detail ratio is no higher than the target's."""
+    sel = visible > 0
+    if int(sel.sum()) < 400:
+        return warped
+    t = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    w = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    target = _detail_ratio(t, sel)
+    for sigma in _SHARP_SIGMAS:
+        grey = w if sigma == 0 else cv2.GaussianBlur(w, (0, 0), sigma)
+        if _detail_ratio(grey, sel) <= target:
+            break
+    if sigma == 0:
+        return warped
+    return cv2.GaussianBlur(warped, (0, 0), sigma)
+
+
 class ReferenceRestorer:
     """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank."""
 
@@ -335,6 +369,8 @@ class ReferenceRestorer:
                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                     borderMode=cv2.BORDER_REPLICATE,
                 )
+        if self.settings.match_sharpness:
+            warped = match_sharpness(face, warped, visible)
         matched, ref_skin = self._match_colour(face, warped, support, grown)
         # Where the aligned reference shows no skin (its background beyond a narrower jaw,
         # its collar), a smooth fill from the target's own border looks far less wrong.
