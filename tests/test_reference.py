@@ -297,3 +297,29 @@ def test_reference_is_blurred_to_the_faces_own_sharpness(
     few[60:70, 100:110] = 1
     blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
     assert np.array_equal(match_sharpness(blurred, sharp, few), sharp)
+
+
+def test_reference_background_of_skin_hue_is_not_taken_for_skin(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """Beyond a narrower jaw the aligned reference shows its background; a dark curtain or
+    hair can share skin's hue. It must get the target's own fill, while a shadow under the
+    chin stays reference skin."""
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    face = align.warp_to_canonical(astronaut_bgr, align.to_canonical(lm5))
+    bank = ReferenceBank.from_images([("astronaut", astronaut_bgr)], detector)
+    restorer = ReferenceRestorer(bank, RestoreSettings())
+    support = (lower_face_mask() > 0).astype(np.uint8)
+    grown = cv2.dilate(support, np.ones((9, 9), np.uint8))
+    lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    skin = np.median(lab[(restorer._skin_zone > 0) & (grown == 0)], axis=0)
+    ref_lab = lab.copy()
+    dark = (slice(200, 240), slice(60, 100))  # a patch of the lower face, left and right
+    shade = (slice(200, 240), slice(156, 196))
+    ref_lab[dark] = (0.35 * skin[0], skin[1], skin[2])  # skin's hue, background's darkness
+    ref_lab[shade] = (0.8 * skin[0], skin[1], skin[2])  # skin in shadow
+    ref = np.clip(cv2.cvtColor(ref_lab, cv2.COLOR_Lab2BGR) * 255 + 0.5, 0, 255).astype(np.uint8)
+    _, ref_skin = restorer._match_colour(face, ref, support, grown)
+    assert float(np.median(ref_skin[dark])) < 0.25  # was 1.0 when judged by hue alone
+    assert float(np.median(ref_skin[shade])) > 0.6

@@ -402,7 +402,14 @@ class ReferenceRestorer:
         # Skin likeness by lightness and chroma against each face's own visible skin (forehead,
         # nose bridge): mask remnants, hair, collar and background around the mask are dropped.
         w_t = band * _skin_weight(f_lab, f_lab[forehead])
-        ref_skin = _chroma_weight(r_lab, r_lab[forehead]).astype(np.float32)
+        ref_skin = _chroma_weight(r_lab, r_lab[forehead])
+        # a dark background or hair can share skin's hue; shading under the chin is far
+        # milder than that, so lightness is judged loosely (as a ratio, wide spread)
+        l_ref = float(np.median(r_lab[forehead][:, 0]))
+        log_l = np.log((r_lab[..., 0] + 8.0) / (l_ref + 8.0))
+        ref_skin = (ref_skin * np.exp(-0.5 * (np.minimum(log_l, 0.0) / 0.5) ** 2)).astype(
+            np.float32
+        )
         w_r = band * _skin_weight(r_lab, r_lab[forehead])
         w = (w_t * w_r).astype(np.float32)
         if float(w.sum()) < 50.0:  # no skin seen around the mask: fall back to the forehead
