@@ -21,6 +21,7 @@ Prints a table and writes DIR/gpu_check.json (default bench/results/).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import platform
@@ -131,14 +132,19 @@ def detector_table(weights: dict[str, Path], device: str, warmup: int, iters: in
                             f"detect.input_size={imgsz}",
                         ]
                     ).detect
-                    det = YoloV8Detector(settings)
+                    base = 0
                     if device.startswith("cuda"):
+                        gc.collect()  # the previous model's tensors must not count here
+                        torch.cuda.empty_cache()
+                        base = torch.cuda.memory_allocated()
                         torch.cuda.reset_peak_memory_stats()
+                    det = YoloV8Detector(settings)
                     row = {"model": name, "frame": f"{w}x{h}", "input": imgsz}
                     row |= {"precision": "fp16" if half else "fp32", "device": device}
                     row |= time_calls(det.detect, frames, warmup, iters)
                     if device.startswith("cuda"):
-                        row["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                        peak = torch.cuda.max_memory_allocated() - base
+                        row["gpu_peak_mb"] = round(peak / 2**20, 1)
                     rows.append(row)
                     print(_row_text(row), flush=True)
                     del det
@@ -163,6 +169,7 @@ def loop_fps(overrides: list[str], frames: list[np.ndarray], runs: int) -> dict:
             faces.extend(len(o.faces) for o in outs)
         outs = pipe.flush()
         n += len(outs)
+        faces.extend(len(o.faces) for o in outs)
         fps.append(n / (time.perf_counter() - t0))
         pipe.close()
     return {
