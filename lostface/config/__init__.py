@@ -89,7 +89,9 @@ class RestoreSettings:
     # reference: largest head-pose gap (yaw and pitch proxies, in eye distances) between a
     # face and its best reference; a face turned further gets the neutral fill instead
     max_pose_gap: float = 0.45
-    match_sharpness: bool = True  # blur the reference to the face's own sharpness
+    # reference: blur it to the face's own sharpness, and fade it toward the smooth fill where
+    # the face shows less contrast (dim, hazy) than the reference photo
+    match_detail: bool = True
 
 
 @dataclass

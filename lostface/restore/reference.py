@@ -264,6 +264,19 @@ def match_sharpness(face: np.ndarray, warped: np.ndarray, visible: np.ndarray) -
     return cv2.GaussianBlur(warped, (0, 0), sigma)
 
 
+def contrast_ratio(face: np.ndarray, warped: np.ndarray, visible: np.ndarray) -> float:
+    """How much contrast the target's visible upper face shows next to the aligned
+    reference's (mean deviation from an 8 px blur), at most 1."""
+    sel = visible > 0
+    if int(sel.sum()) < 400:
+        return 1.0
+    amp = []
+    for img in (face, warped):
+        g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        amp.append(float(np.abs(g - cv2.GaussianBlur(g, (0, 0), 8.0))[sel].mean()))
+    return float(np.clip(amp[0] / max(amp[1], 1e-3), 0.0, 1.0))
+
+
 class ReferenceRestorer:
     """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank."""
 
@@ -369,7 +382,7 @@ class ReferenceRestorer:
                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                     borderMode=cv2.BORDER_REPLICATE,
                 )
-        if self.settings.match_sharpness:
+        if self.settings.match_detail:
             warped = match_sharpness(face, warped, visible)
         matched, ref_skin = self._match_colour(face, warped, support, grown)
         # Where the aligned reference shows no skin (its background beyond a narrower jaw,
@@ -377,6 +390,12 @@ class ReferenceRestorer:
         keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
         fill = neutral_fill(face, support)
         src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
+        if self.settings.match_detail:
+            # a dim or hazy face shows little contrast above its mask: the reference's
+            # lips and shadows at full contrast would stand out, so it fades toward the fill
+            k = contrast_ratio(face, warped, visible)
+            if k < 1.0:
+                src = fill + k * (src - fill)
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
         return self._blend(face, src, alpha, support), ref.name
 
