@@ -11,9 +11,11 @@ the embedded CenterFace detector on the same frames on the CPU.
 Then the frame loop itself (lostface.pipeline.Pipeline, neutral fill, no reference) is run
 on a clip of a moving real face, with the embedded detector and with YOLOv8 on the GPU.
 Random weights find random boxes, so that part measures the loop's overhead around the
-detector, not restoration quality; faces per frame are reported with it.
+detector, not restoration quality; faces per frame are reported with it. With --cli,
+`lostface run` itself runs on an encoded clip with each detector (a fresh process per run),
+and the output's frame count is checked: the whole command works on the device.
 
-    python bench/gpu_check.py [--iters 100] [--out DIR]   # needs the yolo extra and a GPU
+    python bench/gpu_check.py [--iters 100] [--out DIR] [--cli]   # the yolo extra and a GPU
 
 Prints a table and writes DIR/gpu_check.json (default bench/results/).
 """
@@ -179,6 +181,58 @@ def loop_fps(overrides: list[str], frames: list[np.ndarray], runs: int) -> dict:
     }
 
 
+def cli_runs(weights: dict[str, Path], folder: Path, device: str, frames: int, runs: int) -> dict:
+    """`lostface run` end to end (a fresh process each: decode, pipeline, encode) on a
+    1280x720 clip of a moving real face, with the embedded detector and with YOLOv8 on the
+    device; wall time per run, medians of `runs`, and the output's frame count checked."""
+    import subprocess
+    from fractions import Fraction
+
+    from lostface.config import VideoSettings
+    from lostface.stream.video import VideoInfo, VideoWriter, read_frames
+
+    clip = folder / "clip.mp4"
+    info = VideoInfo(1280, 720, Fraction(30), Fraction(1, 30), frames, False)
+    writer = VideoWriter(clip, info, VideoSettings(crf=18), None)
+    for i in range(frames):
+        writer.write(Frame(image=real_face_frame(1280, 720, 2 * i), index=i, pts=i))
+    writer.commit()
+    variants: dict[str, list[str]] = {"centerface_cpu": []}
+    for half in (False, True) if device.startswith("cuda") else (False,):
+        variants[f"yolov8n-face-pose_{device}_{'fp16' if half else 'fp32'}"] = [
+            "detect.backend=yolov8",
+            f'detect.model="{weights["yolov8n-face-pose"]}"',
+            f'detect.device="{device}"',
+            f"detect.half={str(half).lower()}",
+            "detect.input_size=640",
+        ]
+    out: dict[str, dict] = {}
+    for name, sets in variants.items():
+        seconds = []
+        for r in range(runs):
+            target = folder / f"out_{name}_{r}.mp4"
+            cmd = [sys.executable, "-m", "lostface.cli", "run", str(clip), "-o", str(target)]
+            for item in [*sets, "output.progress=false"]:
+                cmd += ["--set", item]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            seconds.append(time.perf_counter() - t0)
+            if done.returncode != 0:
+                raise SystemExit(f"lostface run failed for {name}:\n{done.stderr[-2000:]}")
+            n_out = len(read_frames(target))
+            if n_out != frames:
+                raise SystemExit(f"lostface run for {name} wrote {n_out} frames of {frames}")
+        med = statistics.median(seconds)
+        out[name] = {
+            "seconds_median": round(med, 2),
+            "seconds": [round(x, 2) for x in seconds],
+            "frames_per_s_whole_process": round(frames / med, 1),
+            "frames_out": frames,
+        }
+        print(f"  lostface run {name:34s} {med:6.2f} s  {frames / med:6.1f} frames/s", flush=True)
+    return out
+
+
 def _row_text(row: dict) -> str:
     mem = f"  {row['gpu_peak_mb']:7.1f} MB" if "gpu_peak_mb" in row else ""
     return (
@@ -195,6 +249,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke test")
     ap.add_argument("--quick", action="store_true", help="the n-size models only (smoke test)")
+    ap.add_argument(
+        "--cli", action="store_true", help="also time `lostface run` end to end (needs PyAV)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     import torch
@@ -234,12 +291,18 @@ def main() -> None:
                     clip,
                     3,
                 )
+        runs_cli = None
+        if args.cli:
+            print("\nlostface run, 1280x720 clip, whole process (medians of 3):")
+            runs_cli = cli_runs(weights, Path(tmp), args.device, args.frames, 3)
     print("\nframe loop, 1280x720, neutral fill, detect_every=4 (medians of 3):")
     for key, value in loops.items():
         faces = value["faces_per_frame"]
         print(f"  {key:34s} {value['loop_fps']:7.1f} frames/s  faces/frame {faces}")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"env": env, "detector": rows, "frame_loop_1280x720": loops}
+    if runs_cli is not None:
+        result["lostface_run_1280x720"] = runs_cli
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out / 'gpu_check.json'}")
 
