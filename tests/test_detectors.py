@@ -300,3 +300,31 @@ def test_yolo_hub_id_from_the_local_cache(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     model = load_yolo("someone/yolov8-face/face.pt")
     assert model.task == "pose" and model.model.kpt_shape == [5, 3]
+
+
+@pytest.mark.yolo
+def test_gpu_check_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
+    """bench/gpu_check.py is run on GPU machines only when one is lent: its CPU mode keeps
+    it working here, `lostface run` with the YOLOv8 engine included."""
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("skimage")
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "bench" / "gpu_check.py"), "--device", "cpu", "--quick"]
+    cmd += ["--iters", "2", "--frames", "12", "--cli", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    models = {row["model"] for row in result["detector"]}
+    assert models == {"centerface (embedded, CPU, 1 thread)", "yolov8n", "yolov8n-face-pose"}
+    assert all(row["median_ms"] > 0 for row in result["detector"])
+    # the embedded detector finds the real face in every frame; random weights find none
+    assert all(
+        row["faces_per_call"] == 1.0 for row in result["detector"] if "centerface" in row["model"]
+    )
+    runs = result["lostface_run_1280x720"]
+    assert set(runs) == {"centerface_cpu", "yolov8n-face-pose_cpu_fp32"}
+    assert all(r["frames_out"] == 12 for r in runs.values())
+    assert result["frame_loop_1280x720"]["centerface_cpu"]["faces_per_frame"] > 0.5
