@@ -88,6 +88,17 @@ def build_weights(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def yolo_overrides(path: Path, device: str, half: bool, input_size: int) -> list[str]:
+    """The --set items that select the YOLOv8 engine with these weights, device and precision."""
+    return [
+        "detect.backend=yolov8",
+        f'detect.model="{path}"',
+        f'detect.device="{device}"',
+        f"detect.half={str(half).lower()}",
+        f"detect.input_size={input_size}",
+    ]
+
+
 def time_calls(fn, frames: list[np.ndarray], warmup: int, iters: int) -> dict:
     for i in range(warmup):
         fn(frames[i % len(frames)])
@@ -125,15 +136,8 @@ def detector_table(weights: dict[str, Path], device: str, warmup: int, iters: in
         for name, path in weights.items():
             for imgsz in (320, 640):
                 for half in (False, True) if device.startswith("cuda") else (False,):
-                    settings = load_settings(
-                        overrides=[
-                            "detect.backend=yolov8",
-                            f'detect.model="{path}"',
-                            f'detect.device="{device}"',
-                            f"detect.half={str(half).lower()}",
-                            f"detect.input_size={imgsz}",
-                        ]
-                    ).detect
+                    overrides = yolo_overrides(path, device, half, imgsz)
+                    settings = load_settings(overrides=overrides).detect
                     base = 0
                     if device.startswith("cuda"):
                         gc.collect()  # the previous model's tensors must not count here
@@ -199,13 +203,9 @@ def cli_runs(weights: dict[str, Path], folder: Path, device: str, frames: int, r
     writer.commit()
     variants: dict[str, list[str]] = {"centerface_cpu": []}
     for half in (False, True) if device.startswith("cuda") else (False,):
-        variants[f"yolov8n-face-pose_{device}_{'fp16' if half else 'fp32'}"] = [
-            "detect.backend=yolov8",
-            f'detect.model="{weights["yolov8n-face-pose"]}"',
-            f'detect.device="{device}"',
-            f"detect.half={str(half).lower()}",
-            "detect.input_size=640",
-        ]
+        variants[f"yolov8n-face-pose_{device}_{'fp16' if half else 'fp32'}"] = yolo_overrides(
+            weights["yolov8n-face-pose"], device, half, 640
+        )
     out: dict[str, dict] = {}
     for name, sets in variants.items():
         seconds = []
@@ -280,17 +280,8 @@ def main() -> None:
         for name in [n for n in ("yolov8n-face-pose", "yolov8m-face-pose") if n in weights]:
             for half in (False, True) if args.device.startswith("cuda") else (False,):
                 key = f"{name}_{args.device}_{'fp16' if half else 'fp32'}"
-                loops[key] = loop_fps(
-                    [
-                        "detect.backend=yolov8",
-                        f'detect.model="{weights[name]}"',
-                        f'detect.device="{args.device}"',
-                        f"detect.half={str(half).lower()}",
-                        "detect.input_size=640",
-                    ],
-                    clip,
-                    3,
-                )
+                overrides = yolo_overrides(weights[name], args.device, half, 640)
+                loops[key] = loop_fps(overrides, clip, 3)
         runs_cli = None
         if args.cli:
             print("\nlostface run, 1280x720 clip, whole process (medians of 3):")
