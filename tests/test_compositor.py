@@ -116,17 +116,22 @@ def test_relight_follows_brightness(scene: dict) -> None:
     assert means[1] / means[0] == pytest.approx(0.7, abs=0.05)
 
 
+def _fading(scene: dict, frames: int) -> tuple[Settings, PatchCompositor, FaceTrack, np.ndarray]:
+    """Settings with a crossfade of `frames` and no relighting, a compositor, the scene's
+    track and its masked frame: what the crossfade tests start from."""
+    settings = Settings()
+    settings.keyframe.crossfade_frames = frames
+    settings.restore.relight = False
+    track = FaceTrack(1, scene["box"], scene["lm"])
+    return settings, PatchCompositor(settings), track, _masked(scene["image"], scene["lm"])
+
+
 def test_crossfade_is_monotone(scene: dict) -> None:
     image, lm5 = scene["image"], scene["lm"]
     old = scene["patch"]
     dark = (old.image.astype(np.float32) * 0.5).astype(np.uint8)
     new = Patch(0, 10, dark, old.alpha, old.to_canonical, old.skin_mean)
-    settings = Settings()
-    settings.keyframe.crossfade_frames = 4
-    settings.restore.relight = False
-    comp = PatchCompositor(settings)
-    track = FaceTrack(1, scene["box"], lm5)
-    base = _masked(image, lm5)
+    settings, comp, track, base = _fading(scene, 4)
     region = (
         cv2.warpAffine(
             lower_face_mask(),
@@ -168,12 +173,7 @@ def test_crossfade_never_uncovers_what_the_new_patch_covers(scene: dict) -> None
     old = Patch(0, 0, old_p.image, top, old_p.to_canonical, old_p.skin_mean)
     dark = (old_p.image.astype(np.float32) * 0.5).astype(np.uint8)
     new = Patch(0, 10, dark, bottom, old_p.to_canonical, old_p.skin_mean)
-    settings = Settings()
-    settings.keyframe.crossfade_frames = 8
-    settings.restore.relight = False
-    comp = PatchCompositor(settings)
-    track = FaceTrack(1, scene["box"], lm5)
-    base = _masked(image, lm5)
+    settings, comp, track, base = _fading(scene, 8)
     inv = align.invert(align.to_canonical(lm5))
     size = (image.shape[1], image.shape[0])
     only_new = cv2.warpAffine(((bottom > 0.99) & (top < 0.01)).astype(np.uint8), inv, size) > 0
