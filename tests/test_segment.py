@@ -101,16 +101,43 @@ def test_synthetic_mask_on_astronaut_is_found(
 
 
 def test_iou_against_synthetic_truth_on_real_faces(detector, segmenter: GeometrySegmenter) -> None:
+    uncut = GeometrySegmenter(MaskSettings(refine=False))
     scores: dict[str, list[float]] = {k: [] for k in KINDS}
+    plain: dict[str, list[float]] = {k: [] for k in KINDS}
     for i, path in enumerate(sample("unmasked", 24)):
         image = cv2.imread(str(path))
         lm = faces(detector, image)[0]
         for j, kind in enumerate(KINDS):
             face, truth = synthetic_case(image, lm, kind, seed=1000 * i + j)
             scores[kind].append(iou(segmenter.segment(face).hard, truth))
+            plain[kind].append(iou(uncut.segment(face).hard, truth))
     for kind, values in scores.items():
-        assert np.mean(values) >= 0.7, (kind, np.round(values, 2))
-        assert np.median(values) >= 0.8, (kind, np.round(values, 2))
+        assert np.mean(values) >= 0.75, (kind, np.round(values, 2))
+        assert np.median(values) >= 0.85, (kind, np.round(values, 2))
+        # the edge cut gains on every kind of covering over the colour shape alone
+        assert np.mean(values) > np.mean(plain[kind]) + 0.01, kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cut_follows_the_covering_past_the_colour_shape(
+    kind: str, detector, astronaut_bgr: np.ndarray
+) -> None:
+    """The colour shape is a hull clipped to a geometric bound; the edge cut (mask.refine)
+    moves its outline onto the covering's own edge, also where the covering hangs lower
+    than the landmarks suggest (the crop's content moved 14 px down)."""
+    lm = faces(detector, astronaut_bgr)[0]
+    cut = GeometrySegmenter(MaskSettings())
+    uncut = GeometrySegmenter(MaskSettings(refine=False))
+    gains, after = [], []
+    for seed in range(4):
+        face, truth = synthetic_case(astronaut_bgr, lm, kind, seed=seed)
+        for shift in (0, 14):
+            f, t = np.roll(face, shift, axis=0), np.roll(truth, shift, axis=0)
+            a, b = iou(cut.segment(f).hard, t), iou(uncut.segment(f).hard, t)
+            after.append(a)
+            gains.append(a - b)
+    assert min(after) > 0.9, np.round(after, 3)
+    assert np.mean(gains) > 0.01 and min(gains) > -0.01, np.round(gains, 3)
 
 
 def presence_rate(detector, segmenter: GeometrySegmenter, folder: str, n: int) -> float:

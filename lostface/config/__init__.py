@@ -72,6 +72,8 @@ class MaskSettings:
     presence_hysteresis: float = 0.08
     feather_radius: int = 6  # pixels (canonical space) of the soft mask edge
     dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
+    # cut the covered region along the covering's own edge (GrabCut on the face, keyframes only)
+    refine: bool = True
     backend: str = "geometry"  # geometry (embedded) | sam
 
 

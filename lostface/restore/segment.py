@@ -54,6 +54,14 @@ _PAST_NOSE = 16.0  # canonical px a covering reaches beyond the nose tip on a tu
 # How far below the prior's chin (canonical px) a covering may reach: masks hang under the
 # chin, and the landmarks a detector finds on a masked face often sit a little high.
 _BELOW_CHIN = 16.0
+# Edge refinement (mask.refine): GrabCut at half resolution, 2 iterations, seeded by the colour
+# shape. It may move the outline _CUT_REACH canonical px past the search bound (8 more below
+# the chin), and takes the shape's interior _CUT_SURE px in from its edge as certain.
+_CUT_SCALE = 2
+_CUT_ITERATIONS = 2
+_CUT_REACH = 9
+_CUT_BELOW = 8
+_CUT_SURE = 12
 
 # Head turn (align.yaw_proxy, eye distances) beyond which the far cheek's score zone is left
 # out (it shows what lies beside the face), and beyond which a face is not judged at all
@@ -139,6 +147,17 @@ class GeometrySegmenter:
         )
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        self._reach = cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * _CUT_REACH + 1, 2 * _CUT_REACH + 1)
+        )
+        self._sure = cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * _CUT_SURE + 1, 2 * _CUT_SURE + 1)
+        )
+        # the cut works on rows from just above the search (the nose bridge's skin included)
+        self._cut_y0 = max(self._y0 - 24, 0)
+        self._cut_skin = (
+            np.maximum(regions.upper_skin_mask(), regions.mid_skin_mask())[self._cut_y0 :] > 0
+        )
         d = max(0, int(settings.dilate))
         self._dilate = (
             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1)) if d else None
@@ -240,7 +259,10 @@ class GeometrySegmenter:
             threshold += -h if was_covered else h
         if score <= threshold:
             return _uncovered(score)
-        hard = self._shape(nonskin, lab, self._bound(landmarks))
+        bound = self._bound(landmarks)
+        hard = self._shape(nonskin, lab, bound)
+        if self.settings.refine:
+            hard = self._cut(face, hard, bound)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
 
     def _shape(self, nonskin: np.ndarray, lab: np.ndarray, bound: np.ndarray) -> np.ndarray:
@@ -273,6 +295,72 @@ class GeometrySegmenter:
         cv2.fillConvexPoly(filled, hull, 255)
         hard[self._y0 :] = (filled > 0) & bound
         return hard
+
+    def _cut(self, face: np.ndarray, hard: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        """Move the covering's outline onto its real edge with GrabCut (cv2.grabCut).
+
+        The colour shape is a convex hull clipped to a geometric bound, so it overshoots
+        where material-coloured background or clothing touches the covering and stops short
+        where the covering hangs past the bound. Colour models of covering and surroundings
+        are learnt from this very face: the shape's interior is certain covering, the visible
+        skin and everything beyond the bound (grown by a few pixels) certain not. The result
+        is again one convex piece (a covering has no holes and prints do not split it); a cut
+        that loses half of the shape is distrusted and the shape kept."""
+        area = int(hard.sum())
+        if area < 200:
+            return hard
+        y0, q = self._cut_y0, _CUT_SCALE
+        zone = np.zeros(CANON_SHAPE, np.uint8)
+        zone[self._y0 :] = bound
+        zone = np.asarray(cv2.dilate(zone, self._reach), np.uint8)
+        below = int(round(CANON_LANDMARKS[3:5, 1].mean())) + CANON_SIZE // 16
+        zone[below + _CUT_BELOW :] |= zone[below : CANON_HEIGHT - _CUT_BELOW]
+        zone = zone[y0:]
+        shape = hard[y0:].astype(np.uint8)
+        sure = cv2.erode(shape, self._sure)
+        seeds = np.full(shape.shape, cv2.GC_BGD, np.uint8)
+        seeds[zone > 0] = cv2.GC_PR_BGD
+        seeds[shape > 0] = cv2.GC_PR_FGD
+        seeds[sure > 0] = cv2.GC_FGD
+        seeds[self._cut_skin] = cv2.GC_BGD
+        h, w = shape.shape
+        small = (w // q, h // q)
+        img = cv2.resize(face[y0:], small, interpolation=cv2.INTER_AREA)
+        lab = cv2.resize(seeds, small, interpolation=cv2.INTER_NEAREST)
+        if not (lab == cv2.GC_FGD).any() or not (lab == cv2.GC_BGD).any():
+            return hard
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)  # its colour models start from k-means: same face, same cut
+        try:
+            cv2.grabCut(img, lab, (0, 0, 0, 0), bgd, fgd, _CUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:
+            return hard
+        fg = ((lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)).astype(np.uint8) * 255
+        fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR) > 127
+        n, labels = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return hard
+        # the pieces that hold the certain covering (drops background that merely looks alike)
+        hit = np.bincount(labels[(sure if sure.any() else shape) > 0], minlength=n)
+        keep = np.nonzero(hit[1:] > 0)[0] + 1
+        piece = np.isin(labels, keep).astype(np.uint8)
+        pts = cv2.findNonZero(piece)
+        if pts is None:
+            return hard
+        # holes closed; bites taken out of the colour shape (a print, a fold's shadow) filled
+        # back by the piece's convex hull, which adds nothing beyond the colour shape itself:
+        # a leak into hair or clothes of the covering's colour is not blown up to a hull
+        filled = np.zeros((h, w), np.uint8)
+        contours, _ = cv2.findContours(piece, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(filled, contours, -1, 1, -1)
+        hull = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(pts), 1)
+        filled |= hull & shape
+        out = np.zeros(CANON_SHAPE, bool)
+        out[y0:] = (filled > 0) & (zone > 0)
+        if int(out.sum()) < area // 2:
+            return hard
+        return out
 
     def _feather(self, hard: np.ndarray) -> np.ndarray:
         """Soft alpha: 1 on the hard mask and settings.dilate pixels beyond it, then a smooth
