@@ -55,8 +55,8 @@ _PAST_NOSE = 16.0  # canonical px a covering reaches beyond the nose tip on a tu
 # chin, and the landmarks a detector finds on a masked face often sit a little high.
 _BELOW_CHIN = 16.0
 # Edge refinement (mask.refine): GrabCut at half resolution, 2 iterations, seeded by the colour
-# shape. It may move the outline _CUT_REACH canonical px past the search bound (8 more below
-# the chin), and takes the shape's interior _CUT_SURE px in from its edge as certain.
+# shape. It may move the outline _CUT_REACH canonical px past the search bound (_CUT_BELOW more
+# under the jaw line), and takes the shape's interior _CUT_SURE px in from its edge as certain.
 _CUT_SCALE = 2
 _CUT_ITERATIONS = 2
 _CUT_REACH = 9
@@ -96,8 +96,8 @@ class GeometrySegmenter:
         # The covering may reach past the prior at the top and sides (masks differ in size),
         # but below the mouth the jaw line bounds it: under it lie the neck and clothes.
         self._search = cv2.dilate(regions.lower_face_mask(), kernel) > 0
-        jaw_y = int(round(CANON_LANDMARKS[3:5, 1].mean())) + s // 16
-        self._search[jaw_y:] = self._prior[jaw_y:]
+        self._jaw_y = int(round(CANON_LANDMARKS[3:5, 1].mean())) + s // 16
+        self._search[self._jaw_y :] = self._prior[self._jaw_y :]
         rows = np.nonzero(self._search.any(axis=1))[0]
         self._y0 = int(rows.min())  # the search works on rows y0..S only
         # Two samples of visible skin; the lower face counts as skin where it matches either,
@@ -304,8 +304,8 @@ class GeometrySegmenter:
         where the covering hangs past the bound. Colour models of covering and surroundings
         are learnt from this very face: the shape's interior is certain covering, the visible
         skin and everything beyond the bound (grown by a few pixels) certain not. The result
-        is again one convex piece (a covering has no holes and prints do not split it); a cut
-        that loses half of the shape is distrusted and the shape kept."""
+        is one solid piece (a covering has no holes, and a print or a fold's shadow does not
+        bite into it); a cut that loses half of the shape is distrusted and the shape kept."""
         area = int(hard.sum())
         if area < 200:
             return hard
@@ -313,7 +313,7 @@ class GeometrySegmenter:
         zone = np.zeros(CANON_SHAPE, np.uint8)
         zone[self._y0 :] = bound
         zone = np.asarray(cv2.dilate(zone, self._reach), np.uint8)
-        below = int(round(CANON_LANDMARKS[3:5, 1].mean())) + CANON_SIZE // 16
+        below = self._jaw_y  # under the jaw line the zone also reaches _CUT_BELOW px lower
         zone[below + _CUT_BELOW :] |= zone[below : CANON_HEIGHT - _CUT_BELOW]
         zone = zone[y0:]
         shape = hard[y0:].astype(np.uint8)
