@@ -358,3 +358,72 @@ def test_reference_fades_toward_the_fill_on_a_dim_low_contrast_face(
         assert name == "astronaut"
         errors[on] = float(np.abs(painted.astype(np.float32) - dim)[hard].mean())
     assert errors[True] < 0.7 * errors[False], errors  # measured 7.8 against 15.4
+
+
+def _high_landmarks_case(astronaut_bgr: np.ndarray, detector: CenterFaceDetector, lift: float):
+    """The astronaut with a flat mask, cropped by landmarks `lift` eye distances too high (as a
+    detector places them on a masked face); her true canonical eye height and cover."""
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5].astype(np.float64)
+    eye_dist = float(np.linalg.norm(lm5[1] - lm5[0]))
+    m0 = align.to_canonical(lm5)
+    size = (astronaut_bgr.shape[1], astronaut_bgr.shape[0])
+    hard_img = cv2.warpAffine(lower_face_mask(), align.invert(m0), size, flags=cv2.INTER_NEAREST)
+    masked = astronaut_bgr.copy()
+    masked[hard_img > 0] = MASK_BGR
+    high = lm5 - (0.0, lift * eye_dist)
+    m = align.to_canonical(high)
+    face = align.warp_to_canonical(masked, m)
+    hard = np.all(np.abs(face.astype(int) - MASK_BGR) < 3, axis=-1)
+    true_eyes = align.apply(m, lm5[:2])
+    return face, align.warp_to_canonical(astronaut_bgr, m), align.apply(m, high), true_eyes, hard
+
+
+@pytest.mark.parametrize("lift", [0.15, 0.3])
+def test_eye_fit_places_the_reference_by_the_faces_own_eyes(
+    lift: float, astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """Landmarks found on a masked face sit too high (0.1-0.4 eye distances on the stage
+    clip): aligned by them alone, the reference's mouth lands on the nose. fit_eyes moves the
+    reference's brows and eyes onto the face's, and the restored lower face gets closer to
+    the true one."""
+    from lostface.restore.reference import fit_eyes
+
+    face, original, lm, true_eyes, hard = _high_landmarks_case(astronaut_bgr, detector, lift)
+    bank = ReferenceBank.from_images([("astronaut", astronaut_bgr)], detector)
+    ref = bank.candidates(False)[0]
+    m = align.similarity(ref.landmarks, lm, align.VISIBLE_WEIGHTS)
+    warped = cv2.warpAffine(ref.image, m, align.CANON_DSIZE, flags=cv2.INTER_LINEAR)
+    fit = fit_eyes(face, warped)
+    assert fit is not None
+    ref_eyes = align.apply(
+        align.similarity(ref.landmarks, lm, align.VISIBLE_WEIGHTS), ref.landmarks[:2]
+    )
+    moved = align.apply(fit, ref_eyes)
+    # the fitted reference's eyes sit on the face's true eyes (canonical px; the lift is 10-21)
+    assert np.abs(moved - true_eyes).max() < 3.0, (moved, true_eyes)
+    cover = cover_from_hard(hard)
+    fitted = ReferenceRestorer(bank, RestoreSettings(refine=True)).restore(face, cover, lm)[0]
+    plain = ReferenceRestorer(bank, RestoreSettings(refine=False)).restore(face, cover, lm)[0]
+    err_fit = np.abs(fitted.astype(np.float32) - original)[hard].mean()
+    err_plain = np.abs(plain.astype(np.float32) - original)[hard].mean()
+    assert err_fit < 0.8 * err_plain, (err_fit, err_plain)
+
+
+def test_eye_fit_keeps_right_landmarks_and_ignores_a_face_without_eyes(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    from lostface.restore.reference import fit_eyes
+
+    face, _, lm, true_eyes, _ = _high_landmarks_case(astronaut_bgr, detector, 0.0)
+    bank = ReferenceBank.from_images([("astronaut", astronaut_bgr)], detector)
+    ref = bank.candidates(False)[0]
+    m = align.similarity(ref.landmarks, lm, align.VISIBLE_WEIGHTS)
+    warped = cv2.warpAffine(ref.image, m, align.CANON_DSIZE, flags=cv2.INTER_LINEAR)
+    fit = fit_eyes(face, warped)
+    if fit is not None:  # right landmarks: at most a pixel or two of change
+        eyes = align.apply(m, ref.landmarks[:2])
+        assert np.abs(align.apply(fit, eyes) - eyes).max() < 2.5
+    noise = np.random.default_rng(0).integers(0, 255, face.shape, dtype=np.uint8)
+    assert fit_eyes(noise, warped) is None
+    assert fit_eyes(face, np.full_like(face, 128)) is None  # a flat reference: nothing to fit

@@ -83,9 +83,9 @@ class RestoreSettings:
     references: list[str] = field(default_factory=list)  # photos or folders of the person
     blend: str = "alpha"  # alpha | poisson (poisson pulls background tints in at the rim)
     upscale: str = "resample"  # resample (embedded) | sd-x4
-    refine: bool = (
-        False  # reference: ECC-refine the alignment on the visible upper face (slow, fragile)
-    )
+    # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a
+    # detector finds on a masked face sit off, mostly too high)
+    refine: bool = True
     mirror: bool = True  # reference: also use mirrored references (covers the opposite head turn)
     relight: bool = True  # compositor: follow the face's brightness between keyframes
     # reference: largest head-pose gap (yaw and pitch proxies, in eye distances) between a

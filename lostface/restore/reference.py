@@ -2,9 +2,10 @@
 
 The reference photos are aligned to canonical space once, before the frame loop. On a
 keyframe the restorer picks the reference whose head pose is closest to the target's,
-aligns it by the landmarks a face mask leaves visible (eyes, nose), optionally refines the
-alignment on the visible upper face (ECC), moves its colour and lighting onto the target's
-visible skin, and blends it in through the cover alpha.
+aligns it by the landmarks a face mask leaves visible (eyes, nose), re-places it by matching
+its brows and eyes to the face's own (the landmarks a detector finds on a masked face sit off,
+mostly too high), moves its colour and lighting onto the target's visible skin, and blends it
+in through the cover alpha.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from lostface.restore.align import (
     CANON_SIZE,
     VISIBLE_WEIGHTS,
     apply,
-    invert,
     pitch_proxy,
     scale_of,
     similarity,
@@ -47,6 +47,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MIRROR_PENALTY = 0.004
 # Lab statistics of a skin region: mean and standard deviation per channel.
 _SKIN_STD_MIN = 2.0
+# Eye fit (restore.refine): the band of the canonical crop that holds brows and eyes (rows
+# y0..y1, columns x0..x1), the largest shift searched (x, y canonical px) and the scales tried
+# about the band's centre. The best placement must correlate at least _FIT_MIN_NCC, beat the
+# landmarks' own placement by _FIT_GAIN, and lie inside the searched range (a best match on
+# its edge means the eyes were not found).
+_FIT_BAND = (62, 120, 46, 210)
+_FIT_SHIFT = (24, 32)
+_FIT_SCALES = (0.95, 1.0, 1.05)
+_FIT_MIN_NCC = 0.4
+_FIT_GAIN = 0.05
 
 
 @dataclass(slots=True)
@@ -224,12 +234,6 @@ def _skin_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * d)
 
 
-def _highpass(image: np.ndarray) -> np.ndarray:
-    """Grey detail without shading: two photos of one face share edges far more than lighting."""
-    g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    return g - cv2.GaussianBlur(g, (0, 0), 5.0)
-
-
 _SHARP_SIGMAS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6)
 
 
@@ -277,6 +281,59 @@ def contrast_ratio(face: np.ndarray, warped: np.ndarray, visible: np.ndarray) ->
     return float(np.clip(amp[0] / max(amp[1], 1e-3), 0.0, 1.0))
 
 
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map a after b."""
+    out = np.empty((2, 3))
+    out[:, :2] = a[:, :2] @ b[:, :2]
+    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
+    return out
+
+
+def fit_eyes(face: np.ndarray, warped: np.ndarray) -> np.ndarray | None:
+    """Where the aligned reference's brows and eyes best match the face's own: a 2x3 map in
+    canonical pixels (a shift and a scale about the band's centre) to apply after the
+    landmark alignment, or None when no placement matches clearly better than the landmarks'.
+
+    A detector's landmarks on a masked face are guesses for the hidden half, and they drag the
+    visible half along: on the stage clip its eyes sat 0.1-0.4 eye distances above the ones
+    it finds on the same unmasked frames. Brows and eyes are what the face still shows, so the
+    reference is placed by them (normalised cross-correlation, which ignores brightness and
+    contrast, over shifts and three scales)."""
+    y0, y1, x0, x1 = _FIT_BAND
+    rx, ry = _FIT_SHIFT
+    t = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    w = cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY)
+    sy0 = max(y0 - ry, 0)
+    search = t[sy0 : y1 + ry, max(x0 - rx, 0) : x1 + rx]
+    oy, ox = y0 - sy0, x0 - max(x0 - rx, 0)  # where the unmoved band sits in the search
+    centre = ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+    best: tuple[float, int, int, float] | None = None
+    base = -1.0
+    for scale in _FIT_SCALES:
+        a = cv2.getRotationMatrix2D(centre, 0.0, scale)
+        a[:, 2] -= (x0, y0)  # render just the band
+        band = cv2.warpAffine(w, a, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+        if float(band.std()) < 2.0:
+            return None  # a flat reference band: nothing to match
+        ncc = cv2.matchTemplate(search, band, cv2.TM_CCOEFF_NORMED)
+        if scale == 1.0:
+            base = float(ncc[oy, ox])
+        inner = ncc[1:-1, 1:-1]
+        if inner.size == 0:
+            return None
+        _, peak, _, (px, py) = cv2.minMaxLoc(inner)
+        if best is None or peak > best[0]:
+            best = (float(peak), px + 1 - ox, py + 1 - oy, scale)
+    if best is None:
+        return None
+    peak, dx, dy, scale = best
+    if peak < _FIT_MIN_NCC or peak < base + _FIT_GAIN:
+        return None
+    a = cv2.getRotationMatrix2D(centre, 0.0, scale)
+    a[:, 2] += (dx, dy)
+    return a
+
+
 class ReferenceRestorer:
     """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank."""
 
@@ -320,32 +377,6 @@ class ReferenceRestorer:
         )
         return best, float(np.sqrt(gap(best)))
 
-    def _refine(
-        self, target: np.ndarray, warped: np.ndarray, visible: np.ndarray
-    ) -> np.ndarray | None:
-        """ECC affine refinement on the visible upper face (half resolution). Returns the
-        inverse map (target canonical -> warped-reference canonical) or None when unsure."""
-        half = (CANON_SIZE // 2, CANON_HEIGHT // 2)
-        t = _highpass(cv2.resize(target, half, interpolation=cv2.INTER_AREA))
-        w = _highpass(cv2.resize(warped, half, interpolation=cv2.INTER_AREA))
-        mask = cv2.resize(visible, half, interpolation=cv2.INTER_NEAREST)
-        if int(mask.sum()) < 400:
-            return None
-        start = np.eye(2, 3, dtype=np.float32)
-        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
-        try:
-            cc, found = cv2.findTransformECC(t, w, start, cv2.MOTION_AFFINE, crit, mask, 3)
-        except cv2.error:
-            return None
-        warp = np.asarray(found, np.float32)
-        lin = warp[:, :2] - np.eye(2)
-        if cc < 0.5 or np.abs(lin).max() > 0.08 or np.abs(warp[:, 2]).max() > 4.0:
-            return None
-        full = warp.astype(np.float64)
-        # half-resolution pixels x_h = (x + 0.5) / 2 - 0.5 back to full resolution
-        full[:, 2] = 2.0 * full[:, 2] + 0.5 * (np.ones(2) - full[:, :2] @ np.ones(2))
-        return full
-
     def restore(
         self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
     ) -> tuple[np.ndarray, str | None]:
@@ -368,18 +399,14 @@ class ReferenceRestorer:
         grown = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
         visible = self._upper_band & (1 - grown)
         if self.settings.refine:
-            inv_refine = self._refine(face, warped, visible)
-            if inv_refine is not None:
-                # warped(x) = ref(m^-1 x); refined(x) = warped(W x) = ref(m^-1 W x)
-                mi = invert(m)
-                total = np.zeros((2, 3))
-                total[:, :2] = mi[:, :2] @ inv_refine[:, :2]
-                total[:, 2] = mi[:, :2] @ inv_refine[:, 2] + mi[:, 2]
+            fit = fit_eyes(face, warped)
+            if fit is not None:
+                m = _compose(fit, m)
                 warped = cv2.warpAffine(
                     ref.image,
-                    total,
+                    m,
                     CANON_DSIZE,
-                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    flags=cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE,
                 )
         if self.settings.match_detail:
