@@ -139,7 +139,7 @@ def _mean(rows, variant: str, metric: str) -> float:
 
 
 def test_identity_closer_than_masked_and_telea(pair_scores) -> None:
-    # measured: default (alpha) 0.44 / 0.30, poisson 0.46 / 0.31, masked 0.52 / 0.51,
+    # measured: default (alpha) 0.44 / 0.33, poisson 0.42 / 0.33, masked 0.52 / 0.51,
     # Telea 0.67 / 0.60
     for v in ("default", "poisson"):
         assert _mean(pair_scores, v, "identity") < _mean(pair_scores, "masked", "identity") - 0.06
@@ -149,7 +149,7 @@ def test_identity_closer_than_masked_and_telea(pair_scores) -> None:
 
 
 def test_psnr_not_below_telea(pair_scores) -> None:
-    # measured: default (alpha) 13.4 / 14.4 dB, poisson 13.1 / 14.5, Telea 12.0 / 12.6,
+    # measured: default (alpha) 13.4 / 14.4 dB, poisson 14.3 / 14.8, Telea 12.8 / 12.3,
     # masked 9.7 / 11.1
     for v in ("default", "poisson"):
         assert _mean(pair_scores, v, "psnr") > _mean(pair_scores, "telea", "psnr") + 0.5
@@ -158,8 +158,8 @@ def test_psnr_not_below_telea(pair_scores) -> None:
 
 
 def test_no_seam(pair_scores) -> None:
-    # gradient along the mask border relative to the original's: default (alpha) 1.72 / 0.86,
-    # poisson 1.18 / 0.71 (poisson hides the border better, at the price of a colour cast)
+    # gradient along the mask border relative to the original's: default (alpha) 1.61 / 0.96,
+    # poisson 1.08 / 0.72 (poisson hides the border better)
     for r in pair_scores:
         assert r["default"]["seam"] < 2.1
         assert r["poisson"]["seam"] < 1.4
@@ -167,10 +167,11 @@ def test_no_seam(pair_scores) -> None:
 
 def test_no_colour_cast(pair_scores) -> None:
     # mean Lab (8-bit scale) of the covered region vs the original: default (alpha, robust
-    # skin statistics) 5.7 / 4.0, poisson 16.8 / 10.4, masked 54.4 / 44.8
+    # skin statistics) 4.0 / 9.7, poisson (its mean moved back to the source's) 4.7 / 4.6,
+    # masked 53.8 / 44.8
     for r in pair_scores:
-        assert r["default"]["delta_lab"] < 10.0
-        assert r["poisson"]["delta_lab"] < 22.0
+        assert r["default"]["delta_lab"] < 12.0
+        assert r["poisson"]["delta_lab"] < 10.0
         for v in ("default", "poisson"):
             assert r[v]["delta_lab"] < 0.45 * r["masked"]["delta_lab"]
 
@@ -321,7 +322,7 @@ def test_reference_background_of_skin_hue_is_not_taken_for_skin(
     ref_lab[dark] = (0.35 * skin[0], skin[1], skin[2])  # skin's hue, background's darkness
     ref_lab[shade] = (0.8 * skin[0], skin[1], skin[2])  # skin in shadow
     ref = np.clip(cv2.cvtColor(ref_lab, cv2.COLOR_Lab2BGR) * 255 + 0.5, 0, 255).astype(np.uint8)
-    _, ref_skin = restorer._match_colour(face, ref, support, grown)
+    _, ref_skin, _ = restorer._match_colour(face, ref, support, grown)
     assert float(np.median(ref_skin[dark])) < 0.25  # was 1.0 when judged by hue alone
     assert float(np.median(ref_skin[shade])) > 0.6
 

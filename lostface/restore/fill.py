@@ -32,11 +32,19 @@ class NeutralFill:
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:
             return face.copy(), None
-        support = (alpha > 0.01).astype(np.uint8)
-        fill = neutral_fill(face, support, self.chroma_pull, self.blur_sigma, self.light_pull)
+        fill = self.fill(face, (alpha > 0.01).astype(np.uint8))
         a = alpha[..., None]
         out = face.astype(np.float32) * (1.0 - a) + fill * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
+
+    def fill(
+        self, face: np.ndarray, support: np.ndarray, lightness: float | None = None
+    ) -> np.ndarray:
+        """The smooth fill of the support region (float32 BGR, shaped like face); lightness
+        (Lab L, 0..100) is the skin brightness to pull toward, the forehead's when None."""
+        return neutral_fill(
+            face, support, self.chroma_pull, self.blur_sigma, self.light_pull, lightness
+        )
 
 
 def neutral_fill(
@@ -45,11 +53,14 @@ def neutral_fill(
     chroma_pull: float = 0.7,
     blur_sigma: float = 3.0,
     light_pull: float = 0.0,
+    lightness: float | None = None,
 ) -> np.ndarray:
     """A smooth skin-toned fill of the support region: float32 BGR in 0..255, shaped like face.
 
-    light_pull moves brightness toward the visible skin's (for a whole lower face; 0 keeps
-    the border's shading, for the rim of a reference patch)."""
+    light_pull moves brightness toward the visible skin's (the border also holds the mask's
+    rim and shadow, hair, collar and background); 0 keeps the border's shading. The skin's
+    brightness is the forehead's, or `lightness` (Lab L, 0..100) where the caller knows the
+    skin right around the covering, which is often darker than the forehead."""
     h, w = face.shape[:2]
     work = (_WORK, max(1, round(_WORK * h / w)))
     small = cv2.resize(face, work, interpolation=cv2.INTER_AREA)
@@ -62,6 +73,8 @@ def neutral_fill(
     if int(skin_sel.sum()) >= 32:
         skin = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[skin_sel]
         mu = skin.mean(0)
+        if lightness is not None:
+            mu[0] = lightness
         lab[..., 1:] = (1 - chroma_pull) * lab[..., 1:] + chroma_pull * mu[1:]
         # keep some inpainted shading, but the border also holds hair, collar and background:
         # brightness stays near the visible skin's

@@ -33,7 +33,7 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import NeutralFill, neutral_fill
+from lostface.restore.fill import NeutralFill
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
 from lostface.stages import Detector
 from lostface.stream.image import read_image as load_image
@@ -50,13 +50,14 @@ _SKIN_STD_MIN = 2.0
 # Eye fit (restore.refine): the band of the canonical crop that holds brows and eyes (rows
 # y0..y1, columns x0..x1), the largest shift searched (x, y canonical px) and the scales tried
 # about the band's centre. The best placement must correlate at least _FIT_MIN_NCC, beat the
-# landmarks' own placement by _FIT_GAIN, and lie inside the searched range (a best match on
-# its edge means the eyes were not found).
+# landmarks' own placement clearly, by _FIT_GAIN (where they already sit near the eyes, a
+# slightly better correlation elsewhere is more often a brow raised than a better fit), and
+# lie inside the searched range (a best match on its edge means the eyes were not found).
 _FIT_BAND = (62, 120, 46, 210)
 _FIT_SHIFT = (24, 32)
 _FIT_SCALES = (0.95, 1.0, 1.05)
 _FIT_MIN_NCC = 0.4
-_FIT_GAIN = 0.05
+_FIT_GAIN = 0.15
 
 
 @dataclass(slots=True)
@@ -411,11 +412,11 @@ class ReferenceRestorer:
                 )
         if self.settings.match_detail:
             warped = match_sharpness(face, warped, visible)
-        matched, ref_skin = self._match_colour(face, warped, support, grown)
+        matched, ref_skin, skin_l = self._match_colour(face, warped, support, grown)
         # Where the aligned reference shows no skin (its background beyond a narrower jaw,
         # its collar), a smooth fill from the target's own border looks far less wrong.
         keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
-        fill = neutral_fill(face, support)
+        fill = self._fill.fill(face, support, skin_l)
         src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
         if self.settings.match_detail:
             # a dim or hazy face shows little contrast above its mask: the reference's
@@ -428,9 +429,9 @@ class ReferenceRestorer:
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         """Move the reference's colour onto the target, in Lab; also return the reference's
-        skin likeness per pixel.
+        skin likeness per pixel and the lightness (Lab L) of the target's skin around the mask.
 
         Lighting differs between forehead and lower face from photo to photo, so the
         statistics come from the skin just around the covered region (under the eyes, the
@@ -487,16 +488,30 @@ class ReferenceRestorer:
         r_lab = r_lab + field
         r_lab[..., 0] = np.clip(r_lab[..., 0], 0.0, 100.0)
         out = cv2.cvtColor(r_lab, cv2.COLOR_Lab2BGR)
-        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), ref_skin
+        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), ref_skin, float(mu_t[0])
 
     def _blend(
         self, face: np.ndarray, src: np.ndarray, alpha: np.ndarray, support: np.ndarray
     ) -> np.ndarray:
         if self.settings.blend == "poisson":
-            src = poisson_clone(src, face, support)
+            src = _keep_mean(poisson_clone(src, face, support), src, support)
         a = alpha[..., None]
         out = face.astype(np.float32) * (1.0 - a) + src.astype(np.float32) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _keep_mean(cloned: np.ndarray, src: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Poisson cloning keeps the source's gradients but lets the border's colour drift across
+    the whole region (a cast); move the clone's mean colour back to the source's, fully in the
+    region's core and fading to nothing at its border, which stays seamless."""
+    sel = support > 0
+    if int(sel.sum()) < 16:
+        return cloned
+    shift = src[sel].astype(np.float32).mean(0) - cloned[sel].astype(np.float32).mean(0)
+    depth = cv2.distanceTransform(sel.astype(np.uint8), cv2.DIST_L2, 3)
+    w = np.clip(depth / max(float(depth.max()) * 0.5, 1.0), 0.0, 1.0)[..., None]
+    out = cloned.astype(np.float32) + w * shift
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def poisson_clone(src: np.ndarray, dst: np.ndarray, support: np.ndarray) -> np.ndarray:
