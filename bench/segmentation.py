@@ -1,7 +1,9 @@
 """Segmentation benchmark: IoU per synthetic mask kind, presence accuracy, ms per face.
 
 IoU is also measured without the edge cut (mask.refine=false: the colour shape alone) on
-the same faces, as the baseline of the same run.
+the same faces, as the baseline of the same run. Landmark shift: how far the detector's points
+on the synthetic-masked photo lie from its points on the same photo unmasked, in eye
+distances (what restore.refine's eye fit corrects for the reference).
 
     python bench/segmentation.py [--sample 100] [--overlays /tmp/seg_overlays]
 
@@ -47,6 +49,24 @@ def largest_face(detector: CenterFaceDetector, image: np.ndarray) -> np.ndarray 
     return det.landmarks[int(np.argmax(area))]
 
 
+def landmark_shift(
+    detector: CenterFaceDetector, masked: np.ndarray, lm: np.ndarray
+) -> np.ndarray | None:
+    """(3, 2) shift of the eyes' midpoint, the nose and the mouth's midpoint found on the
+    masked image from those found unmasked (lm), in eye distances; None when the face is lost."""
+    det = detector.detect(masked)
+    if len(det) == 0:
+        return None
+    eye = float(np.linalg.norm(lm[1] - lm[0]))
+    mid = lm[:2].mean(0)
+    k = int(np.argmin(np.linalg.norm(det.landmarks[:, :2].mean(1) - mid, axis=1)))
+    found = det.landmarks[k]
+    if np.linalg.norm(found[:2].mean(0) - mid) > eye:
+        return None  # another face
+    pts = lambda p: np.array([p[:2].mean(0), p[2], p[3:5].mean(0)])  # noqa: E731
+    return (pts(found) - pts(lm)) / eye
+
+
 def overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks."""
     return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
@@ -79,6 +99,7 @@ def main() -> None:
     iou: dict[str, list[float]] = {k: [] for k in KINDS}
     iou_uncut: dict[str, list[float]] = {k: [] for k in KINDS}
     cut_times: list[float] = []
+    shifts: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
     syn_hits: dict[str, list[bool]] = {k: [] for k in KINDS}
     presence: dict[str, list[bool]] = {"unmasked": [], "masked": []}
     times: list[float] = []
@@ -102,6 +123,9 @@ def main() -> None:
             tiles["unmasked"].append(overlay(face, cover.hard, None, cover.score))
         for j, kind in enumerate(KINDS):
             syn = draw_mask(image, lm, kind, rng=1000 * i + j)
+            shift = landmark_shift(detector, syn.image, lm)
+            if shift is not None:
+                shifts[kind].append(shift)
             face_s = warp_to_canonical(syn.image, m)
             truth = (
                 cv2.warpAffine(
@@ -151,6 +175,18 @@ def main() -> None:
             k: {"mean": float(np.mean(v)), "median": float(np.median(v))}
             for k, v in iou_uncut.items()
         },
+        "landmark_shift_eye_distances": {
+            k: {
+                "eyes_dy_median": float(np.median([v[0, 1] for v in vs])),
+                "eyes_dx_median": float(np.median([v[0, 0] for v in vs])),
+                "eyes_abs_dy_p90": float(np.percentile([abs(v[0, 1]) for v in vs], 90)),
+                "nose_dy_median": float(np.median([v[1, 1] for v in vs])),
+                "mouth_dy_median": float(np.median([v[2, 1] for v in vs])),
+                "n": len(vs),
+            }
+            for k, vs in shifts.items()
+            if vs
+        },
         "synthetic_detected": {k: float(np.mean(v)) for k, v in syn_hits.items()},
         "presence": {
             "masked_true_positive": float(np.mean(presence["masked"])),
@@ -179,6 +215,13 @@ def main() -> None:
             f"{k:<10}{r['mean']:>10.3f}{r['median']:>8.3f}{r['p10']:>8.3f}"
             f"{result['iou_without_cut'][k]['mean']:>8.3f}"
             f"{result['synthetic_detected'][k]:>10.3f}{r['n']:>5}"
+        )
+    print("landmarks on the masked photo minus unmasked, eye distances (median; + is down):")
+    for k, r in result["landmark_shift_eye_distances"].items():
+        print(
+            f"  {k:<9} eyes dy {r['eyes_dy_median']:+.3f} (|dy| p90 {r['eyes_abs_dy_p90']:.3f}),"
+            f" dx {r['eyes_dx_median']:+.3f}; nose dy {r['nose_dy_median']:+.3f};"
+            f" mouth dy {r['mouth_dy_median']:+.3f} (n={r['n']})"
         )
     p = result["presence"]
     print(

@@ -384,8 +384,8 @@ def _high_landmarks_case(astronaut_bgr: np.ndarray, detector: CenterFaceDetector
 def test_eye_fit_places_the_reference_by_the_faces_own_eyes(
     lift: float, astronaut_bgr: np.ndarray, detector: CenterFaceDetector
 ) -> None:
-    """Landmarks found on a masked face sit too high (0.1-0.4 eye distances on the stage
-    clip): aligned by them alone, the reference's mouth lands on the nose. fit_eyes moves the
+    """Landmarks found on a masked face sit too high (bench/segmentation.py measures it; small
+    faces more): aligned by them alone, the reference's mouth lands on the nose. fit_eyes moves the
     reference's brows and eyes onto the face's, and the restored lower face gets closer to
     the true one."""
     from lostface.restore.reference import fit_eyes

@@ -82,6 +82,14 @@ def invert(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, np.float64))
 
 
+def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map `a` applied after `b`."""
+    out = np.empty((2, 3))
+    out[:, :2] = a[:, :2] @ b[:, :2]
+    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
+    return out
+
+
 def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine transform to (N,2) points."""
     p = np.asarray(points, np.float64).reshape(-1, 2)
