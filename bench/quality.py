@@ -20,6 +20,7 @@ temporal flicker of the covered region (flow-compensated, scene cuts skipped).
 
     python bench/quality.py            # full run, about 5 min on 2 cores
     python bench/quality.py --quick    # 40 frames, 2 photos, for a smoke test
+    python bench/quality.py --synchronous --set mask.refine=false   # A/B without timing noise
 
 Prints a table and writes bench/results/quality.json plus image grids
 (masked | restored | Telea | original) under bench/results/.
@@ -176,6 +177,7 @@ def run_video(
     id_every: int,
     grids: Path,
     smooth: int,
+    synchronous: bool = False,
 ) -> dict:
     detector = build_detector(settings)
     originals: list[np.ndarray] = []
@@ -223,7 +225,7 @@ def run_video(
         del frames
         t_mask = time.perf_counter() - t0
         stages = build_stages(settings, references=[CLIP_REFERENCE], detector=detector)
-        stats = process_video(masked_path, restored_path, settings, stages)
+        stats = process_video(masked_path, restored_path, settings, stages, synchronous=synchronous)
         masked = read_frames(masked_path)
         restored = read_frames(restored_path)
     n = min(len(originals), len(masked), len(restored))
@@ -316,13 +318,13 @@ def run_video(
     }
 
 
-def run_unmasked(settings: Settings) -> dict:
+def run_unmasked(settings: Settings, synchronous: bool = False) -> dict:
     """The original (unmasked) clip through the same pipeline: every face must be left as it
     is, so count the frames where some face was judged covered (and so painted)."""
     stages = build_stages(settings, references=[CLIP_REFERENCE])
     with tempfile.TemporaryDirectory(prefix="lostface-unmasked-") as tmp:
         tracks = Path(tmp) / "tracks.jsonl"
-        process_video(CLIP, Path(tmp) / "out.mp4", settings, stages, tracks)
+        process_video(CLIP, Path(tmp) / "out.mp4", settings, stages, tracks, synchronous)
         records = [json.loads(line) for line in tracks.read_text().splitlines()]
     judged = [r["frame"] for r in records if any(f["masked"] for f in r["faces"])]
     faces = sum(len(r["faces"]) for r in records)
@@ -553,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="average the landmarks that place the synthetic mask over +-N frames (0: raw)",
     )
+    ap.add_argument(
+        "--synchronous",
+        action="store_true",
+        help="keyframe work in the frame loop: slower, but figures no longer vary between runs "
+        "(about 0.1 dB otherwise), for comparing two settings",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     ap.add_argument("--grids", type=Path, default=RESULTS, help="folder for the PNG grids")
     ap.add_argument("--set", action="append", default=[], help="settings override key=value")
@@ -569,9 +577,18 @@ def main(argv: list[str] | None = None) -> int:
     identity = IdentityMetric()
     t0 = time.perf_counter()
     video = summarise(
-        run_video(settings, identity, n_frames, args.kind, id_every, args.grids, args.smooth)
+        run_video(
+            settings,
+            identity,
+            n_frames,
+            args.kind,
+            id_every,
+            args.grids,
+            args.smooth,
+            args.synchronous,
+        )
     )
-    unmasked = run_unmasked(settings)
+    unmasked = run_unmasked(settings, args.synchronous)
     t_video = time.perf_counter() - t0
     kinds = KINDS
     pairs = summarise(run_pairs(settings, identity, args.quick, kinds, args.grids))
@@ -579,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "quick": bool(args.quick),
         "settings_overrides": ["video.crf=12", *args.set],
+        "synchronous": bool(args.synchronous),
         "telea": f"cv2.inpaint(masked, covered, {TELEA_RADIUS}, INPAINT_TELEA); telea_dilated: "
         "covered grown by 2 px",
         "video": video,

@@ -63,8 +63,12 @@ def landmark_shift(
     found = det.landmarks[k]
     if np.linalg.norm(found[:2].mean(0) - mid) > eye:
         return None  # another face
-    pts = lambda p: np.array([p[:2].mean(0), p[2], p[3:5].mean(0)])  # noqa: E731
-    return (pts(found) - pts(lm)) / eye
+    return (_eyes_nose_mouth(found) - _eyes_nose_mouth(lm)) / eye
+
+
+def _eyes_nose_mouth(lm: np.ndarray) -> np.ndarray:
+    """(3, 2): the eyes' midpoint, the nose tip and the mouth's midpoint of 5 landmarks."""
+    return np.array([lm[:2].mean(0), lm[2], lm[3:5].mean(0)])
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:

@@ -58,12 +58,18 @@ def progress_bar(total: int | None, settings: Settings, desc: str):
 
 
 def process_video(
-    src: Path, out: Path, settings: Settings, stages: Stages, tracks_path: Path | None = None
+    src: Path,
+    out: Path,
+    settings: Settings,
+    stages: Stages,
+    tracks_path: Path | None = None,
+    synchronous: bool = False,
 ) -> RunStats:
     """Decode `src`, run the pipeline, encode `out` (audio copied); nothing partial is left
-    behind on failure or Ctrl-C."""
+    behind on failure or Ctrl-C. synchronous runs each keyframe's work in the frame loop
+    (slower; results no longer depend on timing, for benchmarks comparing two settings)."""
     reader = VideoReader(src)
-    pipe = Pipeline(settings, stages)
+    pipe = Pipeline(settings, stages, synchronous=synchronous)
     try:
         writer = VideoWriter(out, reader.info, settings.video, reader.audio)
     except BaseException:

@@ -120,20 +120,19 @@ def test_iou_against_synthetic_truth_on_real_faces(detector, segmenter: Geometry
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cut_follows_the_covering_past_the_colour_shape(
-    kind: str, detector, astronaut_bgr: np.ndarray
+    kind: str, detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
 ) -> None:
     """The colour shape is a hull clipped to a geometric bound; the edge cut (mask.refine)
     moves its outline onto the covering's own edge, also where the covering hangs lower
     than the landmarks suggest (the crop's content moved 14 px down)."""
     lm = faces(detector, astronaut_bgr)[0]
-    cut = GeometrySegmenter(MaskSettings())
     uncut = GeometrySegmenter(MaskSettings(refine=False))
     gains, after = [], []
     for seed in range(4):
         face, truth = synthetic_case(astronaut_bgr, lm, kind, seed=seed)
         for shift in (0, 14):
             f, t = np.roll(face, shift, axis=0), np.roll(truth, shift, axis=0)
-            a, b = iou(cut.segment(f).hard, t), iou(uncut.segment(f).hard, t)
+            a, b = iou(segmenter.segment(f).hard, t), iou(uncut.segment(f).hard, t)
             after.append(a)
             gains.append(a - b)
     assert min(after) > 0.9, np.round(after, 3)

@@ -81,7 +81,8 @@ class MaskSettings:
 class RestoreSettings:
     backend: str = "reference"  # reference (embedded) | diffusion
     references: list[str] = field(default_factory=list)  # photos or folders of the person
-    blend: str = "alpha"  # alpha | poisson (poisson pulls background tints in at the rim)
+    # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
+    blend: str = "alpha"
     upscale: str = "resample"  # resample (embedded) | sd-x4
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a
     # detector finds on a masked face sit off, mostly too high)

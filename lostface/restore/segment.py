@@ -326,16 +326,16 @@ class GeometrySegmenter:
         h, w = shape.shape
         small = (w // q, h // q)
         img = cv2.resize(face[y0:], small, interpolation=cv2.INTER_AREA)
-        lab = cv2.resize(seeds, small, interpolation=cv2.INTER_NEAREST)
-        if not (lab == cv2.GC_FGD).any() or not (lab == cv2.GC_BGD).any():
+        marks = cv2.resize(seeds, small, interpolation=cv2.INTER_NEAREST)
+        if not (marks == cv2.GC_FGD).any() or not (marks == cv2.GC_BGD).any():
             return hard
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)  # its colour models start from k-means: same face, same cut
         try:
-            cv2.grabCut(img, lab, (0, 0, 0, 0), bgd, fgd, _CUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(img, marks, (0, 0, 0, 0), bgd, fgd, _CUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
         except cv2.error:
             return hard
-        fg = ((lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)).astype(np.uint8) * 255
+        fg = ((marks == cv2.GC_FGD) | (marks == cv2.GC_PR_FGD)).astype(np.uint8) * 255
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR) > 127
         n, labels = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
         if n <= 1:
