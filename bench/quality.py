@@ -8,6 +8,10 @@ real unmasked faces, so the pixels under the mask are known:
   mask material for the whole clip); the masked clip is
   restored through the real video pipeline (runner.process_video) with the person's
   reference photo, and compared frame by frame with the original clip.
+  The same masked clip is also restored by the same pipeline with Telea as its restorer
+  (TeleaRestorer): the Telea baseline proper is given the ground-truth region, which the
+  pipeline has to find itself, so this second baseline tells the region's share of the
+  difference from the restorer's.
 - unmasked: the original clip through the same pipeline, where no face may be judged covered.
 - pairs: for each person in ../shared/data/identity, every ordered pair of photos
   (reference, target) and every mask kind: the masked target is restored with
@@ -35,7 +39,7 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -44,7 +48,7 @@ import numpy as np
 from lostface.benchmark.common import face_tiles, largest, stack_rows
 from lostface.config import Settings, load_settings
 from lostface.factory import build_detector, build_stages
-from lostface.frame import Detections, Frame
+from lostface.frame import CoverMask, Detections, Frame
 from lostface.metrics import (
     SAME_PERSON_DISTANCE,
     FaceAnchor,
@@ -68,6 +72,8 @@ CLIP_REFERENCE = DATA / "identity" / "stage_clip_reference.png"
 PEOPLE = ("obama", "biden")
 RESULTS = ROOT / "bench" / "results"
 VARIANTS = ("masked", "restored", "telea", "telea_dilated")
+# video only: Telea as the pipeline's restorer (same detection, region, tracking, compositing)
+PIPELINE_TELEA = "telea_pipeline"
 TELEA_RADIUS = 5
 LONG_SIDE = 1024  # identity photos are shrunk to this (some are 2300 px; faces stay >300 px)
 
@@ -94,6 +100,26 @@ def telea(masked: np.ndarray, covered: np.ndarray, grow: int = 0) -> np.ndarray:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
         m = cv2.dilate(m, k)
     return cv2.inpaint(masked, m, TELEA_RADIUS, cv2.INPAINT_TELEA)
+
+
+class TeleaRestorer:
+    """cv2's Telea inpainting as the pipeline's restorer (lostface.pipeline.Restorer).
+
+    The Telea baseline above is given the ground-truth region, which no restorer is told;
+    this one paints exactly where the pipeline's own restorer paints. The two baselines
+    together separate what the restorer paints from where the pipeline paints."""
+
+    def restore(
+        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+    ) -> tuple[np.ndarray, str | None]:
+        alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
+        if not cover.covered or float(alpha.max()) <= 0.0:
+            return face.copy(), None
+        support = (alpha > 0.01).astype(np.uint8) * 255
+        fill = cv2.inpaint(face, support, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32)
+        a = alpha[..., None]
+        out = face.astype(np.float32) * (1.0 - a) + fill * a
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
 
 
 def measure(
@@ -228,7 +254,13 @@ def run_video(
         stats = process_video(masked_path, restored_path, settings, stages, synchronous=synchronous)
         masked = read_frames(masked_path)
         restored = read_frames(restored_path)
-    n = min(len(originals), len(masked), len(restored))
+        baseline = replace(
+            build_stages(settings, references=[CLIP_REFERENCE], detector=detector),
+            restorer=TeleaRestorer(),
+        )
+        process_video(masked_path, restored_path, settings, baseline, synchronous=synchronous)
+        in_pipeline = read_frames(restored_path)
+    n = min(len(originals), len(masked), len(restored), len(in_pipeline))
     if n != len(originals):
         log.warning(
             "frame counts differ: %d original, %d masked, %d restored",
@@ -255,6 +287,7 @@ def run_video(
         if region.any():
             variants["telea"] = telea(masked[i], region)
             variants["telea_dilated"] = telea(masked[i], region, grow=2)
+            variants[PIPELINE_TELEA] = in_pipeline[i]
         anchor = identity.anchor(originals[i], boxes[i]) if region.any() else None
         # The largest face is not always the reference's person (the clip cuts to others).
         main = (
@@ -274,7 +307,7 @@ def run_video(
         )
         away[:] = False
         painted.append(region_psnr(restored[i], masked[i], region) < 40.0)
-        judged = {k: variants[k] for k in VARIANTS}
+        judged = {k: variants[k] for k in (*VARIANTS, PIPELINE_TELEA)}
         use = anchor if i % id_every == 0 else None
         items.append(measure(f"frame{i}", originals[i], region, judged, identity, use))
         items[-1].main = main
@@ -436,7 +469,7 @@ def run_pairs(
 
 def stats_of(items: list[Item], metric: str) -> dict[str, dict[str, float]]:
     out = {}
-    for v in VARIANTS:
+    for v in (*VARIANTS, PIPELINE_TELEA):
         vals = np.array([getattr(it, metric)[v] for it in items if v in getattr(it, metric)])
         vals = vals[np.isfinite(vals)]
         if len(vals):
@@ -465,7 +498,9 @@ def evaluate(
     targets = {}
     if "restored" in ident:
         r = ident["restored"]
-        for base in ("masked", "telea", "telea_dilated"):
+        for base in ("masked", "telea", "telea_dilated", PIPELINE_TELEA):
+            if base not in ident:
+                continue
             b = ident[base]
             wins = np.mean(
                 [it.identity["restored"] < it.identity[base] for it in items if it.identity]
@@ -480,7 +515,9 @@ def evaluate(
                 "items_won": float(wins),
                 "pass": bool(r["mean"] < b["mean"] and r["median"] < b["median"]),
             }
-    for base in ("telea", "telea_dilated"):
+    for base in ("telea", "telea_dilated", PIPELINE_TELEA):
+        if base not in psnr:
+            continue
         r, b = psnr["restored"], psnr[base]
         targets[f"psnr_within_1db_of_{base}"] = {
             "restored_mean": r["mean"],
@@ -518,7 +555,7 @@ def print_table(
         f"{'variant':<15}{'identity mean/med':>20}{'PSNR dB mean/med':>20}"
         f"{'seam x orig':>13}{'detail x orig':>15}"
     )
-    for v in VARIANTS:
+    for v in m["psnr"]:
         i = m["identity"].get(v, {"mean": float("nan"), "median": float("nan")})
         p = m["psnr"][v]
         print(
@@ -598,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings_overrides": ["video.crf=12", *args.set],
         "synchronous": bool(args.synchronous),
         "telea": f"cv2.inpaint(masked, covered, {TELEA_RADIUS}, INPAINT_TELEA); telea_dilated: "
-        "covered grown by 2 px",
+        f"covered grown by 2 px; {PIPELINE_TELEA} (video): the same call as the pipeline's "
+        "restorer, on the pipeline's own region (TeleaRestorer)",
         "video": video,
         "unmasked_clip": unmasked,
         "pairs": pairs,
@@ -607,12 +645,12 @@ def main(argv: list[str] | None = None) -> int:
             d["pass"]
             for part in (video, pairs)
             for name, d in part["targets"].items()
-            if "dilated" not in name
+            if "dilated" not in name and PIPELINE_TELEA not in name
         ),
         "main_person_video_targets_pass": all(
             d["pass"]
             for name, d in video.get("main_person", video)["targets"].items()
-            if "dilated" not in name
+            if "dilated" not in name and PIPELINE_TELEA not in name
         ),
     }
     print_table(

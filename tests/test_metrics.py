@@ -176,6 +176,12 @@ def test_quality_benchmark_quick(tmp_path) -> None:
     # The flow-compensated original barely changes; a mask drawn per frame changes more.
     assert video["flicker"]["original"] < video["flicker"]["masked"]
     assert pairs["pairs"] == 6  # obama1 <-> obama2, three mask kinds
+    # Telea as the pipeline's own restorer: it paints where the pipeline paints, which beats
+    # leaving the mask on; photo pairs have no pipeline run.
+    vpsnr = video["metrics"]["psnr"]
+    assert vpsnr["telea_pipeline"]["mean"] > vpsnr["masked"]["mean"] + 1.0
+    assert "identity_below_telea_pipeline" in video["targets"]
+    assert "telea_pipeline" not in pairs["metrics"]["psnr"]
     for part in (video, pairs):
         psnr = part["metrics"]["psnr"]
         # A flat mask is the worst guess of the face under it; any inpainting beats it.
