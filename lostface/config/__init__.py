@@ -58,9 +58,9 @@ class KeyframeSettings:
     scale_change: float = 0.25  # relative face-size change that calls for a new patch
     roll_change: float = 0.2  # radians
     queue_size: int = 4  # pending keyframe jobs; the newest job replaces the oldest when full
-    delay_frames: int = (
-        8  # frames held before compositing, so a fresh patch reaches them (0 = live)
-    )
+    # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
+    # for on a head turn reaches the frames of the turn rather than arriving after it
+    delay_frames: int = 16
     crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
 
 
