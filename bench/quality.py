@@ -48,7 +48,7 @@ import numpy as np
 from lostface.benchmark.common import face_tiles, largest, stack_rows
 from lostface.config import Settings, load_settings
 from lostface.factory import build_detector, build_stages
-from lostface.frame import CoverMask, Detections, Frame
+from lostface.frame import Detections, Frame
 from lostface.metrics import (
     SAME_PERSON_DISTANCE,
     FaceAnchor,
@@ -58,6 +58,7 @@ from lostface.metrics import (
     region_psnr,
     seam_score,
 )
+from lostface.restore.fill import NeutralFill
 from lostface.restore_image import restore_image
 from lostface.runner import process_video
 from lostface.stream.video import VideoReader, VideoWriter, read_frames
@@ -102,24 +103,19 @@ def telea(masked: np.ndarray, covered: np.ndarray, grow: int = 0) -> np.ndarray:
     return cv2.inpaint(masked, m, TELEA_RADIUS, cv2.INPAINT_TELEA)
 
 
-class TeleaRestorer:
-    """cv2's Telea inpainting as the pipeline's restorer (lostface.pipeline.Restorer).
+class TeleaRestorer(NeutralFill):
+    """cv2's Telea inpainting as the pipeline's restorer (lostface.pipeline.Restorer): the
+    neutral fill's painting and blending, with Telea at the crop's resolution as the fill.
 
     The Telea baseline above is given the ground-truth region, which no restorer is told;
     this one paints exactly where the pipeline's own restorer paints. The two baselines
     together separate what the restorer paints from where the pipeline paints."""
 
-    def restore(
-        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
-    ) -> tuple[np.ndarray, str | None]:
-        alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
-        if not cover.covered or float(alpha.max()) <= 0.0:
-            return face.copy(), None
-        support = (alpha > 0.01).astype(np.uint8) * 255
-        fill = cv2.inpaint(face, support, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32)
-        a = alpha[..., None]
-        out = face.astype(np.float32) * (1.0 - a) + fill * a
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
+    def fill(
+        self, face: np.ndarray, support: np.ndarray, lightness: float | None = None
+    ) -> np.ndarray:
+        m = (support > 0).astype(np.uint8) * 255
+        return cv2.inpaint(face, m, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32)
 
 
 def measure(
