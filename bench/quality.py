@@ -254,15 +254,18 @@ def run_video(
             build_stages(settings, references=[CLIP_REFERENCE], detector=detector),
             restorer=TeleaRestorer(),
         )
-        process_video(masked_path, restored_path, settings, baseline, synchronous=synchronous)
-        in_pipeline = read_frames(restored_path)
+        baseline_path = Path(tmp) / "telea_pipeline.mp4"
+        process_video(masked_path, baseline_path, settings, baseline, synchronous=synchronous)
+        in_pipeline = read_frames(baseline_path)
     n = min(len(originals), len(masked), len(restored), len(in_pipeline))
     if n != len(originals):
         log.warning(
-            "frame counts differ: %d original, %d masked, %d restored",
+            "frame counts differ: %d original, %d masked, %d restored, %d %s",
             len(originals),
             len(masked),
             len(restored),
+            len(in_pipeline),
+            PIPELINE_TELEA,
         )
     meter, meter_main = FlickerMeter(), FlickerMeter()
     meter_own = FlickerMeter(own_flow=True)  # each clip's own motion compensated
@@ -631,8 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings_overrides": ["video.crf=12", *args.set],
         "synchronous": bool(args.synchronous),
         "telea": f"cv2.inpaint(masked, covered, {TELEA_RADIUS}, INPAINT_TELEA); telea_dilated: "
-        f"covered grown by 2 px; {PIPELINE_TELEA} (video): the same call as the pipeline's "
-        "restorer, on the pipeline's own region (TeleaRestorer)",
+        f"covered grown by 2 px; {PIPELINE_TELEA} (video): Telea as the pipeline's restorer, on "
+        "the region the pipeline finds itself (TeleaRestorer)",
         "video": video,
         "unmasked_clip": unmasked,
         "pairs": pairs,
