@@ -75,6 +75,10 @@ RESULTS = ROOT / "bench" / "results"
 VARIANTS = ("masked", "restored", "telea", "telea_dilated")
 # video only: Telea as the pipeline's restorer (same detection, region, tracking, compositing)
 PIPELINE_TELEA = "telea_pipeline"
+# video only, a diagnostic: the restored frame inside the ground-truth region, the masked
+# input outside it (what the pipeline paints, had it painted exactly where the Telea
+# baseline is told to); no target compares with it
+TRUE_REGION = "restored_true_region"
 TELEA_RADIUS = 5
 LONG_SIDE = 1024  # identity photos are shrunk to this (some are 2300 px; faces stay >300 px)
 
@@ -297,6 +301,7 @@ def run_video(
         meter_main.add(originals[i], region if main else nothing, variants)
         if not region.any():
             continue
+        variants[TRUE_REGION] = np.where(region[..., None], restored[i], masked[i])
         # Sanity: the restored clip lines up with the original (small difference away from
         # the face), and which frames the pipeline actually painted.
         away[~region] = True
@@ -306,7 +311,7 @@ def run_video(
         )
         away[:] = False
         painted.append(region_psnr(restored[i], masked[i], region) < 40.0)
-        judged = {k: variants[k] for k in (*VARIANTS, PIPELINE_TELEA)}
+        judged = {k: variants[k] for k in (*VARIANTS, PIPELINE_TELEA, TRUE_REGION)}
         use = anchor if i % id_every == 0 else None
         items.append(measure(f"frame{i}", originals[i], region, judged, identity, use))
         items[-1].main = main
@@ -468,7 +473,7 @@ def run_pairs(
 
 def stats_of(items: list[Item], metric: str) -> dict[str, dict[str, float]]:
     out = {}
-    for v in (*VARIANTS, PIPELINE_TELEA):
+    for v in (*VARIANTS, PIPELINE_TELEA, TRUE_REGION):
         vals = np.array([getattr(it, metric)[v] for it in items if v in getattr(it, metric)])
         vals = vals[np.isfinite(vals)]
         if len(vals):
@@ -551,14 +556,14 @@ def print_table(
     print(f"\n== {name} ==")
     m = part["metrics"]
     print(
-        f"{'variant':<15}{'identity mean/med':>20}{'PSNR dB mean/med':>20}"
+        f"{'variant':<22}{'identity mean/med':>20}{'PSNR dB mean/med':>20}"
         f"{'seam x orig':>13}{'detail x orig':>15}"
     )
     for v in m["psnr"]:
         i = m["identity"].get(v, {"mean": float("nan"), "median": float("nan")})
         p = m["psnr"][v]
         print(
-            f"{v:<15}{i['mean']:>10.3f}/{i['median']:<9.3f}{p['mean']:>10.2f}/{p['median']:<9.2f}"
+            f"{v:<22}{i['mean']:>10.3f}/{i['median']:<9.3f}{p['mean']:>10.2f}/{p['median']:<9.2f}"
             f"{m['seam'][v]['median']:>13.2f}{m['detail'][v]['median']:>15.2f}"
         )
     if flicker:
@@ -635,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
         "synchronous": bool(args.synchronous),
         "telea": f"cv2.inpaint(masked, covered, {TELEA_RADIUS}, INPAINT_TELEA); telea_dilated: "
         f"covered grown by 2 px; {PIPELINE_TELEA} (video): Telea as the pipeline's restorer, on "
-        "the region the pipeline finds itself (TeleaRestorer)",
+        f"the region the pipeline finds itself (TeleaRestorer); {TRUE_REGION} (video, no "
+        "target): the restored frame inside the ground-truth region, the masked one outside",
         "video": video,
         "unmasked_clip": unmasked,
         "pairs": pairs,

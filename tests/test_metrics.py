@@ -182,6 +182,12 @@ def test_quality_benchmark_quick(tmp_path) -> None:
     assert vpsnr["telea_pipeline"]["mean"] > vpsnr["masked"]["mean"] + 1.0
     assert "identity_below_telea_pipeline" in video["targets"]
     assert "telea_pipeline" not in pairs["metrics"]["psnr"]
+    # The restored frame with the masked input outside the true region: its covered-region
+    # pixels are the restored ones, its identity a diagnostic, not a target.
+    assert vpsnr["restored_true_region"]["mean"] == pytest.approx(vpsnr["restored"]["mean"])
+    assert 0.0 < video["metrics"]["identity"]["restored_true_region"]["mean"] < 1.5
+    assert not any("restored_true_region" in t for t in video["targets"])
+    assert "restored_true_region" not in pairs["metrics"]["psnr"]
     for part in (video, pairs):
         psnr = part["metrics"]["psnr"]
         # A flat mask is the worst guess of the face under it; any inpainting beats it.
