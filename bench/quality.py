@@ -490,6 +490,8 @@ def summarise(part: dict) -> dict:
             "items": len(main),
             **evaluate(main, part.get("main_person_flicker")),
         }
+        others = [it for it in items if not it.main]
+        part["other_people"] = {"items": len(others), **evaluate(others, None)}
     return part
 
 
@@ -677,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
             video["main_person_flicker"],
             f", {video['main_person_flicker_pairs']} pairs",
             video["main_person_flicker_median"],
+        )
+    if "other_people" in video:
+        print_table(
+            f"video, only frames whose masked face is someone else "
+            f"({video['other_people']['items']} frames)",
+            video["other_people"],
         )
     judged = unmasked["frames_with_a_face_judged_covered"]
     print(

@@ -188,6 +188,12 @@ def test_quality_benchmark_quick(tmp_path) -> None:
     assert 0.0 < video["metrics"]["identity"]["restored_true_region"]["mean"] < 1.5
     assert not any("restored_true_region" in t for t in video["targets"])
     assert "restored_true_region" not in pairs["metrics"]["psnr"]
+    # The first 40 frames show the singer (the reference's person), then a man in profile:
+    # every masked frame counts in exactly one of the two groups.
+    assert video["main_person"]["items"] > 0 and video["other_people"]["items"] > 0
+    assert (
+        video["main_person"]["items"] + video["other_people"]["items"] == video["frames_with_mask"]
+    )
     for part in (video, pairs):
         psnr = part["metrics"]["psnr"]
         # A flat mask is the worst guess of the face under it; any inpainting beats it.
