@@ -10,8 +10,11 @@ real unmasked faces, so the pixels under the mask are known:
   reference photo, and compared frame by frame with the original clip.
   The same masked clip is also restored by the same pipeline with Telea as its restorer
   (TeleaRestorer): the Telea baseline proper is given the ground-truth region, which the
-  pipeline has to find itself, so this second baseline tells the region's share of the
-  difference from the restorer's.
+  pipeline has to find itself; this second baseline paints where the pipeline paints. A
+  third row, restored_true_region (no target), is the restored clip cut back to the
+  ground-truth region, the masked input outside it: what painting beyond the covering costs.
+  The video figures are also split by the masked face's person: the reference's
+  (main_person) and someone else (other_people).
 - unmasked: the original clip through the same pipeline, where no face may be judged covered.
 - pairs: for each person in ../shared/data/identity, every ordered pair of photos
   (reference, target) and every mask kind: the masked target is restored with
@@ -22,7 +25,7 @@ Per item: identity distance to the original (dlib ResNet; the chip is placed by 
 region, seam score and detail of the covered region relative to the original's; on the video,
 temporal flicker of the covered region (flow-compensated, scene cuts skipped).
 
-    python bench/quality.py            # full run, about 5 min on 2 cores
+    python bench/quality.py            # full run, about 3.5 min on 2 cores
     python bench/quality.py --quick    # 40 frames, 2 photos, for a smoke test
     python bench/quality.py --synchronous --set mask.refine=false   # A/B without timing noise
 
@@ -76,8 +79,8 @@ VARIANTS = ("masked", "restored", "telea", "telea_dilated")
 # video only: Telea as the pipeline's restorer (same detection, region, tracking, compositing)
 PIPELINE_TELEA = "telea_pipeline"
 # video only, a diagnostic: the restored frame inside the ground-truth region, the masked
-# input outside it (what the pipeline paints, had it painted exactly where the Telea
-# baseline is told to); no target compares with it
+# input outside it (what the pipeline painted beyond the covering, put back); no target
+# compares with it
 TRUE_REGION = "restored_true_region"
 TELEA_RADIUS = 5
 LONG_SIDE = 1024  # identity photos are shrunk to this (some are 2300 px; faces stay >300 px)
@@ -112,8 +115,8 @@ class TeleaRestorer(NeutralFill):
     neutral fill's painting and blending, with Telea at the crop's resolution as the fill.
 
     The Telea baseline above is given the ground-truth region, which no restorer is told;
-    this one paints exactly where the pipeline's own restorer paints. The two baselines
-    together separate what the restorer paints from where the pipeline paints."""
+    this one paints exactly where the pipeline's own restorer paints, so the two compare
+    what is painted on the same region."""
 
     def fill(
         self, face: np.ndarray, support: np.ndarray, lightness: float | None = None
