@@ -17,42 +17,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lostface import __version__
+from lostface.cli_common import (
+    IMAGE_EXTENSIONS,
+    add_config_args,
+    add_reference_arg,
+    settings_from_args,
+    write_config,
+)
 from lostface.cli_live import LIVE_COMMANDS, add_live_commands
-from lostface.config import PRESETS, Settings, dump_toml, load_settings
 from lostface.errors import InputError, LostfaceError
 
 log = logging.getLogger("lostface")
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration")
-    g.add_argument(
-        "--preset", default="cpu", choices=PRESETS, help="settings preset (default: cpu)"
-    )
-    g.add_argument("--config", metavar="FILE", help="TOML file of settings over the preset")
-    g.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set tracking.detect_every=2 (repeatable)",
-    )
-    g.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks)")
-    g.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
-
-
-def _add_reference_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-r",
-        "--reference",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="unmasked photo (or folder of photos) of the person; repeatable",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT", help="output video (.mp4, .mkv, ...)"
     )
-    _add_reference_arg(p)
+    add_reference_arg(p)
     p.add_argument(
         "--tracks", metavar="FILE", help="write one JSON object per frame and line (tracks)"
     )
@@ -82,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw boxes, track ids, covered regions and keyframe marks",
     )
-    _add_config_args(p)
+    add_config_args(p)
 
     p = sub.add_parser(
         "restore",
@@ -91,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", metavar="IMG", help="input photo")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output photo")
-    _add_reference_arg(p)
+    add_reference_arg(p)
     p.add_argument("--debug-overlay", action="store_true", help="draw boxes and covered regions")
-    _add_config_args(p)
+    add_config_args(p)
 
     p = sub.add_parser(
         "detect",
@@ -106,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one JSON object per image and line: path, faces (box, score, landmarks)",
     )
-    _add_config_args(p)
+    add_config_args(p)
 
     p = sub.add_parser(
         "demo",
@@ -123,26 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="side-by-side video to write (default: lostface-demo.mp4)",
     )
     p.add_argument("--kind", default="surgical", help="synthetic mask kind (surgical, cloth, n95)")
-    _add_config_args(p)
+    add_config_args(p)
     add_live_commands(sub)
     from lostface.benchmark.cli import add_bench_command
 
     add_bench_command(sub)
     return parser
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = list(args.overrides)
-    if getattr(args, "debug_overlay", False):
-        overrides.append("output.debug_overlay=true")
-    if args.quiet:
-        overrides.append("output.progress=false")
-    return load_settings(args.preset, args.config, overrides)
-
-
-def _write_config(settings: Settings, output: Path) -> None:
-    if settings.output.write_config:
-        output.with_name(output.name + ".lostface.toml").write_text(dump_toml(settings))
 
 
 class _GcPause:
@@ -191,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from lostface.stream.video import check_input, check_output
         from lostface.tracking.deferred import DeferredTracker
 
-        settings = _settings(args)
+        settings = settings_from_args(args)
         src = check_input(args.input)
         if src.suffix.lower() in IMAGE_EXTENSIONS:
             raise InputError(
@@ -204,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             startup.hold()  # the tracker's libraries are still loading
             stages.tracker.when_ready(startup.release)
     stats = process_video(src, out, settings, stages, tracks)
-    _write_config(settings, out)
+    write_config(settings, out)
     if not stats.track_ids:
         log.warning("No faces found in %s: the output is the input re-encoded.", src)
     log.info(
@@ -226,7 +187,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from lostface.stream.image import read_image, write_image
     from lostface.stream.video import check_output
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     src = Path(args.input)
     out = check_output(args.output, [src])
     image = read_image(src)
@@ -234,7 +195,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     result = restore_image(image.bgr, stages, settings)
     image.bgr = result.image
     write_image(out, image)
-    _write_config(settings, out)
+    write_config(settings, out)
     log.info("%d faces, %d masked -> %s", result.faces, result.masked, out)
     print(out)
     return 0
@@ -244,7 +205,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from lostface.factory import build_detector
     from lostface.stream.image import read_image
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     detector = build_detector(settings)
     failed = 0
     for path in args.inputs:
@@ -268,10 +229,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lostface.demo import run_demo
     from lostface.stream.video import check_output
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     out = check_output(args.output, [])
     path = run_demo(out, settings, kind=args.kind)
-    _write_config(settings, out)
+    write_config(settings, out)
     print(path)
     return 0
 

@@ -7,6 +7,7 @@ import argparse
 import logging
 import time
 
+from lostface.cli_common import add_config_args, add_reference_arg, settings_from_args
 from lostface.config import Settings
 from lostface.errors import InputError
 
@@ -16,15 +17,13 @@ READOUT_PERIOD_S = 5.0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from lostface.cli import _add_config_args, _add_reference_arg
-
-    _add_reference_arg(p)
+    add_reference_arg(p)
     p.add_argument(
         "--debug-overlay",
         action="store_true",
         help="draw boxes, track ids, covered regions and keyframe marks",
     )
-    _add_config_args(p)
+    add_config_args(p)
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -91,15 +90,13 @@ def add_live_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from lostface.cli import _settings as base
-
     extra = []
     for key in ("host", "port", "token", "tls_cert", "tls_key", "max_sessions"):
         value = getattr(args, key, None)
         if value is not None:
             extra.append(f"live.{key}={_toml(value)}")
     args.overrides = [*args.overrides, *extra]
-    return base(args)
+    return settings_from_args(args)
 
 
 def _toml(value: object) -> str:

@@ -12,7 +12,7 @@ log = logging.getLogger("lostface")
 def add_bench_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from lostface.benchmark.common import default_data_dir
     from lostface.benchmark.core import SUITES
-    from lostface.cli import _add_config_args
+    from lostface.cli_common import add_config_args
 
     p = subparsers.add_parser(
         "bench",
@@ -35,15 +35,15 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         default=None,
         help="run only this suite (repeatable; default: all)",
     )
-    _add_config_args(p)
+    add_config_args(p)
     return p
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from lostface.benchmark.core import SUITES, run_bench
-    from lostface.cli import _settings
+    from lostface.cli_common import settings_from_args
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     results = run_bench(
         Path(args.output),
         args.quick,
