@@ -212,28 +212,16 @@ def _split_hub_id(spec: str) -> tuple[str, str]:
 
 
 def _hub_file(spec: str) -> Path:
-    """The weights file of a hub id, from the Hugging Face cache (downloads only when online)."""
+    """The weights file of a hub id, from the Hugging Face cache. Never downloads: run time
+    stays off the network, whatever HF_HUB_OFFLINE says."""
     repo_id, filename = _split_hub_id(spec)
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    how = (
-        f"download it where there is network (`huggingface-cli download {repo_id} {filename}`) "
-        f"or set detect.model to a local weights file"
-    )
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        hf_hub_download = None
-    if hf_hub_download is not None:
-        try:
-            return Path(hf_hub_download(repo_id, filename, local_files_only=offline))
-        except Exception as exc:  # the hub raises many types (offline, 404, auth)
-            raise ModelError(
-                f"YOLO weights {spec!r} are not available ({type(exc).__name__}); {how}."
-            ) from None
     snapshots = _hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     found = sorted(snapshots.glob(f"*/{filename}")) if snapshots.is_dir() else []
     if not found:
-        raise ModelError(f"YOLO weights {spec!r} are not in the Hugging Face cache; {how}.")
+        raise ModelError(
+            f"YOLO weights {spec!r} are not downloaded; run `lostface models pull detect.model` "
+            "where there is network, or set detect.model to a local weights file."
+        )
     return found[-1]
 
 

@@ -13,6 +13,7 @@ from lostface.config import DetectSettings, load_settings
 from lostface.errors import ConfigError, InputError, ModelError
 from lostface.frame import Detections
 from lostface.models import centerface_path, load_yolo
+from lostface.registry import build_detector
 from lostface.tracking.detectors import (
     FACE_TEMPLATE,
     CenterFaceDetector,
@@ -20,7 +21,6 @@ from lostface.tracking.detectors import (
     box_iou_matrix,
     detections_from_ultralytics,
     landmarks_from_boxes,
-    make_detector,
     nms,
 )
 from tests.conftest import shared_path
@@ -191,12 +191,14 @@ def test_nms_keeps_only_boxes_no_better_box_overlaps() -> None:
     assert len(nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.3)) == 0
 
 
-def test_make_detector_picks_by_backend() -> None:
-    assert isinstance(make_detector(DetectSettings()), CenterFaceDetector)
-    with pytest.raises(ConfigError, match="centerface or yolov8"):
-        make_detector(DetectSettings(backend="mtcnn"))
+def test_the_registry_builds_detectors_by_name() -> None:
+    assert isinstance(build_detector(load_settings()), CenterFaceDetector)
+    with pytest.raises(
+        ConfigError, match="Unknown detect.engine 'mtcnn'; known engines: centerface, yolov8"
+    ):
+        load_settings(overrides=["detect.engine=mtcnn"])
     with pytest.raises(ModelError, match="detect.model is empty"):
-        make_detector(DetectSettings(backend="yolov8", model=""))
+        build_detector(load_settings(overrides=["detect.engine=yolov8"]))
 
 
 def test_missing_ultralytics_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,14 +246,14 @@ def test_yolo_from_config_path(
 ) -> None:
     settings = load_settings(
         overrides=[
-            "detect.backend=yolov8",
+            "detect.engine=yolov8",
             f'detect.model="{yolo_weights[kind]}"',
             "detect.threshold=0.0001",
             "detect.min_size=1",
             "detect.max_faces=20",
         ]
     )
-    detector = make_detector(settings.detect)
+    detector = build_detector(settings)
     assert isinstance(detector, YoloV8Detector)
     image = np.ascontiguousarray(astronaut_bgr[:, :448])
     det = detector.detect(image)
@@ -282,7 +284,7 @@ def test_yolo_missing_file_and_uncached_hub_id(
         load_yolo(str(tmp_path / "nope.pt"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(ModelError, match="huggingface-cli download someone/yolov8-face"):
+    with pytest.raises(ModelError, match="lostface models pull detect.model"):
         load_yolo("someone/yolov8-face/model.pt")
 
 
