@@ -1,7 +1,7 @@
 """Speed of the full-size YOLOv8 detection engine on a GPU, at random init.
 
 No pretrained face weights can be fetched where lostface is developed, so this times the
-architectures a user plugs in (`detect.backend=yolov8`, `detect.model=...`) with random
+architectures a user plugs in (`detect.engine=yolov8`, `detect.model=...`) with random
 weights: the cost of a forward pass does not depend on the weights' values. For each model
 it times lostface's own `YoloV8Detector.detect` (preprocessing, the forward pass, NMS and
 the copy back to the CPU: what the frame loop pays), at fp32 and fp16, on 640x360 and
@@ -91,7 +91,7 @@ def build_weights(folder: Path) -> dict[str, Path]:
 def yolo_overrides(path: Path, device: str, half: bool, input_size: int) -> list[str]:
     """The --set items that select the YOLOv8 engine with these weights, device and precision."""
     return [
-        "detect.backend=yolov8",
+        "detect.engine=yolov8",
         f'detect.model="{path}"',
         f'detect.device="{device}"',
         f"detect.half={str(half).lower()}",

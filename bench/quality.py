@@ -42,7 +42,7 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -257,10 +257,7 @@ def run_video(
         stats = process_video(masked_path, restored_path, settings, stages, synchronous=synchronous)
         masked = read_frames(masked_path)
         restored = read_frames(restored_path)
-        baseline = replace(
-            build_stages(settings, references=[CLIP_REFERENCE], detector=detector),
-            restorer=TeleaRestorer(),
-        )
+        baseline = build_stages(settings, detector=detector, restorer=TeleaRestorer())
         baseline_path = Path(tmp) / "telea_pipeline.mp4"
         process_video(masked_path, baseline_path, settings, baseline, synchronous=synchronous)
         in_pipeline = read_frames(baseline_path)
@@ -416,9 +413,6 @@ def run_pairs(
             anchor = identity.anchor(original, box)
             for k, kind in enumerate(kinds):
                 sm = draw_mask(original, lm, kind=kind, rng=np.random.default_rng(k))
-                reset = getattr(stages.compositor, "reset", None)
-                if reset is not None:
-                    reset()  # photos are unrelated: no crossfade from the previous one
                 result = restore_image(sm.image, stages, settings)
                 if result.masked == 0:
                     not_detected += 1

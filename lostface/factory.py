@@ -1,5 +1,5 @@
-"""Builds the pipeline's stages from the configuration: backends are picked by name here,
-models are loaded once here, and nothing inside a stage builds another stage."""
+"""Assembles a pipeline's stages from the configuration: engines come from lostface.registry,
+reference photos are read and aligned once here, and nothing inside a stage builds another."""
 
 from __future__ import annotations
 
@@ -9,17 +9,40 @@ from pathlib import Path
 import numpy as np
 
 from lostface.config import Settings
-from lostface.errors import ConfigError
 from lostface.pipeline import Pipeline, Stages
-from lostface.stages import Detector, Tracker
+from lostface.registry import build_detector, build_painter
+from lostface.stages import Detector, Restorer, Tracker
+
+__all__ = ["build_detector", "build_pipeline", "build_stages", "load_references"]
 
 log = logging.getLogger(__name__)
 
 
-def build_detector(settings: Settings) -> Detector:
-    from lostface.tracking.detectors import make_detector
+def load_references(
+    settings: Settings,
+    detector: Detector,
+    references: list[str | Path] | None = None,
+    reference_images: list[tuple[str, np.ndarray]] | None = None,
+):
+    """The reference photos of restore.references, `references` (files or folders) and
+    `reference_images` (name, BGR array), found and aligned by `detector`; None when none."""
+    from lostface.restore.reference import ReferenceBank
 
-    return make_detector(settings.detect)
+    paths = [*settings.restore.references, *(references or [])]
+    bank = ReferenceBank.from_paths(paths, detector) if paths else None
+    if reference_images:
+        extra = ReferenceBank.from_images(reference_images, detector)
+        bank = extra if bank is None else bank.merged(extra)
+    return bank
+
+
+def warn_without_references(settings: Settings, references) -> None:
+    """Say how to get the person's own face when the reference engine has no photo."""
+    if settings.restore.engine == "reference" and not references:
+        log.warning(
+            "No reference photo given: masked faces get a neutral fill. For the person's own "
+            "face, add --reference PHOTO (or a folder of photos) of them without a mask."
+        )
 
 
 def build_stages(
@@ -28,30 +51,18 @@ def build_stages(
     reference_images: list[tuple[str, np.ndarray]] | None = None,
     detector: Detector | None = None,
     *,
+    restorer: Restorer | None = None,
     background_tracker: bool = False,
 ) -> Stages:
     """All stages for one pipeline. References come from paths (files or folders) and/or
-    already decoded images (name, BGR array).
+    already decoded images (name, BGR array); `restorer` replaces the configured one.
 
     background_tracker: build the Kalman tracker on a thread (lostface.tracking.deferred), so
     a video run decodes and detects its first frames while scipy and filterpy load."""
-    from lostface.restore.compositor import PatchCompositor, skin_mean
-    from lostface.restore.fill import NeutralFill
-    from lostface.restore.reference import ReferenceBank, ReferenceRestorer
-    from lostface.restore.segment import GeometrySegmenter
+    from lostface.restore.compositor import PatchCompositor
     from lostface.tracking.keyframe import ThresholdKeyframePolicy
     from lostface.tracking.scenecut import HistogramSceneCut
 
-    if settings.mask.backend != "geometry":
-        raise ConfigError(
-            f"mask.backend {settings.mask.backend!r} is not available in this version; "
-            "use geometry."
-        )
-    if settings.restore.backend != "reference":
-        raise ConfigError(
-            f"restore.backend {settings.restore.backend!r} is not available in this version; "
-            "use reference."
-        )
     tracker: Tracker
     if background_tracker:
         from lostface.tracking.deferred import DeferredTracker
@@ -62,31 +73,17 @@ def build_stages(
 
         tracker = KalmanTracker(settings.tracking)
     detector = detector or build_detector(settings)
-    paths = [*settings.restore.references, *(references or [])]
-    restorer: object
     bank = None
-    if paths or reference_images:
-        bank = ReferenceBank.from_paths(paths, detector) if paths else None
-        if reference_images:
-            extra = ReferenceBank.from_images(reference_images, detector)
-            bank = extra if bank is None else bank.merged(extra)
-        assert bank is not None
-        restorer = ReferenceRestorer(bank, settings.restore)
-    else:
-        log.warning(
-            "No reference photo given: masked faces get a neutral fill. For the person's own "
-            "face, add --reference PHOTO (or a folder of photos) of them without a mask."
-        )
-        restorer = NeutralFill()
+    if restorer is None:
+        bank = load_references(settings, detector, references, reference_images)
+        warn_without_references(settings, bank)
     return Stages(
         detector=detector,
         tracker=tracker,
         scene_cut=HistogramSceneCut(settings.tracking.scene_cut_threshold),
         policy=ThresholdKeyframePolicy(settings.keyframe),
-        segmenter=GeometrySegmenter(settings.mask),
-        restorer=restorer,  # type: ignore[arg-type]
+        painter=build_painter(settings, bank, restorer),
         compositor=PatchCompositor(settings),
-        skin_mean=skin_mean,
     )
 
 

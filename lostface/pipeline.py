@@ -9,8 +9,9 @@ composite the newest patch of each face on every frame.
         sink.write(out.frame)
     pipe.close()
 
-Keyframe work (segmentation + restoration) runs on a worker thread fed by a bounded queue;
-when the queue is full the newest job replaces the oldest, and the loop never waits for it.
+Keyframe work (lostface.restore.painter: segment, upscale, restore) runs on a worker thread fed
+by a bounded queue; when the queue is full the newest job replaces the oldest, and the loop
+never waits for it.
 Frames wait in a short delay line before compositing, so a patch painted on a keyframe
 also reaches the frames just before it (a face is restored from its first frame on, in files);
 live sources set delay_frames = 0.
@@ -32,13 +33,12 @@ import numpy as np
 from lostface.config import Settings
 from lostface.frame import Detections, FaceTrack, Frame, Patch
 from lostface.restore import align
+from lostface.restore.painter import Painted, Painter, PaintJob
 from lostface.stages import (
     Compositor,
     Detector,
     KeyframePolicy,
-    Restorer,
     SceneCutDetector,
-    Segmenter,
     Tracker,
 )
 
@@ -53,10 +53,8 @@ class Stages:
     tracker: Tracker
     scene_cut: SceneCutDetector
     policy: KeyframePolicy
-    segmenter: Segmenter
-    restorer: Restorer
+    painter: Painter  # the keyframe work: segment, upscale, restore
     compositor: Compositor
-    skin_mean: Callable[[np.ndarray], np.ndarray]  # canonical face -> mean BGR of visible skin
 
 
 @dataclass(slots=True)
@@ -104,21 +102,6 @@ def _ready(pending: Future | Detections | None) -> bool:
     return not isinstance(pending, Future) or pending.done()
 
 
-@dataclass(slots=True)
-class _Job:
-    track_id: int
-    frame_index: int
-    crop: np.ndarray
-    to_canonical: np.ndarray
-    landmarks: np.ndarray  # canonical space
-
-
-@dataclass(slots=True)
-class _Result:
-    masked: bool
-    patch: Patch | None
-
-
 @dataclass
 class Timings:
     """Seconds spent per stage, per call (for benchmarks and the run summary)."""
@@ -142,16 +125,26 @@ class Timings:
 
 
 class KeyframeWorker:
-    """Runs keyframe jobs on one background thread; the newest job wins over a backlog."""
+    """Runs keyframe jobs through the painter on one background thread; the newest job wins
+    over a backlog. Every call of the painter (paint, forget, reset) happens on that thread
+    (or in the caller's, when synchronous), so engines need no locks of their own."""
 
     def __init__(
-        self, stages: Stages, queue_size: int, timings: Timings, synchronous: bool = False
+        self,
+        painter: Painter,
+        queue_size: int,
+        timings: Timings,
+        synchronous: bool = False,
+        batch: int = 1,
     ):
-        self.stages = stages
+        self.painter = painter
         self.timings = timings
         self.synchronous = synchronous
-        self._jobs: deque[_Job] = deque(maxlen=queue_size)
-        self._results: dict[int, _Result] = {}
+        self.batch = max(1, batch)
+        self._jobs: deque[PaintJob] = deque(maxlen=queue_size)
+        self._results: dict[int, Painted] = {}
+        self._forgets: set[int] = set()
+        self._reset = False
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._busy = 0
@@ -165,10 +158,10 @@ class KeyframeWorker:
             )
             self._thread.start()
 
-    def submit(self, job: _Job) -> int | None:
+    def submit(self, job: PaintJob) -> int | None:
         """Queue a job; returns the track whose pending job it pushed out of a full queue."""
         if self.synchronous:
-            self._store(job.track_id, self._work(job))
+            self._work([job])
             return None
         with self._wake:
             # one pending job per track: a newer keyframe of the same face supersedes it
@@ -185,15 +178,16 @@ class KeyframeWorker:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._jobs and not self._closed:
+                while not self._jobs and not self._closed and not self._chores():
                     self._wake.wait()
                 if self._closed and not self._jobs:
                     return
-                job = self._jobs.popleft()
+                jobs = [self._jobs.popleft() for _ in range(min(self.batch, len(self._jobs)))]
                 self._busy += 1
             try:
-                result = self._work(job)
-                self._store(job.track_id, result)
+                self._housekeeping()
+                if jobs:
+                    self._work(jobs)
             except BaseException as exc:  # reported to the loop, which raises it
                 log.exception("Keyframe job failed")
                 self.error = exc
@@ -202,54 +196,63 @@ class KeyframeWorker:
                     self._busy -= 1
                     self._wake.notify_all()
 
-    def _work(self, job: _Job) -> _Result:
-        t0 = time.perf_counter()
-        before = self.result(job.track_id)
-        cover = self.stages.segmenter.segment(
-            job.crop, job.landmarks, None if before is None else before.masked
-        )
-        t1 = time.perf_counter()
-        self.timings.add("segment", t1 - t0)
-        if not cover.covered:
-            return _Result(False, None)
-        painted, ref = self.stages.restorer.restore(job.crop, cover, job.landmarks)
-        t2 = time.perf_counter()
-        self.timings.add("restore", t2 - t1)
-        patch = Patch(
-            track_id=job.track_id,
-            frame_index=job.frame_index,
-            image=painted,
-            alpha=cover.alpha,
-            to_canonical=job.to_canonical,
-            skin_mean=np.asarray(self.stages.skin_mean(job.crop), np.float32),
-            reference=ref,
-        )
-        return _Result(True, patch)
+    def _chores(self) -> bool:
+        return self._reset or bool(self._forgets)
 
-    def _store(self, track_id: int, result: _Result) -> None:
+    def _housekeeping(self) -> None:
+        """Forgets and resets asked for by the loop, run here, between paintings."""
         with self._lock:
-            self._results[track_id] = result
+            forgets, self._forgets = self._forgets, set()
+            reset, self._reset = self._reset, False
+        if reset:
+            self.painter.reset()
+        for track_id in forgets:
+            self.painter.forget(track_id)
 
-    def result(self, track_id: int) -> _Result | None:
+    def _work(self, jobs: list[PaintJob]) -> None:
+        for painted in self.painter.paint_many(jobs):
+            for step, seconds in painted.seconds.items():
+                self.timings.add(step, seconds)
+            with self._lock:
+                self._results[painted.track_id] = painted
+
+    def result(self, track_id: int) -> Painted | None:
         with self._lock:
             return self._results.get(track_id)
 
     def drop(self, track_ids: set[int]) -> None:
-        with self._lock:
+        """Forget these faces: their results now, the painter's state on its thread."""
+        with self._wake:
             for t in track_ids:
                 self._results.pop(t, None)
+            self._forgets |= track_ids
+            self._wake.notify()
+        if self.synchronous:
+            self._housekeeping()
+
+    def reset(self) -> None:
+        """Forget every face (results now, the painter's state on its thread)."""
+        with self._wake:
+            self._results.clear()
+            self._jobs.clear()
+            self._forgets.clear()
+            self._reset = True
+            self._wake.notify()
+        if self.synchronous:
+            self._housekeeping()
 
     def known(self) -> set[int]:
         with self._lock:
             return set(self._results)
 
     def wait_idle(self, timeout: float = 60.0) -> None:
-        """Block until queued jobs are done (used at end of stream, never per frame)."""
+        """Block until queued jobs, forgets and resets are done (used at the end of a stream,
+        never per frame)."""
         if self.synchronous:
             return
         deadline = time.monotonic() + timeout
         with self._wake:
-            while (self._jobs or self._busy) and time.monotonic() < deadline:
+            while (self._jobs or self._busy or self._chores()) and time.monotonic() < deadline:
                 self._wake.wait(timeout=0.1)
 
     def close(self) -> None:
@@ -259,6 +262,7 @@ class KeyframeWorker:
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.painter.close()
 
 
 class Pipeline:
@@ -277,7 +281,11 @@ class Pipeline:
         self.stages = stages
         self.timings = Timings()
         self.worker = KeyframeWorker(
-            stages, settings.keyframe.queue_size, self.timings, synchronous
+            stages.painter,
+            settings.keyframe.queue_size,
+            self.timings,
+            synchronous,
+            settings.keyframe.batch,
         )
         self.delay = settings.keyframe.delay_frames if delay_frames is None else delay_frames
         self._line: deque[Output] = deque()
@@ -350,7 +358,8 @@ class Pipeline:
         self.stages.tracker.reset()
         self.stages.scene_cut.reset()
         self.stages.policy.reset()
-        self.worker.drop(self.worker.known())
+        self.stages.compositor.reset()
+        self.worker.reset()
         self._arrivals.clear()
         self._line.clear()
         self._frame_no = 0
@@ -377,7 +386,7 @@ class Pipeline:
             return False
         if len(self._arrivals) > self.detect_ahead:
             return True
-        return _ready(self._arrivals[0].detections) and getattr(self.stages.tracker, "ready", True)
+        return _ready(self._arrivals[0].detections) and self.stages.tracker.ready
 
     def _tracker_waits(self) -> bool:
         """True while a tentative track waits for a confirming detection on the next frame.
@@ -387,7 +396,7 @@ class Pipeline:
         when the next scheduled detection confirms it, so none is spent."""
         if self.delay > self.settings.tracking.detect_every:
             return False
-        return bool(getattr(self.stages.tracker, "needs_detection", False))
+        return self.stages.tracker.needs_detection
 
     def _track(self, arrival: _Arrival) -> None:
         """Tracker, keyframe policy and jobs for one frame, in frame order."""
@@ -420,7 +429,7 @@ class Pipeline:
             live.add(tr.track_id)
             key = False
             if self.restore_enabled and self.stages.policy.due(tr, frame.index, cut) is not None:
-                self._submit(frame, tr)
+                self._submit(frame, tr, cut)
                 self.stages.policy.painted(tr, frame.index)
                 key = True
             views.append(FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), key))
@@ -434,18 +443,15 @@ class Pipeline:
         out = set()
         for tid in self._live_ids:
             res = self.worker.result(tid)
-            if res is not None and not res.masked:
+            if res is not None and not res.covered:
                 out.add(tid)
         return out
 
-    def _submit(self, frame: Frame, track: FaceTrack) -> None:
-        try:
-            m = align.to_canonical(track.landmarks)
-        except ValueError:
+    def _submit(self, frame: Frame, track: FaceTrack, cut: bool) -> None:
+        job = PaintJob.from_frame(track.track_id, frame.index, frame.image, track.landmarks, cut)
+        if job is None:
             return
-        crop = align.warp_to_canonical(frame.image, m)
-        lm = align.apply(m, track.landmarks[:5]).astype(np.float32)
-        evicted = self.worker.submit(_Job(track.track_id, frame.index, crop, m, lm))
+        evicted = self.worker.submit(job)
         if evicted is not None and self.worker.result(evicted) is None:
             # that face lost its first keyframe to a full queue: ask again on its next frame,
             # not only when its pose changes or its patch ages (a face with a patch keeps it)
@@ -461,7 +467,7 @@ class Pipeline:
             res = self.worker.result(view.track_id)
             if res is None:
                 continue
-            view.masked = res.masked
+            view.masked = res.covered
             if res.patch is not None and self.restore_enabled:
                 track = FaceTrack(view.track_id, view.box, view.landmarks)
                 self.stages.compositor.composite(image, track, res.patch)
@@ -493,10 +499,8 @@ class Pipeline:
         self._submitted &= alive
         if dead:
             self.worker.drop(dead)
-            forget = getattr(self.stages.compositor, "forget", None)
-            if forget is not None:
-                for t in dead:
-                    forget(t)
+            for t in dead:
+                self.stages.compositor.forget(t)
 
 
 def draw_overlay(image: np.ndarray, out: Output, patch_of: Callable[[int], Patch | None]) -> None:

@@ -1,4 +1,5 @@
-"""One photo, restored synchronously: detect, align, segment, restore, composite."""
+"""One photo, restored synchronously: detect, paint every face (lostface.restore.painter),
+composite."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 from lostface.config import Settings
 from lostface.frame import FaceTrack, Frame, Patch
 from lostface.pipeline import FaceView, Output, Stages, draw_overlay
-from lostface.restore import align
+from lostface.restore.painter import PaintJob
 
 
 @dataclass
@@ -21,37 +22,30 @@ class ImageResult:
 
 
 def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> ImageResult:
-    """Restore every masked face of one BGR image; unmasked faces stay pixel for pixel."""
+    """Restore every masked face of one BGR image; unmasked faces stay pixel for pixel.
+
+    Faces are numbered by their detection order; nothing is carried over from an earlier call
+    (the painter's and the compositor's per-face state is reset first)."""
     out = image.copy()
-    reset = getattr(stages.compositor, "reset", None)
-    if reset is not None:
-        reset()  # a photo has no previous frame: nothing to crossfade from
+    stages.compositor.reset()  # a photo has no previous frame: nothing to crossfade from
+    stages.painter.reset()
     dets = stages.detector.detect(image)
+    jobs = [
+        job
+        for i in range(len(dets))
+        if (job := PaintJob.from_frame(i, 0, image, dets.landmarks[i])) is not None
+    ]
     patches: list[Patch] = []
     views: list[FaceView] = []
-    masked = 0
-    for i in range(len(dets)):
-        lm = dets.landmarks[i]
-        try:
-            m = align.to_canonical(lm)
-        except ValueError:
-            continue
-        crop = align.warp_to_canonical(image, m)
-        lm_canon = align.apply(m, lm[:5]).astype(np.float32)
-        cover = stages.segmenter.segment(crop, lm_canon)
-        views.append(FaceView(i, dets.boxes[i], lm, keyframe=True, masked=cover.covered))
-        if not cover.covered:
-            continue
-        masked += 1
-        painted, ref = stages.restorer.restore(
-            crop, cover, align.apply(m, lm[:5]).astype(np.float32)
-        )
-        patch = Patch(
-            i, 0, painted, cover.alpha, m, np.asarray(stages.skin_mean(crop), np.float32), ref
-        )
-        patches.append(patch)
-        stages.compositor.composite(out, FaceTrack(i, dets.boxes[i], lm), patch)
+    for painted in stages.painter.paint_many(jobs):
+        i = painted.track_id
+        views.append(FaceView(i, dets.boxes[i], dets.landmarks[i], True, painted.covered))
+        if painted.patch is not None:
+            patches.append(painted.patch)
+            stages.compositor.composite(
+                out, FaceTrack(i, dets.boxes[i], dets.landmarks[i]), painted.patch
+            )
     if settings.output.debug_overlay:
         by_id = {p.track_id: p for p in patches}
         draw_overlay(out, Output(Frame(out), views), by_id.get)
-    return ImageResult(out, len(dets), masked, patches)
+    return ImageResult(out, len(dets), sum(v.masked is True for v in views), patches)

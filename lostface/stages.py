@@ -1,13 +1,21 @@
 """The Protocols between pipeline stages: each stage is a small class with one verb.
 
-Backends are picked by name from the configuration (see lostface.factory); every
-Protocol has an embedded implementation that runs offline on a CPU.
+Engines are built by name from the configuration (see lostface.registry); every Protocol
+has an embedded implementation that runs offline on a CPU. Lifecycle hooks are part of the
+Protocols, with do-nothing defaults that an implementation inherits by subclassing its
+Protocol: callers never probe for them.
+
+Keyframe engines (segmenters, upscalers, restorers) may keep state per face: `forget(track_id)`
+drops one face's (its track ended, or a scene cut starts it afresh), `reset()` drops all of it
+(a new source), and `close()` releases what the engine holds (threads, GPU memory). Heavy
+models are passed in (lostface.registry builds them once), so closing an engine never unloads
+a model that another pipeline shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Protocol
+from collections.abc import Collection, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -22,6 +30,10 @@ class Detector(Protocol):
         for a frame; the pipeline then predicts, as between detection rounds.)
         """
         ...
+
+    def close(self) -> None:
+        """Release the detector's threads; a detector shared by several pipelines ignores it."""
+        return None
 
 
 class SceneCutDetector(Protocol):
@@ -48,6 +60,21 @@ class Tracker(Protocol):
 
     def reset(self) -> None: ...
 
+    @property
+    def tracks(self) -> list[FaceTrack]:
+        """The live tracks as of the last update."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """False while the tracker is still being built (the loop then keeps detecting ahead)."""
+        return True
+
+    @property
+    def needs_detection(self) -> bool:
+        """True while a tentative track waits for a confirming detection on the next frame."""
+        return False
+
 
 class KeyframePolicy(Protocol):
     def due(self, track: FaceTrack, frame_index: int, scene_cut: bool) -> str | None:
@@ -66,7 +93,23 @@ class KeyframePolicy(Protocol):
     def reset(self) -> None: ...
 
 
-class Segmenter(Protocol):
+class KeyframeEngine(Protocol):
+    """Lifecycle shared by the engines that run on keyframes (see the module docstring)."""
+
+    def forget(self, track_id: int) -> None:
+        """Drop what is kept for one face."""
+        return None
+
+    def reset(self) -> None:
+        """Drop what is kept for every face."""
+        return None
+
+    def close(self) -> None:
+        """Release threads and memory held by this engine (not shared models)."""
+        return None
+
+
+class Segmenter(KeyframeEngine, Protocol):
     def segment(
         self,
         face: np.ndarray,
@@ -79,20 +122,55 @@ class Segmenter(Protocol):
         ...
 
 
-class Restorer(Protocol):
+class Upscaler(KeyframeEngine, Protocol):
+    def upscale(self, image: np.ndarray, factor: int) -> np.ndarray:
+        """A small face's pixels (BGR uint8, native resolution) enlarged up to `factor` times
+        before the canonical warp. The painter reads the factor applied from the returned
+        shape, so an engine may return the image as it is (the warp then resamples it)."""
+        ...
+
+
+class RestoreItem(NamedTuple):
+    """One face to paint: canonical crop, its covered region and canonical landmarks, and
+    the track it belongs to (engines keep per-face state by it; None: keep nothing)."""
+
+    face: np.ndarray
+    cover: CoverMask
+    landmarks: np.ndarray
+    track_id: int | None = None
+
+
+class Restorer(KeyframeEngine, Protocol):
     def restore(
-        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+        self,
+        face: np.ndarray,
+        cover: CoverMask,
+        landmarks: np.ndarray,
+        track_id: int | None = None,
     ) -> tuple[np.ndarray, str | None]:
         """Paint the covered region of an aligned face.
 
-        face: (H,W,3) uint8 canonical crop (align.CANON_SHAPE); landmarks: its 5 canonical points.
+        face: (H,W,3) uint8 canonical crop (align.CANON_SHAPE); landmarks: its 5 canonical points;
+        track_id: the face's track, for engines that keep state per face (None: keep nothing).
         Returns the painted crop (same shape) and the name of the reference used
-        (None for a classical fill).
+        (None for a fill that used no reference photo).
         """
         ...
+
+    def restore_many(self, items: Sequence[RestoreItem]) -> list[tuple[np.ndarray, str | None]]:
+        """Several faces at once (engines that batch on a GPU override this)."""
+        return [self.restore(*item) for item in items]
 
 
 class Compositor(Protocol):
     def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> None:
         """Carry the patch onto the face's current geometry in `image` (in place)."""
         ...
+
+    def forget(self, track_id: int) -> None:
+        """Drop a face's state (its crossfade) once its track has ended."""
+        return None
+
+    def reset(self) -> None:
+        """Drop every face's state (a still photo has no previous frame to fade from)."""
+        return None

@@ -9,7 +9,7 @@ from lostface.errors import ConfigError
 def test_cpu_preset_is_default_and_typed():
     s = load_settings()
     assert isinstance(s, Settings)
-    assert s.detect.backend == "centerface"
+    assert s.detect.engine == "centerface"
     assert isinstance(s.tracking.detect_every, int) and s.tracking.detect_every >= 1
 
 
@@ -17,7 +17,7 @@ def test_cpu_preset_is_default_and_typed():
     "item, path, value",
     [
         ("tracking.detect_every=2", ("tracking", "detect_every"), 2),
-        ("detect.backend=yolov8", ("detect", "backend"), "yolov8"),
+        ("detect.engine=yolov8", ("detect", "engine"), "yolov8"),
         ("detect.threshold=0.4", ("detect", "threshold"), 0.4),
         ("output.debug_overlay=true", ("output", "debug_overlay"), True),
         ('restore.references=["a.jpg", "b"]', ("restore", "references"), ["a.jpg", "b"]),

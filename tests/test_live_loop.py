@@ -19,6 +19,7 @@ from lostface.errors import InputError, OutputError
 from lostface.factory import build_stages
 from lostface.frame import Frame
 from lostface.pipeline import Pipeline
+from lostface.stages import Detector, Restorer
 from lostface.stream.live import (
     LiveLoop,
     ThreadedSink,
@@ -63,10 +64,10 @@ def test_latest_slot_newest_wins_and_ends_cleanly():
         slot.get(0.01)
 
 
-class _Slow:
-    """A real stage, `delay` seconds slower per call (a heavy engine)."""
+class _SlowRestorer(Restorer):
+    """The real restorer, `delay` seconds slower per call (a heavy engine)."""
 
-    def __init__(self, inner, delay: float) -> None:
+    def __init__(self, inner: Restorer, delay: float) -> None:
         self.inner = inner
         self.delay = delay
         self.calls = 0
@@ -75,6 +76,15 @@ class _Slow:
         self.calls += 1
         time.sleep(self.delay)
         return self.inner.restore(*args, **kwargs)
+
+
+class _SlowDetector(Detector):
+    """The real detector, `delay` seconds slower per call."""
+
+    def __init__(self, inner: Detector, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.calls = 0
 
     def detect(self, image):
         self.calls += 1
@@ -89,8 +99,11 @@ def test_loop_keeps_the_source_rate_while_heavy_work_is_slow(
     masked, covered, _ = stage_masked
     settings = load_settings()
     stages = build_stages(settings, reference_images=[("stage", stage_reference)])
-    slow = _Slow(getattr(stages, stage), delay)
-    setattr(stages, stage, slow)
+    slow: _SlowRestorer | _SlowDetector
+    if stage == "restorer":
+        slow = stages.painter.restorer = _SlowRestorer(stages.painter.restorer, delay)
+    else:
+        slow = stages.detector = _SlowDetector(stages.detector, delay)
     pipe = live_pipeline(settings, stages)
     source = ArraySource(masked, rate=30.0)
     sink = ThreadedSink(ListSink(), "list")

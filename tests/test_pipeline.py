@@ -13,6 +13,7 @@ from lostface.config import load_settings
 from lostface.factory import build_stages
 from lostface.frame import Frame
 from lostface.pipeline import Pipeline
+from lostface.stages import Restorer, Segmenter
 
 
 def _moving(image: np.ndarray, n: int, size: int = 320) -> list[np.ndarray]:
@@ -79,7 +80,7 @@ def test_masked_faces_restored_from_first_frame(masked_frames, astronaut_bgr, se
     assert sum(v.masked is True for o in outs for v in o.faces) >= len(frames) - 2
 
 
-class _Gate:
+class _Gate(Restorer):
     """Wraps the real restorer and holds every job until released (the worker's clock)."""
 
     def __init__(self, inner):
@@ -88,19 +89,19 @@ class _Gate:
         self.calls = 0
         self.finished = 0  # calls that got past the gate
 
-    def restore(self, face, cover, landmarks):
+    def restore(self, face, cover, landmarks, track_id=None):
         self.calls += 1
         self.open.wait(timeout=30)
         self.finished += 1
-        return self.inner.restore(face, cover, landmarks)
+        return self.inner.restore(face, cover, landmarks, track_id)
 
 
 def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):
     settings = load_settings(overrides=["keyframe.delay_frames=2"])
     frames, covered = masked_frames
     stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.restorer)
-    stages.restorer = gate
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
     pipe = Pipeline(settings, stages)
     outs = []
     for i, img in enumerate(frames):
@@ -133,8 +134,8 @@ def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
     )
     frames, _ = masked_frames
     stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.restorer)
-    stages.restorer = gate
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
     pipe = Pipeline(settings, stages)
     for i, img in enumerate(frames):
         pipe.push(Frame(img.copy(), i, i, None))
@@ -254,8 +255,8 @@ def test_face_whose_job_a_full_queue_pushed_out_is_painted_soon(masked_frames, a
     frames, _ = masked_frames
     crowd = [np.hstack([f, f, f]) for f in frames]  # the same masked face three times
     stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.restorer)
-    stages.restorer = gate
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
     pipe = Pipeline(settings, stages)
     for i, img in enumerate(crowd[:6]):
         pipe.push(Frame(img.copy(), i, i, None))
@@ -272,7 +273,7 @@ def test_face_whose_job_a_full_queue_pushed_out_is_painted_soon(masked_frames, a
     assert all(v.masked is True for o in late for v in o.faces)
 
 
-class _Recorder:
+class _Recorder(Segmenter):
     """The real segmenter, noting the previous decision each keyframe job hands it."""
 
     def __init__(self, inner):
@@ -289,8 +290,8 @@ def test_keyframes_hand_the_face_s_previous_decision_to_the_segmenter(masked_fra
     (mask.presence_hysteresis keeps a borderline face from flipping)."""
     settings = load_settings(overrides=["keyframe.max_age=3"])
     stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    rec = _Recorder(stages.segmenter)
-    stages.segmenter = rec
+    rec = _Recorder(stages.painter.segmenter)
+    stages.painter.segmenter = rec
     frames, _ = masked_frames
     outs = _run(Pipeline(settings, stages, synchronous=True), frames)
     assert len(rec.calls) >= 3

@@ -81,7 +81,7 @@ def face_free_crops(ctx: Context) -> list[np.ndarray]:
 def _detectors(ctx: Context) -> dict[str, Any]:
     from lostface.factory import build_detector
 
-    out: dict[str, Any] = {ctx.settings.detect.backend: build_detector(ctx.settings)}
+    out: dict[str, Any] = {ctx.settings.detect.engine: build_detector(ctx.settings)}
     out["haar"] = HaarDetector()
     return out
 
@@ -113,7 +113,7 @@ def run_detection(ctx: Context) -> dict:
     groups = {n: read_bgr(ctx.data / "groups" / n, None) for n in GROUP_PEOPLE}
     free = face_free_crops(ctx)
     per = {name: _measure(d.detect, photos, groups, free) for name, d in _detectors(ctx).items()}
-    main, base = ctx.settings.detect.backend, per["haar"]
+    main, base = ctx.settings.detect.engine, per["haar"]
     m = per[main]
     people = sum(GROUP_PEOPLE.values())
     found = lambda r: sum(min(r["groups_found"][k], v) for k, v in GROUP_PEOPLE.items())  # noqa: E731

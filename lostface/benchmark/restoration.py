@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -170,8 +170,10 @@ def _stages_for(ctx: Context, detector, reference: list[tuple[str, np.ndarray]])
     from lostface.factory import build_stages
     from lostface.restore.fill import NeutralFill
 
-    ref = build_stages(ctx.settings, reference_images=reference, detector=detector)
-    return {"reference": ref, "neutral_fill": replace(ref, restorer=NeutralFill())}
+    return {
+        "reference": build_stages(ctx.settings, reference_images=reference, detector=detector),
+        "neutral_fill": build_stages(ctx.settings, detector=detector, restorer=NeutralFill()),
+    }
 
 
 def run_pairs(ctx: Context, identity: IdentityMetric) -> dict:
@@ -203,9 +205,6 @@ def run_pairs(ctx: Context, identity: IdentityMetric) -> dict:
                 syn = draw_mask(original, lm, kind, rng=ctx.seed + k)
                 variants = {"masked": syn.image}
                 for name, st in stages.items():
-                    reset = getattr(st.compositor, "reset", None)
-                    if reset is not None:
-                        reset()  # unrelated photos: no crossfade from the previous one
                     variants[name] = restore_image(syn.image, st, ctx.settings).image
                 variants.update(inpaint_baselines(syn.image, syn.covered))
                 if not syn.covered.any():

@@ -23,7 +23,7 @@ from lostface.errors import ConfigError
 
 @dataclass
 class DetectSettings:
-    backend: str = "centerface"  # centerface (embedded) | yolov8
+    engine: str = "centerface"  # centerface (embedded) | yolov8
     model: str = ""  # yolov8: weights path or hub id (a face model, ideally with 5 keypoints)
     threshold: float = 0.3
     input_size: int = 320  # long side of the image the detector sees, pixels
@@ -58,6 +58,7 @@ class KeyframeSettings:
     scale_change: float = 0.25  # relative face-size change that calls for a new patch
     roll_change: float = 0.2  # radians
     queue_size: int = 4  # pending keyframe jobs; the newest job replaces the oldest when full
+    batch: int = 1  # faces painted in one call of the restorer (a GPU engine batches them)
     # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
     # for on a head turn reaches the frames of the turn rather than arriving after it
     delay_frames: int = 16
@@ -74,16 +75,16 @@ class MaskSettings:
     dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
     # cut the covered region along the covering's own edge (GrabCut on the face, keyframes only)
     refine: bool = True
-    backend: str = "geometry"  # geometry (embedded) | sam
+    engine: str = "geometry"  # geometry (embedded)
 
 
 @dataclass
 class RestoreSettings:
-    backend: str = "reference"  # reference (embedded) | diffusion
+    # reference (embedded; the neutral fill when no reference is given) | neutral
+    engine: str = "reference"
     references: list[str] = field(default_factory=list)  # photos or folders of the person
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
-    upscale: str = "resample"  # resample (embedded) | sd-x4
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a
     # detector finds on a masked face sit off, mostly too high)
     refine: bool = True
@@ -95,6 +96,14 @@ class RestoreSettings:
     # reference: blur it to the face's own sharpness, and fade it toward the smooth fill where
     # the face shows less contrast (dim, hazy) than the reference photo
     match_detail: bool = True
+
+
+@dataclass
+class UpscaleSettings:
+    engine: str = "resize"  # resize (embedded: the canonical warp resamples the face's pixels)
+    # faces whose canonical crop spans fewer frame pixels than this (its width) are upscaled
+    # on keyframes before segmentation and restoration
+    below: int = 128
 
 
 @dataclass
@@ -143,6 +152,7 @@ class Settings:
     keyframe: KeyframeSettings = field(default_factory=KeyframeSettings)
     mask: MaskSettings = field(default_factory=MaskSettings)
     restore: RestoreSettings = field(default_factory=RestoreSettings)
+    upscale: UpscaleSettings = field(default_factory=UpscaleSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
@@ -181,11 +191,22 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+# settings of earlier versions: a saved configuration that uses them is told the new name
+RENAMED = {
+    "detect.backend": "detect.engine",
+    "mask.backend": "mask.engine",
+    "restore.backend": "restore.engine",
+    "restore.upscale": "upscale.engine",
+}
+
+
 def _merge(obj: Any, data: dict, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in data.items():
         path = f"{prefix}{key}"
+        if path in RENAMED:
+            raise ConfigError(f"Setting {path} is now called {RENAMED[path]}; rename it.")
         if key not in names:
             raise ConfigError(
                 f"Unknown setting {path}; known settings here: {', '.join(sorted(names))}."
@@ -203,7 +224,7 @@ def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return text  # a bare word is a string: --set detect.backend=yolov8
+        return text  # a bare word is a string: --set detect.engine=yolov8
 
 
 def parse_override(item: str) -> dict:
@@ -249,6 +270,9 @@ def load_settings(
     for item in overrides or []:
         _merge(settings, parse_override(item))
     validate(settings)
+    from lostface.registry import check_engines  # engine names are the registry's to know
+
+    check_engines(settings)
     return settings
 
 
@@ -260,16 +284,14 @@ def validate(s: Settings) -> None:
         (0 < s.detect.threshold < 1, "detect.threshold must lie between 0 and 1"),
         (s.detect.input_size >= 64, "detect.input_size must be 64 pixels or more"),
         (
-            s.detect.backend in ("centerface", "yolov8"),
-            "detect.backend must be centerface or yolov8",
-        ),
-        (
             not s.detect.half or s.detect.device.startswith("cuda"),
             "detect.half needs a cuda detect.device (half precision runs on the GPU only)",
         ),
         (s.keyframe.queue_size >= 1, "keyframe.queue_size must be 1 or more"),
+        (s.keyframe.batch >= 1, "keyframe.batch must be 1 or more"),
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
+        (s.upscale.below >= 0, "upscale.below must be 0 or more"),
         (s.restore.blend in ("poisson", "alpha"), "restore.blend must be poisson or alpha"),
         (0 <= s.video.crf <= 51, "video.crf must lie between 0 and 51"),
         (1 <= s.live.port <= 65535, "live.port must lie between 1 and 65535"),

@@ -18,6 +18,7 @@ from lostface.config import Settings
 from lostface.frame import FaceTrack, Patch
 from lostface.restore import align
 from lostface.restore.regions import upper_skin_mask
+from lostface.stages import Compositor
 
 _SAMPLE = 64  # canonical width at which the current skin brightness is sampled
 _SAMPLE_DSIZE = (_SAMPLE, round(_SAMPLE * align.CANON_HEIGHT / align.CANON_SIZE))
@@ -75,7 +76,7 @@ def _skin(patch: Patch) -> np.ndarray:
     return s if s.size == 3 else np.zeros(3, np.float32)
 
 
-class PatchCompositor:
+class PatchCompositor(Compositor):
     """Compositor (see lostface.stages), with a per-track crossfade between patches."""
 
     def __init__(self, settings: Settings) -> None:

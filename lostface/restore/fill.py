@@ -12,11 +12,12 @@ import numpy as np
 
 from lostface.frame import CoverMask
 from lostface.restore.regions import upper_skin_mask
+from lostface.stages import Restorer
 
 _WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper than 256
 
 
-class NeutralFill:
+class NeutralFill(Restorer):
     """Restorer (see lostface.stages) that paints a smooth skin-toned fill; reference None."""
 
     def __init__(
@@ -27,7 +28,11 @@ class NeutralFill:
         self.light_pull = light_pull
 
     def restore(
-        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+        self,
+        face: np.ndarray,
+        cover: CoverMask,
+        landmarks: np.ndarray,
+        track_id: int | None = None,
     ) -> tuple[np.ndarray, str | None]:
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:

@@ -36,7 +36,7 @@ from lostface.restore.align import (
 )
 from lostface.restore.fill import NeutralFill
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
-from lostface.stages import Detector
+from lostface.stages import Detector, Restorer
 from lostface.stream.image import read_image as load_image
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ def fit_eyes(face: np.ndarray, warped: np.ndarray) -> np.ndarray | None:
     return a
 
 
-class ReferenceRestorer:
+class ReferenceRestorer(Restorer):
     """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank."""
 
     def __init__(self, bank: ReferenceBank, settings: RestoreSettings) -> None:
@@ -373,7 +373,11 @@ class ReferenceRestorer:
         return best, float(np.sqrt(gap(best)))
 
     def restore(
-        self, face: np.ndarray, cover: CoverMask, landmarks: np.ndarray
+        self,
+        face: np.ndarray,
+        cover: CoverMask,
+        landmarks: np.ndarray,
+        track_id: int | None = None,
     ) -> tuple[np.ndarray, str | None]:
         """Paint the covered region of a canonical face crop from the best reference."""
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)

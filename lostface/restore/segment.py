@@ -18,6 +18,7 @@ from lostface.errors import InputError
 from lostface.frame import CoverMask
 from lostface.restore import regions
 from lostface.restore.align import CANON_HEIGHT, CANON_LANDMARKS, CANON_SHAPE, CANON_SIZE, yaw_proxy
+from lostface.stages import Segmenter
 
 # Lightness is compared as a ratio (log L), so shading scales it the same on every skin
 # tone; chroma (Lab a, b) in 8-bit units. The robust spread of the skin model is clamped:
@@ -84,7 +85,7 @@ def _uncovered(score: float) -> CoverMask:
     return CoverMask(False, empty.astype(np.float32), empty, score)
 
 
-class GeometrySegmenter:
+class GeometrySegmenter(Segmenter):
     """Segmenter from face geometry plus the colour of the face's own visible skin."""
 
     def __init__(self, settings: MaskSettings) -> None:

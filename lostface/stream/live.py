@@ -24,6 +24,7 @@ import numpy as np
 from lostface.errors import LostfaceError, OutputError
 from lostface.frame import Frame
 from lostface.pipeline import Pipeline
+from lostface.stages import Detector
 from lostface.stream.sources import Captured, LatestSlot, SourceEnded
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def process_frame(pipe: Pipeline, frame: Frame, badge: bool) -> Frame:
     return out
 
 
-class BackgroundDetector:
+class BackgroundDetector(Detector):
     """Runs face detection on its own thread so a slow detection never holds a live frame.
 
     The pipeline asks on every frame (give it tracking.detect_every=1); every `every`-th ask
@@ -193,11 +194,9 @@ def live_pipeline(settings, stages, background_detection: bool = True) -> Pipeli
 
 
 def close_pipeline(pipe: Pipeline) -> None:
-    """Pipeline.close() plus the background detector's thread."""
+    """Pipeline.close() plus its detector's threads (live_pipeline's background detector)."""
     pipe.close()
-    close = getattr(pipe.stages.detector, "close", None)
-    if close is not None:
-        close()
+    pipe.stages.detector.close()
 
 
 class Sink(Protocol):

@@ -44,6 +44,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from lostface.config import LiveSettings, Settings
 from lostface.errors import ConfigError
 from lostface.pipeline import Pipeline
+from lostface.stages import Detector, Restorer
 from lostface.stream.live import LatencyMeter, close_pipeline, live_pipeline, process_frame
 from lostface.stream.sources import SourceEnded, TrackSource
 
@@ -89,10 +90,11 @@ def check_exposure(live: LiveSettings) -> None:
             raise ConfigError(f"live.{key} {path} does not exist; give a PEM file.")
 
 
-class _LockedDetector:
-    """One detector shared by the sessions: its buffers are reused, so calls take turns."""
+class _LockedDetector(Detector):
+    """One detector shared by the sessions: its buffers are reused, so calls take turns.
+    The server owns it: a session's pipeline closing does not close it."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: Detector) -> None:
         self.inner = inner
         self._lock = threading.Lock()
 
@@ -268,7 +270,7 @@ class Session:
         if "reference" in pending:
             restorer = self.server.restorer_for(pending["reference"])
             if restorer is not None:
-                self.pipe.stages.restorer = restorer
+                self.pipe.stages.painter.restorer = restorer
                 self.pipe.stages.policy.reset()  # repaint every face with the new reference
 
     # -- readout ------------------------------------------------------------------------
@@ -352,7 +354,6 @@ class LiveServer:
         self._reference_images = list(reference_images or [])
         self._detector: Any = None
         self._bank: Any = None
-        self._restorers: dict[str, object] = {}
         self.reference_names: list[str] = []
         self.app = web.Application(client_max_size=self.live.max_offer_bytes)
         self.app.router.add_get("/", self._index)
@@ -364,36 +365,39 @@ class LiveServer:
         """Load the detector and align the reference photos once (blocking; before start)."""
         if self.relay or self._detector is not None:
             return
-        from lostface.factory import build_detector
-        from lostface.restore.reference import ReferenceBank
+        from lostface.factory import build_detector, load_references, warn_without_references
 
         self._detector = _LockedDetector(build_detector(self.settings))
-        paths = [*self.settings.restore.references, *self._references]
-        bank = ReferenceBank.from_paths(paths, self._detector) if paths else None
-        if self._reference_images:
-            extra = ReferenceBank.from_images(self._reference_images, self._detector)
-            bank = extra if bank is None else bank.merged(extra)
+        bank = load_references(
+            self.settings, self._detector, self._references, self._reference_images
+        )
+        warn_without_references(self.settings, bank)
         self._bank = bank
         self.reference_names = [Path(r.name).name for r in bank.references] if bank else []
 
-    def restorer_for(self, name: str):
-        """A restorer using one reference by name, or all of them for ''."""
-        from lostface.restore.reference import ReferenceBank, ReferenceRestorer
+    def restorer_for(self, name: str) -> Restorer | None:
+        """A new restorer for one session, using one reference by name or all of them for ''
+        (None for a name that is not a reference). Restorers may keep state per face, so
+        sessions never share one; the reference photos are aligned once, in prepare()."""
+        from lostface.registry import build_restorer
+        from lostface.restore.reference import ReferenceBank
 
-        if self._bank is None:
-            return None
-        if name not in self._restorers:
-            refs = self._bank.references
-            if name:
-                refs = [r for r in refs if Path(r.name).name == name]
-                if not refs:
-                    return None
-            self._restorers[name] = ReferenceRestorer(ReferenceBank(refs), self.settings.restore)
-        return self._restorers[name]
+        bank = self._bank
+        if name:
+            refs = [r for r in (bank.references if bank else []) if Path(r.name).name == name]
+            if not refs:
+                return None
+            bank = ReferenceBank(refs)
+        return build_restorer(self.settings, bank)
 
     def _new_pipeline(self) -> Pipeline:
-        """Per session: fresh tracker/policy/compositor state; shared detector and references."""
-        stages = _stages_with(self.settings, self._detector, self.restorer_for(""))
+        """Per session: fresh tracker, policy, painter and compositor state; the detector and
+        the aligned references are shared."""
+        from lostface.factory import build_stages
+
+        stages = build_stages(
+            self.settings, detector=self._detector, restorer=self.restorer_for("")
+        )
         return live_pipeline(self.settings, stages, self.live.background_detection)
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -549,23 +553,6 @@ class LiveServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-def _stages_with(settings: Settings, detector, restorer):
-    """build_stages with the server's shared detector and (already aligned) references."""
-    from lostface.factory import build_stages
-
-    if restorer is None:
-        return build_stages(settings, detector=detector)
-    factory_log = logging.getLogger("lostface.factory")
-    level = factory_log.level
-    factory_log.setLevel(logging.ERROR)  # its "no reference" warning: replaced just below
-    try:
-        stages = build_stages(settings, detector=detector)
-    finally:
-        factory_log.setLevel(level)
-    stages.restorer = restorer
-    return stages
 
 
 # -- a Python peer (tests, benchmarks, smoke checks) ---------------------------------------

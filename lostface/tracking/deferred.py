@@ -28,7 +28,7 @@ def _kalman_tracker(settings: TrackingSettings) -> Tracker:
     return KalmanTracker(settings)
 
 
-class DeferredTracker:
+class DeferredTracker(Tracker):
     """Tracker protocol: a KalmanTracker(settings) (or build(settings)) built on a thread
     started here.
 
@@ -98,13 +98,13 @@ class DeferredTracker:
         # Before the first update there are no tracks, so none waits for a detection.
         if self._tracker is None:
             return False
-        return bool(getattr(self._tracker, "needs_detection", False))
+        return self._tracker.needs_detection
 
     @property
     def tracks(self) -> list[FaceTrack]:
         if self._tracker is None:
             return []
-        return list(getattr(self._tracker, "tracks", []))
+        return list(self._tracker.tracks)
 
     def update(
         self,

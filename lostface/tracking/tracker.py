@@ -26,6 +26,7 @@ import numpy as np
 
 from lostface.config import TrackingSettings
 from lostface.frame import N_LANDMARKS, Detections, FaceTrack
+from lostface.stages import Tracker
 from lostface.tracking.association import associate
 from lostface.tracking.flow import FaceFlow, apply_similarity, move_box
 from lostface.tracking.kalman import BoxKalman
@@ -51,7 +52,7 @@ class _Track:
     moved: np.ndarray | None = None  # landmarks carried by optical flow onto this frame
 
 
-class KalmanTracker:
+class KalmanTracker(Tracker):
     """Tracker protocol implementation: one filterpy Kalman filter per face."""
 
     def __init__(self, settings: TrackingSettings) -> None:

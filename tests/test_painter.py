@@ -1,0 +1,209 @@
+"""The painter (one place for the keyframe work) and the engine registry."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from lostface.config import load_settings
+from lostface.errors import ConfigError
+from lostface.factory import build_stages
+from lostface.frame import Frame
+from lostface.pipeline import Pipeline
+from lostface.registry import DETECTORS, RESTORERS, SEGMENTERS, UPSCALERS, build_painter
+from lostface.restore import align
+from lostface.restore.fill import NeutralFill
+from lostface.restore.painter import PaintJob
+from lostface.stages import Restorer, Upscaler
+from lostface.synthetic import draw_mask
+
+
+@pytest.fixture(scope="module")
+def masked_astronaut(astronaut_bgr):
+    stages = build_stages(load_settings())
+    det = stages.detector.detect(astronaut_bgr)
+    lm = det.landmarks[int(np.argmax(det.scores))]
+    sm = draw_mask(astronaut_bgr, lm, kind="surgical", rng=np.random.default_rng(0))
+    return sm.image, lm
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (-170, -120), (260, 150)])
+def test_a_job_s_pixels_give_the_same_aligned_face_as_the_whole_frame(masked_astronaut, shift):
+    """The job carries only the frame's region under the face's canonical crop (at the
+    frame's resolution); aligned, it gives the crop the whole frame gives, also for a face
+    cut by the frame's edge."""
+    image, lm = masked_astronaut
+    m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    moved = cv2.warpAffine(image, m, image.shape[1::-1])
+    lm_moved = lm + np.float32(shift)
+    job = PaintJob.from_frame(7, 3, moved, lm_moved)
+    assert job is not None and job.pixels.size < moved.size
+    whole = align.warp_to_canonical(moved, align.to_canonical(lm_moved))
+    part = align.warp_to_canonical(job.pixels, job.local_to_canonical)
+    assert np.array_equal(whole, part)
+
+
+def test_no_alignment_no_job(astronaut_bgr):
+    same = np.full((5, 2), 100.0, np.float32)  # every landmark on one point
+    assert PaintJob.from_frame(1, 0, astronaut_bgr, same) is None
+
+
+class _Doubling(Upscaler):
+    """A real resampler (bicubic x2) that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def upscale(self, image, factor):
+        self.calls.append(image.shape[:2])
+        return cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+
+
+def test_small_faces_are_upscaled_before_painting_and_line_up(masked_astronaut):
+    """A face whose crop spans fewer frame pixels than upscale.below goes through the
+    upscaler; the painter accounts for the factor, so its aligned face matches the one
+    aligned straight from the frame; a large face skips the upscaler."""
+    image, lm = masked_astronaut
+    small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    settings = load_settings(overrides=["upscale.below=120"])  # the big crop spans 170
+    up = _Doubling()
+    painter = build_painter(settings)
+    painter.upscaler = up
+    big_job = PaintJob.from_frame(1, 0, image, lm)
+    small_job = PaintJob.from_frame(2, 0, small, lm * 0.25)
+    assert big_job is not None and small_job is not None
+    big = painter.paint(big_job)
+    assert up.calls == [] and big.covered
+    out = painter.paint(small_job)
+    assert up.calls == [small_job.pixels.shape[:2]] and "upscale" in out.seconds
+    assert out.covered and out.patch is not None
+    # above the covering the patch is the aligned face itself: it lines up with the face
+    # aligned straight from the frame (the two resamplings differ in detail, not in place)
+    direct = align.warp_to_canonical(small, align.to_canonical(lm * 0.25))
+    band = (slice(40, 112), slice(40, 216))  # brows and eyes
+    via = cv2.cvtColor(out.patch.image[band], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ref = cv2.cvtColor(direct[band], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    dx, dy = _best_shift(ref, via)
+    assert abs(dx) <= 0.5 and abs(dy) <= 0.5, (dx, dy)  # canonical pixels (6.7 per frame pixel)
+
+
+def _best_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """The shift of b (canonical pixels, steps of 0.5) that best matches a."""
+    errors = {}
+    for dy in np.arange(-3, 3.01, 0.5):
+        for dx in np.arange(-3, 3.01, 0.5):
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            moved = cv2.warpAffine(b, m, b.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+            errors[(float(dx), float(dy))] = np.abs(moved - a)[8:-8, 8:-8].mean()
+    return min(errors, key=errors.__getitem__)
+
+
+class _Stateful(Restorer):
+    """The neutral fill, keeping a count per face as a diffusion engine keeps latents."""
+
+    def __init__(self) -> None:
+        self.inner = NeutralFill()
+        self.state: dict[int, int] = {}
+        self.closed = False
+        self.batches: list[int] = []
+
+    def restore(self, face, cover, landmarks, track_id=None):
+        if track_id is not None:
+            self.state[track_id] = self.state.get(track_id, 0) + 1
+        return self.inner.restore(face, cover, landmarks)
+
+    def restore_many(self, items):
+        self.batches.append(len(items))
+        return super().restore_many(items)
+
+    def forget(self, track_id):
+        self.state.pop(track_id, None)
+
+    def reset(self):
+        self.state.clear()
+
+    def close(self):
+        self.closed = True
+
+
+def test_painter_hands_lifecycle_and_batches_to_its_engines(masked_astronaut):
+    image, lm = masked_astronaut
+    eng = _Stateful()
+    painter = build_painter(load_settings(), restorer=eng)
+    jobs = [PaintJob.from_frame(t, 0, image, lm) for t in (1, 2, 3)]
+    done = painter.paint_many([j for j in jobs if j is not None])
+    assert [p.track_id for p in done] == [1, 2, 3] and all(p.patch is not None for p in done)
+    assert eng.batches == [3] and eng.state == {1: 1, 2: 1, 3: 1}
+    painter.paint(PaintJob.from_frame(1, 1, image, lm))  # type: ignore[arg-type]
+    assert eng.state[1] == 2
+    cut = PaintJob.from_frame(2, 2, image, lm, scene_cut=True)
+    painter.paint(cut)  # type: ignore[arg-type]
+    assert eng.state[2] == 1  # a scene cut starts the face afresh
+    painter.forget(3)
+    assert 3 not in eng.state
+    painter.reset()
+    assert eng.state == {}
+    painter.close()
+    assert eng.closed
+
+
+def test_the_pipeline_forgets_through_the_worker_thread(masked_astronaut):
+    image, lm = masked_astronaut
+    settings = load_settings(overrides=["keyframe.delay_frames=0", "tracking.detect_every=1"])
+    eng = _Stateful()
+    stages = build_stages(settings, restorer=eng)
+    pipe = Pipeline(settings, stages)
+    for i in range(12):
+        pipe.push(Frame(image.copy(), i))
+    pipe.worker.wait_idle()
+    assert eng.state  # the masked face was painted and remembered
+    pipe.reset()
+    pipe.worker.wait_idle()  # the reset runs on the worker thread
+    assert eng.state == {}
+    pipe.close()
+    assert eng.closed
+
+
+@pytest.mark.parametrize(
+    ("key", "registry"),
+    [
+        ("detect.engine", DETECTORS),
+        ("mask.engine", SEGMENTERS),
+        ("upscale.engine", UPSCALERS),
+        ("restore.engine", RESTORERS),
+    ],
+)
+def test_unknown_engines_are_refused_with_the_known_ones(key, registry):
+    with pytest.raises(ConfigError) as err:
+        load_settings(overrides=[f"{key}=nonesuch"])
+    msg = str(err.value)
+    assert msg.startswith(f"Unknown {key} 'nonesuch'")
+    assert all(name in msg for name in registry.names())
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("restore.upscale=resample", "upscale.engine"),
+        ("detect.backend=yolov8", "detect.engine"),
+        ("restore.backend=reference", "restore.engine"),
+    ],
+)
+def test_settings_of_earlier_versions_name_their_new_key(old, new):
+    with pytest.raises(ConfigError, match=f"now called {new}"):
+        load_settings(overrides=[old])
+
+
+def test_the_reference_engine_without_a_photo_is_the_neutral_fill(astronaut_bgr):
+    from lostface.factory import load_references
+    from lostface.registry import build_restorer
+    from lostface.restore.reference import ReferenceRestorer
+
+    settings = load_settings()
+    assert type(build_restorer(settings)) is NeutralFill
+    bank = load_references(settings, build_stages(settings).detector, [], [("a", astronaut_bgr)])
+    assert type(build_restorer(settings, bank)) is ReferenceRestorer
+    assert type(build_restorer(load_settings(overrides=["restore.engine=neutral"]), bank)) is (
+        NeutralFill
+    )
