@@ -162,4 +162,5 @@ def build_painter(
         UPSCALERS.build(settings.upscale.engine, ing),
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
+        min_face=settings.mask.min_face,
     )

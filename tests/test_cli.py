@@ -143,6 +143,10 @@ def test_restore_and_detect_on_a_photo(tmp_path, masked_clip, reference, capsys)
         assert len(r["faces"]) == 1
         f = r["faces"][0]
         assert len(f["box"]) == 4 and len(f["landmarks"]) >= 5 and 0 < f["score"] <= 1
+    # the masked photo is judged covered and the unmasked reference open, with the evidence
+    assert [r["faces"][0]["covered"] for r in rows] == [True, False]
+    scores = [r["faces"][0]["covered_score"] for r in rows]
+    assert scores[0] > 0.5 > scores[1] >= 0.0
 
 
 @pytest.mark.parametrize("mode", ["gray", "alpha", "odd"])

@@ -151,7 +151,9 @@ def presence_rate(detector, segmenter: GeometrySegmenter, folder: str, n: int) -
 
 
 def test_real_masked_photos_are_covered(detector, segmenter: GeometrySegmenter) -> None:
-    assert presence_rate(detector, segmenter, "masked", 60) >= 0.9
+    # the decision leans to leaving a face alone when unsure (bench/harm.py: an open face
+    # painted is the worse error), so a few low-contrast coverings are missed
+    assert presence_rate(detector, segmenter, "masked", 60) >= 0.85
 
 
 def test_real_unmasked_photos_are_not_covered(detector, segmenter: GeometrySegmenter) -> None:
@@ -281,3 +283,47 @@ def test_masks_on_turned_faces_in_real_footage_are_found(
         assert cover.covered, (i, cover.score)
         ious.append(iou(cover.hard, truth))
     assert min(ious) > 0.5 and np.mean(ious) > 0.8, ious
+
+
+def _zones_painted(face: np.ndarray, zones: list[int], colour=(40, 40, 40)) -> np.ndarray:
+    """The face with some of the presence zones (0 left cheek, 1 right cheek, 2 chin) painted
+    over with a flat, dark colour: a microphone or a hand held in front of part of the face."""
+    from lostface.restore.segment import _SCORE_ZONES
+
+    out = face.copy()
+    for k in zones:
+        cv2.fillPoly(out, [cv2.convexHull(_SCORE_ZONES[k]) * 1], colour)
+        # reach a little beyond the zone, as a real object does
+        x, y, w, h = cv2.boundingRect(_SCORE_ZONES[k])
+        cv2.rectangle(out, (x - 6, y - 6), (x + w + 6, y + h + 6), colour, -1)
+    return out
+
+
+def test_an_object_over_part_of_the_lower_face_is_not_a_covering(
+    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
+) -> None:
+    """A covering hides both cheeks beside the nose; a microphone with the hand holding it
+    over the chin and one cheek leaves the other cheek's skin showing, and is no covering."""
+    lm = faces(detector, astronaut_bgr)[0]
+    m = to_canonical(lm)
+    face = warp_to_canonical(astronaut_bgr, m)
+    landmarks = (m[:, :2] @ lm[:5].T).T + m[:, 2]
+    for zones in ([0, 2], [1, 2], [2]):
+        assert not segmenter.segment(_zones_painted(face, zones), landmarks).covered, zones
+    # the same object over all three zones is judged covered: the rule still sees coverings
+    assert segmenter.segment(_zones_painted(face, [0, 1, 2]), landmarks).covered
+
+
+def test_faces_too_dark_or_blurred_to_judge_are_left_alone(
+    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
+) -> None:
+    """When the visible upper face shows too little (dark, defocused), a covering cannot be
+    told from shadow or blur: the face is left as it is, even one that wears a mask."""
+    lm = faces(detector, astronaut_bgr)[0]
+    face, _ = synthetic_case(astronaut_bgr, lm, "surgical", seed=0)
+    assert segmenter.segment(face).covered
+    dark = (face.astype(np.float32) * 0.12).astype(np.uint8)
+    blurred = cv2.GaussianBlur(face, (0, 0), 14.0)
+    for f in (dark, blurred):
+        cover = segmenter.segment(f)
+        assert not cover.covered and not cover.hard.any() and cover.score == 0.0

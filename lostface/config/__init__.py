@@ -76,6 +76,9 @@ class MaskSettings:
     # cut the covered region along the covering's own edge (GrabCut on the face, keyframes only)
     refine: bool = True
     engine: str = "geometry"  # geometry (embedded)
+    # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
+    # judge and are left as they are
+    min_face: float = 36.0
 
 
 @dataclass

@@ -32,6 +32,7 @@ from lostface.stages import RestoreItem, Restorer, Segmenter, Upscaler
 
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
+_FACE_SHARE = 0.65  # a face box's width over its canonical crop's span (median on real photos)
 
 
 @dataclass(slots=True)
@@ -102,6 +103,12 @@ def _through_upscale(m: np.ndarray, k: float) -> np.ndarray:
     return out
 
 
+def _too_small() -> CoverMask:
+    """The decision for a face too small to judge: not covered, nothing to paint."""
+    empty = np.zeros(align.CANON_SHAPE, np.float32)
+    return CoverMask(False, empty, empty > 0, 0.0)
+
+
 @dataclass(slots=True)
 class Painted:
     """What a keyframe found: whether the face is covered, the evidence, and the patch
@@ -127,7 +134,8 @@ class Painter:
     """Paints keyframes: align -> upscale (small faces) -> segment -> restore -> Patch.
 
     upscale_below: faces whose canonical crop spans fewer frame pixels than this (its width)
-    are handed to the upscaler first.
+    are handed to the upscaler first. min_face: faces narrower than this (frame pixels, from
+    the alignment's scale) are too small to judge: they are left as they are, never segmented.
     """
 
     def __init__(
@@ -137,15 +145,23 @@ class Painter:
         restorer: Restorer,
         *,
         upscale_below: float = 0.0,
+        min_face: float = 0.0,
     ) -> None:
         self.segmenter = segmenter
         self.upscaler = upscaler
         self.restorer = restorer
         self.upscale_below = float(upscale_below)
+        self.min_face = float(min_face)
         self._covered: dict[int, bool] = {}
 
     def paint(self, job: PaintJob) -> Painted:
         return self.paint_many([job])[0]
+
+    def judge(self, job: PaintJob) -> Painted:
+        """Whether the face wears a covering, and the evidence, without painting it
+        (`lostface detect --json`, benchmarks of the decision)."""
+        a = self._segment(job)
+        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.seconds)
 
     def paint_many(self, jobs: Sequence[PaintJob]) -> list[Painted]:
         """Paint several faces; the restorer gets the covered ones in one call (a GPU
@@ -188,7 +204,10 @@ class Painter:
         t1 = time.perf_counter()
         face = align.warp_to_canonical(pixels, m)
         landmarks = align.apply(job.to_canonical, job.landmarks[:5]).astype(np.float32)
-        cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
+        if _FACE_SHARE * align.CANON_SIZE / align.scale_of(job.to_canonical) < self.min_face:
+            cover = _too_small()
+        else:
+            cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:

@@ -33,7 +33,7 @@ _NONSKIN_Z = 3.0
 # the mouth is redder than the cheeks (lips show, so no covering). Evidence equal to
 # _EVIDENCE_HALF maps to score 0.5.
 _EVIDENCE_HALF = 2.3
-_LIP_WEIGHT = 0.1
+_LIP_WEIGHT = 0.2
 _LIP_MARGIN = 2.0  # Lab a* units of lip redness that any uniform material may show
 _LIP_CAP = 15.0
 
@@ -63,6 +63,19 @@ _CUT_ITERATIONS = 2
 _CUT_REACH = 9
 _CUT_BELOW = 8
 _CUT_SURE = 12
+
+# A frontal face's evidence is at most this times its less covered-looking cheek's.
+_CHEEK_AGREEMENT = 1.25
+# A face is judged only when its visible upper face (brows, eyes, nose bridge: these rows and
+# columns of the crop) shows enough to judge by: median lightness (Lab L, 0..255), and fine
+# detail (mean absolute difference from a 1 px blur, L units) on the crop shrunk _DETAIL_SCALE
+# times, about the size of the smallest face judged; real photos measure 3.8 or more (1st
+# percentile), a face defocused or lost in the dark of a stage crowd 0.2-0.6.
+_UPPER_ROWS = (60, 124)
+_UPPER_COLS = (64, 192)
+_DETAIL_SCALE = 4
+_MIN_SKIN_L = 20.0
+_MIN_DETAIL = 1.5
 
 # Head turn (align.yaw_proxy, eye distances) beyond which the far cheek's score zone is left
 # out (it shows what lies beside the face), and beyond which a face is not judged at all
@@ -121,6 +134,11 @@ class GeometrySegmenter(Segmenter):
             z[:] = 0
             cv2.fillPoly(z, [_SCORE_ZONES[1 - far]], 255)
             self._near_cheek.append(z[self._y0 :] > 0)
+        self._cheeks = []
+        for poly in _SCORE_ZONES[:2]:
+            z = np.zeros(CANON_SHAPE, np.uint8)
+            cv2.fillPoly(z, [poly], 255)
+            self._cheeks.append(z[self._y0 :] > 0)
         lips = np.zeros(CANON_SHAPE, np.uint8)
         mouth = CANON_LANDMARKS[3:5].mean(axis=0)
         half = float(CANON_LANDMARKS[4, 0] - CANON_LANDMARKS[3, 0]) / 2
@@ -243,6 +261,8 @@ class GeometrySegmenter(Segmenter):
                 # the far cheek's zone shows the background or hair beside a turned face
                 zones = self._zones_turned[0 if yaw < 0 else 1]
                 near = self._near_cheek[0 if yaw < 0 else 1]
+        if not self._judgeable(face):
+            return _uncovered(0.0)
         dist, chroma_a, lab = self._distance_lab(face)
         nonskin = dist > _NONSKIN_Z
         lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[zones]))
@@ -251,6 +271,11 @@ class GeometrySegmenter(Segmenter):
             # The 5 points a detector finds on a turned, masked face are rough, and the chin
             # zone can land beside the chin; the near cheek alone is evidence enough there.
             evidence = max(evidence, float(np.median(dist[near])))
+        else:
+            # A covering hides both cheeks beside the nose; a microphone, a hand, a cup or a
+            # moustache in front of the mouth leaves at least one of them showing skin.
+            cheeks = min(float(np.median(dist[z])) for z in self._cheeks)
+            evidence = min(evidence, _CHEEK_AGREEMENT * cheeks)
         evidence -= _LIP_WEIGHT * float(np.clip(lip_red - _LIP_MARGIN, 0.0, _LIP_CAP))
         evidence = max(evidence, 0.0)
         score = evidence / (evidence + _EVIDENCE_HALF)
@@ -265,6 +290,20 @@ class GeometrySegmenter(Segmenter):
         if self.settings.refine:
             hard = self._cut(face, hard, bound)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
+
+    def _judgeable(self, face: np.ndarray) -> bool:
+        """Whether the visible upper face shows enough to judge a covering by: some light,
+        and the fine structure of brows and eyes, measured at the resolution of a small
+        face (a dark or defocused face, or a detection that is no face, shows neither, and
+        what its lower face wears is anyone's guess)."""
+        q = _DETAIL_SCALE
+        small = cv2.resize(face, (CANON_SIZE // q, CANON_HEIGHT // q), interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)[..., 0].astype(np.float32)
+        rows = slice(_UPPER_ROWS[0] // q, _UPPER_ROWS[1] // q)
+        cols = slice(_UPPER_COLS[0] // q, _UPPER_COLS[1] // q)
+        band = grey[rows, cols]
+        fine = np.abs(band - cv2.GaussianBlur(grey, (0, 0), 1.0)[rows, cols])
+        return bool(np.median(band) >= _MIN_SKIN_L and fine.mean() >= _MIN_DETAIL)
 
     def _shape(self, nonskin: np.ndarray, lab: np.ndarray, bound: np.ndarray) -> np.ndarray:
         """One solid covering: non-skin pixels that look like the material found over the
