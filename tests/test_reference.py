@@ -21,7 +21,7 @@ from lostface.frame import CoverMask
 from lostface.restore import align
 from lostface.restore.fill import NeutralFill
 from lostface.restore.reference import ReferenceBank, ReferenceRestorer, read_image
-from lostface.restore.regions import lower_face_mask
+from lostface.restore.regions import lower_face_mask, upper_skin_mask
 from lostface.tracking.detectors import CenterFaceDetector
 from tests.conftest import shared_path
 
@@ -428,3 +428,27 @@ def test_eye_fit_keeps_right_landmarks_and_ignores_a_face_without_eyes(
     noise = np.random.default_rng(0).integers(0, 255, face.shape, dtype=np.uint8)
     assert fit_eyes(noise, warped) is None
     assert fit_eyes(face, np.full_like(face, 128)) is None  # a flat reference: nothing to fit
+
+
+@pytest.mark.parametrize("covering_bgr", [(60, 170, 40), (170, 90, 30)])  # green, blue
+def test_neutral_fill_takes_no_colour_from_the_covering(
+    covering_bgr: tuple[int, int, int], astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """A green or blue covering leaves no green or blue face: the fill's chroma (Lab a, b)
+    is the visible skin's, although the border it inpaints from holds the covering's rim."""
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    m = align.to_canonical(lm5)
+    face = align.warp_to_canonical(astronaut_bgr, m)
+    hard = lower_face_mask() > 0
+    face[hard] = covering_bgr
+    # the segmented region stops short of the covering's edge: a rim of it is in the border
+    inner = cv2.erode(hard.astype(np.uint8), np.ones((7, 7))) > 0
+    painted, _ = NeutralFill().restore(face, cover_from_hard(inner), align.apply(m, lm5))
+    lab = cv2.cvtColor(painted, cv2.COLOR_BGR2Lab).astype(np.float32)
+    skin = np.median(
+        cv2.cvtColor(face, cv2.COLOR_BGR2Lab).astype(np.float32)[upper_skin_mask() > 0], axis=0
+    )
+    core = cv2.erode(inner.astype(np.uint8), np.ones((15, 15))) > 0
+    chroma = np.median(lab[core], axis=0)[1:]
+    assert np.linalg.norm(chroma - skin[1:]) < 3.0, (chroma, skin)
