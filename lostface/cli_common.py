@@ -36,8 +36,10 @@ def add_reference_arg(p: argparse.ArgumentParser) -> None:
         "--reference",
         action="append",
         default=[],
-        metavar="PATH",
-        help="unmasked photo (or folder of photos) of the person; repeatable",
+        metavar="[NAME=]PATH",
+        help="unmasked photo (or folder of photos) of a person, NAME=PATH to name them; "
+        "repeatable: each masked face is painted from the person it matches, or gets a "
+        "neutral fill",
     )
 
 

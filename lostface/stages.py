@@ -157,6 +157,10 @@ class Restorer(KeyframeEngine, Protocol):
         """
         ...
 
+    def identity(self, track_id: int | None) -> str | None:
+        """Which reference person the track was found to be (None: nobody, or no gate)."""
+        return None
+
     def restore_many(self, items: Sequence[RestoreItem]) -> list[tuple[np.ndarray, str | None]]:
         """Several faces at once (engines that batch on a GPU override this)."""
         return [self.restore(*item) for item in items]

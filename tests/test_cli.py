@@ -96,8 +96,11 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
     assert [r["frame"] for r in lines] == list(range(24))
     assert all(set(r) == {"frame", "pts", "faces"} for r in lines)
     faces = [f for r in lines for f in r["faces"]]
-    assert faces and all(set(f) == {"track_id", "box", "masked", "keyframe"} for f in faces)
+    keys = {"track_id", "box", "masked", "keyframe", "identity"}
+    assert faces and all(set(f) == keys for f in faces)
     assert any(f["keyframe"] for f in faces) and sum(f["masked"] for f in faces) >= 20
+    # the one reference (a bare PATH: the person is known by that path) matches her face
+    assert {f["identity"] for f in faces if f["masked"]} == {str(reference)}
     # the covered region moved towards the hidden face
     masked_frames, restored = _decode(src), _decode(out)
     err_masked = err_restored = 0.0
@@ -311,3 +314,27 @@ def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
     capsys.readouterr()
     assert main(["detect", str(src), "--json", "-q"]) == 0
     assert len(json.loads(capsys.readouterr().out)["faces"]) >= 10
+
+
+def test_named_reference_errors_write_nothing(tmp_path, masked_clip, reference, capsys):
+    """NAME=PATH references: an empty name, a name given twice, a missing photo and a photo
+    with no face are each one sentence and a non-zero exit, and nothing is written."""
+    src, _, _ = masked_clip
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
+    cases = [
+        ([f"={reference}"], "empty name"),
+        ([f"me={reference}", f"me={reference}"], "given twice"),
+        ([f"me={tmp_path / 'absent.jpg'}"], "does not exist"),
+        ([f"me={blank}"], "no face"),
+    ]
+    for refs, words in cases:
+        out = tmp_path / "out.mp4"
+        args = ["run", str(src), "-o", str(out), "-q"]
+        for r in refs:
+            args += ["--reference", r]
+        capsys.readouterr()
+        assert main(args) == 2, refs
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "Traceback" not in err[0], err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"], refs

@@ -452,3 +452,42 @@ def test_neutral_fill_takes_no_colour_from_the_covering(
     core = cv2.erode(inner.astype(np.uint8), np.ones((15, 15))) > 0
     chroma = np.median(lab[core], axis=0)[1:]
     assert np.linalg.norm(chroma - skin[1:]) < 3.0, (chroma, skin)
+
+
+def test_identity_gate_paints_each_person_from_their_own_photos(
+    detector: CenterFaceDetector,
+) -> None:
+    """Named references: each masked face is painted from the photos of the person whose
+    visible upper face it matches (both wearing the same neutral covering), never from the
+    other person's; a face that matches nobody gets the neutral fill."""
+    pytest.importorskip("dlib")
+    from lostface.config import load_settings
+    from lostface.registry import build_painter
+    from lostface.restore.painter import PaintJob
+    from lostface.synthetic import draw_mask
+
+    def photo(person: str, k: int) -> np.ndarray:
+        img = cv2.imread(str(shared_path("identity", person, f"{person}{k}.jpg")))
+        s = 800 / max(img.shape[:2])
+        return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
+
+    refs = [f"{p}={shared_path('identity', p, p + '1.jpg')}" for p in ("obama", "biden")]
+    painter = build_painter(load_settings(), ReferenceBank.from_paths(refs, detector))
+    strict = build_painter(
+        load_settings(overrides=["restore.identity_match=0.1", "restore.identity_keep=0.15"]),
+        ReferenceBank.from_paths(refs, detector),
+    )
+    for tid, (person, k) in enumerate((("obama", 2), ("obama", 3), ("biden", 2))):
+        img = photo(person, k)
+        det = detector.detect(img)
+        i = int(np.argmax(det.scores))
+        masked = draw_mask(img, det.landmarks[i][:5], "surgical", rng=0).image
+        job = PaintJob.from_frame(tid, 0, masked, det.landmarks[i])
+        assert job is not None
+        for _ in range(2):  # two keyframes of one track
+            out = painter.paint(job)
+        assert out.covered and out.patch is not None
+        assert (out.identity, out.patch.reference) == (person, person), (person, k)
+        # nobody matches under a threshold no face meets: the fill, no reference
+        alone = strict.paint(job)
+        assert alone.patch is not None and (alone.identity, alone.patch.reference) == (None, None)

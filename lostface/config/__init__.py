@@ -85,7 +85,16 @@ class MaskSettings:
 class RestoreSettings:
     # reference (embedded; the neutral fill when no reference is given) | neutral
     engine: str = "reference"
-    references: list[str] = field(default_factory=list)  # photos or folders of the person
+    # photos or folders of people: PATH (one unnamed person) or NAME=PATH (repeat a name's
+    # photos in a folder)
+    references: list[str] = field(default_factory=list)
+    # reference: paint a face from a person's references only when its visible upper face
+    # matches theirs (dlib distance, both wearing the same neutral covering, averaged over the
+    # track's keyframes): taken below identity_match, kept below identity_keep; a face that
+    # matches nobody gets the neutral fill
+    identity_gate: bool = True
+    identity_match: float = 0.58
+    identity_keep: float = 0.63
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a

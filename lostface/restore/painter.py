@@ -119,6 +119,7 @@ class Painted:
     score: float
     patch: Patch | None
     seconds: dict[str, float] = field(default_factory=dict)
+    identity: str | None = None  # the reference person the face was found to be
 
 
 @dataclass(slots=True)
@@ -186,7 +187,14 @@ class Painter:
                 reference=reference,
             )
         return [
-            Painted(a.job.track_id, a.cover.covered, a.cover.score, patches.get(id(a)), a.seconds)
+            Painted(
+                a.job.track_id,
+                a.cover.covered,
+                a.cover.score,
+                patches.get(id(a)),
+                a.seconds,
+                self.restorer.identity(a.job.track_id) if a.cover.covered else None,
+            )
             for a in aligned
         ]
 

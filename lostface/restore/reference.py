@@ -78,6 +78,7 @@ class Reference:
     skin_mean: np.ndarray
     skin_std: np.ndarray
     mirrored: bool = False
+    person: str = ""  # whose photo: the NAME of --reference NAME=PATH, else the PATH given
 
     def mirror(self) -> Reference:
         """The horizontally flipped reference (covers the opposite head turn)."""
@@ -94,6 +95,7 @@ class Reference:
             skin_mean=self.skin_mean.copy(),
             skin_std=self.skin_std.copy(),
             mirrored=True,
+            person=self.person,
         )
 
 
@@ -199,19 +201,65 @@ class ReferenceBank:
         """Already decoded photos as (name, BGR uint8 image) pairs."""
         if not images:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
-        return cls([cls.from_image(name, img, detector) for name, img in images])
+        refs = []
+        for name, img in images:
+            ref = cls.from_image(name, img, detector)
+            ref.person = name
+            refs.append(ref)
+        return cls(refs)
 
     def merged(self, other: ReferenceBank) -> ReferenceBank:
         return ReferenceBank(self.references + other.references)
 
     @classmethod
     def from_paths(cls, paths: list[str | Path], detector: Detector) -> ReferenceBank:
-        """Files or folders of photos; the largest face of each one becomes a reference."""
+        """Files or folders of photos, each PATH or NAME=PATH (parse_references); the largest
+        face of each photo becomes a reference of that person."""
         if not paths:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
-        refs = [cls.from_image(str(f), read_image(f), detector) for f in cls._expand(paths)]
+        refs = []
+        for person, path in parse_references(paths):
+            for f in cls._expand([path]):
+                ref = cls.from_image(str(f), read_image(f), detector)
+                ref.person = person
+                refs.append(ref)
         log.info("reference bank: %d photo(s)", len(refs))
         return cls(refs)
+
+    def people(self) -> dict[str, list[np.ndarray]]:
+        """Person -> canonical crops of their photos."""
+        out: dict[str, list[np.ndarray]] = {}
+        for r in self.references:
+            out.setdefault(r.person or r.name, []).append(r.image)
+        return out
+
+
+def parse_references(items: list[str | Path]) -> list[tuple[str, Path]]:
+    """(person, path) for each reference argument: PATH (a file or folder: one person, known
+    by the path as given) or NAME=PATH. An empty or repeated name is refused."""
+    out: list[tuple[str, Path]] = []
+    names: set[str] = set()
+    for item in items:
+        text = str(item)
+        if isinstance(item, Path) or "=" not in text or Path(text).expanduser().exists():
+            out.append((text, Path(text)))
+            continue
+        name, path = (part.strip() for part in text.split("=", 1))
+        if not name:
+            raise InputError(
+                f"Reference {text!r} has an empty name; write NAME=PATH, "
+                "e.g. --reference alice=alice.jpg."
+            )
+        if not path:
+            raise InputError(f"Reference {text!r} names no photo; write NAME=PATH.")
+        if name in names:
+            raise InputError(
+                f"Reference name {name!r} is given twice; give each person one name "
+                "(put several photos of one person in a folder: NAME=FOLDER)."
+            )
+        names.add(name)
+        out.append((name, Path(path)))
+    return out
 
 
 def _chroma_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -354,20 +402,42 @@ class ReferenceRestorer(Restorer):
         )
         self._core = core
         self._fill = NeutralFill()
+        self.gate = None
+        if settings.identity_gate:
+            from lostface.restore.identity import build_gate
+
+            self.gate = build_gate(bank.people(), settings.identity_match, settings.identity_keep)
+
+    def forget(self, track_id: int) -> None:
+        if self.gate is not None:
+            self.gate.forget(track_id)
+
+    def identity(self, track_id: int | None) -> str | None:
+        if self.gate is None or track_id is None:
+            return None
+        return self.gate.person(track_id)
+
+    def reset(self) -> None:
+        if self.gate is not None:
+            self.gate.reset()
 
     def choose(self, landmarks: np.ndarray) -> Reference:
         """The reference (or mirrored reference) whose head pose is closest to the target's."""
         return self._choose(landmarks)[0]
 
-    def _choose(self, landmarks: np.ndarray) -> tuple[Reference, float]:
-        """The closest reference and its pose gap (eye distances, mirror penalty left out)."""
+    def _choose(self, landmarks: np.ndarray, person: str | None = None) -> tuple[Reference, float]:
+        """The closest reference (of `person`, when given) and its pose gap (eye distances,
+        mirror penalty left out)."""
         yaw, pitch = yaw_proxy(landmarks), pitch_proxy(landmarks)
 
         def gap(r: Reference) -> float:
             return (r.yaw - yaw) ** 2 + (r.pitch - pitch) ** 2
 
+        candidates = self.bank.candidates(self.settings.mirror)
+        if person is not None:
+            candidates = [r for r in candidates if (r.person or r.name) == person]
         best = min(
-            self.bank.candidates(self.settings.mirror),
+            candidates,
             key=lambda r: gap(r) + (MIRROR_PENALTY if r.mirrored else 0.0),
         )
         return best, float(np.sqrt(gap(best)))
@@ -384,7 +454,13 @@ class ReferenceRestorer(Restorer):
         if not cover.covered or float(alpha.max()) <= 0.0:
             return face.copy(), None
         lm = np.asarray(landmarks, np.float64)[:5]
-        ref, pose_gap = self._choose(lm)
+        person = None
+        if self.gate is not None:
+            person = self.gate.observe(track_id, face)
+            if person is None:
+                # nobody among the references: someone else's mouth is the worst outcome
+                return self._fill.restore(face, cover, landmarks)
+        ref, pose_gap = self._choose(lm, person)
         if pose_gap > self.settings.max_pose_gap:
             # No reference shows the face from this side: its lower face warped this far
             # would put a mouth where none is seen; a smooth fill looks far less wrong.
@@ -423,7 +499,7 @@ class ReferenceRestorer(Restorer):
             if k < 1.0:
                 src = fill + k * (src - fill)
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
-        return self._blend(face, src, alpha, support), ref.name
+        return self._blend(face, src, alpha, support), ref.person or ref.name
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
