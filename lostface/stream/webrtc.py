@@ -373,7 +373,10 @@ class LiveServer:
         )
         warn_without_references(self.settings, bank)
         self._bank = bank
-        self.reference_names = [Path(r.name).name for r in bank.references] if bank else []
+        # the page offers each person (NAME of NAME=PATH; a bare PATH's file name)
+        self.reference_names = (
+            list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
+        )
 
     def restorer_for(self, name: str) -> Restorer | None:
         """A new restorer for one session, using one reference by name or all of them for ''
@@ -384,7 +387,7 @@ class LiveServer:
 
         bank = self._bank
         if name:
-            refs = [r for r in (bank.references if bank else []) if Path(r.name).name == name]
+            refs = [r for r in (bank.references if bank else []) if _person(r) == name]
             if not refs:
                 return None
             bank = ReferenceBank(refs)
@@ -672,3 +675,10 @@ def read_index(image: np.ndarray, y: int = 0) -> int | None:
             value |= 1 << b
     index = value & 0xFFF
     return index if (value >> 12) == index % 13 else None
+
+
+def _person(reference) -> str:
+    """How the page names a reference's person: its NAME, or a bare path's file name."""
+    if reference.person and reference.person != reference.name:
+        return str(reference.person)
+    return Path(reference.name).name
