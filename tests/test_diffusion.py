@@ -207,13 +207,14 @@ def _moving_clip(image: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 def test_the_frame_loop_keeps_its_rate_while_diffusion_keyframes_run(tiny_models, masked):
-    """A live loop at 30 frames/s with the diffusion engine (about a second per keyframe on
-    this CPU): frames keep flowing while the keyframe is painted, and the patch lands."""
+    """A live loop at 30 frames/s with the diffusion engine (a fraction of a second to a few
+    seconds per keyframe on this CPU): frames keep flowing while keyframes are painted, and
+    the patches land."""
     from lostface.stream.live import LiveLoop, close_pipeline, live_pipeline
     from lostface.stream.sources import ArraySource
 
     image, _, _ = masked
-    frames = _moving_clip(image, 90)
+    frames = _moving_clip(image, 180)  # 6 s: room for a keyframe on a busy machine
     settings = tiny_settings(tiny_models)
     pipe = live_pipeline(settings, build_stages(settings))
     source = ArraySource(frames, rate=30.0)
@@ -299,3 +300,26 @@ def test_pipeline_restores_a_clip_synchronously(tiny_models, masked):
     pipe.reset()
     assert not restorer._faces
     pipe.close()
+
+
+def test_gpu_check_diffusion_section_runs_on_the_cpu(tmp_path):
+    """bench/gpu_check.py's diffusion section (SD 1.5 on a lent GPU) in its CPU smoke mode:
+    the tiny model built, loaded and fused through lostface's code, keyframes timed per stage
+    for 1 and 4 faces, and a live loop that paints the masked face while frames flow."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "bench" / "gpu_check.py"), "--device", "cpu", "--quick"]
+    cmd += ["--iters", "2", "--frames", "45", "--sections", "diffusion", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())["diffusion"]
+    assert set(result["keyframe"]) == {
+        "batch1_first", "batch1_reuse", "batch4_first", "batch4_reuse"
+    }  # fmt: skip
+    for row in result["keyframe"].values():
+        assert set(row["stages_ms_per_call"]) == {"encode", "unet", "decode"}
+        assert row["median_ms"] > 0
+    live = result["live_loop_1280x720"]
+    assert live["frames_out"] + live["dropped"] == 45 and live["keyframes"] >= 1
