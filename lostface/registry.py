@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from lostface.config import Settings
-from lostface.errors import ConfigError
+from lostface.errors import ConfigError, ModelError
 from lostface.stages import Detector, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
@@ -128,6 +128,22 @@ def _neutral(ing: Ingredients) -> Restorer:
     from lostface.restore.fill import NeutralFill
 
     return NeutralFill()
+
+
+@RESTORERS.register(
+    "diffusion", "Stable Diffusion inpainting, LCM-sampled (the diffusion extra; models.*)"
+)
+def _diffusion(ing: Ingredients) -> Restorer:
+    try:
+        from lostface.generative.diffusion import DiffusionRestorer
+        from lostface.generative.loading import load_inpaint
+    except ImportError as exc:
+        raise ModelError(
+            f"restore.engine=diffusion needs torch and diffusers ({exc.name} is missing); run "
+            "`pip install 'lostface[diffusion]'`."
+        ) from None
+    guide = _reference(ing) if ing.settings.diffusion.init == "reference" else None
+    return DiffusionRestorer(load_inpaint(ing.settings), ing.settings.diffusion, guide)
 
 
 # -- building ----------------------------------------------------------------------------

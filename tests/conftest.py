@@ -57,3 +57,41 @@ def stage_reference() -> np.ndarray:
     import cv2
 
     return cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight SD inpainting models in the layout users download (diffusers folders,
+    saved with save_pretrained): "inpaint" with its "lora" (an LCM-LoRA stand-in), "lcm" (an
+    LCM-distilled UNet, no LoRA needed), and "other_lora" (a LoRA for a wider UNet, which fits
+    neither)."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("peft")
+    from lostface.generative.random_init import TINY_UNET, save_inpaint_model, save_lora
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    out = {
+        "inpaint": save_inpaint_model(root / "inpaint"),
+        "lcm": save_inpaint_model(root / "lcm", lcm_distilled=True, seed=1),
+    }
+    out["lora"] = save_lora(root / "lora", out["inpaint"])
+    wide = root / "wide"
+    save_inpaint_model(wide, seed=2, unet={**TINY_UNET, "block_out_channels": (48, 96)})
+    out["other_lora"] = save_lora(root / "other_lora", wide)
+    return out
+
+
+def tiny_settings(models: dict[str, Path], *overrides: str, lora: bool = True):
+    """Settings for the diffusion engine on the tiny models (4 steps at 256 px: fast on a CPU)."""
+    from lostface.config import load_settings
+
+    return load_settings(
+        overrides=[
+            "restore.engine=diffusion",
+            f'models.inpaint="{models["inpaint"]}"',
+            f'models.lcm_lora="{models["lora"] if lora else ""}"',
+            "models.device=cpu",
+            "diffusion.size=256",
+            *overrides,
+        ]
+    )

@@ -316,6 +316,7 @@ def test_gpu_check_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "bench" / "gpu_check.py"), "--device", "cpu", "--quick"]
     cmd += ["--iters", "2", "--frames", "12", "--cli", "--out", str(tmp_path)]
+    cmd += ["--sections", "detector"]  # the diffusion section: tests/test_diffusion.py
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())

@@ -83,7 +83,7 @@ class MaskSettings:
 
 @dataclass
 class RestoreSettings:
-    # reference (embedded; the neutral fill when no reference is given) | neutral
+    # reference (embedded; the neutral fill when no reference is given) | neutral | diffusion
     engine: str = "reference"
     # photos or folders of people: PATH (one unnamed person) or NAME=PATH (repeat a name's
     # photos in a folder)
@@ -116,6 +116,44 @@ class UpscaleSettings:
     # faces whose canonical crop spans fewer frame pixels than this (its width) are upscaled
     # on keyframes before segmentation and restoration
     below: int = 128
+
+
+@dataclass
+class ModelSettings:
+    """Where the full engines' models come from: each a hub id (downloaded once by `lostface
+    models pull`, then read from the cache) or a local folder or file."""
+
+    inpaint: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"  # a diffusers folder
+    # LCM-LoRA fused into the inpainting model for few-step sampling; empty when the inpainting
+    # model is LCM-distilled itself
+    lcm_lora: str = "latent-consistency/lcm-lora-sdv1-5"
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    # auto (float16 on a GPU, float32 on the CPU) | float16 | bfloat16 | float32
+    dtype: str = "auto"
+    # a GPU named in models.device but absent: run on the CPU with a warning (false: stop)
+    cpu_fallback: bool = True
+    cache: str = ""  # folder of downloaded models; empty: the Hugging Face cache
+
+
+@dataclass
+class DiffusionSettings:
+    """restore.engine = "diffusion": Stable Diffusion inpainting with an LCM scheduler."""
+
+    steps: int = 4  # LCM steps per keyframe (2 to 8)
+    size: int = 512  # width of the face crop the model paints (height keeps the crop's 8:9)
+    guidance: float = 1.0  # classifier-free guidance scale (1: none; LCM-LoRA wants 1 to 2)
+    prompt: str = "a photo of a person's face, natural skin, relaxed mouth, sharp focus"
+    negative_prompt: str = "face mask, covering, fabric, hand, blurry, deformed"
+    # what a face's first keyframe starts from: noise | reference (the embedded reference
+    # restorer's painting, noised to init_strength; its neutral fill when no photo is given)
+    init: str = "reference"
+    init_strength: float = 0.8  # 1: pure noise, whatever init says
+    # between a face's keyframes: reuse (the last keyframe's latents, noised again to
+    # reuse_strength) | fixed-noise (the same noise per face) | fresh (new noise each time)
+    temporal: str = "reuse"
+    reuse_strength: float = 0.6
+    soft: bool = True  # soft inpainting: the feathered mask stays continuous inside the loop
+    seed: int = 0
 
 
 @dataclass
@@ -165,12 +203,14 @@ class Settings:
     mask: MaskSettings = field(default_factory=MaskSettings)
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     upscale: UpscaleSettings = field(default_factory=UpscaleSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
 
 
-PRESETS = ("cpu",)
+PRESETS = ("cpu", "gpu")
 _ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 
 
@@ -304,6 +344,30 @@ def validate(s: Settings) -> None:
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
+        (
+            s.models.dtype in ("auto", "float16", "bfloat16", "float32"),
+            "models.dtype must be auto, float16, bfloat16 or float32",
+        ),
+        (
+            s.models.device in ("auto", "cpu", "cuda", "mps")
+            or s.models.device.startswith("cuda:"),
+            "models.device must be auto, cpu, cuda, cuda:N or mps",
+        ),
+        (1 <= s.diffusion.steps <= 50, "diffusion.steps must lie between 1 and 50"),
+        (
+            128 <= s.diffusion.size <= 1024 and s.diffusion.size % 64 == 0,
+            "diffusion.size must be a multiple of 64 between 128 and 1024",
+        ),
+        (s.diffusion.guidance >= 1.0, "diffusion.guidance must be 1 or more"),
+        (s.diffusion.init in ("noise", "reference"), "diffusion.init must be noise or reference"),
+        (
+            s.diffusion.temporal in ("reuse", "fixed-noise", "fresh"),
+            "diffusion.temporal must be reuse, fixed-noise or fresh",
+        ),
+        (
+            0 < s.diffusion.init_strength <= 1 and 0 < s.diffusion.reuse_strength <= 1,
+            "diffusion.init_strength and diffusion.reuse_strength must lie in (0, 1]",
+        ),
         (s.restore.blend in ("poisson", "alpha"), "restore.blend must be poisson or alpha"),
         (0 <= s.video.crf <= 51, "video.crf must lie between 0 and 51"),
         (1 <= s.live.port <= 65535, "live.port must lie between 1 and 65535"),

@@ -1,0 +1,129 @@
+"""`lostface models list | pull | verify`: the full engines' models (settings under models.*,
+and detect.model). `pull` is the only command that touches the network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from lostface.cli_common import add_config_args
+from lostface.config import Settings
+from lostface.errors import ModelError
+
+log = logging.getLogger("lostface")
+
+
+def add_models_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list, download (pull) and check (verify) the full engines' models",
+        description="The models the full engines load, as named by the settings (models.*, "
+        "detect.model): hub ids, downloaded once by `pull` into the cache, or local paths. "
+        "Nothing else in lostface downloads.",
+    )
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    q = msub.add_parser("list", help="each model setting, where its files are, and their size")
+    q.add_argument("--json", action="store_true", help="one JSON object per model and line")
+    add_config_args(q)
+    for name, text in (
+        ("pull", "download hub models into the cache (default: those the engines use)"),
+        ("verify", "check the models' files and tensor shapes, offline"),
+    ):
+        q = msub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        q.add_argument(
+            "keys",
+            nargs="*",
+            metavar="KEY",
+            help="models.inpaint, models.lcm_lora or detect.model (default: those the chosen "
+            "engines use, or every one that is set when they use none)",
+        )
+        add_config_args(q)
+
+
+def _keys(settings: Settings, keys: list[str]) -> list[str]:
+    from lostface.models import CATALOGUE, model_entry, model_spec, needed_models
+
+    if keys:
+        return [model_entry(k).key for k in keys]
+    return needed_models(settings) or [k for k in CATALOGUE if model_spec(settings, k)]
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    return {"list": _list, "pull": _pull, "verify": _verify}[args.models_command](args, settings)
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from lostface.models import CATALOGUE, folder_size, locate, model_spec, needed_models
+
+    used = set(needed_models(settings))
+    for key, entry in CATALOGUE.items():
+        spec = model_spec(settings, key)
+        path = locate(settings, key) if spec else None
+        size = folder_size(path) if path else 0
+        row = {
+            "key": key,
+            "spec": spec,
+            "path": str(path) if path else None,
+            "bytes": size,
+            "used": key in used,
+            "what": entry.summary,
+        }
+        if args.json:
+            print(json.dumps(row), flush=True)
+            continue
+        where = (
+            f"{path} ({size / 1e6:.1f} MB)" if path else ("not downloaded" if spec else "not set")
+        )
+        mark = "*" if key in used else " "
+        print(f"{mark} {key:<16} {spec or '-':<52} {where}")
+    if not args.json:
+        print("(* used by the chosen engines)")
+    return 0
+
+
+def _pull(args: argparse.Namespace, settings: Settings) -> int:
+    from lostface.models import pull
+
+    keys = _keys(settings, args.keys)
+    for path in pull(settings, keys):
+        print(path, flush=True)
+    return 0
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from lostface.models import model_entry, resolve
+
+    keys = _keys(settings, args.keys)
+    failed = 0
+    for key in keys:
+        try:
+            path = resolve(settings, key)
+            problems = _problems(settings, key)
+        except ModelError as exc:
+            print(exc, flush=True)
+            failed += 1
+            continue
+        if problems:
+            failed += 1
+            print(f"{key}: {path}: {'; '.join(p.rstrip('.') for p in problems)}.", flush=True)
+        else:
+            kind = model_entry(key).kind
+            what = "the file is there" if kind == "yolo" else "files and tensor shapes match"
+            print(f"{key}: ok ({path}: {what})", flush=True)
+    return 3 if failed else 0
+
+
+def _problems(settings: Settings, key: str) -> list[str]:
+    from lostface.models import model_entry
+
+    if model_entry(key).kind == "yolo":
+        return []
+    try:
+        from lostface.generative.loading import verify_model
+    except ImportError as exc:
+        raise ModelError(
+            f"checking {key} needs torch and diffusers ({exc.name} is missing); run "
+            "`pip install 'lostface[diffusion]'`."
+        ) from None
+    return verify_model(settings, key)
