@@ -151,9 +151,7 @@ def presence_rate(detector, segmenter: GeometrySegmenter, folder: str, n: int) -
 
 
 def test_real_masked_photos_are_covered(detector, segmenter: GeometrySegmenter) -> None:
-    # the decision leans to leaving a face alone when unsure (bench/harm.py: an open face
-    # painted is the worse error), so a few low-contrast coverings are missed
-    assert presence_rate(detector, segmenter, "masked", 60) >= 0.85
+    assert presence_rate(detector, segmenter, "masked", 60) >= 0.9
 
 
 def test_real_unmasked_photos_are_not_covered(detector, segmenter: GeometrySegmenter) -> None:
