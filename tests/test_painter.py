@@ -125,7 +125,7 @@ class _Stateful(Restorer):
         self.closed = False
         self.batches: list[int] = []
 
-    def restore(self, face, cover, landmarks, track_id=None):
+    def restore(self, face, cover, landmarks, track_id=None, person=None):
         if track_id is not None:
             self.state[track_id] = self.state.get(track_id, 0) + 1
         return self.inner.restore(face, cover, landmarks)

@@ -454,6 +454,25 @@ def test_neutral_fill_takes_no_colour_from_the_covering(
     assert np.linalg.norm(chroma - skin[1:]) < 3.0, (chroma, skin)
 
 
+def _identity_photo(person: str, k: int) -> np.ndarray:
+    img = cv2.imread(str(shared_path("identity", person, f"{person}{k}.jpg")))
+    s = 800 / max(img.shape[:2])
+    return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
+
+
+def _masked_job(detector: CenterFaceDetector, track_id: int, person: str, k: int):
+    from lostface.restore.painter import PaintJob
+    from lostface.synthetic import draw_mask
+
+    img = _identity_photo(person, k)
+    det = detector.detect(img)
+    i = int(np.argmax(det.scores))
+    masked = draw_mask(img, det.landmarks[i][:5], "surgical", rng=0).image
+    job = PaintJob.from_frame(track_id, 0, masked, det.landmarks[i])
+    assert job is not None
+    return job
+
+
 def test_identity_gate_paints_each_person_from_their_own_photos(
     detector: CenterFaceDetector,
 ) -> None:
@@ -463,13 +482,6 @@ def test_identity_gate_paints_each_person_from_their_own_photos(
     pytest.importorskip("dlib")
     from lostface.config import load_settings
     from lostface.registry import build_painter
-    from lostface.restore.painter import PaintJob
-    from lostface.synthetic import draw_mask
-
-    def photo(person: str, k: int) -> np.ndarray:
-        img = cv2.imread(str(shared_path("identity", person, f"{person}{k}.jpg")))
-        s = 800 / max(img.shape[:2])
-        return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
 
     refs = [f"{p}={shared_path('identity', p, p + '1.jpg')}" for p in ("obama", "biden")]
     painter = build_painter(load_settings(), ReferenceBank.from_paths(refs, detector))
@@ -478,12 +490,7 @@ def test_identity_gate_paints_each_person_from_their_own_photos(
         ReferenceBank.from_paths(refs, detector),
     )
     for tid, (person, k) in enumerate((("obama", 2), ("obama", 3), ("biden", 2))):
-        img = photo(person, k)
-        det = detector.detect(img)
-        i = int(np.argmax(det.scores))
-        masked = draw_mask(img, det.landmarks[i][:5], "surgical", rng=0).image
-        job = PaintJob.from_frame(tid, 0, masked, det.landmarks[i])
-        assert job is not None
+        job = _masked_job(detector, tid, person, k)
         for _ in range(2):  # two keyframes of one track
             out = painter.paint(job)
         assert out.covered and out.patch is not None
@@ -491,3 +498,55 @@ def test_identity_gate_paints_each_person_from_their_own_photos(
         # nobody matches under a threshold no face meets: the fill, no reference
         alone = strict.paint(job)
         assert alone.patch is not None and (alone.identity, alone.patch.reference) == (None, None)
+
+
+class _Counting(ReferenceRestorer):
+    """The reference restorer, counting the keyframes it painted per face since the face was
+    last forgotten (as a diffusion engine keeps latents per face)."""
+
+    def __init__(self, bank: ReferenceBank) -> None:
+        super().__init__(bank, RestoreSettings())
+        self.state: dict[int, int] = {}
+
+    def restore(self, face, cover, landmarks, track_id=None, person=None):
+        if track_id is not None:
+            self.state[track_id] = self.state.get(track_id, 0) + 1
+        return super().restore(face, cover, landmarks, track_id, person)
+
+    def forget(self, track_id: int) -> None:
+        self.state.pop(track_id, None)
+
+
+def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
+    detector: CenterFaceDetector,
+) -> None:
+    """When the identity gate gives a track another person, the painter's engines forget that
+    track before it is painted again (per-face state holds the old person's mouth); once a
+    track's person is decided, the gate looks at it only on every few keyframes."""
+    pytest.importorskip("dlib")
+    from lostface.config import load_settings
+    from lostface.registry import build_painter
+    from lostface.restore.identity import IdentityGate
+
+    refs = [f"{p}={shared_path('identity', p, p + '1.jpg')}" for p in ("obama", "biden")]
+    bank = ReferenceBank.from_paths(refs, detector)
+    eng = _Counting(bank)
+    painter = build_painter(load_settings(), bank, restorer=eng)
+    assert painter.gate is not None and sorted(painter.gate.people) == ["biden", "obama"]
+    painter.gate = IdentityGate(bank.people(), settle=2, every=3)
+    obama, biden = _masked_job(detector, 7, "obama", 2), _masked_job(detector, 7, "biden", 2)
+    for _ in range(6):
+        out = painter.paint(obama)
+        assert (out.identity, out.patch.reference if out.patch else "") == ("obama", "obama")
+    # 2 looks to settle, then one on the 3rd keyframe after: 3 embeddings for 6 keyframes
+    assert painter.gate.looks == 3 and eng.state[7] == 6
+    # another person takes the track: it stays obama's until the gate is sure, then is
+    # forgotten and painted afresh from biden's photo
+    seen = []
+    for _ in range(40):
+        out = painter.paint(biden)
+        seen.append((out.identity, eng.state[7]))
+        if out.identity != "obama":
+            break
+    assert seen[-1] == ("biden", 1), seen
+    assert all(who == "obama" for who, _ in seen[:-1]) and len(seen) > 1

@@ -34,6 +34,7 @@ class NeutralFill(Restorer):
         cover: CoverMask,
         landmarks: np.ndarray,
         track_id: int | None = None,
+        person: str | None = None,
     ) -> tuple[np.ndarray, str | None]:
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:

@@ -5,17 +5,25 @@ dominates dlib's embedding). Painting the same neutral covering on both first do
 (bench/identity_gate.py): then only the visible upper face differs. Every comparison here is
 made between canonical crops (restore.align) with the same flat covering over the lower face.
 
-Per track, the distances to each person are averaged over the track's keyframes, and the
+Per track, the distances to each person are averaged over the track's looks, and the
 decision has hysteresis: a person is taken when the mean distance falls below `match` and is
 kept until it rises above `keep`, so one odd keyframe (a turn, a blur) does not switch it. A
-track that matches nobody gets no person: the restorer paints the neutral fill, never
+track that matches nobody gets no person: the painter then asks for the neutral fill, never
 someone else's mouth.
+
+An embedding costs tens of milliseconds on a CPU, so a track is looked at on each of its
+first `settle` keyframes and then only on every `every`-th: a decided face keeps its person
+between looks. The painter owns the gate (lostface.restore.painter) and runs it on the
+keyframe worker, never in the frame loop.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +36,27 @@ log = logging.getLogger(__name__)
 # runs from the brows to the chin, about 2.2 eye distances wide.
 _BOX = (50, 62, 206, 226)
 _COVER_BGR = (128, 128, 128)
-_HISTORY = 8  # keyframes averaged per track
+_HISTORY = 8  # looks averaged per track
+_SETTLE = 3  # a track's first looks, one per keyframe, before its person counts as decided
+_EVERY = 6  # once decided, one look every this many keyframes
+# dlib's network keeps buffers between calls: one computation at a time (live sessions each
+# have a keyframe thread, and they share the loaded models)
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _dlib_models() -> tuple[Any, Any, Any]:
+    """dlib, its 68-point shape predictor and its face-recognition ResNet, loaded once."""
+    import dlib
+
+    from lostface.models import dlib_model_paths
+
+    shape_path, rec_path = dlib_model_paths()
+    return (
+        dlib,
+        dlib.shape_predictor(str(shape_path)),
+        dlib.face_recognition_model_v1(str(rec_path)),
+    )
 
 
 def _covered(face: np.ndarray) -> np.ndarray:
@@ -38,61 +66,75 @@ def _covered(face: np.ndarray) -> np.ndarray:
     return out
 
 
+def embed(face: np.ndarray) -> np.ndarray:
+    """128-d embedding of a canonical crop wearing the neutral covering."""
+    dlib, shape_model, rec = _dlib_models()
+    rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
+    with _LOCK:
+        shape = shape_model(rgb, dlib.rectangle(*_BOX))
+        return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
+
+
 @dataclass
 class _Track:
     distances: dict[str, list[float]] = field(default_factory=dict)
     person: str | None = None
+    looks: int = 0
+    since: int = 0  # keyframes since the last look
 
 
 class IdentityGate:
-    """Per-track identity among named reference people (dlib's face-recognition ResNet)."""
+    """Per-track identity among named reference people (dlib's face-recognition ResNet).
+
+    people: person name -> canonical crops of their reference photos. match, keep: mean
+    distances below which a person is taken, and kept. settle, every: looks per keyframe while
+    a track is new, then one look every `every` keyframes."""
 
     def __init__(
-        self, people: dict[str, list[np.ndarray]], match: float = 0.58, keep: float = 0.63
+        self,
+        people: dict[str, list[np.ndarray]],
+        match: float = 0.58,
+        keep: float = 0.63,
+        *,
+        settle: int = _SETTLE,
+        every: int = _EVERY,
     ) -> None:
-        """people: person name -> canonical crops of their reference photos."""
-        import dlib
-
-        from lostface.models import dlib_model_paths
-
-        shape_path, rec_path = dlib_model_paths()
-        self._dlib = dlib
-        self._shape = dlib.shape_predictor(str(shape_path))
-        self._rec = dlib.face_recognition_model_v1(str(rec_path))
         self.match = float(match)
         self.keep = float(keep)
-        self._people = {
-            name: [self.embed(c) for c in crops] for name, crops in people.items() if crops
-        }
+        self.settle = max(1, int(settle))
+        self.every = max(1, int(every))
+        self._people = {name: [embed(c) for c in crops] for name, crops in people.items() if crops}
         self._tracks: dict[int, _Track] = {}
+        self.looks = 0  # embeddings computed for faces (benchmarks report the cost)
 
-    def embed(self, face: np.ndarray) -> np.ndarray:
-        """128-d embedding of a canonical crop wearing the neutral covering."""
-        rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-        shape = self._shape(rgb, self._dlib.rectangle(*_BOX))
-        return np.asarray(self._rec.compute_face_descriptor(rgb, shape), np.float64)
+    @property
+    def people(self) -> list[str]:
+        return list(self._people)
 
     def distances(self, face: np.ndarray) -> dict[str, float]:
         """Distance from this face to each person (their closest reference photo)."""
-        d = self.embed(face)
+        d = embed(face)
+        self.looks += 1
         return {
             name: float(min(np.linalg.norm(d - e) for e in embs))
             for name, embs in self._people.items()
         }
 
-    def observe(self, track_id: int | None, face: np.ndarray) -> str | None:
-        """The person this track is, after one more keyframe (None: nobody)."""
-        dist = self.distances(face)
-        if not dist:
-            return None
-        if track_id is None:  # a photo: one look, no history
-            name, closest = min(dist.items(), key=lambda kv: kv[1])
-            return name if closest < self.match else None
+    def observe(self, track_id: int, face: np.ndarray) -> str | None:
+        """The person this track is, as of this keyframe (None: nobody). The face is looked
+        at only while the track is new, and then on every `every`-th keyframe."""
         st = self._tracks.setdefault(track_id, _Track())
-        for name, d in dist.items():
+        st.since += 1
+        if st.looks >= self.settle and st.since < self.every:
+            return st.person
+        st.since = 0
+        st.looks += 1
+        for name, d in self.distances(face).items():
             hist = st.distances.setdefault(name, [])
             hist.append(d)
             del hist[:-_HISTORY]
+        if not st.distances:
+            return None
         means = {name: float(np.mean(h)) for name, h in st.distances.items()}
         best = min(means, key=lambda n: means[n])
         if st.person is not None and means[st.person] < self.keep:
@@ -100,11 +142,6 @@ class IdentityGate:
                 return st.person
         st.person = best if means[best] < self.match else None
         return st.person
-
-    def person(self, track_id: int) -> str | None:
-        """The track's current decision (None: nobody, or not seen yet)."""
-        st = self._tracks.get(track_id)
-        return None if st is None else st.person
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)
@@ -116,7 +153,9 @@ class IdentityGate:
 def build_gate(
     people: dict[str, list[np.ndarray]], match: float, keep: float
 ) -> IdentityGate | None:
-    """The gate, or None (with one log line) when dlib is not installed."""
+    """The gate for these people, or None (with one log line) when dlib is not installed."""
+    if not people:
+        return None
     try:
         return IdentityGate(people, match, keep)
     except (ImportError, ModelError):

@@ -402,24 +402,7 @@ class ReferenceRestorer(Restorer):
         )
         self._core = core
         self._fill = NeutralFill()
-        self.gate = None
-        if settings.identity_gate:
-            from lostface.restore.identity import build_gate
-
-            self.gate = build_gate(bank.people(), settings.identity_match, settings.identity_keep)
-
-    def forget(self, track_id: int) -> None:
-        if self.gate is not None:
-            self.gate.forget(track_id)
-
-    def identity(self, track_id: int | None) -> str | None:
-        if self.gate is None or track_id is None:
-            return None
-        return self.gate.person(track_id)
-
-    def reset(self) -> None:
-        if self.gate is not None:
-            self.gate.reset()
+        self._people = {r.person or r.name for r in bank.references}
 
     def choose(self, landmarks: np.ndarray) -> Reference:
         """The reference (or mirrored reference) whose head pose is closest to the target's."""
@@ -448,18 +431,17 @@ class ReferenceRestorer(Restorer):
         cover: CoverMask,
         landmarks: np.ndarray,
         track_id: int | None = None,
+        person: str | None = None,
     ) -> tuple[np.ndarray, str | None]:
-        """Paint the covered region of a canonical face crop from the best reference."""
+        """Paint the covered region of a canonical face crop from the best reference (of
+        `person`, when given; see stages.RestoreItem)."""
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:
             return face.copy(), None
+        if person is not None and person not in self._people:
+            # nobody among these references: someone else's mouth is the worst outcome
+            return self._fill.restore(face, cover, landmarks)
         lm = np.asarray(landmarks, np.float64)[:5]
-        person = None
-        if self.gate is not None:
-            person = self.gate.observe(track_id, face)
-            if person is None:
-                # nobody among the references: someone else's mouth is the worst outcome
-                return self._fill.restore(face, cover, landmarks)
         ref, pose_gap = self._choose(lm, person)
         if pose_gap > self.settings.max_pose_gap:
             # No reference shows the face from this side: its lower face warped this far

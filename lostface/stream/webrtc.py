@@ -27,7 +27,7 @@ import time
 import uuid
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -47,6 +47,9 @@ from lostface.pipeline import Pipeline
 from lostface.stages import Detector, Restorer
 from lostface.stream.live import LatencyMeter, close_pipeline, live_pipeline, process_frame
 from lostface.stream.sources import SourceEnded, TrackSource
+
+if TYPE_CHECKING:
+    from lostface.restore.identity import IdentityGate
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +271,10 @@ class Session:
         if "overlay" in pending:
             self.pipe.debug_overlay = pending["overlay"]
         if "reference" in pending:
-            restorer = self.server.restorer_for(pending["reference"])
-            if restorer is not None:
-                self.pipe.stages.painter.restorer = restorer
+            engines = self.server.engines_for(pending["reference"])
+            if engines is not None:
+                painter = self.pipe.stages.painter
+                painter.restorer, painter.gate = engines
                 self.pipe.stages.policy.reset()  # repaint every face with the new reference
 
     # -- readout ------------------------------------------------------------------------
@@ -378,11 +382,12 @@ class LiveServer:
             list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
         )
 
-    def restorer_for(self, name: str) -> Restorer | None:
-        """A new restorer for one session, using one reference by name or all of them for ''
-        (None for a name that is not a reference). Restorers may keep state per face, so
-        sessions never share one; the reference photos are aligned once, in prepare()."""
-        from lostface.registry import build_restorer
+    def engines_for(self, name: str) -> tuple[Restorer, IdentityGate | None] | None:
+        """A new restorer and identity gate for one session, using one person's references
+        by name or everyone's for '' (None for a name that is not a reference). Both keep
+        state per face, so sessions never share them; the reference photos are aligned once,
+        in prepare()."""
+        from lostface.registry import build_gate, build_restorer
         from lostface.restore.reference import ReferenceBank
 
         bank = self._bank
@@ -391,16 +396,18 @@ class LiveServer:
             if not refs:
                 return None
             bank = ReferenceBank(refs)
-        return build_restorer(self.settings, bank)
+        return build_restorer(self.settings, bank), build_gate(self.settings, bank)
 
     def _new_pipeline(self) -> Pipeline:
         """Per session: fresh tracker, policy, painter and compositor state; the detector and
         the aligned references are shared."""
         from lostface.factory import build_stages
 
-        stages = build_stages(
-            self.settings, detector=self._detector, restorer=self.restorer_for("")
-        )
+        engines = self.engines_for("")
+        assert engines is not None  # '' names everyone
+        restorer, gate = engines
+        stages = build_stages(self.settings, detector=self._detector, restorer=restorer)
+        stages.painter.gate = gate
         return live_pipeline(self.settings, stages, self.live.background_detection)
 
     # -- HTTP ---------------------------------------------------------------------------
