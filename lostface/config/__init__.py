@@ -34,6 +34,13 @@ class DetectSettings:
     device: str = "cpu"  # yolov8: cpu | cuda | cuda:0 ...
     half: bool = False  # yolov8: half-precision inference (on a cuda device only)
     threads: int = 1  # detector threads (0 = all cores); decode and encode use the other core
+    # centerface: also look for faces too small for input_size (the frame enlarged twice on
+    # every small_every-th detection, and passes at small_region pixels around the small faces
+    # found in between; bench/small_faces.py). Off by default: it costs more than the 640x360
+    # throughput target leaves on a 2-core CPU
+    small_faces: bool = False
+    small_every: int = 4
+    small_region: int = 256
 
 
 @dataclass
