@@ -242,21 +242,22 @@ class YoloV8Detector(Detector):
 class SmallFaceDetector(Detector):
     """CenterFace at `input_size`, plus a look at the resolution small faces need.
 
-    At the default input size a face 50 px wide in a 640x360 frame shrinks to under 20 px,
-    where CenterFace finds it in few frames. Detecting every frame at full resolution costs
-    about three times as much, so: every `small_every`-th call also runs the whole frame at its
-    resolution, enlarged twice (at most `input_size` * 4 on the long side, no border), which
-    finds new small faces; the calls between look again only where small faces were last
-    found (a crop three faces wide around each, detected at `small_region` pixels, which
-    enlarges it too), which keeps them. A face
-    counts as small when it would be narrower than `_SMALL_INPUT_PX` in the plain pass.
+    At the default input size a masked face 50 px wide in a 640x360 frame shrinks to under
+    20 px, where CenterFace finds it in few frames; even at the frame's own resolution it finds
+    only two thirds of them, and nearly all at twice it (bench/small_faces.py). Running every
+    detection on the frame enlarged twice costs ten times the plain pass, so: every
+    `small_every`-th call (the first included) runs the whole frame enlarged twice (at most
+    `input_size` * 4 on the long side, no border), which finds new small faces; the calls
+    between look again only where small faces were last found and the plain pass found none
+    now (a crop _REGION_FACES faces wide around each, detected at `small_region` pixels, which
+    enlarges it about twice), which keeps them. A face counts as small when it would be
+    narrower than _SMALL_INPUT_PX in the plain pass.
     """
 
     _SMALL_INPUT_PX = 32.0
-    # CenterFace finds masked faces 45-60 px wide in few frames at their own size and in
-    # nearly all at twice it (bench/small_faces.py): the full pass enlarges the frame
     _ZOOM = 2.0
-    _REGION_FACES = 3.0  # a region crop's side, in face widths
+    _REGION_FACES = 2.5  # a region crop's side, in face widths
+    _MAX_REGIONS = 6  # region passes per call (the best-scoring small faces)
 
     def __init__(self, settings: DetectSettings, session: Any = None) -> None:
         from dataclasses import replace
@@ -276,20 +277,24 @@ class SmallFaceDetector(Detector):
     def detect(self, image: np.ndarray) -> Detections:
         _check_image(image)
         h, w = image.shape[:2]
-        found = [self.plain.detect(image)]
+        plain = self.plain.detect(image)
         long_side = max(h, w)
         # frame px -> px of the plain pass (its input holds the frame plus a border)
         plain_scale = self.plain.long_side / (long_side * (1 + 2 * self.settings.pad))
         if plain_scale >= 0.75:
-            return found[0]  # the plain pass sees the frame at (nearly) its own resolution
+            return plain  # the plain pass sees the frame at (nearly) its own resolution
         if image.shape != self._shape:
             self._shape, self._small, self._calls = image.shape, self._small[:0], 0
+        found = [plain]
         if self._calls % self.every == 0:
             full_side = min(self._ZOOM * long_side, 4 * self.plain.long_side)
             self.full.long_side = max(32, int(round(full_side / 32)) * 32)
             found.append(self.full.detect(image))
         else:
-            for box in self._small:
+            kept = self._small
+            if len(plain) and len(kept):
+                kept = kept[box_iou_matrix(kept, plain.boxes).max(axis=1) < 0.3]
+            for box in kept[: self._MAX_REGIONS]:
                 found.append(self._around(image, box))
         self._calls += 1
         merged = _merge(found, self.settings.nms_iou, self.settings.max_faces)
