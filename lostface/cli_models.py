@@ -35,7 +35,8 @@ def add_models_command(sub: argparse._SubParsersAction) -> None:
             "keys",
             nargs="*",
             metavar="KEY",
-            help="models.inpaint, models.lcm_lora or detect.model (default: those the chosen "
+            help="models.inpaint, models.lcm_lora, models.upscale, models.sam or detect.model "
+            "(default: those the chosen "
             "engines use, or every one that is set when they use none)",
         )
         add_config_args(q)
@@ -92,7 +93,7 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from lostface.models import model_entry, resolve
+    from lostface.models import resolve
 
     keys = _keys(settings, args.keys)
     failed = 0
@@ -108,17 +109,25 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             failed += 1
             print(f"{key}: {path}: {'; '.join(p.rstrip('.') for p in problems)}.", flush=True)
         else:
-            kind = model_entry(key).kind
-            what = "the file is there" if kind == "yolo" else "files and tensor shapes match"
+            what = "the file is there" if key == "detect.model" else "tensor shapes match"
             print(f"{key}: ok ({path}: {what})", flush=True)
     return 3 if failed else 0
 
 
 def _problems(settings: Settings, key: str) -> list[str]:
-    from lostface.models import model_entry
+    from lostface.models import resolve
 
-    if model_entry(key).kind == "yolo":
+    if key == "detect.model":
         return []
+    if key == "models.sam":
+        try:
+            from lostface.generative.sam import sam_problems
+        except ImportError as exc:
+            raise ModelError(
+                f"checking {key} needs torch ({exc.name} is missing); run "
+                "`pip install 'lostface[sam]'`."
+            ) from None
+        return sam_problems(resolve(settings, key))
     try:
         from lostface.generative.loading import verify_model
     except ImportError as exc:

@@ -75,7 +75,12 @@ class MaskSettings:
     dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
     # cut the covered region along the covering's own edge (GrabCut on the face, keyframes only)
     refine: bool = True
-    engine: str = "geometry"  # geometry (embedded)
+    engine: str = "geometry"  # geometry (embedded) | sam (Segment Anything, models.sam)
+    # sam: its region is used when its predicted IoU reaches sam_min_iou and it overlaps the
+    # embedded segmenter's region by sam_min_agreement (IoU); else the embedded region stays
+    sam_min_iou: float = 0.75
+    sam_min_agreement: float = 0.5
+    sam_reach: int = 12  # sam: canonical pixels its region may reach beyond the embedded one
 
 
 @dataclass
@@ -100,10 +105,16 @@ class RestoreSettings:
 
 @dataclass
 class UpscaleSettings:
-    engine: str = "resize"  # resize (embedded: the canonical warp resamples the face's pixels)
-    # faces whose canonical crop spans fewer frame pixels than this (its width) are upscaled
-    # on keyframes before segmentation and restoration
-    below: int = 128
+    # resize (embedded: the canonical warp resamples the face's pixels) | realesrgan (x4, CPU)
+    # | sd-x4 (Stable Diffusion x4 upscaler, models.upscale)
+    engine: str = "resize"
+    # faces whose canonical crop spans fewer frame pixels than this (its width; a face box about
+    # 2/3 of it) are upscaled on keyframes before segmentation and restoration
+    below: int = 96
+    threads: int = 1  # realesrgan: CPU threads (the worker shares the CPU with the frame loop)
+    steps: int = 4  # sd-x4: LCM steps
+    noise_level: int = 20  # sd-x4: noise added to the small face (0-350; more: more invented)
+    prompt: str = "a sharp photo of a face"  # sd-x4
 
 
 @dataclass
@@ -112,6 +123,10 @@ class ModelSettings:
     models pull`, then read from the cache) or a local folder or file."""
 
     inpaint: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"  # a diffusers folder
+    upscale: str = "stabilityai/stable-diffusion-x4-upscaler"  # upscale.engine = "sd-x4"
+    # mask.engine = "sam": a segment-anything (vit_b, vit_l, vit_h) or MobileSAM (vit_t)
+    # checkpoint, a local .pth/.pt file or a hub file such as owner/repo/sam_vit_b_01ec64.pth
+    sam: str = ""
     # LCM-LoRA fused into the inpainting model for few-step sampling; empty when the inpainting
     # model is LCM-distilled itself
     lcm_lora: str = "latent-consistency/lcm-lora-sdv1-5"
@@ -332,6 +347,9 @@ def validate(s: Settings) -> None:
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
+        (s.upscale.threads >= 1, "upscale.threads must be 1 or more"),
+        (1 <= s.upscale.steps <= 50, "upscale.steps must lie between 1 and 50"),
+        (0 <= s.upscale.noise_level <= 350, "upscale.noise_level must lie between 0 and 350"),
         (
             s.models.dtype in ("auto", "float16", "bfloat16", "float32"),
             "models.dtype must be auto, float16, bfloat16 or float32",

@@ -33,6 +33,7 @@ WEIGHT_FILES = {
     "text_encoder": ("model.safetensors", "model.fp16.safetensors"),
 }
 INPAINT_CHANNELS = 9  # noisy latents (4) + mask (1) + masked-image latents (4)
+UPSCALE_CHANNELS = 7  # noisy latents (4) + the small image (3)
 _EXAMPLE = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 _LORA_SUFFIXES = {
     ".lora_A.weight": "down",
@@ -118,28 +119,52 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path} is not a readable JSON config ({exc}).") from None
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What a diffusers folder named by a setting must hold."""
+
+    what: str
+    channels: int  # the UNet's input channels
+    components: tuple[str, ...]
+    example: str
+
+
+KINDS = {
+    "models.inpaint": _Kind(
+        "a Stable Diffusion inpainting model", INPAINT_CHANNELS, COMPONENTS, _EXAMPLE
+    ),
+    "models.upscale": _Kind(
+        "a Stable Diffusion x4 upscaler",
+        UPSCALE_CHANNELS,
+        (*COMPONENTS, "low_res_scheduler"),
+        "stabilityai/stable-diffusion-x4-upscaler",
+    ),
+}
+
+
 def check_inpaint_folder(folder: Path, key: str = "models.inpaint") -> None:
-    """Files of a diffusers inpainting model: a ModelError saying what is wrong, if anything.
-    (Tensor shapes are checked by verify_model.)"""
+    """Files of the diffusers model named by `key` (models.inpaint or models.upscale): a
+    ModelError saying what is wrong, if anything. (Tensor shapes: verify_model.)"""
+    kind = KINDS[key]
     if not folder.is_dir() or not (folder / "model_index.json").is_file():
         raise ModelError(
-            f"{key} {folder} is not a diffusers model folder (no model_index.json); give a "
-            f"Stable Diffusion inpainting folder or a hub id such as {_EXAMPLE}."
+            f"{key} {folder} is not a diffusers model folder (no model_index.json); give "
+            f"{kind.what}: a folder, or a hub id such as {kind.example}."
         )
     index = _read_config(folder / "model_index.json")
-    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    missing = [c for c in kind.components if not (folder / c).is_dir()]
     if missing:
         raise ModelError(
             f"{key} {folder} ({index.get('_class_name', 'a diffusers model')}) has no "
-            f"{', '.join(missing)} folder; give a Stable Diffusion inpainting model."
+            f"{', '.join(missing)} folder; give {kind.what}."
         )
     unet = _read_config(folder / "unet" / "config.json")
     channels = unet.get("in_channels")
-    if channels != INPAINT_CHANNELS:
+    if channels != kind.channels:
         raise ModelError(
             f"{key} {folder} is a {index.get('_class_name', 'diffusers model')} whose UNet takes "
-            f"{channels} input channels, not an inpainting model ({INPAINT_CHANNELS}); give an "
-            f"inpainting checkpoint such as {_EXAMPLE}."
+            f"{channels} input channels, not {kind.what} ({kind.channels}); give one such as "
+            f"{kind.example}."
         )
     for component in WEIGHT_FILES:
         weights = _weights(folder, component)
@@ -251,7 +276,7 @@ def verify_model(settings: Settings, key: str) -> list[str]:
     entry = model_entry(key)
     path = resolve(settings, entry.key)
     try:
-        if entry.kind == "inpaint":
+        if entry.kind in ("inpaint", "upscale"):
             check_inpaint_folder(path, entry.key)
             return _shape_problems(path)
         if entry.kind == "lora":
@@ -264,6 +289,58 @@ def verify_model(settings: Settings, key: str) -> list[str]:
 
 
 # -- loading --------------------------------------------------------------------------------
+_LOADED: dict[tuple, Any] = {}  # models loaded by this process, shared by every pipeline
+_LOADING = threading.Lock()
+
+
+@dataclass
+class UpscaleModel:
+    """A loaded SD x4 upscaler pipeline (LCM scheduler), shared by the process; `lock`
+    serialises its use (the pipeline's scheduler keeps per-call state)."""
+
+    pipe: Any
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _prompts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def prompt_embeds(self, prompt: str) -> torch.Tensor:
+        """The text encoder's output for a prompt, computed once (call under lock)."""
+        if prompt not in self._prompts:
+            with torch.inference_mode():
+                embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
+            self._prompts[prompt] = embeds
+        return self._prompts[prompt]
+
+
+def load_upscale(settings: Settings) -> UpscaleModel:
+    """The SD x4 upscaler of models.upscale, loaded once per process."""
+    from diffusers import LCMScheduler, StableDiffusionUpscalePipeline
+
+    device, dtype = choose_device(settings.models)
+    folder = resolve(settings, "models.upscale")
+    check_inpaint_folder(folder, "models.upscale")
+    key = ("upscale", str(folder), str(device), str(dtype))
+    with _LOADING:
+        if key not in _LOADED:
+            _quiet_libraries()
+            log.info("Loading %s on %s ...", model_spec(settings, "upscale"), device)
+            try:
+                pipe = StableDiffusionUpscalePipeline.from_pretrained(
+                    str(folder), dtype=dtype, local_files_only=True
+                )
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise ModelError(
+                    f"Could not load models.upscale {folder} ({type(exc).__name__}); check it "
+                    "with `lostface models verify models.upscale`."
+                ) from None
+            pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.to(device)
+            _LOADED[key] = UpscaleModel(pipe, device, dtype)
+        return _LOADED[key]
+
+
 @dataclass
 class InpaintModel:
     """A loaded SD inpainting model (LCM-LoRA fused when one is given), shared by every
@@ -305,10 +382,6 @@ class InpaintModel:
         return self._prompts[prompt]
 
 
-_LOADED: dict[tuple, InpaintModel] = {}
-_LOADING = threading.Lock()
-
-
 def load_inpaint(settings: Settings) -> InpaintModel:
     """The inpainting model of settings.models, loaded once per process (later calls with the
     same models, device and dtype return the same object)."""
@@ -316,7 +389,7 @@ def load_inpaint(settings: Settings) -> InpaintModel:
     folder = resolve(settings, "models.inpaint")
     check_inpaint_folder(folder)
     lora = resolve(settings, "models.lcm_lora") if settings.models.lcm_lora else None
-    key = (str(folder), str(lora), str(device), str(dtype))
+    key = ("inpaint", str(folder), str(lora), str(device), str(dtype))
     with _LOADING:
         if key not in _LOADED:
             _LOADED[key] = _load(folder, lora, device, dtype, model_spec(settings, "inpaint"))

@@ -105,12 +105,15 @@ def _through_upscale(m: np.ndarray, k: float) -> np.ndarray:
 @dataclass(slots=True)
 class Painted:
     """What a keyframe found: whether the face is covered, the evidence, and the patch
-    (None for an open face). seconds: time spent per step, for the run's timings."""
+    (None for an open face); cover: the segmenter's result in canonical space (its hard
+    region, for overlays and benchmarks). seconds: time spent per step, for the run's
+    timings."""
 
     track_id: int
     covered: bool
     score: float
     patch: Patch | None
+    cover: CoverMask | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -170,7 +173,14 @@ class Painter:
                 reference=reference,
             )
         return [
-            Painted(a.job.track_id, a.cover.covered, a.cover.score, patches.get(id(a)), a.seconds)
+            Painted(
+                a.job.track_id,
+                a.cover.covered,
+                a.cover.score,
+                patches.get(id(a)),
+                a.cover,
+                a.seconds,
+            )
             for a in aligned
         ]
 
