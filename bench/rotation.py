@@ -1,7 +1,7 @@
 """Phone-video benchmark: masked faces found on a clip stored turned with a display matrix,
 against the same clip upright.
 
-    python bench/rotation.py [--runs 3] [--frames 275]
+    python bench/rotation.py [--runs 3] [--frames 275] [--synchronous]
 
 The clip is ../shared/data/video/stage_clip.mp4 with a synthetic surgical mask drawn on its
 largest face in every frame (landmarks smoothed within a shot, as the `bench` suite draws
@@ -11,7 +11,11 @@ turned pixels with no display matrix ("sideways": what a reader that ignores the
 lostface before it applied the matrix). Each file goes through `lostface run` (the whole
 command, default settings, no reference) with --tracks, and the frames with at least one face
 judged masked are counted. Prints medians over the runs and the ratio to the upright clip in
-the same run; writes bench/results/rotation.json.
+the same run; writes bench/results/rotation.json (rotation_synchronous.json).
+
+--synchronous runs the pipeline in this process with the keyframe work in the frame loop
+(runner.process_video(synchronous=True)): the counts then repeat exactly and do not depend on
+the machine's load, so the clips differ by their pixels alone.
 """
 
 from __future__ import annotations
@@ -83,9 +87,16 @@ def masked_clip(frames: int) -> tuple[list[np.ndarray], float]:
     return out, rate
 
 
-def masked_frames(src: Path, work: Path) -> int:
+def masked_frames(src: Path, work: Path, synchronous: bool = False) -> int:
     tracks = work / f"{src.stem}.jsonl"
     out = work / f"{src.stem}_out.mp4"
+    if synchronous:
+        from lostface.factory import build_stages
+        from lostface.runner import process_video
+
+        settings = load_settings(overrides=["output.progress=false"])
+        process_video(src, out, settings, build_stages(settings), tracks, synchronous=True)
+        return count(tracks)
     proc = subprocess.run(
         [sys.executable, "-m", "lostface.cli", "run", str(src), "-o", str(out)]
         + ["--tracks", str(tracks), "-q"],
@@ -96,6 +107,11 @@ def masked_frames(src: Path, work: Path) -> int:
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
+    return count(tracks)
+
+
+def count(tracks: Path) -> int:
+    """Frames of a --tracks file with at least one face judged masked."""
     rows = [json.loads(x) for x in tracks.read_text().splitlines()]
     return sum(any(f["masked"] for f in r["faces"]) for r in rows)
 
@@ -104,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--frames", type=int, default=275)
+    ap.add_argument("--synchronous", action="store_true", help="keyframe work in the frame loop")
     args = ap.parse_args()
     frames, rate = masked_clip(args.frames)
     counts: dict[str, list[int]] = {v: [] for v in VARIANTS}
@@ -116,7 +133,7 @@ def main() -> None:
             files[name] = write_clip(path, stored, rate=round(rate), rotation=rotation)
         for r in range(args.runs):
             for name, path in files.items():  # interleaved: this machine's load drifts
-                counts[name].append(masked_frames(path, work))
+                counts[name].append(masked_frames(path, work, args.synchronous))
                 print(f"run {r} {name}: {counts[name][-1]} frames with a masked face", flush=True)
     med = {k: statistics.median(v) for k, v in counts.items()}
     print(f"\nmasked faces found, frames of {len(frames)} (median of {args.runs} runs):")
@@ -124,9 +141,11 @@ def main() -> None:
     for name in VARIANTS:
         ratio = med[name] / med["upright"] if med["upright"] else float("nan")
         print(f"{name:<14} {med[name]:>7} {ratio:>11.3f}  {counts[name]}")
-    out = ROOT / "bench" / "results" / "rotation.json"
+    name = "rotation_synchronous.json" if args.synchronous else "rotation.json"
+    out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
+        "synchronous": args.synchronous,
         "frames": len(frames),
         "runs": counts,
         "median": med,

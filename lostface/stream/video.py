@@ -369,6 +369,7 @@ class VideoWriter:
             self._open(template, copy_audio=False)
         self._last_pts: int | None = None
         self.frames_written = 0
+        self.audio_skipped = 0
 
     def _open(self, audio_template: av.audio.stream.AudioStream | None, copy_audio: bool) -> None:
         """Open the temporary file with its streams and write the header, so that a stream
@@ -450,10 +451,17 @@ class VideoWriter:
         self.frames_written += 1
 
     def write_audio(self, packet: av.Packet) -> None:
+        """One input audio packet; a damaged one (undecodable, out of order) is skipped with a
+        warning, as a player would, and the rest of the sound kept."""
         if self.audio is None:
             return
-        for out in self.audio.put(packet):
-            self.container.mux(out)
+        try:
+            for out in self.audio.put(packet):
+                self.container.mux(out)
+        except av.error.FFmpegError as exc:
+            self.audio_skipped += 1
+            if self.audio_skipped == 1:
+                log.warning("Audio packet skipped (%s); later ones are counted.", exc)
 
     def commit(self) -> Path:
         """Flush the encoders, close the file and move it onto the target path."""
@@ -464,6 +472,8 @@ class VideoWriter:
                 for packet in self.audio.flush():
                     self.container.mux(packet)
             self.container.close()
+            if self.audio_skipped > 1:
+                log.warning("%d damaged audio packets were skipped.", self.audio_skipped)
         except BaseException:
             self.abort()
             raise
