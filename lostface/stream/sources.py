@@ -287,6 +287,7 @@ class FileSource(ThreadedSource):
         self._first: Fraction | None = None  # the file's first frame time
         self._last = Fraction(0)  # the last frame's time in the file
         self._time: tuple[int, Fraction] = (0, Fraction(1, 90000))
+        self._audio_last: Fraction | None = None  # the last audio packet handed on (seconds)
 
     def _open(self) -> None:
         self._items = iter(self._reader.items())
@@ -324,7 +325,15 @@ class FileSource(ThreadedSource):
             if isinstance(item, Frame):
                 break
             if self.on_audio is not None:
-                self.on_audio(self._shift(item))
+                packet = self._shift(item)
+                t = packet.dts if packet.dts is not None else packet.pts
+                if t is not None and packet.time_base:
+                    at = Fraction(t) * packet.time_base
+                    # a new pass's first sound can overlap the last one's tail (encoder
+                    # priming and padding): that sliver is left out, the clock only goes on
+                    if self._audio_last is None or at > self._audio_last:
+                        self._audio_last = at
+                        self.on_audio(packet)
         t = Fraction(item.pts or 0) * (item.time_base or 0)
         if self._first is None:
             self._first = t
