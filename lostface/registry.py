@@ -198,6 +198,11 @@ def build_detector(settings: Settings) -> Detector:
     return DETECTORS.build(settings.detect.engine, Ingredients(settings))
 
 
+def build_segmenter(settings: Settings) -> Segmenter:
+    """The segmenter named by mask.engine (also what judges reference photos covered)."""
+    return SEGMENTERS.build(settings.mask.engine, Ingredients(settings))
+
+
 def build_restorer(settings: Settings, references: ReferenceBank | None = None) -> Restorer:
     return RESTORERS.build(settings.restore.engine, Ingredients(settings, references))
 

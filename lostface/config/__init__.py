@@ -88,6 +88,9 @@ class RestoreSettings:
     # reference (embedded; the neutral fill when no reference is given) | neutral | diffusion
     engine: str = "reference"
     references: list[str] = field(default_factory=list)  # photos or folders of the person
+    # refuse a reference photo whose face the segmenter (mask.engine) judges covered (from a
+    # folder: skip it with a warning); such a photo would paint the covering back on
+    check_references: bool = True
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a
@@ -167,6 +170,12 @@ class VideoSettings:
     pix_fmt: str = "yuv420p"
     threads: int = 0  # encoder threads, 0 = codec default
     queue_size: int = 16  # decoded and to-be-encoded frames in flight
+    # keep the input's audio: copied where the container holds its codec, else re-encoded
+    # (Opus in .webm, AAC elsewhere); false (--no-audio) writes video only
+    audio: bool = True
+    # odd picture sizes: false pads them by one pixel to even (4:2:0, which browsers and
+    # phones play); true keeps them exactly (4:4:4, which many players do not)
+    exact_size: bool = False
 
 
 @dataclass
