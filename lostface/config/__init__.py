@@ -163,6 +163,27 @@ class DiffusionSettings:
 
 
 @dataclass
+class IdentitySettings:
+    """`lostface identity train`: a LoRA of the inpainting model learnt from photos of one
+    person (DreamBooth: the person bound to a rare token, e.g. "a photo of sks person")."""
+
+    dir: str = ""  # where identities are kept; empty: $XDG_DATA_HOME/lostface/identities
+    token: str = "sks"  # a rare word of the tokenizer's vocabulary
+    class_word: str = "person"  # person | man | woman | ... (what the token is a kind of)
+    steps: int = 400  # training steps
+    rank: int = 16  # LoRA rank
+    learning_rate: float = 1e-4
+    batch: int = 1
+    size: int = 512  # width of the training crops (height keeps the face crop's 8:9)
+    # prior preservation: half the steps teach the class prompt to stay as the base model
+    # paints it (so "person" does not turn into this person)
+    prior_preservation: bool = False
+    text_encoder: bool = False  # also train a LoRA of the text encoder
+    weight: float = 1.0  # the identity LoRA's weight when painting
+    seed: int = 0
+
+
+@dataclass
 class VideoSettings:
     codec: str = "auto"  # auto: H.264 (VP9 in .webm), or any PyAV encoder name
     preset: str = "veryfast"
@@ -217,6 +238,7 @@ class Settings:
     upscale: UpscaleSettings = field(default_factory=UpscaleSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
@@ -374,6 +396,13 @@ def validate(s: Settings) -> None:
             "diffusion.size must be a multiple of 64 between 128 and 1024",
         ),
         (s.diffusion.guidance >= 1.0, "diffusion.guidance must be 1 or more"),
+        (s.identity.steps >= 1 and s.identity.batch >= 1, "identity.steps, batch must be 1+"),
+        (s.identity.rank >= 1, "identity.rank must be 1 or more"),
+        (s.identity.learning_rate > 0, "identity.learning_rate must be positive"),
+        (
+            128 <= s.identity.size <= 1024 and s.identity.size % 64 == 0,
+            "identity.size must be a multiple of 64 between 128 and 1024",
+        ),
         (s.diffusion.init in ("noise", "reference"), "diffusion.init must be noise or reference"),
         (
             s.diffusion.temporal in ("reuse", "fixed-noise", "fresh"),
