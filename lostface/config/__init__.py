@@ -88,6 +88,8 @@ class RestoreSettings:
     # reference (embedded; the neutral fill when no reference is given) | neutral | diffusion
     engine: str = "reference"
     references: list[str] = field(default_factory=list)  # photos or folders of the person
+    # diffusion: a trained identity (`lostface identity train`) to paint the person with
+    identity: str = ""
     # refuse a reference photo whose face the segmenter (mask.engine) judges covered (from a
     # folder: skip it with a warning); such a photo would paint the covering back on
     check_references: bool = True
