@@ -507,6 +507,59 @@ def engines_check(folder: Path, device: str, quick: bool, iters: int, frames: in
     return out
 
 
+def identity_check(folder: Path, device: str, quick: bool, steps: int) -> dict:
+    """DreamBooth LoRA training of an identity on the SD 1.5 inpainting UNet at 512 (fp16
+    weights, float32 LoRA, autocast) through `lostface identity train`'s code: seconds per step,
+    a 400-step run at that pace, and the peak GPU memory. Three photos of one face (the
+    astronaut, moved and scaled) stand in for a user's photos."""
+    import torch
+
+    from lostface.generative.identity import train_identity
+    from lostface.generative.random_init import save_inpaint_model
+
+    cuda = device.startswith("cuda")
+    inpaint = folder / "inpaint"
+    if not (inpaint / "model_index.json").is_file():
+        save_inpaint_model(inpaint, size="tiny" if quick else "sd15")
+    photos = folder / "photos"
+    photos.mkdir(exist_ok=True)
+    for i, (scale, shift) in enumerate([(0.8, 0), (0.7, 60), (0.9, 120)]):
+        cv2.imwrite(str(photos / f"{i}.png"), real_face_frame(1280, 720, shift, scale))
+    size = 256 if quick else 512
+    settings = load_settings(
+        overrides=[
+            f'models.inpaint="{inpaint}"',
+            'models.lcm_lora=""',
+            f"models.device={device}",
+            f"models.dtype={'float16' if cuda else 'float32'}",
+            f'identity.dir="{folder / "identities"}"',
+            f"identity.steps={steps}",
+            f"identity.size={size}",
+            f"diffusion.size={size}",
+        ]
+    )
+    base = 0
+    if cuda:
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    ident = train_identity(settings, [photos], "bench", progress=False)
+    per_step = ident.meta["seconds"] / steps
+    out = {
+        "size_px": size,
+        "steps": steps,
+        "seconds_per_step": round(per_step, 3),
+        "seconds_400_steps": round(400 * per_step, 1),
+        "loss_before": round(ident.meta["loss_before"], 4),
+        "loss_after": round(ident.meta["loss_after"], 4),
+    }
+    if cuda:
+        out["peak_gpu_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        out["target_under_24_gb"] = out["peak_gpu_mb"] < 24 * 1024
+    print(f"  identity training: {out}")
+    return out
+
+
 def _row_text(row: dict) -> str:
     mem = f"  {row['gpu_peak_mb']:7.1f} MB" if "gpu_peak_mb" in row else ""
     return (
@@ -528,9 +581,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--sections",
-        default="detector,diffusion,engines",
+        default="detector,diffusion,engines,identity",
         help="comma-separated: detector (YOLOv8 and the frame loop), diffusion (the restorer), "
-        "engines (Segment Anything and the SD x4 upscaler)",
+        "engines (Segment Anything and the SD x4 upscaler), identity (DreamBooth LoRA training)",
     )
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -554,6 +607,11 @@ def main() -> None:
             print("\ndiffusion restorer (random init):")
             result["diffusion"] = diffusion_check(
                 Path(tmp), args.device, args.quick, min(args.iters, 20), args.frames
+            )
+        if "identity" in sections:
+            print("\nidentity training (random init):")
+            result["identity"] = identity_check(
+                Path(tmp), args.device, args.quick, 5 if args.quick else 30
             )
         if "engines" in sections:
             print("\nSegment Anything and the SD x4 upscaler (random init):")

@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     add_live_commands(sub)
     from lostface.benchmark.cli import add_bench_command
+    from lostface.cli_identity import add_identity_command
     from lostface.cli_models import add_models_command
 
     add_bench_command(sub)
     add_models_command(sub)
+    add_identity_command(sub)
     return parser
 
 
@@ -259,6 +261,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run(args, settings_from_args(args))
 
 
+def cmd_identity(args: argparse.Namespace) -> int:
+    from lostface.cli_identity import cmd_identity as run
+    from lostface.cli_identity import overrides_of
+
+    args.overrides = [*args.overrides, *overrides_of(args)]
+    return run(args, settings_from_args(args))
+
+
 COMMANDS = {
     "run": cmd_run,
     "restore": cmd_restore,
@@ -266,6 +276,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "models": cmd_models,
+    "identity": cmd_identity,
     **LIVE_COMMANDS,
 }
 

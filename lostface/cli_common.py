@@ -32,6 +32,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_reference_arg(p: argparse.ArgumentParser) -> None:
+    """--reference, and --identity (a trained identity: the diffusion engine with its LoRA)."""
     p.add_argument(
         "-r",
         "--reference",
@@ -39,6 +40,12 @@ def add_reference_arg(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATH",
         help="unmasked photo (or folder of photos) of the person; repeatable",
+    )
+    p.add_argument(
+        "--identity",
+        metavar="NAME",
+        help="paint with a trained identity (`lostface identity train`): the diffusion engine "
+        "with the person's LoRA; sets restore.identity and restore.engine=diffusion",
     )
 
 
@@ -63,7 +70,8 @@ def reference_paths(entries: list[str]) -> list[str]:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings of a command: preset, --config, --set, then the flags that change the
-    output (--debug-overlay, --no-audio, --reference), so that the configuration saved beside
+    output (--debug-overlay, --no-audio, --reference, --identity), so that the configuration
+    saved beside
     an output (write_config) reproduces the run with --config alone."""
     overrides = list(args.overrides)
     if getattr(args, "debug_overlay", False):
@@ -72,6 +80,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides.append("video.audio=false")
     if args.quiet:
         overrides.append("output.progress=false")
+    if getattr(args, "identity", None):
+        overrides += [f'restore.identity="{args.identity}"', "restore.engine=diffusion"]
     settings = load_settings(args.preset, args.config, overrides)
     given = getattr(args, "reference", None) or []
     settings.restore.references = reference_paths([*settings.restore.references, *given])

@@ -37,6 +37,12 @@ def load_references(
         if key not in seen:  # a path given twice (a saved config and the flag) counts once
             seen.add(key)
             paths.append(p)
+    if settings.restore.identity:
+        from lostface.identities import get_identity
+
+        # a trained identity's faces are photos of the person: references too (the diffusion
+        # engine starts a face's first keyframe from the reference restorer's painting)
+        paths.append(get_identity(settings, settings.restore.identity).folder / "faces")
     segmenter = build_segmenter(settings) if settings.restore.check_references else None
     bank = ReferenceBank.from_paths(paths, detector, segmenter) if paths else None
     if reference_images:

@@ -181,8 +181,12 @@ def _diffusion(ing: Ingredients) -> Restorer:
             f"restore.engine=diffusion needs torch and diffusers ({exc.name} is missing); run "
             "`pip install 'lostface[diffusion]'`."
         ) from None
+    from lostface.identities import identity_for
+
     guide = _reference(ing) if ing.settings.diffusion.init == "reference" else None
-    return DiffusionRestorer(load_inpaint(ing.settings), ing.settings.diffusion, guide)
+    identity = identity_for(ing.settings)
+    model = load_inpaint(ing.settings)
+    return DiffusionRestorer(model, ing.settings.diffusion, guide, identity)
 
 
 # -- building ----------------------------------------------------------------------------

@@ -313,12 +313,13 @@ def test_gpu_check_diffusion_sections_run_on_the_cpu(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "bench" / "gpu_check.py"), "--device", "cpu", "--quick"]
-    cmd += ["--iters", "1", "--frames", "45", "--sections", "diffusion,engines"]
+    cmd += ["--iters", "1", "--frames", "45", "--sections", "diffusion,engines,identity"]
     done = subprocess.run(
         cmd + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-2000:]
     everything = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert everything["identity"]["seconds_per_step"] > 0
     engines = everything["engines"]
     for name in ("vit_b", "vit_t"):
         assert engines[f"sam_{name}_ms"] > 0 and engines[f"keyframe_sam_{name}_x4_lcm4_ms"] > 0

@@ -382,18 +382,52 @@ class InpaintModel:
         return self._prompts[prompt]
 
 
+@dataclass(frozen=True)
+class _Lora:
+    """A LoRA fused into the inpainting model at load: its adapter name, file, weight, and what
+    to tell the user when it does not fit."""
+
+    adapter: str
+    path: Path
+    weight: float
+    misfit: str
+
+
 def load_inpaint(settings: Settings) -> InpaintModel:
-    """The inpainting model of settings.models, loaded once per process (later calls with the
-    same models, device and dtype return the same object)."""
+    """The inpainting model of settings.models, with its LCM-LoRA and the identity of
+    restore.identity fused, loaded once per process (later calls with the same models,
+    identity, device and dtype return the same object)."""
+    from lostface.identities import identity_for
+
     device, dtype = choose_device(settings.models)
     folder = resolve(settings, "models.inpaint")
     check_inpaint_folder(folder)
-    lora = resolve(settings, "models.lcm_lora") if settings.models.lcm_lora else None
-    key = ("inpaint", str(folder), str(lora), str(device), str(dtype))
+    ident = identity_for(settings)
+    loras: list[_Lora] = []
+    if ident is not None and ident.lcm_lora is not None:
+        # distilled from base + identity: it carries both
+        why = f"identity {ident.name} was learnt on another base model ({ident.meta.get('base')})"
+        loras.append(_Lora("lcm", ident.lcm_lora, 1.0, why))
+    else:
+        if settings.models.lcm_lora:
+            path = lora_file(resolve(settings, "models.lcm_lora"))
+            loras.append(_Lora("lcm", path, 1.0, _LCM_MISFIT))
+        if ident is not None:
+            why = (
+                f"identity {ident.name} was learnt on another base model ({ident.meta.get('base')})"
+            )
+            loras.append(_Lora("identity", ident.lora, settings.identity.weight, why))
+    key = ("inpaint", str(folder), tuple(loras), str(device), str(dtype))
     with _LOADING:
         if key not in _LOADED:
-            _LOADED[key] = _load(folder, lora, device, dtype, model_spec(settings, "inpaint"))
+            _LOADED[key] = _load(folder, loras, device, dtype, model_spec(settings, "inpaint"))
         return _LOADED[key]
+
+
+_LCM_MISFIT = (
+    "give the LCM-LoRA made for that base model (SD 1.5: latent-consistency/lcm-lora-sdv1-5), "
+    "or set models.lcm_lora= (empty) for an LCM-distilled inpainting model"
+)
 
 
 def _quiet_libraries() -> None:
@@ -408,20 +442,17 @@ def _quiet_libraries() -> None:
 
 
 def _load(
-    folder: Path, lora: Path | None, device: torch.device, dtype: torch.dtype, name: str
+    folder: Path, loras: list[_Lora], device: torch.device, dtype: torch.dtype, name: str
 ) -> InpaintModel:
     from diffusers import StableDiffusionInpaintPipeline
 
     _quiet_libraries()
-    if lora is not None:
-        weights = lora_file(lora)
-        problems = lora_problems(weights, folder)
+    for lora in loras:
+        problems = lora_problems(lora.path, folder)
         if problems:
             raise ModelError(
-                f"models.lcm_lora {lora} does not fit models.inpaint {folder}: {problems[0]}; "
-                "give the LCM-LoRA made for that base model (SD 1.5: "
-                "latent-consistency/lcm-lora-sdv1-5), or set models.lcm_lora= (empty) for an "
-                "LCM-distilled inpainting model."
+                f"The LoRA {lora.path} does not fit models.inpaint {folder}: {problems[0]}; "
+                f"{lora.misfit}."
             )
     log.info("Loading %s on %s (%s) ...", name, device, str(dtype).replace("torch.", ""))
     try:
@@ -433,9 +464,12 @@ def _load(
             requires_safety_checker=False,
             local_files_only=True,
         )
-        if lora is not None:
-            pipe.load_lora_weights(str(lora_file(lora)), adapter_name="lcm")
-            pipe.fuse_lora()
+        if loras:
+            for lora in loras:
+                pipe.load_lora_weights(str(lora.path), adapter_name=lora.adapter)
+            names = [lora.adapter for lora in loras]
+            pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+            pipe.fuse_lora(adapter_names=names)
             pipe.unload_lora_weights()
         pipe.to(device)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
@@ -446,7 +480,7 @@ def _load(
         ) from None
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval().requires_grad_(False)
-    if lora is None and pipe.unet.config.time_cond_proj_dim is None:
+    if not any(x.adapter == "lcm" for x in loras) and pipe.unet.config.time_cond_proj_dim is None:
         log.warning(
             "models.lcm_lora is empty but %s is not LCM-distilled: a few LCM steps give a "
             "poor picture without one. Set models.lcm_lora to its LCM-LoRA.",

@@ -161,7 +161,7 @@ class ReferenceBank:
         return len(self.references)
 
     @staticmethod
-    def _expand(paths: list[str | Path]) -> list[tuple[Path, bool]]:
+    def expand(paths: list[str | Path]) -> list[tuple[Path, bool]]:
         """(photo, whether it came from a folder) for every file and folder given."""
         files: list[tuple[Path, bool]] = []
         for p in paths:
@@ -257,7 +257,7 @@ class ReferenceBank:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
         refs: list[Reference] = []
         skipped: list[str] = []
-        for f, in_folder in cls._expand(paths):
+        for f, in_folder in cls.expand(paths):
             try:
                 refs.append(cls.from_image(str(f), read_image(f), detector, segmenter))
             except CoveredReference as exc:
