@@ -17,7 +17,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q -e ".[dev,quality,yolo,diffusion,live,bench]"
+	$(PIP) install -q -e ".[dev,quality,yolo,diffusion,upscale,sam,live,bench]"
 	touch $@
 
 install: $(VENV)/.core
@@ -39,6 +39,8 @@ bench: $(VENV)/.test
 	$(PY) bench/throughput.py
 	$(PY) bench/quality.py
 	$(PY) bench/live.py
+	$(PY) bench/rotation.py
+	$(PY) bench/reference_check.py
 
 # The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,
 # so they are measured in a venv of their own.

@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lostface.config import load_settings  # noqa: E402
+from lostface.factory import build_detector  # noqa: E402
 from lostface.frame import Frame  # noqa: E402
 
 MODELS = [  # (name, yaml the architecture comes from, face-pose variant with 5 keypoints)
@@ -66,15 +67,16 @@ MODELS = [  # (name, yaml the architecture comes from, face-pose variant with 5 
 SIZES = [(640, 360), (1280, 720)]
 
 
-def real_face_frame(width: int, height: int, shift: int = 0) -> np.ndarray:
-    """A real photo (scikit-image's astronaut) on a grey frame, moved right by `shift` px."""
+def real_face_frame(width: int, height: int, shift: int = 0, scale: float = 0.8) -> np.ndarray:
+    """A real photo (scikit-image's astronaut, `scale` of the frame's height) on a grey frame,
+    moved right by `shift` px."""
     from skimage import data
 
     face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    side = int(height * 0.8)
+    side = int(height * scale)
     face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
     frame = np.full((height, width, 3), 96, np.uint8)
-    x = (width - side) // 4 + shift % max(1, width - side - (width - side) // 4)
+    x = _shift(width, height, shift, scale)
     y = (height - side) // 2
     frame[y : y + side, x : x + side] = face
     return frame
@@ -245,25 +247,28 @@ def cli_runs(weights: dict[str, Path], folder: Path, device: str, frames: int, r
     return out
 
 
-def masked_clip(width: int, height: int, frames: int) -> list[np.ndarray]:
+def masked_clip(width: int, height: int, frames: int, scale: float = 0.8) -> list[np.ndarray]:
     """real_face_frame moving right, with a cloth mask drawn on the face (found once by the
     embedded detector and moved with it)."""
-    from lostface.factory import build_detector
     from lostface.synthetic import draw_mask
 
-    first = real_face_frame(width, height, 0)
-    det = build_detector(load_settings()).detect(first)
+    first = real_face_frame(width, height, 0, scale)
+    det = build_detector(load_settings(overrides=["detect.input_size=640"])).detect(first)
     lm = det.landmarks[int(np.argmax(det.scores))]
     out = []
     for i in range(frames):
-        image = real_face_frame(width, height, 2 * i)
-        moved = lm + np.float32([_shift(width, height, 2 * i) - _shift(width, height, 0), 0])
-        out.append(draw_mask(image, moved, kind="cloth", rng=np.random.default_rng(0)).image)
+        image = real_face_frame(width, height, 2 * i, scale)
+        dx = _shift(width, height, 2 * i, scale) - _shift(width, height, 0, scale)
+        out.append(
+            draw_mask(
+                image, lm + np.float32([dx, 0]), kind="cloth", rng=np.random.default_rng(0)
+            ).image
+        )
     return out
 
 
-def _shift(width: int, height: int, shift: int) -> int:
-    side = int(height * 0.8)
+def _shift(width: int, height: int, shift: int, scale: float = 0.8) -> int:
+    side = int(height * scale)
     return (width - side) // 4 + shift % max(1, width - side - (width - side) // 4)
 
 
@@ -378,6 +383,183 @@ def diffusion_check(folder: Path, device: str, quick: bool, iters: int, frames: 
     return out
 
 
+def engines_check(folder: Path, device: str, quick: bool, iters: int, frames: int) -> dict:
+    """Segment Anything (vit_b and MobileSAM's vit_t) on a keyframe's face crop, the SD x4
+    upscaler on a 128-pixel face, and a whole keyframe of a small face (SAM + x4 + 4 LCM steps
+    at 512) with each SAM, then the live loop with that keyframe in flight. At random init
+    (tiny models with quick)."""
+    import torch
+
+    from lostface.factory import build_stages
+    from lostface.generative.random_init import (
+        save_inpaint_model,
+        save_lora,
+        save_sam,
+        save_upscale_model,
+    )
+    from lostface.registry import build_painter
+    from lostface.restore.painter import PaintJob
+    from lostface.stream.live import LiveLoop, close_pipeline, live_pipeline
+    from lostface.stream.sources import ArraySource
+
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    t0 = time.perf_counter()
+    sams = {
+        n: save_sam(folder / f"sam_{n}.pth", "tiny" if quick else n) for n in ("vit_b", "vit_t")
+    }
+    x4 = save_upscale_model(folder / "x4", "tiny" if quick else "x4")
+    inpaint = folder / "inpaint"
+    if not (inpaint / "model_index.json").is_file():
+        save_inpaint_model(inpaint, size="tiny" if quick else "sd15")
+    lora = folder / "lora"
+    if not lora.is_dir():
+        save_lora(lora, inpaint, rank=4 if quick else 64)
+    out: dict = {"build_random_models_s": round(time.perf_counter() - t0, 1)}
+    base = [
+        f"models.device={device}",
+        f"models.dtype={'float16' if cuda else 'float32'}",
+        f'models.upscale="{x4}"',
+        f'models.inpaint="{inpaint}"',
+        f'models.lcm_lora="{lora}"',
+        f"diffusion.size={256 if quick else 512}",
+        "mask.sam_min_iou=0",  # random weights: take SAM's answer, so its cost is counted
+        "mask.sam_min_agreement=0",
+        # a random x4 upscaler returns noise, which no segmenter judges covered: judge every
+        # face covered, so the whole keyframe runs
+        "mask.presence_threshold=0",
+        "detect.input_size=640",  # a 50-pixel face in a 720p frame
+    ]
+    small_scale = 0.15  # the photo 108 px tall in a 720p frame: a face about 50 px wide
+    small = masked_clip(1280, 720, 1, small_scale)[0]
+    det = build_detector(load_settings(overrides=base)).detect(small)
+    lm = det.landmarks[int(np.argmax(det.scores))]
+    job = PaintJob.from_frame(1, 0, small, lm)
+    assert job is not None
+
+    def timed(fn, n: int) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(n):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1e3, 1)
+
+    big = masked_clip(1280, 720, 1)[0]
+    face = np.ascontiguousarray(cv2.resize(big, (256, 288)))  # a crop's size
+    prompt = (
+        np.array([40.0, 120.0, 216.0, 270.0]),
+        np.array([[128.0, 200.0], [100.0, 100.0]]),
+        np.array([1, 0]),
+    )
+    for name, ckpt in sams.items():
+        sam = [*base, "mask.engine=sam", f'models.sam="{ckpt}"']
+        model = build_painter(load_settings(overrides=sam)).segmenter.model  # type: ignore[attr-defined]
+        out[f"sam_{name}_ms"] = timed(lambda m=model: m.masks(face, *prompt), iters)
+        full = build_painter(
+            load_settings(overrides=[*sam, "upscale.engine=sd-x4", "restore.engine=diffusion"])
+        )
+
+        def keyframe(p=full) -> None:
+            p.reset()
+            painted = p.paint(job)
+            assert painted.covered and "upscale" in painted.seconds
+
+        whole = out[f"keyframe_sam_{name}_x4_lcm4_ms"] = timed(keyframe, iters)
+        print(f"  SAM {name}: {out[f'sam_{name}_ms']} ms; whole keyframe {whole} ms")
+    up = build_painter(load_settings(overrides=[*base, "upscale.engine=sd-x4"])).upscaler
+    side = 32 if quick else 128
+    face_small = np.ascontiguousarray(cv2.resize(big[100:600, 400:880], (side, side)))
+    out[f"sd_x4_{side}px_ms"] = timed(lambda: up.upscale(face_small, 4), iters)
+    print(f"  SD x4 upscaler, {side} -> {4 * side} px: {out[f'sd_x4_{side}px_ms']} ms")
+    settings = load_settings(
+        overrides=[
+            *base,
+            "mask.engine=sam",
+            f'models.sam="{sams["vit_t"]}"',
+            "upscale.engine=sd-x4",
+            "restore.engine=diffusion",
+        ]
+    )
+    pipe = live_pipeline(settings, build_stages(settings))
+    source = ArraySource(masked_clip(1280, 720, frames, small_scale), rate=30.0)
+    loop = LiveLoop(source, pipe, [], badge=True, max_seconds=frames / 30.0 + 30)
+    with source:
+        stats = loop.run()
+    pipe.worker.wait_idle()  # a keyframe still painting finishes before the models go
+    live = out["live_loop_1280x720_sam_vit_t_x4"] = {
+        "frames_out": stats.frames,
+        "dropped": stats.dropped,
+        "fps": round(stats.fps, 1),
+        "keyframes": pipe.keyframes,
+    }
+    close_pipeline(pipe)
+    print(f"  live loop with SAM vit_t + x4 + LCM keyframes: {live}")
+    out["targets"] = {
+        "keyframe_sam_vit_b_under_300_ms": out["keyframe_sam_vit_b_x4_lcm4_ms"] < 300,
+        "keyframe_mobilesam_under_200_ms": out["keyframe_sam_vit_t_x4_lcm4_ms"] < 200,
+        "loop_30_fps": stats.dropped == 0 and stats.fps >= 29.0,
+    }
+    print(f"  targets: {out['targets']}")
+    return out
+
+
+def identity_check(folder: Path, device: str, quick: bool, steps: int) -> dict:
+    """DreamBooth LoRA training of an identity on the SD 1.5 inpainting UNet at 512 (fp16
+    weights, float32 LoRA, autocast) through `lostface identity train`'s code: seconds per step,
+    a 400-step run at that pace, and the peak GPU memory. Three photos of one face (the
+    astronaut, moved and scaled) stand in for a user's photos."""
+    import torch
+
+    from lostface.generative.identity import train_identity
+    from lostface.generative.random_init import save_inpaint_model
+
+    cuda = device.startswith("cuda")
+    inpaint = folder / "inpaint"
+    if not (inpaint / "model_index.json").is_file():
+        save_inpaint_model(inpaint, size="tiny" if quick else "sd15")
+    photos = folder / "photos"
+    photos.mkdir(exist_ok=True)
+    for i, (scale, shift) in enumerate([(0.8, 0), (0.7, 60), (0.9, 120)]):
+        cv2.imwrite(str(photos / f"{i}.png"), real_face_frame(1280, 720, shift, scale))
+    size = 256 if quick else 512
+    settings = load_settings(
+        overrides=[
+            f'models.inpaint="{inpaint}"',
+            'models.lcm_lora=""',
+            f"models.device={device}",
+            f"models.dtype={'float16' if cuda else 'float32'}",
+            f'identity.dir="{folder / "identities"}"',
+            f"identity.steps={steps}",
+            f"identity.size={size}",
+            f"diffusion.size={size}",
+        ]
+    )
+    base = 0
+    if cuda:
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    ident = train_identity(settings, [photos], "bench", progress=False)
+    per_step = ident.meta["seconds"] / steps
+    out = {
+        "size_px": size,
+        "steps": steps,
+        "seconds_per_step": round(per_step, 3),
+        "seconds_400_steps": round(400 * per_step, 1),
+        "loss_before": round(ident.meta["loss_before"], 4),
+        "loss_after": round(ident.meta["loss_after"], 4),
+    }
+    if cuda:
+        out["peak_gpu_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        out["target_under_24_gb"] = out["peak_gpu_mb"] < 24 * 1024
+    print(f"  identity training: {out}")
+    return out
+
+
 def _row_text(row: dict) -> str:
     mem = f"  {row['gpu_peak_mb']:7.1f} MB" if "gpu_peak_mb" in row else ""
     return (
@@ -399,8 +581,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--sections",
-        default="detector,diffusion",
-        help="comma-separated: detector (YOLOv8 and the frame loop), diffusion (the restorer)",
+        default="detector,diffusion,engines,identity",
+        help="comma-separated: detector (YOLOv8 and the frame loop), diffusion (the restorer), "
+        "engines (Segment Anything and the SD x4 upscaler), identity (DreamBooth LoRA training)",
     )
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -424,6 +607,16 @@ def main() -> None:
             print("\ndiffusion restorer (random init):")
             result["diffusion"] = diffusion_check(
                 Path(tmp), args.device, args.quick, min(args.iters, 20), args.frames
+            )
+        if "identity" in sections:
+            print("\nidentity training (random init):")
+            result["identity"] = identity_check(
+                Path(tmp), args.device, args.quick, 5 if args.quick else 30
+            )
+        if "engines" in sections:
+            print("\nSegment Anything and the SD x4 upscaler (random init):")
+            result["engines"] = engines_check(
+                Path(tmp), args.device, args.quick, min(args.iters, 10), args.frames
             )
         if "detector" in sections:
             result.update(detector_section(args, Path(tmp)))

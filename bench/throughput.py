@@ -4,9 +4,10 @@ Inputs: stage_clip (640x360) with a synthetic mask drawn on its faces, and the s
 scaled to 1280x720. For each, in the same run and interleaved (this machine is noisy):
 - plain: decode -> BGR array -> encode with the same encoder settings, one Python loop;
 - lostface: the `lostface run` command in a fresh process (with the clip's reference photo).
-Figures are medians over --runs runs. Writes bench/results/throughput.json.
+Figures are medians over --runs runs. Writes bench/results/throughput.json (with --set,
+throughput_<settings>.json).
 
-    python bench/throughput.py [--runs 5]
+    python bench/throughput.py [--runs 5] [--set KEY=VALUE ...]   # e.g. upscale.engine=realesrgan
 """
 
 from __future__ import annotations
@@ -121,9 +122,13 @@ def plain_process(src: Path, dst: Path, vs: VideoSettings) -> float:
     return time.perf_counter() - t0
 
 
+SETS: list[str] = []  # --set KEY=VALUE arguments handed to every `lostface run`
+
+
 def lostface_run(src: Path, dst: Path, ref: Path) -> dict:
     """One `lostface run` in a fresh process: wall time (with start-up) and in-loop time."""
     cmd = [sys.executable, "-m", "lostface.cli", "run", str(src), "-o", str(dst), "-r", str(ref)]
+    cmd += SETS
     env = dict(os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -151,6 +156,7 @@ def peak_rss_mb(src: Path, dst: Path, ref: Path) -> float:
         "-r",
         str(ref),
         "-q",
+        *SETS,
     ]
     pid = os.posix_spawn(cmd[0], cmd, dict(os.environ, HF_HUB_OFFLINE="1"))
     _, status, usage = os.wait4(pid, 0)  # this child's own peak, not the largest so far
@@ -164,7 +170,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for `lostface run`, e.g. --set upscale.engine=realesrgan (repeatable)",
+    )
     args = ap.parse_args()
+    SETS[:] = [x for item in args.overrides for x in ("--set", item)]
     src = SHARED / "video" / "stage_clip.mp4"
     ref = SHARED / "identity" / "stage_clip_reference.png"
     if not src.exists():
@@ -179,6 +194,7 @@ def main() -> None:
             "opencv": cv2.__version__,
         },
         "runs": args.runs,
+        "settings": args.overrides,
         "clips": {},
     }
     for name, clip in [("640x360", masked), ("1280x720", big)]:
@@ -215,8 +231,10 @@ def main() -> None:
             flush=True,
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {RESULTS / 'throughput.json'}")
+    tag = "_".join(re.sub(r"[^\w.-]+", "-", item) for item in args.overrides)
+    path = RESULTS / (f"throughput_{tag}.json" if tag else "throughput.json")
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 from lostface import __version__
 from lostface.cli_common import (
     IMAGE_EXTENSIONS,
+    add_audio_arg,
     add_config_args,
     add_reference_arg,
     settings_from_args,
@@ -33,7 +34,8 @@ log = logging.getLogger("lostface")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lostface",
-        description="Shows the face hidden under a face mask, on video files and photos.",
+        description="Shows the face hidden under a face mask: on video files and photos, "
+        "and live (a web page, a virtual camera, an MPEG-TS stream).",
     )
     parser.add_argument("--version", action="version", version=f"lostface {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -42,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="restore masked faces in a video file",
         description="Restore the faces hidden under face masks in a video file. "
-        "Audio, resolution, frame rate and timestamps are kept.",
+        "Audio, resolution, frame rate and timestamps are kept; a phone video's display "
+        "rotation is applied, so the output is written upright.",
     )
     p.add_argument("input", metavar="IN", help="input video (any container/codec FFmpeg reads)")
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUT", help="output video (.mp4, .mkv, ...)"
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output video: .mp4, .m4v, .mov, .mkv, .webm or .ts",
     )
     add_reference_arg(p)
+    add_audio_arg(p)
     p.add_argument(
         "--tracks", metavar="FILE", help="write one JSON object per frame and line (tracks)"
     )
@@ -102,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     add_live_commands(sub)
     from lostface.benchmark.cli import add_bench_command
+    from lostface.cli_identity import add_identity_command
     from lostface.cli_models import add_models_command
 
     add_bench_command(sub)
     add_models_command(sub)
+    add_identity_command(sub)
     return parser
 
 
@@ -152,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _startup() as startup:
         from lostface.factory import build_stages
         from lostface.runner import process_video
-        from lostface.stream.video import check_input, check_output
+        from lostface.stream.video import check_input, check_output, check_video_output
         from lostface.tracking.deferred import DeferredTracker
 
         settings = settings_from_args(args)
@@ -161,9 +171,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"{src} is a photo; `lostface run` takes videos, use `lostface restore` for photos."
             )
-        out = check_output(args.output, [src])
+        out = check_video_output(check_output(args.output, [src]))
         tracks = check_output(args.tracks, [src, out]) if args.tracks else None
-        stages = build_stages(settings, args.reference, background_tracker=True)
+        stages = build_stages(settings, background_tracker=True)
         if isinstance(stages.tracker, DeferredTracker):
             startup.hold()  # the tracker's libraries are still loading
             stages.tracker.when_ready(startup.release)
@@ -194,7 +204,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     src = Path(args.input)
     out = check_output(args.output, [src])
     image = read_image(src)
-    stages = build_stages(settings, args.reference)
+    stages = build_stages(settings)
     result = restore_image(image.bgr, stages, settings)
     image.bgr = result.image
     write_image(out, image)
@@ -243,10 +253,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from lostface.demo import run_demo
-    from lostface.stream.video import check_output
+    from lostface.stream.video import check_output, check_video_output
 
     settings = settings_from_args(args)
-    out = check_output(args.output, [])
+    out = check_video_output(check_output(args.output, []))
     path = run_demo(out, settings, kind=args.kind)
     write_config(settings, out)
     print(path)
@@ -265,6 +275,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run(args, settings_from_args(args))
 
 
+def cmd_identity(args: argparse.Namespace) -> int:
+    from lostface.cli_identity import cmd_identity as run
+    from lostface.cli_identity import overrides_of
+
+    args.overrides = [*args.overrides, *overrides_of(args)]
+    return run(args, settings_from_args(args))
+
+
 COMMANDS = {
     "run": cmd_run,
     "restore": cmd_restore,
@@ -272,6 +290,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "models": cmd_models,
+    "identity": cmd_identity,
     **LIVE_COMMANDS,
 }
 

@@ -5,6 +5,7 @@ here and never from each other."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from lostface.config import PRESETS, Settings, dump_toml, load_settings
@@ -31,6 +32,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_reference_arg(p: argparse.ArgumentParser) -> None:
+    """--reference, and --identity (a trained identity: the diffusion engine with its LoRA)."""
     p.add_argument(
         "-r",
         "--reference",
@@ -41,17 +43,54 @@ def add_reference_arg(p: argparse.ArgumentParser) -> None:
         "repeatable: each masked face is painted from the person it matches, or gets a "
         "neutral fill",
     )
+    p.add_argument(
+        "--identity",
+        metavar="NAME",
+        help="paint with a trained identity (`lostface identity train`): the diffusion engine "
+        "with the person's LoRA; sets restore.identity and restore.engine=diffusion",
+    )
+
+
+def add_audio_arg(p: argparse._ActionsContainer, what: str = "write video only") -> None:
+    p.add_argument(
+        "--no-audio",
+        action="store_true",
+        help=f"leave the input's audio out ({what}); sets video.audio=false",
+    )
+
+
+def reference_paths(entries: list[str]) -> list[str]:
+    """Reference photos and folders as absolute paths, each once, in the order given: the
+    saved configuration then finds them from any folder."""
+    out: list[str] = []
+    for entry in entries:
+        path = os.path.abspath(os.path.expanduser(entry))
+        if path not in out:
+            out.append(path)
+    return out
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings of a command: preset, --config, --set, then the flags that change the
+    output (--debug-overlay, --no-audio, --reference, --identity), so that the configuration
+    saved beside
+    an output (write_config) reproduces the run with --config alone."""
     overrides = list(args.overrides)
     if getattr(args, "debug_overlay", False):
         overrides.append("output.debug_overlay=true")
+    if getattr(args, "no_audio", False):
+        overrides.append("video.audio=false")
     if args.quiet:
         overrides.append("output.progress=false")
-    return load_settings(args.preset, args.config, overrides)
+    if getattr(args, "identity", None):
+        overrides += [f'restore.identity="{args.identity}"', "restore.engine=diffusion"]
+    settings = load_settings(args.preset, args.config, overrides)
+    given = getattr(args, "reference", None) or []
+    settings.restore.references = reference_paths([*settings.restore.references, *given])
+    return settings
 
 
 def write_config(settings: Settings, output: Path) -> None:
+    """OUT.lostface.toml beside the output: `--config` of it alone gives the same output."""
     if settings.output.write_config:
         output.with_name(output.name + ".lostface.toml").write_text(dump_toml(settings))

@@ -7,7 +7,12 @@ import argparse
 import logging
 import time
 
-from lostface.cli_common import add_config_args, add_reference_arg, settings_from_args
+from lostface.cli_common import (
+    add_audio_arg,
+    add_config_args,
+    add_reference_arg,
+    settings_from_args,
+)
 from lostface.config import Settings
 from lostface.errors import InputError
 
@@ -34,9 +39,13 @@ def _source_args(p: argparse.ArgumentParser) -> None:
         help="webcam index or device path, e.g. 0 or /dev/video2 (default: live.camera)",
     )
     g.add_argument(
-        "--file", metavar="VIDEO", help="play a video file at its own rate instead of a camera"
+        "--file",
+        metavar="VIDEO",
+        help="play a video file at its own rate, from its first frame, instead of a camera "
+        "(its audio goes into --stream / stream's MPEG-TS)",
     )
     g.add_argument("--loop", action="store_true", help="with --file: start again at the end")
+    add_audio_arg(g, "with --file: stream the pictures only")
     g.add_argument("--width", type=int, help="camera width (default: live.camera_width)")
     g.add_argument("--height", type=int, help="camera height (default: live.camera_height)")
     g.add_argument("--fps", type=float, help="camera frame rate (default: live.camera_fps)")
@@ -70,20 +79,18 @@ def add_live_commands(sub: argparse._SubParsersAction) -> None:
     )
     _source_args(p)
     p.add_argument("--device", help="virtual camera device (default: live.vcam_device, or any)")
-    p.add_argument(
-        "--stream", metavar="URL", help="also stream MPEG-TS to udp://HOST:PORT (or srt://)"
-    )
+    p.add_argument("--stream", metavar="URL", help="also stream MPEG-TS to udp://HOST:PORT")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     _common(p)
 
     p = sub.add_parser(
         "stream",
         help="webcam (or file) -> restored -> MPEG-TS stream for OBS",
-        description="Restore a webcam (or a video file) live and stream it as MPEG-TS over "
-        "udp:// (or srt://) with low-latency x264; in OBS add a Media Source with the same URL "
+        description="Restore a webcam (or a video file, with its audio) live and stream it as "
+        "MPEG-TS over udp:// with low-latency x264; in OBS add a Media Source with the same URL "
         "(udp://@HOST:PORT).",
     )
-    p.add_argument("url", metavar="URL", help="udp://HOST:PORT or srt://HOST:PORT")
+    p.add_argument("url", metavar="URL", help="udp://HOST:PORT")
     _source_args(p)
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     _common(p)
@@ -112,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lostface.stream.webrtc import LiveServer
 
     settings = _settings(args)
-    server = LiveServer(settings, references=args.reference)
+    server = LiveServer(settings)  # the --reference photos are in restore.references
 
     async def main() -> None:
         url = await server.start()
@@ -158,19 +165,36 @@ def _open_source(args: argparse.Namespace, settings: Settings):
 
 
 def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
+    """The live loop from a camera or file to the sinks `make_sinks(source)` gives, as
+    (name, sink) pairs; a sink with send_audio gets a file's audio packets."""
     from lostface.factory import build_stages
     from lostface.stream.live import LiveLoop, ThreadedSink, close_pipeline, live_pipeline
+    from lostface.stream.sources import FileSource
 
-    source = _open_source(args, settings)
-    source.start()  # a missing or busy camera fails here, before models load
+    source = _open_source(args, settings)  # a bad file fails here, before models load
+    from_file = isinstance(source, FileSource)
+    if not from_file:
+        source.start()  # a missing or busy camera fails here, before models load
     sinks: list[ThreadedSink] = []
     pipe = None
     loop = None
     try:
         w, h = source.size
-        sinks = [ThreadedSink(s, name) for name, s in make_sinks(w, h, source.rate)]
-        stages = build_stages(settings, args.reference)
+        made = make_sinks(source)
+        sinks = [ThreadedSink(s, name) for name, s in made]
+        if from_file and settings.video.audio:
+            hears = [s for _, s in made if getattr(s, "audio", None) is not None]
+
+            def hand_audio(packet) -> None:  # noqa: ANN001
+                for s in hears:
+                    s.send_audio(packet)
+
+            if hears:
+                source.on_audio = hand_audio
+        stages = build_stages(settings)
         pipe = live_pipeline(settings, stages, settings.live.background_detection)
+        if from_file:
+            source.start()  # a file plays from its first frame once the models are ready
         loop = LiveLoop(source, pipe, sinks, badge=settings.live.badge, max_seconds=args.seconds)
         last = [time.monotonic()]
 
@@ -208,33 +232,43 @@ def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
     return 0
 
 
+def _stream_sink(url: str, source, settings: Settings):  # noqa: ANN001
+    """MPEG-TS at `url` for `source`'s pictures, with a file's audio unless video.audio is off."""
+    from lostface.stream.mpegts import MpegTsSink
+
+    audio = getattr(source, "audio", None) if settings.video.audio else None
+    (w, h), fps = source.size, source.rate
+    return MpegTsSink(url, w, h, fps, settings.live.stream_bitrate, audio=audio)
+
+
 def cmd_vcam(args: argparse.Namespace) -> int:
-    from lostface.stream.mpegts import MpegTsSink, check_url
+    from lostface.stream.mpegts import check_url
     from lostface.stream.vcam import VirtualCameraSink
 
     settings = _settings(args)
     if args.stream:
         check_url(args.stream)
 
-    def sinks(w: int, h: int, fps: float) -> list:
+    def sinks(source) -> list:  # noqa: ANN001
+        (w, h), fps = source.size, source.rate
         out: list[tuple[str, object]] = [
             ("vcam", VirtualCameraSink(w, h, fps, args.device or settings.live.vcam_device))
         ]
         if args.stream:
-            out.append(("stream", MpegTsSink(args.stream, w, h, fps, settings.live.stream_bitrate)))
+            out.append(("stream", _stream_sink(args.stream, source, settings)))
         return out
 
     return _run_live(args, settings, sinks)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from lostface.stream.mpegts import MpegTsSink, check_url
+    from lostface.stream.mpegts import check_url
 
     settings = _settings(args)
     check_url(args.url)
 
-    def sinks(w: int, h: int, fps: float) -> list:
-        return [("stream", MpegTsSink(args.url, w, h, fps, settings.live.stream_bitrate))]
+    def sinks(source) -> list:  # noqa: ANN001
+        return [("stream", _stream_sink(args.url, source, settings))]
 
     return _run_live(args, settings, sinks)
 

@@ -17,7 +17,7 @@ log = logging.getLogger("lostface")
 def add_models_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
-        help="list, download (pull) and check (verify) the full engines' models",
+        help="list, download (pull), check (verify) and merge the full engines' models",
         description="The models the full engines load, as named by the settings (models.*, "
         "detect.model): hub ids, downloaded once by `pull` into the cache, or local paths. "
         "Nothing else in lostface downloads.",
@@ -35,10 +35,64 @@ def add_models_command(sub: argparse._SubParsersAction) -> None:
             "keys",
             nargs="*",
             metavar="KEY",
-            help="models.inpaint, models.lcm_lora or detect.model (default: those the chosen "
+            help="models.inpaint, models.lcm_lora, models.upscale, models.sam or detect.model "
+            "(default: those the chosen "
             "engines use, or every one that is set when they use none)",
         )
         add_config_args(q)
+    _add_merge(msub)
+
+
+def _add_merge(msub: argparse._SubParsersAction) -> None:
+    q = msub.add_parser(
+        "merge",
+        help="merge fine-tuned models by task arithmetic, or LoRAs",
+        description="Models: OUT = BASE + sum of W_i * (FT_i - BASE), all fine-tuned from the "
+        "same weights (diffusers folders or single .safetensors checkpoints, one form). With "
+        "--onto TARGET the task vectors are added to TARGET instead (add-difference: a "
+        "text-to-image fine-tune onto an inpainting model). With --lora the inputs are LoRAs "
+        "of one base model, merged linearly or by TIES.",
+    )
+    q.add_argument("inputs", nargs="+", metavar="MODEL", help="BASE FT1 [FT2 ...], or LoRAs")
+    q.add_argument("--weights", nargs="+", type=float, required=True, metavar="W")
+    q.add_argument("-o", "--output", required=True, metavar="OUT", help="the merged model")
+    q.add_argument("--onto", metavar="TARGET", help="add the task vectors onto this model")
+    q.add_argument("--lora", action="store_true", help="the inputs are LoRAs")
+    q.add_argument("--combination", default="linear", choices=("linear", "ties"))
+    q.add_argument(
+        "--density", type=float, default=0.5, help="ties: share of each delta kept (0-1)"
+    )
+    add_config_args(q)
+
+
+def _merge(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from lostface.errors import InputError
+
+    try:
+        from lostface.generative.merge import describe, merge_loras, merge_models
+    except ImportError as exc:
+        raise ModelError(
+            f"Merging needs torch and safetensors ({exc.name} is missing); run "
+            "`pip install 'lostface[diffusion]'`."
+        ) from None
+    paths = [Path(p).expanduser() for p in args.inputs]
+    onto = Path(args.onto).expanduser() if args.onto else None
+    for p in [*paths, *([onto] if onto else [])]:
+        if not p.exists():
+            raise InputError(f"{p} does not exist; check the path.")
+    out = Path(args.output).expanduser()
+    if args.lora:
+        if not 0 < args.density <= 1:
+            raise InputError("--density must lie in (0, 1].")
+        merge_loras(paths, args.weights, out, args.combination, args.density)
+    else:
+        if len(paths) < 2:
+            raise InputError("Give the base and at least one fine-tuned model: BASE FT1 [FT2 ...].")
+        merge_models(paths[0], paths[1:], args.weights, out, onto)
+    print(describe(out))
+    return 0
 
 
 def _keys(settings: Settings, keys: list[str]) -> list[str]:
@@ -50,7 +104,8 @@ def _keys(settings: Settings, keys: list[str]) -> list[str]:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    return {"list": _list, "pull": _pull, "verify": _verify}[args.models_command](args, settings)
+    actions = {"list": _list, "pull": _pull, "verify": _verify, "merge": _merge}
+    return actions[args.models_command](args, settings)
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
@@ -92,7 +147,7 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from lostface.models import model_entry, resolve
+    from lostface.models import resolve
 
     keys = _keys(settings, args.keys)
     failed = 0
@@ -108,17 +163,25 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             failed += 1
             print(f"{key}: {path}: {'; '.join(p.rstrip('.') for p in problems)}.", flush=True)
         else:
-            kind = model_entry(key).kind
-            what = "the file is there" if kind == "yolo" else "files and tensor shapes match"
+            what = "the file is there" if key == "detect.model" else "tensor shapes match"
             print(f"{key}: ok ({path}: {what})", flush=True)
     return 3 if failed else 0
 
 
 def _problems(settings: Settings, key: str) -> list[str]:
-    from lostface.models import model_entry
+    from lostface.models import resolve
 
-    if model_entry(key).kind == "yolo":
+    if key == "detect.model":
         return []
+    if key == "models.sam":
+        try:
+            from lostface.generative.sam import sam_problems
+        except ImportError as exc:
+            raise ModelError(
+                f"checking {key} needs torch ({exc.name} is missing); run "
+                "`pip install 'lostface[sam]'`."
+            ) from None
+        return sam_problems(resolve(settings, key))
     try:
         from lostface.generative.loading import verify_model
     except ImportError as exc:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -44,12 +46,21 @@ def carphone_path() -> Path:
     return path
 
 
+def _frames(reader: VideoReader, settings: Settings, desc: str) -> Iterator[Frame]:
+    """The reader's frames with a progress bar labelled `desc`."""
+    from lostface.runner import progress
+
+    items = (item for item in reader.items() if isinstance(item, Frame))
+    return progress(items, settings, desc, total=reader.info.frames or None, unit="frame")
+
+
 def mask_video(src: Path, dst: Path, settings: Settings, detector, kind: str, seed: int = 0) -> int:
     """Draw a synthetic mask on the largest face of every frame; returns frames masked.
 
     Two passes: the faces are found first, so the mask can be placed on landmarks averaged
     over neighbouring frames of the shot (it moves with the face like a worn one, not with
-    the detector's jitter); then the frames are decoded again and drawn on."""
+    the detector's jitter); then the frames are decoded again and drawn on. Each pass shows a
+    progress bar on a terminal, labelled with what it does."""
     from lostface.synthetic import draw_mask, steady_landmarks
     from lostface.tracking.scenecut import HistogramSceneCut
 
@@ -58,9 +69,7 @@ def mask_video(src: Path, dst: Path, settings: Settings, detector, kind: str, se
     boxes: list[np.ndarray | None] = []
     shots: list[int] = []
     with VideoReader(src) as reader:
-        for item in reader.items():
-            if not isinstance(item, Frame):
-                continue
+        for item in _frames(reader, settings, "demo: finding faces to mask"):
             new_shot = cut.is_cut(item.image)  # False on the first frame
             shots.append(shots[-1] + int(new_shot) if shots else 0)
             dets = detector.detect(item.image)
@@ -78,9 +87,7 @@ def mask_video(src: Path, dst: Path, settings: Settings, detector, kind: str, se
         writer = VideoWriter(dst, reader.info, settings.video, None)
         try:
             n = 0
-            for item in reader.items():
-                if not isinstance(item, Frame):
-                    continue
+            for item in _frames(reader, settings, "demo: drawing masks"):
                 lm = steady[n] if n < len(steady) else None
                 n += 1
                 if lm is not None:
@@ -97,6 +104,8 @@ def mask_video(src: Path, dst: Path, settings: Settings, detector, kind: str, se
 
 def side_by_side(paths: list[Path], out: Path, settings: Settings, labels: list[str]) -> Path:
     """Frames of several same-size videos next to each other, scaled up for viewing."""
+    from lostface.runner import progress
+
     clips = [read_frames(p) for p in paths]
     n = min(len(c) for c in clips)
     with VideoReader(paths[-1]) as r:
@@ -107,8 +116,9 @@ def side_by_side(paths: list[Path], out: Path, settings: Settings, labels: list[
 
     info = replace(info, width=sw * len(clips), height=sh, has_audio=False)
     writer = VideoWriter(out, info, settings.video, None)
+    frame_time = Fraction(1) / Fraction(info.rate)  # the clips' frames, one per frame period
     try:
-        for i in range(n):
+        for i in progress(range(n), settings, "demo: writing side by side", unit="frame"):
             tiles = []
             for clip, label in zip(clips, labels, strict=True):
                 tile = cv2.resize(clip[i], (sw, sh), interpolation=cv2.INTER_CUBIC)
@@ -126,7 +136,7 @@ def side_by_side(paths: list[Path], out: Path, settings: Settings, labels: list[
                     tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA
                 )
                 tiles.append(tile)
-            writer.write(Frame(np.hstack(tiles), i, i, None))
+            writer.write(Frame(np.hstack(tiles), i, i, frame_time))
         writer.commit()
     except BaseException:
         writer.abort()
@@ -142,6 +152,10 @@ def run_demo(out: Path, settings: Settings, kind: str = "surgical") -> Path:
     if kind not in KINDS:
         raise InputError(f"Unknown mask kind {kind!r}; choose one of: {', '.join(KINDS)}.")
     src = carphone_path()
+    log.info(
+        "Demo: masking the faces of %s, restoring them, writing masked | restored | original.",
+        src.name,
+    )
     detector = build_detector(settings)
     first = read_frames(src, limit=1)[0]
     with tempfile.TemporaryDirectory(prefix="lostface-demo-") as tmp:
@@ -154,7 +168,7 @@ def run_demo(out: Path, settings: Settings, kind: str = "surgical") -> Path:
         stages = build_stages(
             settings, reference_images=[("carphone frame 0", first)], detector=detector
         )
-        stats = process_video(masked, restored, settings, stages)
+        stats = process_video(masked, restored, settings, stages, label="demo: restoring")
         log.info(
             "Restored %d frames at %.1f frames/s (%d keyframes).",
             stats.frames,

@@ -10,7 +10,7 @@ import numpy as np
 
 from lostface.config import Settings
 from lostface.pipeline import Pipeline, Stages
-from lostface.registry import build_detector, build_painter
+from lostface.registry import build_detector, build_painter, build_segmenter
 from lostface.stages import Detector, Restorer, Tracker
 
 __all__ = ["build_detector", "build_pipeline", "build_stages", "load_references"]
@@ -25,13 +25,28 @@ def load_references(
     reference_images: list[tuple[str, np.ndarray]] | None = None,
 ):
     """The reference photos of restore.references, `references` (files or folders) and
-    `reference_images` (name, BGR array), found and aligned by `detector`; None when none."""
+    `reference_images` (name, BGR array), found and aligned by `detector`; None when none.
+    With restore.check_references, the mask.engine segmenter judges each one: a covered face
+    is refused (skipped with a warning when it comes from a folder)."""
     from lostface.restore.reference import ReferenceBank
 
-    paths = [*settings.restore.references, *(references or [])]
-    bank = ReferenceBank.from_paths(paths, detector) if paths else None
+    paths: list[str | Path] = []
+    seen: set[Path] = set()
+    for p in [*settings.restore.references, *(references or [])]:
+        key = Path(p).expanduser().absolute()
+        if key not in seen:  # a path given twice (a saved config and the flag) counts once
+            seen.add(key)
+            paths.append(p)
+    if settings.restore.identity:
+        from lostface.identities import get_identity
+
+        # a trained identity's faces are photos of the person: references too (the diffusion
+        # engine starts a face's first keyframe from the reference restorer's painting)
+        paths.append(get_identity(settings, settings.restore.identity).folder / "faces")
+    segmenter = build_segmenter(settings) if settings.restore.check_references else None
+    bank = ReferenceBank.from_paths(paths, detector, segmenter) if paths else None
     if reference_images:
-        extra = ReferenceBank.from_images(reference_images, detector)
+        extra = ReferenceBank.from_images(reference_images, detector, segmenter)
         bank = extra if bank is None else bank.merged(extra)
     return bank
 

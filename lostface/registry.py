@@ -106,12 +106,51 @@ def _geometry(ing: Ingredients) -> Segmenter:
     return GeometrySegmenter(ing.settings.mask)
 
 
+@SEGMENTERS.register(
+    "sam", "Segment Anything redraws the covered region (the sam extra; models.sam)"
+)
+def _sam(ing: Ingredients) -> Segmenter:
+    try:
+        from lostface.generative.sam import SamSegmenter, load_sam
+    except ImportError as exc:
+        raise ModelError(
+            f"mask.engine=sam needs torch ({exc.name} is missing); run "
+            "`pip install 'lostface[sam]'`."
+        ) from None
+    return SamSegmenter(load_sam(ing.settings), _geometry(ing), ing.settings.mask)
+
+
 # -- upscalers ---------------------------------------------------------------------------
 @UPSCALERS.register("resize", "the canonical warp's resampling (embedded)")
 def _resize(ing: Ingredients) -> Upscaler:
     from lostface.restore.upscale import ResizeUpscaler
 
     return ResizeUpscaler()
+
+
+@UPSCALERS.register("realesrgan", "Real-ESRGAN x4plus on the CPU (ncnn; the upscale extra)")
+def _realesrgan(ing: Ingredients) -> Upscaler:
+    try:
+        from lostface.restore.upscale import RealEsrganUpscaler
+
+        return RealEsrganUpscaler(ing.settings.upscale.threads)
+    except ImportError:
+        raise ModelError(
+            "upscale.engine=realesrgan needs ncnn; run `pip install 'lostface[upscale]'`."
+        ) from None
+
+
+@UPSCALERS.register("sd-x4", "Stable Diffusion x4 upscaler (the diffusion extra; models.upscale)")
+def _sd_x4(ing: Ingredients) -> Upscaler:
+    try:
+        from lostface.generative.loading import load_upscale
+        from lostface.generative.upscale import SdX4Upscaler
+    except ImportError as exc:
+        raise ModelError(
+            f"upscale.engine=sd-x4 needs torch and diffusers ({exc.name} is missing); run "
+            "`pip install 'lostface[diffusion]'`."
+        ) from None
+    return SdX4Upscaler(load_upscale(ing.settings), ing.settings.upscale)
 
 
 # -- restorers ---------------------------------------------------------------------------
@@ -145,8 +184,12 @@ def _diffusion(ing: Ingredients) -> Restorer:
             f"restore.engine=diffusion needs torch and diffusers ({exc.name} is missing); run "
             "`pip install 'lostface[diffusion]'`."
         ) from None
+    from lostface.identities import identity_for
+
     guide = _reference(ing) if ing.settings.diffusion.init == "reference" else None
-    return DiffusionRestorer(load_inpaint(ing.settings), ing.settings.diffusion, guide)
+    identity = identity_for(ing.settings)
+    model = load_inpaint(ing.settings)
+    return DiffusionRestorer(model, ing.settings.diffusion, guide, identity)
 
 
 # -- building ----------------------------------------------------------------------------
@@ -160,6 +203,11 @@ def check_engines(settings: Settings) -> None:
 
 def build_detector(settings: Settings) -> Detector:
     return DETECTORS.build(settings.detect.engine, Ingredients(settings))
+
+
+def build_segmenter(settings: Settings) -> Segmenter:
+    """The segmenter named by mask.engine (also what judges reference photos covered)."""
+    return SEGMENTERS.build(settings.mask.engine, Ingredients(settings))
 
 
 def build_restorer(settings: Settings, references: ReferenceBank | None = None) -> Restorer:

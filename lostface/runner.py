@@ -7,8 +7,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from lostface.config import Settings
 from lostface.errors import InputError
@@ -17,6 +19,8 @@ from lostface.pipeline import Output, Pipeline, Stages
 from lostface.stream.video import ThreadedReader, ThreadedWriter, VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,18 +47,36 @@ class _NoBar:
         pass
 
 
-def progress_bar(total: int | None, settings: Settings, desc: str):
+def progress_bar(total: int | None, settings: Settings, desc: str, unit: str = "frame"):
+    """A tqdm bar on stderr labelled with what is being done, when stderr is a terminal and
+    output.progress is on (-q turns it off); else a bar that shows nothing."""
     if not (settings.output.progress and sys.stderr.isatty()):
         return _NoBar()
     from tqdm import tqdm
 
     return tqdm(
         total=total or None,
-        unit="frame",
+        unit=unit,
         desc=desc,
         dynamic_ncols=True,
         smoothing=0.1,
+        file=sys.stderr,
     )
+
+
+def progress(
+    items: Iterable[T], settings: Settings, desc: str, total: int | None = None, unit: str = "item"
+) -> Iterator[T]:
+    """`items`, with a progress bar (see progress_bar) while they are consumed."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    bar = progress_bar(total, settings, desc, unit)
+    try:
+        for item in items:
+            yield item
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def process_video(
@@ -64,10 +86,12 @@ def process_video(
     stages: Stages,
     tracks_path: Path | None = None,
     synchronous: bool = False,
+    label: str | None = None,
 ) -> RunStats:
-    """Decode `src`, run the pipeline, encode `out` (audio copied); nothing partial is left
+    """Decode `src`, run the pipeline, encode `out` (audio kept); nothing partial is left
     behind on failure or Ctrl-C. synchronous runs each keyframe's work in the frame loop
-    (slower; results no longer depend on timing, for benchmarks comparing two settings)."""
+    (slower; results no longer depend on timing, for benchmarks comparing two settings).
+    label: what the progress bar says is being done (default: the input's name)."""
     reader = VideoReader(src)
     pipe = Pipeline(settings, stages, synchronous=synchronous)
     try:
@@ -81,7 +105,7 @@ def process_video(
     tracks_tmp = tracks_path.with_name(f".{tracks_path.name}.partial") if tracks_path else None
     tracks_file = open(tracks_tmp, "w", encoding="utf-8") if tracks_tmp else None  # noqa: SIM115
     stats = RunStats()
-    bar = progress_bar(reader.info.frames, settings, src.name)
+    bar = progress_bar(reader.info.frames, settings, label or src.name)
     ok = False
     t0 = time.perf_counter()
 

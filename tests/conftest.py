@@ -95,3 +95,21 @@ def tiny_settings(models: dict[str, Path], *overrides: str, lora: bool = True):
             *overrides,
         ]
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Segment Anything checkpoint (a 2-block ViT image encoder)."""
+    pytest.importorskip("mobile_sam")
+    from lostface.generative.random_init import save_sam
+
+    return save_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_x4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight SD x4 upscaler saved as a diffusers folder."""
+    pytest.importorskip("diffusers")
+    from lostface.generative.random_init import save_upscale_model
+
+    return save_upscale_model(tmp_path_factory.mktemp("x4") / "x4")

@@ -20,10 +20,10 @@ def letterbox(image: np.ndarray) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=2)
-def masked_stage_clip(path: str, n: int = 48) -> tuple[list, list, list]:
+@lru_cache(maxsize=3)
+def masked_stage_clip(path: str, n: int = 48, letterboxed: bool = True) -> tuple[list, list, list]:
     """(masked 640x480 BGR frames, covered masks, original frames) of the first n frames
-    where a face is found."""
+    where a face is found (640x360 as in the clip when not letterboxed)."""
     from lostface.factory import build_detector
     from lostface.stream.video import VideoReader
     from lostface.synthetic import draw_mask
@@ -40,9 +40,10 @@ def masked_stage_clip(path: str, n: int = 48) -> tuple[list, list, list]:
             b = d.boxes
             k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
             sm = draw_mask(item.image, d.landmarks[k], kind="surgical", rng=0, variant="light_blue")
-            masked.append(letterbox(sm.image))
-            covered.append(letterbox(sm.covered))
-            original.append(letterbox(item.image))
+            fit = letterbox if letterboxed else np.ascontiguousarray
+            masked.append(fit(sm.image))
+            covered.append(fit(sm.covered))
+            original.append(fit(item.image))
             if len(masked) >= n:
                 break
     return masked, covered, original

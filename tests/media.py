@@ -1,4 +1,5 @@
-"""Media made for tests with PyAV: short real-content clips with and without audio."""
+"""Media made for tests with PyAV: short real-content clips with and without audio, with a
+start offset or a display rotation as phones and cameras write them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+# audio encoder -> sample rate it is written at
+_AUDIO_RATES = {"aac": 44100, "libopus": 48000, "pcm_s16le": 44100, "libmp3lame": 44100}
+
 
 def write_clip(
     path: Path,
@@ -16,32 +20,53 @@ def write_clip(
     audio: bool = True,
     codec: str = "libx264",
     pix_fmt: str | None = None,
+    audio_codec: str = "aac",
+    start: Fraction = Fraction(0),
+    time_base: Fraction | None = None,
+    rotation: int = 0,
 ) -> Path:
-    """Encode BGR frames (and a 440 Hz tone as AAC, when audio) into `path`."""
+    """Encode BGR frames (and a 440 Hz tone, when audio) into `path`.
+
+    start: seconds before the first frame and the first sound (both streams start there);
+    time_base: the video's (default 1/rate); rotation: a display matrix turning the stored
+    pictures that many degrees counter-clockwise (store them turned the other way)."""
     h, w = frames[0].shape[:2]
+    tb = time_base or Fraction(1, rate)
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=rate)
         vs.width, vs.height = w, h
         vs.pix_fmt = pix_fmt or ("yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p")
-        as_ = out.add_stream("aac", rate=44100) if audio else None
+        vs.codec_context.time_base = tb
+        if rotation:
+            vs.set_display_rotation(rotation)
+        sr = _AUDIO_RATES.get(audio_codec, 44100)
+        as_ = out.add_stream(audio_codec, rate=sr, layout="mono") if audio else None
+        first = int(round(start / tb))
+        step = Fraction(1, rate) / tb
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
-            vf.pts = i
-            vf.time_base = Fraction(1, rate)
+            vf.pts = first + int(round(i * step))
+            vf.time_base = tb
             for p in vs.encode(vf):
                 out.mux(p)
         for p in vs.encode(None):
             out.mux(p)
         if as_ is not None:
-            n = int(44100 * len(frames) / rate)
-            t = np.arange(n) / 44100
+            n = int(sr * len(frames) / rate)
+            t = np.arange(n) / sr
             tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
-            for start in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(
-                    tone[:, start : start + 1024], format="fltp", layout="mono"
-                )
-                af.sample_rate = 44100
-                af.pts = start
+            fmt = as_.codec_context.format.name
+            a0 = int(round(start * sr))
+            for s0 in range(0, n, 1024):
+                chunk = tone[:, s0 : s0 + 1024]
+                if fmt.startswith("s16"):
+                    chunk = (chunk * 32767).astype(np.int16)
+                elif fmt.startswith("s32"):
+                    chunk = (chunk * 2147483647).astype(np.int32)
+                af = av.AudioFrame.from_ndarray(chunk, format=fmt, layout="mono")
+                af.sample_rate = sr
+                af.pts = a0 + s0
+                af.time_base = Fraction(1, sr)
                 for p in as_.encode(af):
                     out.mux(p)
             for p in as_.encode(None):
@@ -50,10 +75,11 @@ def write_clip(
 
 
 def probe(path: Path) -> dict:
-    """Frame count, size, rate, video pts and audio presence of a file."""
+    """Frame count, size, rate, video pts, audio presence and the display rotation of a file."""
     with av.open(str(path)) as c:
         v = c.streams.video[0]
-        pts = [f.pts for f in c.decode(video=0)]
+        frames = list(c.decode(video=0))
+        pts = [f.pts for f in frames]
         return {
             "frames": len(pts),
             "width": v.codec_context.width,
@@ -62,4 +88,20 @@ def probe(path: Path) -> dict:
             "time_base": v.time_base,
             "pts": pts,
             "audio": [s.codec_context.name for s in c.streams.audio],
+            "rotation": frames[0].rotation if frames else 0,
+            "pix_fmt": v.codec_context.pix_fmt,
         }
+
+
+def audio_span(path: Path) -> tuple[float, float] | None:
+    """(first, end) time in seconds of the decoded audio, or None without audio."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        first: float | None = None
+        end = 0.0
+        for f in c.decode(audio=0):
+            t = float(f.pts * f.time_base) if f.pts is not None else end
+            first = t if first is None else first
+            end = t + f.samples / f.sample_rate
+        return (first or 0.0, end)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -55,13 +57,48 @@ class _Images(HTMLParser):
             self.external.append(tag)
 
 
+class _Terminal(io.StringIO):
+    """stderr as a terminal: progress bars draw into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     data = shared_path()
     out = tmp_path_factory.mktemp("bench")
-    settings = load_settings(overrides=["output.progress=false"])
-    results = run_bench(out, True, settings, data=data, scale=Scale.tiny())
-    return out, results
+    settings = load_settings()
+    terminal, stderr = _Terminal(), sys.stderr
+    sys.stderr = terminal
+    try:
+        results = run_bench(out, True, settings, data=data, scale=Scale.tiny())
+    finally:
+        sys.stderr = stderr
+    return out, results, terminal.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bench(bench_run: tuple[Path, dict, str]) -> tuple[Path, dict]:
+    return bench_run[0], bench_run[1]
+
+
+def test_every_step_shows_progress_labelled_with_what_it_does(
+    bench_run: tuple[Path, dict, str],
+) -> None:
+    shown = bench_run[2]
+    for label in (
+        "bench: detection, centerface",
+        "bench: detection, haar",
+        "bench: segmentation",
+        "bench: masking the stage clip",
+        "bench: restoration, photo pairs",
+        "bench: restoring the clip, reference",
+        "bench: scoring the restored clip",
+        "bench: tracking",
+        "bench: speed, whole runs",
+    ):
+        assert f"{label}: 100%" in shown, label
 
 
 def test_results_json_has_every_suite_and_metric_rows(bench: tuple[Path, dict]) -> None:

@@ -302,19 +302,30 @@ def test_pipeline_restores_a_clip_synchronously(tiny_models, masked):
     pipe.close()
 
 
-def test_gpu_check_diffusion_section_runs_on_the_cpu(tmp_path):
-    """bench/gpu_check.py's diffusion section (SD 1.5 on a lent GPU) in its CPU smoke mode:
-    the tiny model built, loaded and fused through lostface's code, keyframes timed per stage
-    for 1 and 4 faces, and a live loop that paints the masked face while frames flow."""
+def test_gpu_check_diffusion_sections_run_on_the_cpu(tmp_path):
+    """bench/gpu_check.py's diffusion and engines sections (full-size models on a lent GPU)
+    in their CPU smoke mode: the tiny models built, loaded and fused through lostface's code,
+    keyframes timed per stage for 1 and 4 faces, SAM, the x4 upscaler and a whole small-face
+    keyframe timed, and live loops that paint the masked face while frames flow."""
+    pytest.importorskip("mobile_sam")
     import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "bench" / "gpu_check.py"), "--device", "cpu", "--quick"]
-    cmd += ["--iters", "2", "--frames", "45", "--sections", "diffusion", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cmd += ["--iters", "1", "--frames", "45", "--sections", "diffusion,engines,identity"]
+    done = subprocess.run(
+        cmd + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "gpu_check.json").read_text())["diffusion"]
+    everything = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert everything["identity"]["seconds_per_step"] > 0
+    engines = everything["engines"]
+    for name in ("vit_b", "vit_t"):
+        assert engines[f"sam_{name}_ms"] > 0 and engines[f"keyframe_sam_{name}_x4_lcm4_ms"] > 0
+    assert engines["sd_x4_32px_ms"] > 0
+    assert engines["live_loop_1280x720_sam_vit_t_x4"]["keyframes"] >= 1
+    result = everything["diffusion"]
     assert set(result["keyframe"]) == {
         "batch1_first", "batch1_reuse", "batch4_first", "batch4_reuse"
     }  # fmt: skip

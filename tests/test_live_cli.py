@@ -99,3 +99,58 @@ def test_vcam_without_a_virtual_camera_says_how_to_create_one(main, capsys, tmp_
     assert main(["vcam", "--file", str(clip), "--seconds", "1"]) == 4
     err = capsys.readouterr().err
     assert "v4l2loopback" in err and "exclusive_caps=1" in err and "card_label" in err
+
+
+def _numbered_frames(n: int) -> list:
+    """Frames that say which they are: the index in large digits on a level of its own."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for i in range(n):
+        img = np.full((240, 320, 3), 30 + 2 * i, np.uint8)
+        cv2.putText(img, f"{i:02d}", (40, 150), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
+        out.append(img)
+    return out
+
+
+def test_stream_file_starts_at_its_first_frame_and_carries_its_audio(main, tmp_path):
+    import numpy as np
+
+    from tests.media import write_clip
+
+    sent = _numbered_frames(75)
+    clip = write_clip(tmp_path / "numbered.mp4", sent, rate=25, audio=True)
+    port = _free_udp_port()
+    first: list = []
+    audio: list = []
+    streams: list = []
+
+    def receive() -> None:
+        url = f"udp://127.0.0.1:{port}?timeout=15000000&overrun_nonfatal=1&fifo_size=100000"
+        with av.open(url, format="mpegts", timeout=15) as c:
+            streams.extend(s.type for s in c.streams)
+            for packet in c.demux():
+                for f in packet.decode():
+                    if isinstance(f, av.VideoFrame) and not first:
+                        first.append(f.to_ndarray(format="bgr24"))
+                    elif isinstance(f, av.AudioFrame):
+                        audio.append(f.to_ndarray().reshape(-1))
+                if first and sum(len(a) for a in audio) >= 44100:
+                    return
+
+    rx = threading.Thread(target=receive, daemon=True)
+    rx.start()
+    time.sleep(0.5)  # the receiver binds inside av.open
+    argv = ["stream", f"udp://127.0.0.1:{port}", "--file", str(clip), "--seconds", "3", "-q"]
+    assert main(argv) == 0
+    rx.join(20)
+    assert "video" in streams and "audio" in streams
+    # the first picture is the file's first frame (the badge's corner left out)
+    top = first[0][:150].astype(float)
+    errors = [np.abs(top - f[:150]).mean() for f in sent]
+    assert int(np.argmin(errors)) == 0 and errors[0] < 8
+    # the sound is the file's own: its 440 Hz tone
+    samples = np.concatenate(audio)[:44100]
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    assert abs(np.argmax(spectrum) * 44100 / len(samples) - 440) < 5

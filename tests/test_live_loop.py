@@ -355,3 +355,37 @@ def test_bad_stream_urls_are_refused(url):
     with pytest.raises(OutputError, match="udp://HOST:PORT"):
         check_url(url)
     assert check_url("udp://127.0.0.1:5000").endswith("pkt_size=1316")
+
+
+def test_file_source_loops_on_one_clock_with_its_audio(tmp_path, astronaut_bgr):
+    """--file --loop: the second pass starts at the file's first frame again, and pictures and
+    sound go on from where the first pass ended (one clock, no jump back)."""
+    from tests.media import write_clip
+
+    frames = [
+        np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, 9 * i, axis=1), (160, 120)))
+        for i in range(10)
+    ]
+    path = write_clip(tmp_path / "loop.mp4", frames, rate=25, audio=True)
+    src = FileSource(path, loop=True, limit=20)
+    assert src.audio is not None
+    sound: list[float] = []
+    src.on_audio = lambda p: sound.append(float(p.pts * p.time_base))
+    got = []
+    with src:
+        while True:
+            try:
+                cap = src.get(5.0)
+            except SourceEnded:
+                break
+            if cap is not None:
+                got.append(cap.frame)
+    times = [f.time for f in got]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert got[0].time == 0.0 and got[-1].time == pytest.approx(19 / 25)
+    assert len(got) + src.slot.dropped == 20
+    # the second pass shows the file's frames again, from its first
+    by_index = {f.index: f.image for f in got}
+    pairs = [(i, i + 10) for i in range(10) if i in by_index and i + 10 in by_index]
+    assert pairs and all(np.array_equal(by_index[a], by_index[b]) for a, b in pairs)
+    assert sound == sorted(sound) and sound[-1] > 0.5  # the sound went on into the second pass

@@ -48,7 +48,7 @@ def test_hub_ids_and_paths_are_told_apart(tmp_path, monkeypatch):
     assert not is_hub_id("a")
     assert model_entry("inpaint").key == "models.inpaint"
     with pytest.raises(ConfigError, match="known models: models.inpaint"):
-        model_entry("sam")
+        model_entry("segmenter")
 
 
 def test_pull_list_verify_then_run_offline(tiny_models, tmp_path, astronaut_bgr):
@@ -69,7 +69,8 @@ def test_pull_list_verify_then_run_offline(tiny_models, tmp_path, astronaut_bgr)
     }
     online = {"HF_HUB_OFFLINE": ""}
     with HubServer(repos) as hub:
-        done = _cli("models", "pull", *sets, "-q", env={**online, "HF_ENDPOINT": hub.url})
+        env = {**online, "HF_ENDPOINT": hub.url}
+        done = _cli("models", "pull", "models.inpaint", "models.lcm_lora", *sets, "-q", env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         assert any("/resolve/" in r for r in hub.requests)
     settings = load_settings(overrides=[s for s in sets if s != "--set"])
@@ -84,7 +85,7 @@ def test_pull_list_verify_then_run_offline(tiny_models, tmp_path, astronaut_bgr)
     assert rows["models.inpaint"]["bytes"] > 1_000_000
     assert rows["detect.model"]["path"] is None and not rows["detect.model"]["used"]
 
-    verified = _cli("models", "verify", *sets)
+    verified = _cli("models", "verify", "models.inpaint", "models.lcm_lora", *sets)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.count(": ok (") == 2
 
@@ -190,7 +191,7 @@ def _wrong_shapes(src: Path, dst: Path) -> Path:
     ("make", "words"),
     [
         (_corrupt, "is truncated"),
-        (_text_to_image, "takes 4 input channels, not an inpainting model (9)"),
+        (_text_to_image, "takes 4 input channels, not a Stable Diffusion inpainting model (9)"),
         (_not_a_model, "is not a diffusers model folder (no model_index.json)"),
     ],
 )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -10,13 +13,16 @@ from lostface.config import VideoSettings
 from lostface.errors import InputError, OutputError
 from lostface.frame import Frame
 from lostface.stream.video import (
+    OUTPUT_CONTAINERS,
     ThreadedReader,
     ThreadedWriter,
+    VideoInfo,
     VideoReader,
     VideoWriter,
     check_output,
+    check_video_output,
 )
-from tests.media import probe, write_clip
+from tests.media import audio_span, probe, write_clip
 
 
 def _frames(astronaut, n=12, size=(320, 240)):
@@ -81,12 +87,131 @@ def test_stage_clip_round_trip(tmp_path):
     assert b["frames"] == a["frames"] == 275 and b["pts"] == a["pts"] and b["audio"] == ["aac"]
 
 
-def test_odd_size_kept(tmp_path, astronaut_bgr):
-    src = write_clip(tmp_path / "odd.mkv", _frames(astronaut_bgr, 4, (641, 361)), audio=False)
+def test_odd_size_is_padded_to_even_4_2_0_and_kept_exactly_on_request(tmp_path, astronaut_bgr):
+    frames = _frames(astronaut_bgr, 4, (641, 361))
+    src = write_clip(tmp_path / "odd.mkv", frames, audio=False, codec="ffv1", pix_fmt="bgr0")
     dst = tmp_path / "odd_out.mp4"
     _copy(src, dst)
     p = probe(dst)
-    assert (p["width"], p["height"]) == (641, 361) and p["frames"] == 4
+    # even, 4:2:0 (H.264 High, which browsers and phones play), the picture where it was
+    assert (p["width"], p["height"], p["pix_fmt"], p["frames"]) == (642, 362, "yuv420p", 4)
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.profile == "High"
+    got = [f.image for f in VideoReader(dst).items() if isinstance(f, Frame)]
+    for a, b in zip(frames, got, strict=True):
+        err = np.abs(a.astype(float) - b[:361, :641]).mean()
+        assert err < 5.0
+        assert np.abs(b[361].astype(float) - b[360]).mean() < 3.0  # the padded row repeats
+    exact = tmp_path / "odd_exact.mp4"
+    _copy(src, exact, VideoSettings(exact_size=True))
+    p = probe(exact)
+    assert (p["width"], p["height"], p["pix_fmt"]) == (641, 361, "yuv444p")
+
+
+# output container -> input audio codec -> the codec the output carries (copied where the
+# container holds it, else Opus in WebM and AAC elsewhere)
+_AUDIO_OUT = {
+    ".mp4": {"aac": "aac", "opus": "opus", "pcm_s16le": "pcm_s16le"},
+    ".m4v": {"aac": "aac", "opus": "aac", "pcm_s16le": "aac"},
+    ".mov": {"aac": "aac", "opus": "aac", "pcm_s16le": "pcm_s16le"},
+    ".mkv": {"aac": "aac", "opus": "opus", "pcm_s16le": "pcm_s16le"},
+    ".webm": {"aac": "opus", "opus": "opus", "pcm_s16le": "opus"},
+    ".ts": {"aac": "aac", "opus": "opus", "pcm_s16le": "aac"},
+}
+_AUDIO_IN = {
+    "aac": (".mp4", "libx264"),
+    "opus": (".webm", "libvpx-vp9"),
+    "pcm_s16le": (".mov", "libx264"),
+}
+
+
+@pytest.fixture(scope="module")
+def audio_inputs(tmp_path_factory, astronaut_bgr):
+    """One clip per input audio codec, starting at 0.517 s on a 90 kHz clock (as cameras and
+    phones write them: neither at 0 nor on the frame grid)."""
+    d = tmp_path_factory.mktemp("audio_in")
+    frames = _frames(astronaut_bgr, 10, (160, 120))
+    out = {}
+    for name, (ext, vcodec) in _AUDIO_IN.items():
+        encoder = {"opus": "libopus"}.get(name, name)
+        out[name] = write_clip(
+            d / f"in_{name}{ext}",
+            frames,
+            rate=25,
+            codec=vcodec,
+            audio_codec=encoder,
+            start=Fraction(517, 1000),
+            time_base=Fraction(1, 90000),
+        )
+    return out
+
+
+@pytest.mark.parametrize("audio_in", list(_AUDIO_IN))
+@pytest.mark.parametrize("ext", list(OUTPUT_CONTAINERS))
+def test_every_output_container_keeps_timestamps_and_audio(tmp_path, audio_inputs, ext, audio_in):
+    src = audio_inputs[audio_in]
+    dst = tmp_path / f"out{ext}"
+    _copy(src, dst)
+    a, b = probe(src), probe(dst)
+    assert b["frames"] == a["frames"] == 10
+    assert a["audio"][0].startswith(audio_in[:3])
+    assert b["audio"] == [_AUDIO_OUT[ext][audio_in]]
+    # every picture at its own time, to the container's clock (1 ms in Matroska and WebM)
+    tick = b["time_base"]
+    for pa, pb in zip(a["pts"], b["pts"], strict=True):
+        assert abs(pb * tick - pa * a["time_base"]) <= tick / 2
+    assert b["pts"][0] * tick >= Fraction(516, 1000)
+    # the sound starts and ends where it did, to an encoder frame (AAC: 1024 samples)
+    (s0, s1), (d0, d1) = audio_span(src), audio_span(dst)
+    assert abs(d0 - s0) < 0.025 and abs(d1 - s1) < 0.025
+
+
+def test_no_audio_setting_writes_video_only(tmp_path, audio_inputs):
+    dst = tmp_path / "silent.mp4"
+    _copy(audio_inputs["aac"], dst, VideoSettings(audio=False))
+    assert probe(dst)["audio"] == [] and audio_span(dst) is None
+
+
+@pytest.mark.parametrize("ext", [".gif", ".avi", ".flv", ".ogv"])
+def test_unsupported_output_containers_are_refused_up_front(tmp_path, ext):
+    with pytest.raises(OutputError) as err:
+        check_video_output(tmp_path / f"out{ext}")
+    text = str(err.value)
+    assert all(e in text for e in OUTPUT_CONTAINERS) and text.endswith(".")
+    info = VideoInfo(64, 64, Fraction(25), Fraction(1, 25), 0, False)
+    with pytest.raises(OutputError):
+        VideoWriter(tmp_path / f"out{ext}", info, VideoSettings())
+    assert list(tmp_path.iterdir()) == []
+
+
+def _asymmetric(astronaut_bgr, size=(160, 96)):
+    img = cv2.resize(astronaut_bgr, size)
+    img[:12, :40] = (0, 0, 255)  # a red block in the top-left corner shows the way up
+    return np.ascontiguousarray(img)
+
+
+@pytest.mark.parametrize("degrees", [90, 270, 180])
+def test_display_rotation_is_read_upright_and_written_upright(tmp_path, astronaut_bgr, degrees):
+    upright = [
+        np.ascontiguousarray(np.roll(_asymmetric(astronaut_bgr), i, axis=1)) for i in range(6)
+    ]
+    # a phone stores the picture turned the other way and a display matrix that turns it back
+    stored = [np.ascontiguousarray(np.rot90(f, -degrees // 90)) for f in upright]
+    src = write_clip(tmp_path / "phone.mp4", stored, rotation=degrees)
+    assert probe(src)["rotation"] in (degrees, degrees - 360)
+    with VideoReader(src) as r:
+        assert r.info.rotation == degrees
+        assert (r.info.width, r.info.height) == (160, 96)
+        got = [f.image for f in r.items() if isinstance(f, Frame)]
+    for a, b in zip(upright, got, strict=True):
+        assert b.shape == a.shape and np.abs(a.astype(float) - b).mean() < 10.0
+    dst = tmp_path / "out.mp4"
+    _copy(src, dst)
+    p = probe(dst)
+    assert (p["width"], p["height"], p["rotation"]) == (160, 96, 0)  # upright, no matrix left
+    assert p["audio"] == ["aac"] and p["pts"] == probe(src)["pts"]
+    out = [f.image for f in VideoReader(dst).items() if isinstance(f, Frame)]
+    assert out[0][:12, :40, 2].mean() > 180 and out[0][-12:, -40:, 2].mean() < 180
 
 
 def test_decoded_pixels_are_close_to_source(tmp_path, astronaut_bgr):

@@ -86,10 +86,14 @@ def _detectors(ctx: Context) -> dict[str, Any]:
     return out
 
 
-def _measure(detect: Callable[[np.ndarray], Detections], photos, groups, free) -> dict:
+def _measure(
+    detect: Callable[[np.ndarray], Detections], photos, groups, free, ctx: Context, name: str
+) -> dict:
+    from lostface.runner import progress
+
     detect(photos[0])  # warm-up: first-call allocations are not per-image latency
     times, found = [], 0
-    for img in photos:
+    for img in progress(photos, ctx.settings, f"bench: detection, {name}", unit="photo"):
         t0 = time.perf_counter()
         n = len(detect(img))
         times.append(time.perf_counter() - t0)
@@ -112,7 +116,10 @@ def run_detection(ctx: Context) -> dict:
     ]
     groups = {n: read_bgr(ctx.data / "groups" / n, None) for n in GROUP_PEOPLE}
     free = face_free_crops(ctx)
-    per = {name: _measure(d.detect, photos, groups, free) for name, d in _detectors(ctx).items()}
+    per = {
+        name: _measure(d.detect, photos, groups, free, ctx, name)
+        for name, d in _detectors(ctx).items()
+    }
     main, base = ctx.settings.detect.engine, per["haar"]
     m = per[main]
     people = sum(GROUP_PEOPLE.values())
@@ -181,8 +188,10 @@ def run_segmentation(ctx: Context) -> dict:
     iou_base: dict[str, list[float]] = {k: [] for k in KINDS}
     detected: dict[str, list[bool]] = {k: [] for k in KINDS}
     times: list[float] = []
+    from lostface.runner import progress
+
     files = sample(list((ctx.data / "unmasked").glob("*.jpg")), ctx.scale.seg_photos)
-    for i, path in enumerate(files):
+    for i, path in enumerate(progress(files, ctx.settings, "bench: segmentation", unit="photo")):
         image = read_bgr(path, None)
         dets = detector.detect(image)
         j = largest(dets)

@@ -179,6 +179,7 @@ def _stages_for(ctx: Context, detector, reference: list[tuple[str, np.ndarray]])
 def run_pairs(ctx: Context, identity: IdentityMetric) -> dict:
     from lostface.factory import build_detector
     from lostface.restore_image import restore_image
+    from lostface.runner import progress_bar
     from lostface.synthetic import KINDS, draw_mask
 
     detector = build_detector(ctx.settings)
@@ -187,7 +188,15 @@ def run_pairs(ctx: Context, identity: IdentityMetric) -> dict:
     people = sorted(p for p in (ctx.data / "identity").iterdir() if p.is_dir())
     kinds = KINDS[: ctx.scale.pair_kinds]
     skipped = 0
-    for person in people[: ctx.scale.pair_people]:
+    people = people[: ctx.scale.pair_people]
+    counts = [min(len(list(p.glob("*.jpg"))), ctx.scale.pair_photos) for p in people]
+    bar = progress_bar(
+        sum(n * (n - 1) for n in counts) * len(kinds),
+        ctx.settings,
+        "bench: restoration, photo pairs",
+        unit="pair",
+    )
+    for person in people:
         files = sorted(person.glob("*.jpg"))[: ctx.scale.pair_photos]
         photos = {f.stem: read_bgr(f) for f in files}
         faces = {}
@@ -202,6 +211,7 @@ def run_pairs(ctx: Context, identity: IdentityMetric) -> dict:
             original = photos[tgt]
             lm, box = faces[tgt]
             for k, kind in enumerate(kinds):
+                bar.update(1)
                 syn = draw_mask(original, lm, kind, rng=ctx.seed + k)
                 variants = {"masked": syn.image}
                 for name, st in stages.items():
@@ -213,6 +223,7 @@ def run_pairs(ctx: Context, identity: IdentityMetric) -> dict:
                 coll.add(score(original, syn.covered, variants, identity, anchors[tgt]))
                 if len(grid) < 6:
                     grid.append(face_tiles({**_ordered(variants), "original": original}, box))
+    bar.close()
     if grid:
         ctx.figures["grid_pairs"] = image_png(stack_rows(grid))
     table = coll.table()
@@ -238,6 +249,7 @@ def make_masked_clip(ctx: Context, kind: str = "surgical") -> MaskedClip:
     shot) so the drawn mask moves rigidly with the face like a real one, not with detector
     jitter, which would count as flicker of the input."""
     from lostface.factory import build_detector
+    from lostface.runner import progress_bar
     from lostface.stream.video import VideoReader, VideoWriter
     from lostface.synthetic import draw_mask
     from lostface.tracking.scenecut import HistogramSceneCut
@@ -252,12 +264,15 @@ def make_masked_clip(ctx: Context, kind: str = "surgical") -> MaskedClip:
     prev_box: np.ndarray | None = None
     with VideoReader(ctx.data / "video" / "stage_clip.mp4") as reader:
         writer = VideoWriter(path, reader.info, ctx.settings.video, None)
+        total = min(reader.info.frames or ctx.scale.clip_frames, ctx.scale.clip_frames)
+        bar = progress_bar(total, ctx.settings, "bench: masking the stage clip")
         try:
             for item in reader.items():
                 if not isinstance(item, Frame):
                     continue
                 if len(originals) >= ctx.scale.clip_frames:
                     break
+                bar.update(1)
                 originals.append(item.image.copy())
                 new_shot = cut.is_cut(item.image) if len(originals) > 1 else True
                 dets = detector.detect(item.image)
@@ -285,6 +300,8 @@ def make_masked_clip(ctx: Context, kind: str = "surgical") -> MaskedClip:
         except BaseException:
             writer.abort()
             raise
+        finally:
+            bar.close()
     return MaskedClip(path, originals, covered, boxes)
 
 
@@ -309,7 +326,9 @@ def run_clip(ctx: Context, clip: MaskedClip, identity: IdentityMetric) -> tuple[
     paths, fps = {}, {}
     for name, stages in _stages_for(ctx, detector, ref).items():
         paths[name] = ctx.work / f"stage_clip_{name}.mp4"
-        stats = process_video(clip.path, paths[name], ctx.settings, stages)
+        stats = process_video(
+            clip.path, paths[name], ctx.settings, stages, label=f"bench: restoring the clip, {name}"
+        )
         fps[name] = stats.fps
     readers = {n: VideoReader(p) for n, p in {"masked": clip.path, **paths}.items()}
     streams = {n: (f.image for f in r.items() if isinstance(f, Frame)) for n, r in readers.items()}
@@ -319,8 +338,13 @@ def run_clip(ctx: Context, clip: MaskedClip, identity: IdentityMetric) -> tuple[
     grid: list[np.ndarray] = []
     with_face = [i for i, c in enumerate(clip.covered) if c.any()]
     grid_at = set(with_face[:: max(len(with_face) // 4, 1)][:4])
+    from lostface.runner import progress
+
+    scoring = progress(
+        clip.originals, ctx.settings, "bench: scoring the restored clip", unit="frame"
+    )
     try:
-        for i, original in enumerate(clip.originals):
+        for i, original in enumerate(scoring):
             got = {n: next(s, None) for n, s in streams.items()}
             frames = {n: f for n, f in got.items() if f is not None}
             if len(frames) < len(got):

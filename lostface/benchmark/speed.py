@@ -139,10 +139,15 @@ def run_variant(
 
 
 def run_speed(ctx: Context, clip: Path) -> dict:
+    from lostface.runner import progress_bar
+
     reference = ctx.data / "identity" / "stage_clip_reference.png"
     n = ctx.scale.speed_frames
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     spawn = get_context("spawn")
+    bar = progress_bar(
+        ctx.scale.speed_runs * len(VARIANTS), ctx.settings, "bench: speed, whole runs", unit="run"
+    )
     for r in range(ctx.scale.speed_runs):
         for v in VARIANTS:  # interleaved: this machine's load drifts
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
@@ -150,6 +155,8 @@ def run_speed(ctx: Context, clip: Path) -> dict:
                 res = pool.submit(run_variant, v, clip, reference, ctx.settings, n, out).result()
             log.info("speed run %d %s: %.1f frames/s", r, v, res["fps"])
             runs[v].append(res)
+            bar.update(1)
+    bar.close()
     best = {v: max(rs, key=lambda x: x["fps"]) for v, rs in runs.items()}
     fps = {v: float(np.median([x["fps"] for x in rs])) for v, rs in runs.items()}
     key, plain, naive = best["keyframe"], best["plain"], best["naive"]

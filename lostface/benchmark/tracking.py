@@ -176,6 +176,7 @@ def iou_distance(gt: dict[int, np.ndarray], hyp: dict[int, np.ndarray]) -> np.nd
 
 def run_tracking(ctx: Context) -> dict:
     from lostface.factory import build_detector
+    from lostface.runner import progress
     from lostface.tracking.tracker import KalmanTracker
 
     detector = build_detector(ctx.settings)
@@ -185,7 +186,7 @@ def run_tracking(ctx: Context) -> dict:
     ours: list[dict[int, np.ndarray]] = []
     base: list[dict[int, np.ndarray]] = []
     matcher = IouMatcher()
-    for f, img in enumerate(clip.frames):
+    for f, img in enumerate(progress(clip.frames, ctx.settings, "bench: tracking", unit="frame")):
         dets = detector.detect(img)
         need = f % every == 0 or tracker.needs_detection
         tracks: list[FaceTrack] = tracker.update(dets if need else None, image=img)

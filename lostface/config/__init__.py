@@ -82,7 +82,12 @@ class MaskSettings:
     dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
     # cut the covered region along the covering's own edge (GrabCut on the face, keyframes only)
     refine: bool = True
-    engine: str = "geometry"  # geometry (embedded)
+    engine: str = "geometry"  # geometry (embedded) | sam (Segment Anything, models.sam)
+    # sam: its region is used when its predicted IoU reaches sam_min_iou and it overlaps the
+    # embedded segmenter's region by sam_min_agreement (IoU); else the embedded region stays
+    sam_min_iou: float = 0.75
+    sam_min_agreement: float = 0.5
+    sam_reach: int = 12  # sam: canonical pixels its region may reach beyond the embedded one
     # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
     # judge and are left as they are
     min_face: float = 36.0
@@ -95,6 +100,11 @@ class RestoreSettings:
     # photos or folders of people: PATH (one unnamed person) or NAME=PATH (repeat a name's
     # photos in a folder)
     references: list[str] = field(default_factory=list)
+    # diffusion: a trained identity (`lostface identity train`) to paint the person with
+    identity: str = ""
+    # refuse a reference photo whose face the segmenter (mask.engine) judges covered (from a
+    # folder: skip it with a warning); such a photo would paint the covering back on
+    check_references: bool = True
     # reference: paint a face from a person's references only when its visible upper face
     # matches theirs (dlib distance, both wearing the same neutral covering, averaged over the
     # track's keyframes): taken below identity_match, kept below identity_keep; a face that
@@ -119,10 +129,16 @@ class RestoreSettings:
 
 @dataclass
 class UpscaleSettings:
-    engine: str = "resize"  # resize (embedded: the canonical warp resamples the face's pixels)
-    # faces whose canonical crop spans fewer frame pixels than this (its width) are upscaled
-    # on keyframes before segmentation and restoration
-    below: int = 128
+    # resize (embedded: the canonical warp resamples the face's pixels) | realesrgan (x4, CPU)
+    # | sd-x4 (Stable Diffusion x4 upscaler, models.upscale)
+    engine: str = "resize"
+    # faces whose canonical crop spans fewer frame pixels than this (its width; a face box about
+    # 2/3 of it) are upscaled on keyframes before segmentation and restoration
+    below: int = 96
+    threads: int = 1  # realesrgan: CPU threads (the worker shares the CPU with the frame loop)
+    steps: int = 4  # sd-x4: LCM steps
+    noise_level: int = 20  # sd-x4: noise added to the small face (0-350; more: more invented)
+    prompt: str = "a sharp photo of a face"  # sd-x4
 
 
 @dataclass
@@ -131,6 +147,10 @@ class ModelSettings:
     models pull`, then read from the cache) or a local folder or file."""
 
     inpaint: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"  # a diffusers folder
+    upscale: str = "stabilityai/stable-diffusion-x4-upscaler"  # upscale.engine = "sd-x4"
+    # mask.engine = "sam": a segment-anything (vit_b, vit_l, vit_h) or MobileSAM (vit_t)
+    # checkpoint, a local .pth/.pt file or a hub file such as owner/repo/sam_vit_b_01ec64.pth
+    sam: str = ""
     # LCM-LoRA fused into the inpainting model for few-step sampling; empty when the inpainting
     # model is LCM-distilled itself
     lcm_lora: str = "latent-consistency/lcm-lora-sdv1-5"
@@ -164,6 +184,27 @@ class DiffusionSettings:
 
 
 @dataclass
+class IdentitySettings:
+    """`lostface identity train`: a LoRA of the inpainting model learnt from photos of one
+    person (DreamBooth: the person bound to a rare token, e.g. "a photo of sks person")."""
+
+    dir: str = ""  # where identities are kept; empty: $XDG_DATA_HOME/lostface/identities
+    token: str = "sks"  # a rare word of the tokenizer's vocabulary
+    class_word: str = "person"  # person | man | woman | ... (what the token is a kind of)
+    steps: int = 400  # training steps
+    rank: int = 16  # LoRA rank
+    learning_rate: float = 1e-4
+    batch: int = 1
+    size: int = 512  # width of the training crops (height keeps the face crop's 8:9)
+    # prior preservation: half the steps teach the class prompt to stay as the base model
+    # paints it (so "person" does not turn into this person)
+    prior_preservation: bool = False
+    text_encoder: bool = False  # also train a LoRA of the text encoder
+    weight: float = 1.0  # the identity LoRA's weight when painting
+    seed: int = 0
+
+
+@dataclass
 class VideoSettings:
     codec: str = "auto"  # auto: H.264 (VP9 in .webm), or any PyAV encoder name
     preset: str = "veryfast"
@@ -171,6 +212,12 @@ class VideoSettings:
     pix_fmt: str = "yuv420p"
     threads: int = 0  # encoder threads, 0 = codec default
     queue_size: int = 16  # decoded and to-be-encoded frames in flight
+    # keep the input's audio: copied where the container holds its codec, else re-encoded
+    # (Opus in .webm, AAC elsewhere); false (--no-audio) writes video only
+    audio: bool = True
+    # odd picture sizes: false pads them by one pixel to even (4:2:0, which browsers and
+    # phones play); true keeps them exactly (4:4:4, which many players do not)
+    exact_size: bool = False
 
 
 @dataclass
@@ -212,6 +259,7 @@ class Settings:
     upscale: UpscaleSettings = field(default_factory=UpscaleSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
@@ -351,6 +399,9 @@ def validate(s: Settings) -> None:
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
+        (s.upscale.threads >= 1, "upscale.threads must be 1 or more"),
+        (1 <= s.upscale.steps <= 50, "upscale.steps must lie between 1 and 50"),
+        (0 <= s.upscale.noise_level <= 350, "upscale.noise_level must lie between 0 and 350"),
         (
             s.models.dtype in ("auto", "float16", "bfloat16", "float32"),
             "models.dtype must be auto, float16, bfloat16 or float32",
@@ -366,6 +417,13 @@ def validate(s: Settings) -> None:
             "diffusion.size must be a multiple of 64 between 128 and 1024",
         ),
         (s.diffusion.guidance >= 1.0, "diffusion.guidance must be 1 or more"),
+        (s.identity.steps >= 1 and s.identity.batch >= 1, "identity.steps, batch must be 1+"),
+        (s.identity.rank >= 1, "identity.rank must be 1 or more"),
+        (s.identity.learning_rate > 0, "identity.learning_rate must be positive"),
+        (
+            128 <= s.identity.size <= 1024 and s.identity.size % 64 == 0,
+            "identity.size must be a multiple of 64 between 128 and 1024",
+        ),
         (s.diffusion.init in ("noise", "reference"), "diffusion.init must be noise or reference"),
         (
             s.diffusion.temporal in ("reuse", "fixed-noise", "fresh"),

@@ -40,6 +40,7 @@ import torch
 from lostface.config import DiffusionSettings
 from lostface.frame import CoverMask
 from lostface.generative.loading import InpaintModel
+from lostface.identities import Identity
 from lostface.restore.align import CANON_HEIGHT, CANON_SIZE
 from lostface.stages import RestoreItem, Restorer
 
@@ -88,16 +89,25 @@ class DiffusionRestorer(Restorer):
     """Restorer (see lostface.stages) painting covered faces with an SD inpainting model.
 
     guide: the restorer whose painting a face's first keyframe starts from (diffusion.init =
-    "reference"; the embedded reference restorer, or its neutral fill without a photo)."""
+    "reference"; the embedded reference restorer, or its neutral fill without a photo);
+    identity: a trained identity (its LoRA fused into the model) whose token the prompt names."""
 
     def __init__(
-        self, model: InpaintModel, settings: DiffusionSettings, guide: Restorer | None = None
+        self,
+        model: InpaintModel,
+        settings: DiffusionSettings,
+        guide: Restorer | None = None,
+        identity: Identity | None = None,
     ) -> None:
         from diffusers import LCMScheduler
 
         self.model = model
         self.settings = settings
         self.guide = guide
+        # a trained identity is called up by its token: "a photo of sks person, ..."
+        self.prompt = (
+            f"a photo of {identity.prompt}, {settings.prompt}" if identity else settings.prompt
+        )
         self.scheduler = LCMScheduler.from_config(model.scheduler_config)
         self.width = settings.size
         self.height = int(round(settings.size * CANON_HEIGHT / CANON_SIZE / 8.0)) * 8
@@ -253,7 +263,7 @@ class DiffusionRestorer(Restorer):
         """Prompt embeddings for n faces; with classifier-free guidance (a model without a
         guidance embedding and guidance > 1) the negative prompt's come first."""
         m = self.model
-        pos = m.prompt_embeds(self.settings.prompt).expand(n, -1, -1)
+        pos = m.prompt_embeds(self.prompt).expand(n, -1, -1)
         if m.guidance_dim is None and self.settings.guidance > 1.0:
             neg = m.prompt_embeds(self.settings.negative_prompt).expand(n, -1, -1)
             return torch.cat([neg, pos]), True

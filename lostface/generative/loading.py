@@ -33,6 +33,7 @@ WEIGHT_FILES = {
     "text_encoder": ("model.safetensors", "model.fp16.safetensors"),
 }
 INPAINT_CHANNELS = 9  # noisy latents (4) + mask (1) + masked-image latents (4)
+UPSCALE_CHANNELS = 7  # noisy latents (4) + the small image (3)
 _EXAMPLE = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 _LORA_SUFFIXES = {
     ".lora_A.weight": "down",
@@ -118,28 +119,52 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path} is not a readable JSON config ({exc}).") from None
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What a diffusers folder named by a setting must hold."""
+
+    what: str
+    channels: int  # the UNet's input channels
+    components: tuple[str, ...]
+    example: str
+
+
+KINDS = {
+    "models.inpaint": _Kind(
+        "a Stable Diffusion inpainting model", INPAINT_CHANNELS, COMPONENTS, _EXAMPLE
+    ),
+    "models.upscale": _Kind(
+        "a Stable Diffusion x4 upscaler",
+        UPSCALE_CHANNELS,
+        (*COMPONENTS, "low_res_scheduler"),
+        "stabilityai/stable-diffusion-x4-upscaler",
+    ),
+}
+
+
 def check_inpaint_folder(folder: Path, key: str = "models.inpaint") -> None:
-    """Files of a diffusers inpainting model: a ModelError saying what is wrong, if anything.
-    (Tensor shapes are checked by verify_model.)"""
+    """Files of the diffusers model named by `key` (models.inpaint or models.upscale): a
+    ModelError saying what is wrong, if anything. (Tensor shapes: verify_model.)"""
+    kind = KINDS[key]
     if not folder.is_dir() or not (folder / "model_index.json").is_file():
         raise ModelError(
-            f"{key} {folder} is not a diffusers model folder (no model_index.json); give a "
-            f"Stable Diffusion inpainting folder or a hub id such as {_EXAMPLE}."
+            f"{key} {folder} is not a diffusers model folder (no model_index.json); give "
+            f"{kind.what}: a folder, or a hub id such as {kind.example}."
         )
     index = _read_config(folder / "model_index.json")
-    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    missing = [c for c in kind.components if not (folder / c).is_dir()]
     if missing:
         raise ModelError(
             f"{key} {folder} ({index.get('_class_name', 'a diffusers model')}) has no "
-            f"{', '.join(missing)} folder; give a Stable Diffusion inpainting model."
+            f"{', '.join(missing)} folder; give {kind.what}."
         )
     unet = _read_config(folder / "unet" / "config.json")
     channels = unet.get("in_channels")
-    if channels != INPAINT_CHANNELS:
+    if channels != kind.channels:
         raise ModelError(
             f"{key} {folder} is a {index.get('_class_name', 'diffusers model')} whose UNet takes "
-            f"{channels} input channels, not an inpainting model ({INPAINT_CHANNELS}); give an "
-            f"inpainting checkpoint such as {_EXAMPLE}."
+            f"{channels} input channels, not {kind.what} ({kind.channels}); give one such as "
+            f"{kind.example}."
         )
     for component in WEIGHT_FILES:
         weights = _weights(folder, component)
@@ -251,7 +276,7 @@ def verify_model(settings: Settings, key: str) -> list[str]:
     entry = model_entry(key)
     path = resolve(settings, entry.key)
     try:
-        if entry.kind == "inpaint":
+        if entry.kind in ("inpaint", "upscale"):
             check_inpaint_folder(path, entry.key)
             return _shape_problems(path)
         if entry.kind == "lora":
@@ -264,6 +289,58 @@ def verify_model(settings: Settings, key: str) -> list[str]:
 
 
 # -- loading --------------------------------------------------------------------------------
+_LOADED: dict[tuple, Any] = {}  # models loaded by this process, shared by every pipeline
+_LOADING = threading.Lock()
+
+
+@dataclass
+class UpscaleModel:
+    """A loaded SD x4 upscaler pipeline (LCM scheduler), shared by the process; `lock`
+    serialises its use (the pipeline's scheduler keeps per-call state)."""
+
+    pipe: Any
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _prompts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def prompt_embeds(self, prompt: str) -> torch.Tensor:
+        """The text encoder's output for a prompt, computed once (call under lock)."""
+        if prompt not in self._prompts:
+            with torch.inference_mode():
+                embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
+            self._prompts[prompt] = embeds
+        return self._prompts[prompt]
+
+
+def load_upscale(settings: Settings) -> UpscaleModel:
+    """The SD x4 upscaler of models.upscale, loaded once per process."""
+    from diffusers import LCMScheduler, StableDiffusionUpscalePipeline
+
+    device, dtype = choose_device(settings.models)
+    folder = resolve(settings, "models.upscale")
+    check_inpaint_folder(folder, "models.upscale")
+    key = ("upscale", str(folder), str(device), str(dtype))
+    with _LOADING:
+        if key not in _LOADED:
+            _quiet_libraries()
+            log.info("Loading %s on %s ...", model_spec(settings, "upscale"), device)
+            try:
+                pipe = StableDiffusionUpscalePipeline.from_pretrained(
+                    str(folder), dtype=dtype, local_files_only=True
+                )
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise ModelError(
+                    f"Could not load models.upscale {folder} ({type(exc).__name__}); check it "
+                    "with `lostface models verify models.upscale`."
+                ) from None
+            pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.to(device)
+            _LOADED[key] = UpscaleModel(pipe, device, dtype)
+        return _LOADED[key]
+
+
 @dataclass
 class InpaintModel:
     """A loaded SD inpainting model (LCM-LoRA fused when one is given), shared by every
@@ -305,22 +382,52 @@ class InpaintModel:
         return self._prompts[prompt]
 
 
-_LOADED: dict[tuple, InpaintModel] = {}
-_LOADING = threading.Lock()
+@dataclass(frozen=True)
+class _Lora:
+    """A LoRA fused into the inpainting model at load: its adapter name, file, weight, and what
+    to tell the user when it does not fit."""
+
+    adapter: str
+    path: Path
+    weight: float
+    misfit: str
 
 
 def load_inpaint(settings: Settings) -> InpaintModel:
-    """The inpainting model of settings.models, loaded once per process (later calls with the
-    same models, device and dtype return the same object)."""
+    """The inpainting model of settings.models, with its LCM-LoRA and the identity of
+    restore.identity fused, loaded once per process (later calls with the same models,
+    identity, device and dtype return the same object)."""
+    from lostface.identities import identity_for
+
     device, dtype = choose_device(settings.models)
     folder = resolve(settings, "models.inpaint")
     check_inpaint_folder(folder)
-    lora = resolve(settings, "models.lcm_lora") if settings.models.lcm_lora else None
-    key = (str(folder), str(lora), str(device), str(dtype))
+    ident = identity_for(settings)
+    loras: list[_Lora] = []
+    if ident is not None and ident.lcm_lora is not None:
+        # distilled from base + identity: it carries both
+        why = f"identity {ident.name} was learnt on another base model ({ident.meta.get('base')})"
+        loras.append(_Lora("lcm", ident.lcm_lora, 1.0, why))
+    else:
+        if settings.models.lcm_lora:
+            path = lora_file(resolve(settings, "models.lcm_lora"))
+            loras.append(_Lora("lcm", path, 1.0, _LCM_MISFIT))
+        if ident is not None:
+            why = (
+                f"identity {ident.name} was learnt on another base model ({ident.meta.get('base')})"
+            )
+            loras.append(_Lora("identity", ident.lora, settings.identity.weight, why))
+    key = ("inpaint", str(folder), tuple(loras), str(device), str(dtype))
     with _LOADING:
         if key not in _LOADED:
-            _LOADED[key] = _load(folder, lora, device, dtype, model_spec(settings, "inpaint"))
+            _LOADED[key] = _load(folder, loras, device, dtype, model_spec(settings, "inpaint"))
         return _LOADED[key]
+
+
+_LCM_MISFIT = (
+    "give the LCM-LoRA made for that base model (SD 1.5: latent-consistency/lcm-lora-sdv1-5), "
+    "or set models.lcm_lora= (empty) for an LCM-distilled inpainting model"
+)
 
 
 def _quiet_libraries() -> None:
@@ -335,20 +442,17 @@ def _quiet_libraries() -> None:
 
 
 def _load(
-    folder: Path, lora: Path | None, device: torch.device, dtype: torch.dtype, name: str
+    folder: Path, loras: list[_Lora], device: torch.device, dtype: torch.dtype, name: str
 ) -> InpaintModel:
     from diffusers import StableDiffusionInpaintPipeline
 
     _quiet_libraries()
-    if lora is not None:
-        weights = lora_file(lora)
-        problems = lora_problems(weights, folder)
+    for lora in loras:
+        problems = lora_problems(lora.path, folder)
         if problems:
             raise ModelError(
-                f"models.lcm_lora {lora} does not fit models.inpaint {folder}: {problems[0]}; "
-                "give the LCM-LoRA made for that base model (SD 1.5: "
-                "latent-consistency/lcm-lora-sdv1-5), or set models.lcm_lora= (empty) for an "
-                "LCM-distilled inpainting model."
+                f"The LoRA {lora.path} does not fit models.inpaint {folder}: {problems[0]}; "
+                f"{lora.misfit}."
             )
     log.info("Loading %s on %s (%s) ...", name, device, str(dtype).replace("torch.", ""))
     try:
@@ -360,9 +464,12 @@ def _load(
             requires_safety_checker=False,
             local_files_only=True,
         )
-        if lora is not None:
-            pipe.load_lora_weights(str(lora_file(lora)), adapter_name="lcm")
-            pipe.fuse_lora()
+        if loras:
+            for lora in loras:
+                pipe.load_lora_weights(str(lora.path), adapter_name=lora.adapter)
+            names = [lora.adapter for lora in loras]
+            pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+            pipe.fuse_lora(adapter_names=names)
             pipe.unload_lora_weights()
         pipe.to(device)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
@@ -373,7 +480,7 @@ def _load(
         ) from None
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval().requires_grad_(False)
-    if lora is None and pipe.unet.config.time_cond_proj_dim is None:
+    if not any(x.adapter == "lcm" for x in loras) and pipe.unet.config.time_cond_proj_dim is None:
         log.warning(
             "models.lcm_lora is empty but %s is not LCM-distilled: a few LCM steps give a "
             "poor picture without one. Set models.lcm_lora to its LCM-LoRA.",

@@ -197,3 +197,162 @@ def save_lora(
         str(folder), unet_lora_layers=layers, safe_serialization=True
     )
     return Path(folder)
+
+
+# SD x4 upscaler's architecture (Stability AI's x4-upscaling config): a UNet on 4 latent
+# channels plus the 3 channels of the small image, its noise level as a class embedding,
+# v-prediction; a 3-block VAE (4x down); OpenCLIP ViT-H's text tower (penultimate layer).
+X4_UNET: dict[str, Any] = {
+    "sample_size": 128,
+    "in_channels": 7,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (256, 512, 512, 1024),
+    "down_block_types": (
+        "DownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+    ),
+    "up_block_types": (
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "UpBlock2D",
+    ),
+    "only_cross_attention": (True, True, True, False),
+    "cross_attention_dim": 1024,
+    "attention_head_dim": 8,
+    "num_class_embeds": 1000,
+    "use_linear_projection": True,
+}
+X4_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (128, 256, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "layers_per_block": 2,
+    "scaling_factor": 0.08333,
+    "sample_size": 256,
+}
+X4_TEXT: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 23,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 77,
+    "projection_dim": 512,
+    "hidden_act": "gelu",
+}
+TINY_X4_UNET: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 7,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": (32, 32, 64),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "only_cross_attention": (True, True, False),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 4,
+    "num_class_embeds": 1000,
+    "use_linear_projection": True,
+    "norm_num_groups": 8,
+}
+TINY_X4_VAE: dict[str, Any] = {
+    **X4_VAE,
+    "block_out_channels": (32, 32, 64),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 128,
+}
+X4_SIZES = {"tiny": (TINY_X4_UNET, TINY_X4_VAE, TINY_TEXT), "x4": (X4_UNET, X4_VAE, X4_TEXT)}
+
+
+def save_upscale_model(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A random-init SD x4 upscaler saved as a diffusers folder (as users download it)."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    unet_cfg, vae_cfg, text_cfg = X4_SIZES[size]
+    torch.manual_seed(seed)
+    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, **text_cfg))
+    write_tokenizer(Path(folder) / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(
+        str(Path(folder) / "tokenizer"), local_files_only=True
+    )
+    low = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02}
+    pipe = StableDiffusionUpscalePipeline(
+        vae=AutoencoderKL(**vae_cfg),
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet_cfg),
+        low_res_scheduler=DDPMScheduler(**low, beta_schedule="linear"),
+        scheduler=DDIMScheduler(**{**SCHEDULER, "prediction_type": "v_prediction"}),
+    )
+    pipe.save_pretrained(str(folder))  # type: ignore[attr-defined]
+    return Path(folder)
+
+
+def save_sam(path: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A random-init Segment Anything checkpoint (a state dict, as the released .pth files):
+    "tiny" (a 2-block ViT of width 64 on 256-pixel images, the real prompt encoder and mask
+    decoder), or the released architectures "vit_b", "vit_l", "vit_h", "vit_t" (MobileSAM)."""
+    from lostface.generative.sam import _import_sam
+
+    mobile_sam = _import_sam()
+    from mobile_sam.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    torch.manual_seed(seed)
+    if size != "tiny":
+        model = mobile_sam.sam_model_registry[size](checkpoint=None)
+    else:
+        model = Sam(
+            image_encoder=ImageEncoderViT(
+                depth=2,
+                embed_dim=64,
+                img_size=256,
+                num_heads=1,
+                patch_size=16,
+                qkv_bias=True,
+                use_rel_pos=True,
+                global_attn_indexes=[1],
+                window_size=4,
+                out_chans=256,
+                norm_layer=lambda d: torch.nn.LayerNorm(d, eps=1e-6),
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=256,
+                image_embedding_size=(16, 16),
+                input_image_size=(256, 256),
+                mask_in_chans=16,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(
+                    depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8
+                ),
+                transformer_dim=256,
+                iou_head_depth=3,
+                iou_head_hidden_dim=256,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+    torch.save(model.state_dict(), path)
+    return Path(path)

@@ -119,12 +119,15 @@ def _too_small() -> CoverMask:
 @dataclass(slots=True)
 class Painted:
     """What a keyframe found: whether the face is covered, the evidence, and the patch
-    (None for an open face). seconds: time spent per step, for the run's timings."""
+    (None for an open face); cover: the segmenter's result in canonical space (its hard
+    region, for overlays and benchmarks). seconds: time spent per step, for the run's
+    timings."""
 
     track_id: int
     covered: bool
     score: float
     patch: Patch | None
+    cover: CoverMask | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     identity: str | None = None  # the reference person the face was found to be
 
@@ -173,7 +176,7 @@ class Painter:
         """Whether the face wears a covering, and the evidence, without painting it
         (`lostface detect --json`, benchmarks of the decision)."""
         a = self._segment(job)
-        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.seconds)
+        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
 
     def paint_many(self, jobs: Sequence[PaintJob]) -> list[Painted]:
         """Paint several faces; the restorer gets the covered ones in one call (a GPU
@@ -207,6 +210,7 @@ class Painter:
                 a.cover.covered,
                 a.cover.score,
                 patches.get(id(a)),
+                a.cover,
                 a.seconds,
                 self._person.get(a.job.track_id) if a.cover.covered else None,
             )

@@ -36,7 +36,7 @@ from lostface.restore.align import (
 )
 from lostface.restore.fill import NeutralFill
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
-from lostface.stages import Detector, Restorer
+from lostface.stages import Detector, Restorer, Segmenter
 from lostface.stream.image import read_image as load_image
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,9 @@ class ReferenceBank:
         return len(self.references)
 
     @staticmethod
-    def _expand(paths: list[str | Path]) -> list[Path]:
-        files: list[Path] = []
+    def expand(paths: list[str | Path]) -> list[tuple[Path, bool]]:
+        """(photo, whether it came from a folder) for every file and folder given."""
+        files: list[tuple[Path, bool]] = []
         for p in paths:
             path = Path(p).expanduser()
             if path.is_dir():
@@ -174,16 +175,23 @@ class ReferenceBank:
                         f"Reference folder {path} holds no image (jpg, png, webp, bmp); "
                         "put unmasked photos of the person in it."
                     )
-                files.extend(found)
+                files.extend((f, True) for f in found)
             elif path.is_file():
-                files.append(path)
+                files.append((path, False))
             else:
                 raise InputError(f"Reference photo {path} does not exist; check the path.")
         return files
 
     @classmethod
-    def from_image(cls, name: str, image: np.ndarray, detector: Detector) -> Reference:
-        """Align the largest face of one BGR photo; InputError when it has none."""
+    def from_image(
+        cls,
+        name: str,
+        image: np.ndarray,
+        detector: Detector,
+        segmenter: Segmenter | None = None,
+    ) -> Reference:
+        """Align the largest face of one BGR photo; InputError when it has none, or when
+        `segmenter` judges its lower face covered (a covering would be painted back on)."""
         dets = detector.detect(image)
         if len(dets) == 0:
             raise InputError(
@@ -192,18 +200,48 @@ class ReferenceBank:
             )
         b = dets.boxes
         i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+        if len(dets) > 1:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in b[i])
+            log.warning(
+                "Reference photo %s shows %d faces; the largest one is used (box %d,%d-%d,%d, "
+                "%dx%d px): crop the photo to the person if that is someone else.",
+                name,
+                len(dets),
+                x0,
+                y0,
+                x1,
+                y1,
+                x1 - x0,
+                y1 - y0,
+            )
         crop, lm = align_face(image, dets.landmarks[i][:5])
+        if segmenter is not None:
+            # a reference is presumed open: judged as a face last seen uncovered, so it needs
+            # clear evidence (the segmenter's hysteresis) to count as covered
+            cover = segmenter.segment(crop, lm, False)
+            if cover.covered:
+                raise CoveredReference(
+                    f"Reference photo {name} shows a face whose lower half looks covered "
+                    f"(covering score {cover.score:.2f}); give a photo of the person without a "
+                    "mask (if it shows none, --set restore.check_references=false accepts it).",
+                    cover.score,
+                )
         mean, std = lab_stats(crop, upper_skin_mask())
         return Reference(name, crop, lm, yaw_proxy(lm), pitch_proxy(lm), mean, std)
 
     @classmethod
-    def from_images(cls, images: list[tuple[str, np.ndarray]], detector: Detector) -> ReferenceBank:
+    def from_images(
+        cls,
+        images: list[tuple[str, np.ndarray]],
+        detector: Detector,
+        segmenter: Segmenter | None = None,
+    ) -> ReferenceBank:
         """Already decoded photos as (name, BGR uint8 image) pairs."""
         if not images:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
         refs = []
         for name, img in images:
-            ref = cls.from_image(name, img, detector)
+            ref = cls.from_image(name, img, detector, segmenter)
             ref.person = name
             refs.append(ref)
         return cls(refs)
@@ -212,17 +250,43 @@ class ReferenceBank:
         return ReferenceBank(self.references + other.references)
 
     @classmethod
-    def from_paths(cls, paths: list[str | Path], detector: Detector) -> ReferenceBank:
+    def from_paths(
+        cls,
+        paths: list[str | Path],
+        detector: Detector,
+        segmenter: Segmenter | None = None,
+    ) -> ReferenceBank:
         """Files or folders of photos, each PATH or NAME=PATH (parse_references); the largest
-        face of each photo becomes a reference of that person."""
+        face of each photo becomes a reference of that person.
+
+        segmenter: judges each face; a covered one is refused when named on its own, and
+        skipped with a warning when it comes from a folder (the folder's others are used)."""
         if not paths:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
-        refs = []
+        refs: list[Reference] = []
+        skipped: list[str] = []
         for person, path in parse_references(paths):
-            for f in cls._expand([path]):
-                ref = cls.from_image(str(f), read_image(f), detector)
+            for f, in_folder in cls.expand([path]):
+                try:
+                    ref = cls.from_image(str(f), read_image(f), detector, segmenter)
+                except CoveredReference as exc:
+                    if not in_folder:
+                        raise
+                    log.warning(
+                        "Reference photo %s skipped: its lower face looks covered (covering "
+                        "score %.2f); the folder's other photos are used.",
+                        f,
+                        exc.score,
+                    )
+                    skipped.append(str(f))
+                    continue
                 ref.person = person
                 refs.append(ref)
+        if not refs:
+            raise InputError(
+                f"Every reference photo looks covered ({', '.join(skipped)}); give photos of "
+                "the person without a mask."
+            )
         log.info("reference bank: %d photo(s)", len(refs))
         return cls(refs)
 
@@ -260,6 +324,14 @@ def parse_references(items: list[str | Path]) -> list[tuple[str, Path]]:
         names.add(name)
         out.append((name, Path(path)))
     return out
+
+
+class CoveredReference(InputError):
+    """A reference photo whose face the segmenter judges covered (score: its evidence)."""
+
+    def __init__(self, message: str, score: float) -> None:
+        super().__init__(message)
+        self.score = score
 
 
 def _chroma_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:

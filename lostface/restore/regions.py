@@ -52,3 +52,19 @@ def upper_skin_mask() -> np.ndarray:
 @cache
 def mid_skin_mask() -> np.ndarray:
     return _poly_mask(*MID_SKIN_POLYGONS)
+
+
+def feather(hard: np.ndarray, dilate: int, radius: int) -> np.ndarray:
+    """Soft alpha of a covered region: 1 on `hard` and `dilate` pixels beyond it, then a smooth
+    ramp to 0 over `radius` pixels, all outside the covering, so no rim of the material stays
+    half visible (mask.dilate, mask.feather_radius)."""
+    d = max(0, int(dilate))
+    r = max(0, int(radius))
+    if r == 0 and d == 0:
+        return hard.astype(np.float32)
+    outside = (~hard).astype(np.uint8)
+    dist = cv2.distanceTransform(outside, cv2.DIST_L2, 3)
+    if r == 0:
+        return (dist <= d).astype(np.float32)
+    x = np.clip(1.0 - (dist - d) / r, 0.0, 1.0)
+    return (x * x * (3.0 - 2.0 * x)).astype(np.float32)

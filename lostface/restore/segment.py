@@ -496,16 +496,4 @@ class GeometrySegmenter(Segmenter):
         return out
 
     def _feather(self, hard: np.ndarray) -> np.ndarray:
-        """Soft alpha: 1 on the hard mask and settings.dilate pixels beyond it, then a smooth
-        ramp to 0 over feather_radius pixels, all outside the covering, so no rim of the
-        material stays half visible."""
-        d = max(0, int(self.settings.dilate))
-        r = max(0, int(self.settings.feather_radius))
-        if r == 0 and d == 0:
-            return hard.astype(np.float32)
-        outside = (~hard).astype(np.uint8)
-        dist = cv2.distanceTransform(outside, cv2.DIST_L2, 3)
-        if r == 0:
-            return (dist <= d).astype(np.float32)
-        x = np.clip(1.0 - (dist - d) / r, 0.0, 1.0)
-        return (x * x * (3.0 - 2.0 * x)).astype(np.float32)
+        return regions.feather(hard, self.settings.dilate, self.settings.feather_radius)

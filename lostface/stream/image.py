@@ -1,8 +1,11 @@
-"""Still images: read any OpenCV-readable photo as BGR (grayscale and alpha handled), write
-results back in the input's own mode, atomically."""
+"""Still images: read any OpenCV-readable photo as BGR (grayscale and alpha handled), as it is
+shown (the EXIF orientation of phone photos applied), and write results back in the input's
+own mode, upright and without an orientation tag, atomically."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +14,8 @@ import cv2
 import numpy as np
 
 from lostface.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -22,6 +27,54 @@ class Image:
     bgr: np.ndarray
     gray: bool = False
     alpha: np.ndarray | None = None
+    orientation: int = 1  # the EXIF orientation the file was stored with (already applied)
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation(data: bytes | np.ndarray) -> int:
+    """The EXIF orientation tag (1-8) of an encoded photo; 1 when it has none.
+
+    Phones store the sensor's pixels as they were read out and a tag that says how to turn
+    them for display; OpenCV ignores the tag when it keeps alpha and depth, so it is read here
+    (Pillow parses EXIF in JPEG, PNG, WebP and TIFF)."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(io.BytesIO(bytes(data))) as im:
+            value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        PILImage.DecompressionBombError,
+    ):
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as shown for an EXIF orientation (2-8 mirror and/or turn; 1 leaves them)."""
+    if orientation == 2:
+        out = image[:, ::-1]
+    elif orientation == 3:
+        out = image[::-1, ::-1]
+    elif orientation == 4:
+        out = image[::-1]
+    elif orientation == 5:
+        out = image.swapaxes(0, 1)
+    elif orientation == 6:
+        out = np.rot90(image, -1)  # stored turned left: turn right to show
+    elif orientation == 7:
+        out = image[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        out = np.rot90(image, 1)
+    else:
+        return image
+    return np.ascontiguousarray(out)
 
 
 def read_image(path: str | Path) -> Image:
@@ -44,23 +97,34 @@ def read_image(path: str | Path) -> Image:
             f"{p} is not a readable image (corrupt, truncated or not a photo); "
             "give a JPEG, PNG, WebP or BMP file."
         )
+    orientation = exif_orientation(data) if img.ndim >= 2 else 1
+    if orientation != 1:
+        log.info("%s is stored turned (EXIF orientation %d): read as it is shown.", p, orientation)
+        img = orient(img, orientation)
     if img.dtype != np.uint8:  # 16-bit PNG/TIFF
         img = (
             img / (65535.0 if img.dtype == np.uint16 else max(float(img.max()), 1.0)) * 255
         ).astype(np.uint8)
     if img.ndim == 2:
-        return Image(np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)), gray=True)
+        gray = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        return Image(np.ascontiguousarray(gray), gray=True, orientation=orientation)
     if img.shape[2] == 4:
-        return Image(np.ascontiguousarray(img[:, :, :3]), alpha=img[:, :, 3].copy())
-    if img.shape[2] == 1:
         return Image(
-            np.ascontiguousarray(cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)), gray=True
+            np.ascontiguousarray(img[:, :, :3]),
+            alpha=img[:, :, 3].copy(),
+            orientation=orientation,
         )
-    return Image(np.ascontiguousarray(img[:, :, :3]))
+    if img.shape[2] == 1:
+        gray = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+        return Image(np.ascontiguousarray(gray), gray=True, orientation=orientation)
+    return Image(np.ascontiguousarray(img[:, :, :3]), orientation=orientation)
 
 
 def write_image(path: str | Path, image: Image) -> Path:
-    """Write in the input's mode (gray stays gray, alpha is kept where the format holds it)."""
+    """Write in the input's mode (gray stays gray, alpha is kept where the format holds it).
+
+    The pixels are written as they are shown and no EXIF travels with them, so no viewer turns
+    them a second time."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:

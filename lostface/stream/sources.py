@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lostface.errors import InputError
+from lostface.errors import InputError, LostfaceError
 from lostface.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ class ThreadedSource:
     def _release(self) -> None:
         pass
 
+    def _stamp(self, now: float, t0: float) -> tuple[int, Fraction]:
+        """The timestamp of the frame just read: by default when it was read (90 kHz)."""
+        return int(round((now - t0) * 90000)), Fraction(1, 90000)
+
     # ------------------------------------------------------------------------------------
     def start(self) -> ThreadedSource:
         """Open the device/file (errors raise here, in the caller) and start reading."""
@@ -114,7 +119,6 @@ class ThreadedSource:
         return self
 
     def _run(self) -> None:
-        tb = Fraction(1, 90000)
         t0 = time.monotonic()
         reason: BaseException | None = None
         try:
@@ -123,10 +127,10 @@ class ThreadedSource:
                 if img is None:
                     break
                 now = time.monotonic()
-                pts = int(round((now - t0) * 90000))
+                pts, tb = self._stamp(now, t0)
                 self.slot.put(Captured(Frame(img, self.frames_read, pts, tb), now))
                 self.frames_read += 1
-        except InputError as exc:
+        except LostfaceError as exc:  # the source's own message, or a sink's (on_audio)
             reason = exc
         except Exception as exc:  # a device error ends the stream with its message
             log.debug("source failed", exc_info=True)
@@ -253,7 +257,12 @@ class CameraSource(ThreadedSource):
 
 
 class FileSource(ThreadedSource):
-    """A video file played at its own frame rate (live paths without a camera)."""
+    """A video file played at its own frame rate (live paths without a camera), from its first
+    frame, upright (see VideoReader), with the file's own timestamps.
+
+    audio: the file's audio stream (None without one), the template for a sink that carries
+    the sound; set on_audio before start() and every audio packet is handed to it, on the
+    reading thread, its timestamps on the same clock as the frames' (loops continue it)."""
 
     name = "file"
 
@@ -264,20 +273,44 @@ class FileSource(ThreadedSource):
         self.path = Path(path)
         self.loop = loop
         self.limit = limit
-        with VideoReader(self.path) as r:  # validates the file now, with a clear message
-            self.rate = float(r.info.rate) or 30.0
-            self.size = (r.info.width, r.info.height)
-        self._reader: Any = None
+        # opened now: a bad file fails here with a clear message, and its audio stream is
+        # there for sinks to copy; nothing is read until start()
+        self._reader: Any = VideoReader(self.path)
+        self.rate = float(self._reader.info.rate) or 30.0
+        self.size = (self._reader.info.width, self._reader.info.height)
+        self.audio = self._reader.audio
+        self.on_audio: Callable[[Any], None] | None = None
         self._items: Any = None
         self._next_t = 0.0
         self._count = 0
+        self._offset = Fraction(0)  # seconds added to the file's times (each loop goes on)
+        self._first: Fraction | None = None  # the file's first frame time
+        self._last = Fraction(0)  # the last frame's time in the file
+        self._time: tuple[int, Fraction] = (0, Fraction(1, 90000))
+        self._audio_last: Fraction | None = None  # the last audio packet handed on (seconds)
 
     def _open(self) -> None:
-        from lostface.stream.video import VideoReader
-
-        self._reader = VideoReader(self.path)
         self._items = iter(self._reader.items())
         self._next_t = time.monotonic()
+
+    def _rewind(self) -> None:
+        """Back to the first frame for another loop; times go on from the last frame's end."""
+        if self._first is not None:
+            self._offset += self._last + Fraction(1) / Fraction(self.rate) - self._first
+        self._reader.container.seek(0)
+        self._items = iter(self._reader.items())
+
+    def _shift(self, packet: Any) -> Any:
+        if self._offset and packet.time_base:
+            ticks = int(round(self._offset / packet.time_base))
+            if packet.pts is not None:
+                packet.pts += ticks
+            if packet.dts is not None:
+                packet.dts += ticks
+        return packet
+
+    def _stamp(self, now: float, t0: float) -> tuple[int, Fraction]:
+        return self._time
 
     def _read(self) -> np.ndarray | None:
         if self.limit is not None and self._count >= self.limit:
@@ -285,13 +318,28 @@ class FileSource(ThreadedSource):
         while True:
             item = next(self._items, None)
             if item is None:
-                if not self.loop:
+                if not self.loop or self._first is None:
                     return None
-                self._reader.close()
-                self._open()
+                self._rewind()
                 continue
             if isinstance(item, Frame):
                 break
+            if self.on_audio is not None:
+                packet = self._shift(item)
+                t = packet.dts if packet.dts is not None else packet.pts
+                if t is not None and packet.time_base:
+                    at = Fraction(t) * packet.time_base
+                    # a new pass's first sound can overlap the last one's tail (encoder
+                    # priming and padding): that sliver is left out, the clock only goes on
+                    if self._audio_last is None or at > self._audio_last:
+                        self._audio_last = at
+                        self.on_audio(packet)
+        t = Fraction(item.pts or 0) * (item.time_base or 0)
+        if self._first is None:
+            self._first = t
+        self._last = t
+        tb = item.time_base or Fraction(1, 90000)
+        self._time = (int(round((t + self._offset) / tb)), tb)
         # pace: each frame leaves at its slot in the file's rate, never faster
         self._next_t += 1.0 / self.rate
         delay = self._next_t - time.monotonic()
@@ -305,6 +353,10 @@ class FileSource(ThreadedSource):
     def _release(self) -> None:
         if self._reader is not None:
             self._reader.close()
+
+    def close(self) -> None:
+        super().close()
+        self._reader.close()  # also when it was never started
 
 
 class ArraySource(ThreadedSource):

@@ -1,6 +1,12 @@
 """Video files through PyAV: decode any container/codec FFmpeg reads, encode H.264 by default,
 keep resolution, frame rate, frame count, timestamps and the audio stream.
 
+A video with a display rotation (phones store portrait video as landscape pixels and a
+display matrix) is decoded upright, so detectors and painters see upright faces, and written
+upright with no rotation left in the output: it plays as the input did, in every player.
+Odd picture sizes are padded by one pixel to even sizes (4:2:0 plays everywhere) unless
+video.exact_size asks for them exactly.
+
 Decoding and encoding each run in their own thread (FFmpeg releases the GIL), so the frame
 loop only ever waits on bounded queues. Output is written to a hidden temporary file beside
 the target and renamed into place only when everything succeeded, so a failure or Ctrl-C
@@ -21,25 +27,48 @@ from pathlib import Path
 from typing import cast
 
 import av
+import cv2
 import numpy as np
 
 from lostface.config import VideoSettings
 from lostface.errors import InputError, OutputError
 from lostface.frame import Frame
+from lostface.stream.audio import AudioTrack
 
 log = logging.getLogger(__name__)
 
 _END = object()
 
+# Output containers lostface writes (extension -> what it is), each tested with audio and
+# timestamps; anything else is refused before any work starts.
+OUTPUT_CONTAINERS = {
+    ".mp4": "MP4",
+    ".m4v": "MP4 (Apple)",
+    ".mov": "QuickTime",
+    ".mkv": "Matroska",
+    ".webm": "WebM",
+    ".ts": "MPEG-TS",
+}
+# Refused with a reason: what the container cannot keep.
+_REFUSED = {
+    ".gif": "GIF holds no audio and 256 colours: write .mp4 and convert it if you need a GIF",
+    ".avi": "AVI keeps no timestamps, only a frame count, so frames would move: write .mkv or .mp4",
+}
+# cv2.rotate code for each number of quarter turns counter-clockwise
+_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """width, height: the picture as shown (after the display rotation, if any)."""
+
     width: int
     height: int
     rate: Fraction
     time_base: Fraction
     frames: int  # 0 when the container does not say
     has_audio: bool
+    rotation: int = 0  # degrees counter-clockwise the input's display matrix turns it (0-270)
 
 
 def check_input(path: str | Path) -> Path:
@@ -74,6 +103,40 @@ def check_output(out: str | Path, inputs: list[str | Path]) -> Path:
     return o
 
 
+def check_video_output(out: str | Path) -> Path:
+    """The output's extension is a container lostface writes, else one sentence that lists
+    them (before any model is loaded or frame decoded)."""
+    o = Path(out)
+    ext = o.suffix.lower()
+    if ext not in OUTPUT_CONTAINERS:
+        known = ", ".join(OUTPUT_CONTAINERS)
+        hint = f" ({_REFUSED[ext]})" if ext in _REFUSED else ""
+        raise OutputError(f"Output {o}: lostface writes {known} videos, not {ext or 'that'}{hint}.")
+    return o
+
+
+def display_rotation(path: str | Path) -> int:
+    """Degrees counter-clockwise (0, 90, 180 or 270) that the video's display matrix turns its
+    pictures; FFmpeg puts the matrix on every decoded frame, so the first one is read."""
+    try:
+        with av.open(str(path), mode="r") as c:
+            for vf in c.decode(video=0):
+                degrees = float(vf.rotation or 0)
+                turns = int(round(degrees / 90.0)) % 4
+                if abs(degrees - round(degrees / 90.0) * 90.0) > 1.0:
+                    log.warning(
+                        "%s asks to be shown turned by %.0f degrees; turned by %d instead "
+                        "(quarter turns only).",
+                        path,
+                        degrees,
+                        turns * 90,
+                    )
+                return turns * 90
+    except (av.error.FFmpegError, OSError):
+        pass
+    return 0
+
+
 class VideoReader:
     """Opens a video file and yields Frames (BGR) and, interleaved in file order, audio packets."""
 
@@ -106,6 +169,15 @@ class VideoReader:
                 f"Input {self.path} has a video stream with no picture size; it looks corrupt."
             )
         rate = self.video.average_rate or self.video.guessed_rate or Fraction(30, 1)
+        self.rotation = display_rotation(self.path)
+        self._turn = _TURNS.get(self.rotation // 90)
+        width, height = (cc.width, cc.height) if self.rotation % 180 == 0 else (cc.height, cc.width)
+        if self.rotation:
+            log.info(
+                "%s is shown turned by %d degrees (display matrix): processed and written upright.",
+                self.path,
+                self.rotation,
+            )
         if (
             self.video.format is not None
             and self.video.format.name == "png"
@@ -116,13 +188,19 @@ class VideoReader:
                 f"Input {self.path} is a still image; use `lostface restore` for photos."
             )
         self.info = VideoInfo(
-            width=cc.width,
-            height=cc.height,
+            width=width,
+            height=height,
             rate=Fraction(rate),
             time_base=Fraction(self.video.time_base or Fraction(1, int(round(float(rate))) or 30)),
             frames=int(self.video.frames or 0),
             has_audio=self.audio is not None,
+            rotation=self.rotation,
         )
+
+    def _image(self, vf: av.VideoFrame) -> np.ndarray:
+        """The frame's pixels as BGR, upright (the display rotation applied)."""
+        img = vf.to_ndarray(format="bgr24")
+        return img if self._turn is None else cv2.rotate(img, self._turn)
 
     def items(self) -> Iterator[Frame | av.Packet]:
         """Frames and audio packets in decode order. Raises InputError on undecodable data."""
@@ -141,14 +219,12 @@ class VideoReader:
                     if pts is None or (last_pts is not None and pts <= last_pts):
                         pts = (last_pts + 1) if last_pts is not None else 0
                     last_pts = pts
-                    img = vf.to_ndarray(format="bgr24")
-                    yield Frame(img, index, pts, self.info.time_base)
+                    yield Frame(self._image(vf), index, pts, self.info.time_base)
                     index += 1
             for vf in self.video.decode(None):  # drain (rarely needed: demux flushes)
-                img = vf.to_ndarray(format="bgr24")
                 pts = (last_pts + 1) if last_pts is not None else 0
                 last_pts = pts
-                yield Frame(img, index, pts, self.info.time_base)
+                yield Frame(self._image(vf), index, pts, self.info.time_base)
                 index += 1
         except av.error.EOFError:
             pass
@@ -240,9 +316,14 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.lostface-{os.getpid()}.partial{final.suffix}")
 
 
+class _CopyRefused(Exception):
+    """The container refused the input's audio as it is, once its header was written."""
+
+
 class VideoWriter:
-    """Encodes Frames (H.264 by default) and copies audio packets, into a temporary file that
-    `commit()` renames onto the target; `abort()` (or an exception in `with`) deletes it."""
+    """Encodes Frames (H.264 by default) and the input's audio (copied, or re-encoded where the
+    container cannot hold it), into a temporary file that `commit()` renames onto the target;
+    `abort()` (or an exception in `with`) deletes it."""
 
     def __init__(
         self,
@@ -251,9 +332,48 @@ class VideoWriter:
         settings: VideoSettings,
         audio_template: av.audio.stream.AudioStream | None = None,
     ):
-        self.final = Path(path)
+        self.final = check_video_output(path)
         self.tmp = _temp_path(self.final)
         self.settings = settings
+        self.info = info
+        self.codec = pick_codec(settings.codec, self.final)
+        width, height = info.width, info.height
+        self.pix_fmt = settings.pix_fmt
+        self._pad = (0, 0)
+        if self.pix_fmt == "yuv420p" and (width % 2 or height % 2):
+            if settings.exact_size:
+                self.pix_fmt = "yuv444p"  # 4:2:0 needs even sizes: keep the odd size exactly
+                log.warning(
+                    "Odd picture size %dx%d kept exactly (video.exact_size): encoded 4:4:4, "
+                    "which browsers, phones and QuickTime do not play.",
+                    width,
+                    height,
+                )
+            else:
+                self._pad = (width % 2, height % 2)
+                log.info(
+                    "Odd picture size %dx%d: padded to %dx%d so that every player plays it "
+                    "(--set video.exact_size=true keeps it exactly).",
+                    width,
+                    height,
+                    width + self._pad[0],
+                    height + self._pad[1],
+                )
+        self.time_base = info.time_base
+        template = audio_template if settings.audio else None
+        self.audio: AudioTrack | None = None
+        try:
+            self._open(template, copy_audio=True)
+        except _CopyRefused:
+            # FFmpeg's codec query said yes, the muxer's header said no (Opus in .mov)
+            self._open(template, copy_audio=False)
+        self._last_pts: int | None = None
+        self.frames_written = 0
+        self.audio_skipped = 0
+
+    def _open(self, audio_template: av.audio.stream.AudioStream | None, copy_audio: bool) -> None:
+        """Open the temporary file with its streams and write the header, so that a stream
+        the container refuses fails here, before any frame is encoded."""
         try:
             self.container = av.open(str(self.tmp), mode="w")
         except (av.error.FFmpegError, ValueError) as exc:
@@ -261,81 +381,99 @@ class VideoWriter:
                 f"Cannot write {self.final} ({exc}); "
                 "use a known video extension such as .mp4 or .mkv."
             ) from None
-        codec = pick_codec(settings.codec, self.final)
         try:
             self.stream = cast(
-                "av.video.stream.VideoStream", self.container.add_stream(codec, rate=info.rate)
+                "av.video.stream.VideoStream",
+                self.container.add_stream(self.codec, rate=self.info.rate),
             )
         except (av.error.FFmpegError, ValueError) as exc:
             self.abort()
             raise OutputError(
-                f"Video codec {settings.codec!r} is not available ({exc}); set video.codec."
+                f"Video codec {self.settings.codec!r} is not available ({exc}); set video.codec."
             ) from None
-        self.stream.width = info.width
-        self.stream.height = info.height
-        pix_fmt = settings.pix_fmt
-        if pix_fmt == "yuv420p" and (info.width % 2 or info.height % 2):
-            pix_fmt = "yuv444p"  # 4:2:0 needs even sizes; keep the odd size exactly instead
-            log.info("Odd picture size %dx%d: encoding 4:4:4 to keep it.", info.width, info.height)
-        self.stream.pix_fmt = pix_fmt
-        self.stream.time_base = info.time_base
-        self.stream.codec_context.time_base = info.time_base
-        if codec in ("libx264", "libx265"):
+        self.stream.width = self.info.width + self._pad[0]
+        self.stream.height = self.info.height + self._pad[1]
+        self.stream.pix_fmt = self.pix_fmt
+        self.stream.time_base = self.time_base
+        self.stream.codec_context.time_base = self.time_base
+        if self.codec in ("libx264", "libx265"):
             self.stream.codec_context.options = {
-                "preset": settings.preset,
-                "crf": str(settings.crf),
+                "preset": self.settings.preset,
+                "crf": str(self.settings.crf),
             }
-        if settings.threads:
-            self.stream.codec_context.thread_count = settings.threads
+        if self.settings.threads:
+            self.stream.codec_context.thread_count = self.settings.threads
         self.stream.thread_type = "AUTO"
-        self.audio_in = audio_template
-        self.audio_out = None
-        if audio_template is not None:
-            try:
-                self.audio_out = self.container.add_stream_from_template(audio_template)
-            except (av.error.FFmpegError, ValueError) as exc:
-                log.warning(
-                    "Audio stream dropped: the %s container cannot hold it (%s).",
-                    self.final.suffix,
-                    exc,
-                )
-                self.audio_out = None
-        self._last_pts: int | None = None
-        self.frames_written = 0
+        self.audio = None
+        try:
+            if audio_template is not None:
+                self.audio = AudioTrack(self.container, audio_template, copy=copy_audio)
+            self.container.start_encoding()
+        except (av.error.FFmpegError, ValueError) as exc:
+            self.abort()
+            if self.audio is not None and self.audio.copied:
+                raise _CopyRefused() from None
+            raise OutputError(f"Cannot write {self.final} ({exc}).") from None
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def audio_out(self) -> av.audio.stream.AudioStream | None:
+        return self.audio.stream if self.audio is not None else None
+
+    def _pts(self, frame: Frame) -> int:
+        """The frame's timestamp in the output's time base, strictly increasing."""
+        if frame.pts is None:
+            pts = self.frames_written if self._last_pts is None else self._last_pts + 1
+        else:
+            t = frame.pts * (frame.time_base or self.time_base) / self.time_base
+            pts = int(t) if t.denominator == 1 else int(round(t))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
 
     def write(self, frame: Frame) -> None:
         img = frame.image
+        if self._pad != (0, 0):
+            img = cv2.copyMakeBorder(img, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
         if img.flags.c_contiguous:
             # wraps the array instead of copying it: encoding converts it to pix_fmt at once,
             # and no stage writes to a frame's image after handing it to the writer
             vf = av.VideoFrame.from_numpy_buffer(img, format="bgr24")
         else:
             vf = av.VideoFrame.from_ndarray(img, format="bgr24")
-        pts = frame.pts if frame.pts is not None else self.frames_written
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
-        self._last_pts = pts
-        vf.pts = pts
-        vf.time_base = self.stream.codec_context.time_base
+        vf.pts = self._pts(frame)
+        vf.time_base = self.time_base
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.frames_written += 1
 
     def write_audio(self, packet: av.Packet) -> None:
-        if self.audio_out is None:
+        """One input audio packet; a damaged one (undecodable, out of order) is skipped with a
+        warning, as a player would, and the rest of the sound kept."""
+        if self.audio is None:
             return
-        packet.stream = self.audio_out
         try:
-            self.container.mux(packet)
+            for out in self.audio.put(packet):
+                self.container.mux(out)
         except av.error.FFmpegError as exc:
-            log.warning("Audio packet skipped (%s).", exc)
+            self.audio_skipped += 1
+            if self.audio_skipped == 1:
+                log.warning("Audio packet skipped (%s); later ones are counted.", exc)
 
     def commit(self) -> Path:
-        """Flush the encoder, close the file and move it onto the target path."""
+        """Flush the encoders, close the file and move it onto the target path."""
         try:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
+            if self.audio is not None:
+                for packet in self.audio.flush():
+                    self.container.mux(packet)
             self.container.close()
+            if self.audio_skipped > 1:
+                log.warning("%d damaged audio packets were skipped.", self.audio_skipped)
         except BaseException:
             self.abort()
             raise
