@@ -12,9 +12,9 @@ track that matches nobody gets no person: the painter then asks for the neutral 
 someone else's mouth.
 
 An embedding costs tens of milliseconds on a CPU, so a track is looked at on each of its
-first `settle` keyframes and then only on every `every`-th: a decided face keeps its person
-between looks. The painter owns the gate (lostface.restore.painter) and runs it on the
-keyframe worker, never in the frame loop.
+first `settle` keyframes, on every keyframe while its decision is a close call, and then only
+on every `every`-th: a decided face keeps its person between looks. The painter owns the
+gate (lostface.restore.painter) and runs it on the keyframe worker, never in the frame loop.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ _COVER_BGR = (128, 128, 128)
 _HISTORY = 8  # looks averaged per track
 _SETTLE = 3  # a track's first looks, one per keyframe, before its person counts as decided
 _EVERY = 6  # once decided, one look every this many keyframes
+# a decision counts as made only with the mean distance this far on its side of the threshold
+# (below match for a person, at or above it for nobody): a close call is looked at again on
+# every keyframe
+_SURE = 0.04
 # dlib's network keeps buffers between calls: one computation at a time (live sessions each
 # have a keyframe thread, and they share the loaded models)
 _LOCK = threading.Lock()
@@ -125,7 +129,7 @@ class IdentityGate:
         at only while the track is new, and then on every `every`-th keyframe."""
         st = self._tracks.setdefault(track_id, _Track())
         st.since += 1
-        if st.looks >= self.settle and st.since < self.every:
+        if st.looks >= self.settle and st.since < self.every and self._sure(st):
             return st.person
         st.since = 0
         st.looks += 1
@@ -142,6 +146,15 @@ class IdentityGate:
                 return st.person
         st.person = best if means[best] < self.match else None
         return st.person
+
+    def _sure(self, st: _Track) -> bool:
+        """Whether the track's decision is clear of the threshold (see _SURE)."""
+        if not st.distances:
+            return True
+        closest = min(float(np.mean(h)) for h in st.distances.values())
+        if st.person is None:
+            return closest >= self.match + _SURE
+        return float(np.mean(st.distances[st.person])) < self.match - _SURE
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)
