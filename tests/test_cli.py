@@ -324,7 +324,7 @@ def test_named_reference_errors_write_nothing(tmp_path, masked_clip, reference, 
     cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
     cases = [
         ([f"={reference}"], "empty name"),
-        ([f"me={reference}", f"me={reference}"], "given twice"),
+        ([f"me={reference}", f"me={blank}"], "given twice"),
         ([f"me={tmp_path / 'absent.jpg'}"], "does not exist"),
         ([f"me={blank}"], "no face"),
     ]
@@ -338,3 +338,15 @@ def test_named_reference_errors_write_nothing(tmp_path, masked_clip, reference, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and "Traceback" not in err[0], err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"], refs
+
+
+def test_named_references_keep_their_name_when_made_absolute(tmp_path, monkeypatch):
+    """The saved configuration holds absolute reference paths; NAME=PATH keeps its NAME (a
+    name made into a path would name the person after the working folder)."""
+    from lostface.cli_common import reference_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a=b.jpg").write_bytes(b"")  # a file whose name holds '=' is a path
+    got = reference_paths(["singer=pic.jpg", "pic.jpg", "=pic.jpg", "a=b.jpg", "singer=pic.jpg"])
+    pic = str(tmp_path / "pic.jpg")
+    assert got == [f"singer={pic}", pic, f"={pic}", str(tmp_path / "a=b.jpg")]
