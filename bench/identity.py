@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.commit()
         stages = build_stages(settings, references=[f"{NAME}={CLIP_REFERENCE}"], detector=detector)
         tracks = Path(tmp) / "tracks.jsonl"
-        process_video(masked, Path(tmp) / "out.mp4", settings, stages, tracks)
+        stats = process_video(masked, Path(tmp) / "out.mp4", settings, stages, tracks)
         records = [json.loads(line) for line in tracks.read_text().splitlines()]
     counts = {"own": [0, 0], "others": [0, 0]}  # [painted from his reference, frames]
     for rec, box, who in zip(records, boxes, main_person, strict=False):
@@ -100,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         "others_frames": counts["others"][1],
         "others_painted_from_reference": counts["others"][0] / max(counts["others"][1], 1),
     }
+    gate = stages.painter.gate
+    t = stats.timings
+    ident, keyframe = t.get("identity", {}), [t.get(k, {}) for k in ("segment", "restore")]
+    result["gate"] = {
+        "covered_keyframes": int(ident.get("count", 0)),
+        "looks": gate.looks if gate is not None else 0,
+        "identity_s": float(ident.get("total_s", 0.0)),
+        "segment_and_restore_s": float(sum(k.get("total_s", 0.0) for k in keyframe)),
+    }
+    g = result["gate"]
+    print(
+        f"identity gate: {g['looks']} looks over {g['covered_keyframes']} covered keyframes, "
+        f"{g['identity_s']:.2f} s against {g['segment_and_restore_s']:.2f} s of segmenting and "
+        "painting (keyframe worker)"
+    )
     print(
         f"singer's masked frames painted from his reference: {counts['own'][0]}/"
         f"{counts['own'][1]} ({100 * result['own_painted_from_reference']:.1f}%, target >= 80%)"
