@@ -4,8 +4,11 @@ Geometry gives the prior (a mask sits on the lower face, regions.lower_face_mask
 face's own visible skin gives the colour model (two samples: forehead plus nose bridge,
 regions.upper_skin_mask, and the nose bridge alone, regions.mid_skin_mask, for faces whose
 forehead hides under hair or a brim), so "covered" means "unlike this face's skin" and
-works for every skin tone and lighting. The score also asks whether red lips show.
-Everything is a few vectorised numpy/cv2 passes over one canonical crop (about 3 ms).
+works for every skin tone and lighting. The score also asks whether the covering's rim
+steps across the cheeks, whether lips or nostrils show, and whether a difference is only
+shading (chromaticity), and judges dark or defocused faces by colour alone. Everything is a
+few vectorised numpy/cv2 passes over one canonical crop (about 3 ms on a quiet machine; the
+rim, chromaticity and nostril checks add about half as much again), on keyframes only.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ _UPPER_COLS = (64, 192)
 _DETAIL_SCALE = 4
 _MIN_SKIN_L = 20.0
 _MIN_DETAIL = 1.5
-_DIM_EVIDENCE = 5.0
+_DIM_EVIDENCE = 3.0
 _MIN_COVER_L = 12.0  # Lab L (0..255) a dim face's lower face needs for its colour to count
 
 # Head turn (align.yaw_proxy, eye distances) beyond which the far cheek's score zone is left
@@ -324,11 +327,12 @@ class GeometrySegmenter(Segmenter):
         chroma = self._evidence(self._chroma_distance(face), zones, near)
         dim = not self._judgeable(face)
         if dim:
-            # lightness and edges in the dark or a blur tell shadow from covering no better
-            # than chance: only a covering of another colour than the skin counts, and only
-            # where there is light enough for colour (near black, chromaticity is noise)
+            # in the dark or a blur, edges tell shadow from covering no better than chance:
+            # only a lower face far from the skin's colour counts (_DIM_EVIDENCE, below), and
+            # only where there is light enough for colour (near black, chromaticity is noise)
             lower_l = float(np.exp(np.median(lab[..., 0][zones]))) - _LOG_L_OFFSET
-            evidence = chroma if lower_l >= _MIN_COVER_L else 0.0
+            far = max(chroma, self._evidence(dist, zones, near))
+            evidence = far if lower_l >= _MIN_COVER_L else 0.0
         else:
             evidence = self._evidence(dist, zones, near)
             edge = self._edge_step(face)
@@ -349,8 +353,10 @@ class GeometrySegmenter(Segmenter):
         if was_covered is not None:
             h = self.settings.presence_hysteresis
             threshold += -h if was_covered else h
-        if dim and evidence < _DIM_EVIDENCE:
-            return _uncovered(0.0)  # too little to judge by: left as it is
+        if dim and evidence < _DIM_EVIDENCE and not was_covered:
+            # too little to judge by: left as it is (a face already judged covered keeps
+            # the usual threshold, with its hysteresis, as its light or focus drops)
+            return _uncovered(0.0)
         if score <= threshold:
             return _uncovered(score)
         bound = self._bound(landmarks)
