@@ -97,8 +97,9 @@ _CHEEK_AGREEMENT = 1.25
 # crop) shows little to judge by, by median lightness (Lab L, 0..255) or fine detail (mean
 # absolute difference from a 1 px blur, L units, on the crop shrunk _DETAIL_SCALE times, about
 # the size of the smallest face judged; real photos measure 3.8 or more, 1st percentile; a
-# face defocused or lost in the dark of a stage crowd 0.2-1.0), is judged by chromaticity alone
-# and covered only on evidence of _DIM_EVIDENCE or more: a covering of another colour.
+# face defocused or lost in the dark of a stage crowd 0.2-1.0), is judged by colour alone (its
+# lower face's distance from the skin in Lab or in chromaticity, no rim) and covered only on
+# evidence of _DIM_EVIDENCE or more: a covering of another colour than the skin.
 _UPPER_ROWS = (60, 124)
 _UPPER_COLS = (64, 192)
 _DETAIL_SCALE = 4
