@@ -90,7 +90,7 @@ class MaskSettings:
     sam_reach: int = 12  # sam: canonical pixels its region may reach beyond the embedded one
     # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
     # judge and are left as they are
-    min_face: float = 28.0
+    min_face: float = 36.0
 
 
 @dataclass
