@@ -535,10 +535,17 @@ def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
     assert painter.gate is not None and sorted(painter.gate.people) == ["biden", "obama"]
     painter.gate = IdentityGate(bank.people(), settle=2, every=3)
     obama, biden = _masked_job(detector, 7, "obama", 2), _masked_job(detector, 7, "biden", 2)
+    # live (look_later): a new face is painted at once with the neutral fill, before the gate
+    # has looked at it
+    painter.look_later = True
+    first = painter.paint(obama)
+    assert first.patch is not None and (first.identity, first.patch.reference) == (None, None)
+    assert painter.gate.looks == 0
     for _ in range(6):
         out = painter.paint(obama)
         assert (out.identity, out.patch.reference if out.patch else "") == ("obama", "obama")
-    # 2 looks to settle, then one on the 3rd keyframe after: 3 embeddings for 6 keyframes
+    # 2 looks to settle, then one on the 3rd keyframe after: 3 embeddings for 6 keyframes; the
+    # fill's state was forgotten when the face was found to be obama
     assert painter.gate.looks == 3 and eng.state[7] == 6
     # another person takes the track: it stays obama's until the gate is sure, then is
     # forgotten and painted afresh from biden's photo
@@ -550,3 +557,9 @@ def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
             break
     assert seen[-1] == ("biden", 1), seen
     assert all(who == "obama" for who, _ in seen[:-1]) and len(seen) > 1
+    # a live session's gate: the same people's embeddings, none of this gate's decisions
+    session = painter.gate.fresh(["obama"])
+    assert session.people == ["obama"] and session.looks == 0
+    face = align.warp_to_canonical(obama.pixels, obama.local_to_canonical)
+    assert session.observe(7, face) == "obama" and session.looks == 1
+    assert painter.gate.observe(7, face) == "biden"  # the painter's gate kept its own decision

@@ -19,8 +19,10 @@ gate (lostface.restore.painter) and runs it on the keyframe worker, never in the
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -155,6 +157,15 @@ class IdentityGate:
         if st.person is None:
             return closest >= self.match + _SURE
         return float(np.mean(st.distances[st.person])) < self.match - _SURE
+
+    def fresh(self, people: Collection[str] | None = None) -> IdentityGate:
+        """A gate with no track state over the same people (or those of them named), sharing
+        their embeddings: live sessions start without loading or embedding anything."""
+        out = copy.copy(self)
+        out._people = {n: e for n, e in self._people.items() if people is None or n in people}
+        out._tracks = {}
+        out.looks = 0
+        return out
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)

@@ -358,6 +358,7 @@ class LiveServer:
         self._reference_images = list(reference_images or [])
         self._detector: Any = None
         self._bank: Any = None
+        self._gate: IdentityGate | None = None  # built in prepare(); sessions take fresh() copies
         self.reference_names: list[str] = []
         self.app = web.Application(client_max_size=self.live.max_offer_bytes)
         self.app.router.add_get("/", self._index)
@@ -377,6 +378,10 @@ class LiveServer:
         )
         warn_without_references(self.settings, bank)
         self._bank = bank
+        from lostface.registry import build_gate
+
+        # dlib's models load and the references are embedded here, once: sessions copy it
+        self._gate = build_gate(self.settings, bank)
         # the page offers each person (NAME of NAME=PATH; a bare PATH's file name)
         self.reference_names = (
             list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
@@ -387,7 +392,7 @@ class LiveServer:
         by name or everyone's for '' (None for a name that is not a reference). Both keep
         state per face, so sessions never share them; the reference photos are aligned once,
         in prepare()."""
-        from lostface.registry import build_gate, build_restorer
+        from lostface.registry import build_restorer
         from lostface.restore.reference import ReferenceBank
 
         bank = self._bank
@@ -396,7 +401,10 @@ class LiveServer:
             if not refs:
                 return None
             bank = ReferenceBank(refs)
-        return build_restorer(self.settings, bank), build_gate(self.settings, bank)
+        gate = None
+        if self._gate is not None and bank is not None:
+            gate = self._gate.fresh(set(bank.people()))
+        return build_restorer(self.settings, bank), gate
 
     def _new_pipeline(self) -> Pipeline:
         """Per session: fresh tracker, policy, painter and compositor state; the detector and
