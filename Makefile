@@ -17,7 +17,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q -e ".[dev,quality,yolo,diffusion,upscale,sam,live,bench]"
+	$(PIP) install -q -e ".[dev,all]"
 	touch $@
 
 install: $(VENV)/.core

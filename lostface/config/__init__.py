@@ -186,6 +186,14 @@ class IdentitySettings:
 
 
 @dataclass
+class BatchSettings:
+    """`lostface batch`: long files are cut into segments processed in parallel."""
+
+    segment_seconds: float = 60.0  # cut at the keyframe nearest each multiple (0: never cut)
+    overlap_seconds: float = 3.0  # a segment's pipeline starts this much before it (warm-up)
+
+
+@dataclass
 class VideoSettings:
     codec: str = "auto"  # auto: H.264 (VP9 in .webm), or any PyAV encoder name
     preset: str = "veryfast"
@@ -241,6 +249,7 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
@@ -364,6 +373,21 @@ def load_settings(
     return settings
 
 
+def settings_from_toml(text: str) -> Settings:
+    """Settings from a resolved configuration's TOML (dump_toml's output, e.g. sent to a batch
+    worker): every key over the defaults, checked as load_settings checks them."""
+    settings = Settings()
+    try:
+        _merge(settings, tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Settings are not valid TOML ({exc}).") from None
+    validate(settings)
+    from lostface.registry import check_engines
+
+    check_engines(settings)
+    return settings
+
+
 def validate(s: Settings) -> None:
     """Range checks that types alone do not catch."""
     checks = [
@@ -400,6 +424,10 @@ def validate(s: Settings) -> None:
         (s.diffusion.guidance >= 1.0, "diffusion.guidance must be 1 or more"),
         (s.identity.steps >= 1 and s.identity.batch >= 1, "identity.steps, batch must be 1+"),
         (s.identity.rank >= 1, "identity.rank must be 1 or more"),
+        (
+            s.batch.segment_seconds >= 0 and s.batch.overlap_seconds >= 0,
+            "batch.segment_seconds and batch.overlap_seconds must be 0 or more",
+        ),
         (s.identity.learning_rate > 0, "identity.learning_rate must be positive"),
         (
             128 <= s.identity.size <= 1024 and s.identity.size % 64 == 0,

@@ -197,6 +197,11 @@ class VideoReader:
             rotation=self.rotation,
         )
 
+    def seek(self, pts: int) -> None:
+        """Start decoding at the keyframe at or before `pts` (the video stream's time base):
+        items() then yields frames from there (indices count from 0 again)."""
+        self.container.seek(int(pts), stream=self.video, backward=True, any_frame=False)
+
     def _image(self, vf: av.VideoFrame) -> np.ndarray:
         """The frame's pixels as BGR, upright (the display rotation applied)."""
         img = vf.to_ndarray(format="bgr24")
