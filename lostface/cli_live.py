@@ -125,10 +125,11 @@ def _toml(value: object) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio  # here, not at the top: `lostface run` never needs the event loop
 
-    from lostface.stream.webrtc import LiveServer
+    from lostface.stream.webrtc import LiveServer, tune_malloc
 
     settings = _settings(args)
     quiet_third_party(args.verbose)
+    tune_malloc()
     server = LiveServer(settings)  # the --reference photos are in restore.references
     closed = [0]
 

@@ -26,6 +26,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from lostface.config import load_settings
+from lostface.stream.guard import host_allowed, normalise_origin
 from lostface.stream.webrtc import FrameTrack, LiveServer, connect
 from tests.live_helpers import ServerThread
 
@@ -395,24 +396,59 @@ def test_a_malformed_request_gets_4xx_one_sentence_and_one_warning(
 ):
     port = int(server_thread.url.rsplit(":", 1)[1].strip("/"))
     head, body, status, words = _cases(port, offer_sdp)[case]
+    server = server_thread.server
+    built = server.pipelines_built
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
-        t0 = time.monotonic()
         got, text = _raw(port, head, body)
-        took = time.monotonic() - t0
     assert got == status, (got, text)
     if words:  # lostface's own answers: JSON, one sentence naming what was wrong
         message = json.loads(text)["error"]
         assert words in message and message.endswith(".") and "\n" not in message
-    server = server_thread.server
-    assert server.in_use() == 0 and not server.sessions  # nothing was built
+    assert server.pipelines_built == built  # refused before anything was built
+    assert server.in_use() == 0 and not server.sessions
     records = [r for r in caplog.records if r.name.startswith(("lostface", "aiohttp", "aiortc"))]
     warnings = [r for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in records]
     assert "\n" not in warnings[0].getMessage()
     assert not [r for r in records if r.levelno >= logging.ERROR or r.exc_info], records
     assert "Traceback" not in caplog.text
-    assert took < 5  # answered before anything was built (a pipeline takes seconds)
+
+
+@pytest.mark.parametrize(
+    ("host", "bound", "names", "ok"),
+    [
+        ("127.0.0.1", "127.0.0.1", [], True),
+        ("localhost", "127.0.0.1", [], True),  # browsers resolve localhost to loopback
+        ("::1", "localhost", [], True),
+        ("attacker.example", "127.0.0.1", [], False),  # a rebound name
+        ("attacker.example", "127.0.0.1", ["Attacker.Example."], True),  # configured
+        ("192.168.1.5", "192.168.1.5", [], True),
+        ("192.168.1.6", "192.168.1.5", [], False),
+        ("box.lan", "192.168.1.5", [], False),
+        ("10.0.0.7", "0.0.0.0", [], True),  # bound everywhere: any address literal
+        ("box.lan", "0.0.0.0", [], False),
+        ("box.lan", "0.0.0.0", ["box.lan"], True),
+    ],
+)
+def test_host_names_a_server_answers_to(host, bound, names, ok):
+    assert host_allowed(host, bound, names) is ok
+
+
+@pytest.mark.parametrize(
+    ("origin", "normal"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("HTTP://LocalHost:80", "http://localhost"),
+        ("https://app.example.org:443", "https://app.example.org"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        ("null", ""),
+        ("http://app.example.org/page", ""),
+        ("file://", ""),
+    ],
+)
+def test_origins_compare_by_scheme_host_and_port(origin, normal):
+    assert normalise_origin(origin) == normal
 
 
 def test_the_pages_own_requests_and_configured_origins_are_accepted(frame):
