@@ -170,7 +170,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except KeyboardInterrupt:  # where signal handlers cannot be installed
         pass
-    print(f"lostface: stopped ({closed[0]} sessions closed).", flush=True)
+    n = closed[0]
+    print(f"lostface: stopped ({n} session{'' if n == 1 else 's'} closed).", flush=True)
     return 0
 
 

@@ -561,7 +561,7 @@ def test_a_signal_closes_every_session_and_exits_0(frame, sig):
     log = "".join(err)
     assert ended and proc.returncode == 0, log
     assert seen_close and stream_ended  # the client sees its connection close
-    assert "stopped (1 sessions closed)" in "".join(out)
+    assert "stopped (1 session closed)" in "".join(out)
     assert re.search(r"Session \w+ closed \(0 left\)", log), log
     assert "Traceback" not in log and "error" not in log.lower(), log
     assert "CandidatePair" not in log  # aioice's INFO lines stay quiet below -v

@@ -296,7 +296,10 @@ class ServerLog(logging.LoggerAdapter):
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
         text = str(msg) % args if args else str(msg)
         if isinstance(exc, HttpProcessingError):
-            self.logger.warning("Refused a malformed HTTP request (%s): %s", text, clip(exc, 160))
+            what = " ".join(str(exc.message).split())
+            self.logger.warning(
+                "Refused a malformed HTTP request (%s): %d %s", text, exc.code, clip(what, 120)
+            )
             return
         self.logger.error("%s: %s: %s", text, type(exc).__name__, clip(exc, 160))
         self.logger.debug("Traceback of the error above", exc_info=exc)
