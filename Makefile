@@ -41,6 +41,7 @@ bench: $(VENV)/.test
 	$(PY) bench/live.py
 	$(PY) bench/rotation.py
 	$(PY) bench/reference_check.py
+	$(PY) bench/live_soak.py
 
 # The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,
 # so they are measured in a venv of their own.
