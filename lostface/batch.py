@@ -32,7 +32,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -174,7 +174,9 @@ def process_segment(task: SegmentTask) -> SegmentDone:
     seg = task.segment
     settings, detector, bank = _settings_and_engines(task.settings)
     stages = build_stages(settings, detector=detector, restorer=build_restorer(settings, bank))
-    reader = VideoReader(seg.src)
+    cores = _worker_threads()
+    settings = replace(settings, video=replace(settings.video, threads=cores))
+    reader = VideoReader(seg.src, threads=cores)
     if seg.warm is not None:
         reader.seek(max(0, seg.warm))
     # frames read past the end: the delay line's look-ahead, as a single run has it
@@ -209,6 +211,21 @@ def process_segment(task: SegmentTask) -> SegmentDone:
         pipe.close()
         reader.close()
     return SegmentDone(task.out, written, time.perf_counter() - t0, socket.gethostname())
+
+
+def _worker_threads() -> int:
+    """The threads the Dask worker running this task has: decoder, encoder and OpenCV keep to
+    them, so workers side by side do not fight over the cores."""
+    try:
+        from distributed import get_worker
+
+        n = int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return 0
+    import cv2
+
+    cv2.setNumThreads(n)
+    return n
 
 
 # -- joining ------------------------------------------------------------------------------

@@ -140,7 +140,8 @@ def display_rotation(path: str | Path) -> int:
 class VideoReader:
     """Opens a video file and yields Frames (BGR) and, interleaved in file order, audio packets."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, threads: int = 0):
+        """threads: the decoder's threads (0: as many as FFmpeg picks for this machine)."""
         self.path = check_input(path)
         try:
             self.container = av.open(str(self.path), mode="r")
@@ -161,6 +162,8 @@ class VideoReader:
             )
         self.video: av.video.stream.VideoStream = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
+        if threads:
+            self.video.codec_context.thread_count = threads
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
         cc = self.video.codec_context
         if not cc.width or not cc.height:
