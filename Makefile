@@ -17,7 +17,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q -e ".[dev,quality,yolo,diffusion,upscale,sam,live,bench]"
+	$(PIP) install -q -e ".[dev,all]"
 	touch $@
 
 install: $(VENV)/.core
@@ -45,6 +45,7 @@ bench: $(VENV)/.test
 	$(PY) bench/paint_region.py
 	$(PY) bench/identity.py
 	$(PY) bench/small_faces.py
+	$(PY) bench/live_soak.py
 
 # The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,
 # so they are measured in a venv of their own.

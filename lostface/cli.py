@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import logging
 import sys
@@ -26,7 +27,7 @@ from lostface.cli_common import (
     write_config,
 )
 from lostface.cli_live import LIVE_COMMANDS, add_live_commands
-from lostface.errors import InputError, LostfaceError
+from lostface.errors import InputError, LostfaceError, ModelError
 
 log = logging.getLogger("lostface")
 
@@ -110,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     add_live_commands(sub)
     from lostface.benchmark.cli import add_bench_command
+    from lostface.cli_batch import add_batch_command
     from lostface.cli_identity import add_identity_command
     from lostface.cli_models import add_models_command
 
     add_bench_command(sub)
     add_models_command(sub)
     add_identity_command(sub)
+    add_batch_command(sub)
     return parser
 
 
@@ -275,6 +278,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run(args, settings_from_args(args))
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from lostface.cli_batch import cmd_batch as run
+
+    return run(args, settings_from_args(args))
+
+
 def cmd_identity(args: argparse.Namespace) -> int:
     from lostface.cli_identity import cmd_identity as run
     from lostface.cli_identity import overrides_of
@@ -291,8 +300,35 @@ COMMANDS = {
     "bench": cmd_bench,
     "models": cmd_models,
     "identity": cmd_identity,
+    "batch": cmd_batch,
     **LIVE_COMMANDS,
 }
+
+
+# commands that need an optional extra: (the extra, modules it provides that they import)
+EXTRAS = {
+    "serve": ("live", ("aiortc", "aiohttp")),
+    "batch": ("batch", ("distributed",)),
+    "bench": ("bench", ("matplotlib", "motmetrics", "dlib")),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ValueError, ImportError):  # a module set to None in sys.modules: not usable
+        return False
+
+
+def require_extra(command: str) -> None:
+    """One sentence naming the extra to install when a command's modules are missing."""
+    extra, modules = EXTRAS.get(command, ("", ()))
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        raise ModelError(
+            f"lostface {command} needs the {extra} extra ({missing[0]} is not installed); run "
+            f"`pip install 'lostface[{extra}]'`."
+        )
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -325,6 +361,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     _setup_logging(args.verbose, args.quiet)
     try:
+        require_extra(args.command)
         return COMMANDS[args.command](args)
     except LostfaceError as exc:
         print(f"lostface: error: {exc}", file=sys.stderr)

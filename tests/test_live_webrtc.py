@@ -133,8 +133,9 @@ def test_round_trip_restores_the_covered_region(stage_masked, stage_reference):
 
 
 async def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **(headers or {})}
     async with aiohttp.ClientSession() as http:
-        async with http.post(url + "offer", data=body, headers=headers or {}) as r:
+        async with http.post(url + "offer", data=body, headers=headers) as r:
             return r.status, await r.json()
 
 
@@ -204,7 +205,7 @@ def test_token_and_exposure_rules(stage_masked):
     assert server.urls == "turn:turn.example.org:3478" and server.username == "u"
     with pytest.raises(ConfigError, match="ice_servers"):
         load_settings(overrides=['live.ice_servers=["http://x"]'])
-    settings = load_settings(overrides=['live.token="s3cret"'])
+    settings = load_settings(overrides=['live.token="s3cret-s3cret-s3cret"'])
 
     async def main():
         server = LiveServer(settings)
@@ -212,7 +213,9 @@ def test_token_and_exposure_rules(stage_masked):
         try:
             status, body = await _post(url, json.dumps({"sdp": "v=0", "type": "offer"}).encode())
             rx = Receiver()
-            pc, task, _ = await connect(url, FrameTrack(masked, 30.0), token="s3cret", on_frame=rx)
+            pc, task, _ = await connect(
+                url, FrameTrack(masked, 30.0), token="s3cret-s3cret-s3cret", on_frame=rx
+            )
             await rx.wait(5)
             await pc.close()
             async with aiohttp.ClientSession() as http:
@@ -252,8 +255,7 @@ def test_a_peer_that_vanishes_is_cleaned_up_and_others_keep_going(stage_masked):
     masked, _, _ = stage_masked
 
     async def main():
-        server = LiveServer(load_settings())
-        server.idle_timeout_s = 2.0
+        server = LiveServer(load_settings(overrides=["live.idle_timeout=2.0"]))
         url = await server.start(port=0)
         proc = subprocess.Popen(
             [sys.executable, "-c", _CLIENT, url],
