@@ -41,6 +41,10 @@ bench: $(VENV)/.test
 	$(PY) bench/live.py
 	$(PY) bench/rotation.py
 	$(PY) bench/reference_check.py
+	$(PY) bench/harm.py
+	$(PY) bench/paint_region.py
+	$(PY) bench/identity.py
+	$(PY) bench/small_faces.py
 	$(PY) bench/live_soak.py
 
 # The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,

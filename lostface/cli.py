@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per image and line: path, faces (box, score, landmarks)",
+        help="one JSON object per image and line: path, faces (box, score, landmarks, "
+        "covered, covered_score)",
     )
     add_config_args(p)
 
@@ -218,10 +219,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from lostface.factory import build_detector
+    from lostface.registry import build_painter
+    from lostface.restore.painter import PaintJob
     from lostface.stream.image import read_image
 
     settings = settings_from_args(args)
     detector = build_detector(settings)
+    painter = build_painter(settings)  # its segmenter tells covered from open faces
     failed = 0
     for path in args.inputs:
         try:
@@ -230,13 +234,23 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"lostface: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        faces = detector.detect(image.bgr).to_json()
+        dets = detector.detect(image.bgr)
+        faces = dets.to_json()
+        for i, face in enumerate(faces):
+            job = PaintJob.from_frame(i, 0, image.bgr, dets.landmarks[i])
+            judged = painter.judge(job) if job is not None else None
+            face["covered"] = bool(judged is not None and judged.covered)
+            face["covered_score"] = round(float(judged.score), 4) if judged is not None else 0.0
         if args.json:
             print(json.dumps({"path": str(path), "faces": faces}), flush=True)
         else:
             print(f"{path}: {len(faces)} face(s)")
             for f in faces:
-                print(f"  box {f['box']} score {f['score']:.3f}")
+                state = "covered" if f["covered"] else "open"
+                print(
+                    f"  box {f['box']} score {f['score']:.3f} {state} "
+                    f"(covered_score {f['covered_score']:.3f})"
+                )
     return 2 if failed else 0
 
 

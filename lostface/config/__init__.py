@@ -35,6 +35,13 @@ class DetectSettings:
     device: str = "cpu"  # yolov8: cpu | cuda | cuda:0 ...
     half: bool = False  # yolov8: half-precision inference (on a cuda device only)
     threads: int = 1  # detector threads (0 = all cores); decode and encode use the other core
+    # centerface: also look for faces too small for input_size (the frame enlarged twice on
+    # every small_every-th detection, and passes at small_region pixels around the small faces
+    # found in between; bench/small_faces.py). Off by default: it costs more than the 640x360
+    # throughput target leaves on a 2-core CPU
+    small_faces: bool = False
+    small_every: int = 4
+    small_region: int = 256
 
 
 @dataclass
@@ -82,18 +89,30 @@ class MaskSettings:
     sam_min_iou: float = 0.75
     sam_min_agreement: float = 0.5
     sam_reach: int = 12  # sam: canonical pixels its region may reach beyond the embedded one
+    # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
+    # judge and are left as they are
+    min_face: float = 36.0
 
 
 @dataclass
 class RestoreSettings:
     # reference (embedded; the neutral fill when no reference is given) | neutral | diffusion
     engine: str = "reference"
-    references: list[str] = field(default_factory=list)  # photos or folders of the person
+    # photos or folders of people: PATH (one unnamed person) or NAME=PATH (repeat a name's
+    # photos in a folder)
+    references: list[str] = field(default_factory=list)
     # diffusion: a trained identity (`lostface identity train`) to paint the person with
     identity: str = ""
     # refuse a reference photo whose face the segmenter (mask.engine) judges covered (from a
     # folder: skip it with a warning); such a photo would paint the covering back on
     check_references: bool = True
+    # reference: paint a face from a person's references only when its visible upper face
+    # matches theirs (dlib distance, both wearing the same neutral covering, averaged over the
+    # track's keyframes): taken below identity_match, kept below identity_keep; a face that
+    # matches nobody gets the neutral fill
+    identity_gate: bool = True
+    identity_match: float = 0.58
+    identity_keep: float = 0.63
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a

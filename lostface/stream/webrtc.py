@@ -38,7 +38,7 @@ import time
 import uuid
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -68,6 +68,9 @@ from lostface.stream.guard import (
 )
 from lostface.stream.live import LatencyMeter, close_pipeline, live_pipeline, process_frame
 from lostface.stream.sources import SourceEnded, TrackSource
+
+if TYPE_CHECKING:
+    from lostface.restore.identity import IdentityGate
 
 log = logging.getLogger(__name__)
 
@@ -339,9 +342,10 @@ class Session:
         if "overlay" in pending:
             self.pipe.debug_overlay = pending["overlay"]
         if "reference" in pending:
-            restorer = self.server.restorer_for(pending["reference"])
-            if restorer is not None:
-                self.pipe.stages.painter.restorer = restorer
+            engines = self.server.engines_for(pending["reference"])
+            if engines is not None:
+                painter = self.pipe.stages.painter
+                painter.restorer, painter.gate = engines
                 self.pipe.stages.policy.reset()  # repaint every face with the new reference
 
     # -- readout ------------------------------------------------------------------------
@@ -440,6 +444,7 @@ class LiveServer:
         self._reference_images = list(reference_images or [])
         self._detector: Any = None
         self._bank: Any = None
+        self._gate: IdentityGate | None = None  # built in prepare(); sessions take fresh() copies
         self.reference_names: list[str] = []
         self.app = web.Application(
             client_max_size=self.live.max_offer_bytes, middlewares=[self._guard]
@@ -461,31 +466,44 @@ class LiveServer:
         )
         warn_without_references(self.settings, bank)
         self._bank = bank
-        self.reference_names = [Path(r.name).name for r in bank.references] if bank else []
+        from lostface.registry import build_gate
 
-    def restorer_for(self, name: str) -> Restorer | None:
-        """A new restorer for one session, using one reference by name or all of them for ''
-        (None for a name that is not a reference). Restorers may keep state per face, so
-        sessions never share one; the reference photos are aligned once, in prepare()."""
+        # dlib's models load and the references are embedded here, once: sessions copy it
+        self._gate = build_gate(self.settings, bank)
+        # the page offers each person (NAME of NAME=PATH; a bare PATH's file name)
+        self.reference_names = (
+            list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
+        )
+
+    def engines_for(self, name: str) -> tuple[Restorer, IdentityGate | None] | None:
+        """A new restorer and identity gate for one session, using one person's references
+        by name or everyone's for '' (None for a name that is not a reference). Both keep
+        state per face, so sessions never share them; the reference photos are aligned once,
+        in prepare()."""
         from lostface.registry import build_restorer
         from lostface.restore.reference import ReferenceBank
 
         bank = self._bank
         if name:
-            refs = [r for r in (bank.references if bank else []) if Path(r.name).name == name]
+            refs = [r for r in (bank.references if bank else []) if _person(r) == name]
             if not refs:
                 return None
             bank = ReferenceBank(refs)
-        return build_restorer(self.settings, bank)
+        gate = None
+        if self._gate is not None and bank is not None:
+            gate = self._gate.fresh(set(bank.people()))
+        return build_restorer(self.settings, bank), gate
 
     def _new_pipeline(self) -> Pipeline:
         """Per session: fresh tracker, policy, painter and compositor state; the detector and
         the aligned references are shared."""
         from lostface.factory import build_stages
 
-        stages = build_stages(
-            self.settings, detector=self._detector, restorer=self.restorer_for("")
-        )
+        engines = self.engines_for("")
+        assert engines is not None  # '' names everyone
+        restorer, gate = engines
+        stages = build_stages(self.settings, detector=self._detector, restorer=restorer)
+        stages.painter.gate = gate
         return live_pipeline(self.settings, stages, self.live.background_detection)
 
     def _build_pipeline(self) -> asyncio.Future:
@@ -865,3 +883,10 @@ def read_index(image: np.ndarray, y: int = 0) -> int | None:
             value |= 1 << b
     index = value & 0xFFF
     return index if (value >> 12) == index % 13 else None
+
+
+def _person(reference) -> str:
+    """How the page names a reference's person: its NAME, or a bare path's file name."""
+    if reference.person and reference.person != reference.name:
+        return str(reference.person)
+    return Path(reference.name).name
