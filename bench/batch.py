@@ -14,7 +14,7 @@ the whole command, frames per second of output, medians over --runs):
   the default settings (60 s, each with a 3-second warm-up) on 1 worker: the segments'
   overhead, goal under 10%.
 
-    python bench/batch.py [--runs 3]
+    python bench/batch.py [--runs 3] [--rows workers,sequential,segments]
 
 Writes bench/results/batch.json.
 """
@@ -81,7 +81,17 @@ def timed(cmd: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--rows",
+        default="workers,sequential,segments",
+        help="which comparisons to run (comma-separated): workers, sequential, segments",
+    )
     args = ap.parse_args()
+    want = set(args.rows.split(","))
+    if not want or not want <= {"workers", "sequential", "segments"}:
+        sys.exit(f"--rows takes workers, sequential and segments, not {args.rows!r}.")
+    if "sequential" in want:
+        want.add("workers")  # compared with the 2-worker batch
     clip = SHARED / "video" / "stage_clip.mp4"
     ref = SHARED / "identity" / "stage_clip_reference.png"
     if not clip.exists():
@@ -95,7 +105,7 @@ def main() -> None:
         for i in range(8):
             copies.append(root / f"copy{i}.mp4")
             shutil.copy(short, copies[-1])
-        whole = cut(clip, root / "whole.mp4", 60.0, loops=20)
+        whole = cut(clip, root / "whole.mp4", 60.0, loops=20) if "segments" in want else clip
         frames_8 = 8 * 90
         for run in range(args.runs):
 
@@ -104,39 +114,47 @@ def main() -> None:
                 cmd = [*lostface, "batch", *map(str, inputs), "-o", str(out), "-r", str(ref)]
                 rows.setdefault(name, []).append(timed([*cmd, "-q", *extra]))
 
-            batch("batch_1_worker", copies, "--workers", "1")
-            batch("batch_2_workers", copies, "--workers", "2")
-            t = 0.0
-            for i, c in enumerate(copies):
-                out = root / f"seq-{run}-{i}.mp4"
-                t += timed([*lostface, "run", str(c), "-o", str(out), "-r", str(ref), "-q"])
-            rows.setdefault("sequential_8_runs", []).append(t)
-            batch("one_task", [whole], "--workers", "1", "--set", "batch.segment_seconds=0")
-            batch("segments_60s", [whole], "--workers", "1")
+            if "workers" in want:
+                batch("batch_1_worker", copies, "--workers", "1")
+                batch("batch_2_workers", copies, "--workers", "2")
+            if "sequential" in want:
+                t = 0.0
+                for i, c in enumerate(copies):
+                    out = root / f"seq-{run}-{i}.mp4"
+                    t += timed([*lostface, "run", str(c), "-o", str(out), "-r", str(ref), "-q"])
+                rows.setdefault("sequential_8_runs", []).append(t)
+            if "segments" in want:
+                batch("one_task", [whole], "--workers", "1", "--set", "batch.segment_seconds=0")
+                batch("segments_60s", [whole], "--workers", "1")
     med = {k: statistics.median(v) for k, v in rows.items()}
-    result = {
+    result: dict = {
         "runs": args.runs,
         "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
         "seconds": {k: [round(x, 2) for x in v] for k, v in rows.items()},
         "median_s": {k: round(v, 2) for k, v in med.items()},
         "frames_per_s": {
-            k: round(frames_8 / med[k], 1)
-            for k in ("batch_1_worker", "batch_2_workers", "sequential_8_runs")
+            k: round(frames_8 / v, 1)
+            for k, v in med.items()
+            if k in ("batch_1_worker", "batch_2_workers", "sequential_8_runs")
         },
-        "speedup_2_vs_1_worker": round(med["batch_1_worker"] / med["batch_2_workers"], 2),
-        "batch_vs_sequential": round(med["sequential_8_runs"] / med["batch_2_workers"], 2),
-        "segment_overhead": round(med["segments_60s"] / med["one_task"] - 1.0, 3),
     }
     for k, v in result["median_s"].items():
         print(f"{k:20s} {v:8.2f} s")
-    print(
-        f"2 workers vs 1: x{result['speedup_2_vs_1_worker']}; batch vs 8 sequential runs: "
-        f"x{result['batch_vs_sequential']}; segments' overhead: "
-        f"{100 * result['segment_overhead']:.1f}%"
-    )
+    if "workers" in want:
+        result["speedup_2_vs_1_worker"] = round(med["batch_1_worker"] / med["batch_2_workers"], 2)
+        print(f"2 workers vs 1: x{result['speedup_2_vs_1_worker']}")
+    if "sequential" in want:
+        result["batch_vs_sequential"] = round(med["sequential_8_runs"] / med["batch_2_workers"], 2)
+        print(f"batch vs 8 sequential runs: x{result['batch_vs_sequential']}")
+    if "segments" in want:
+        result["segment_overhead"] = round(med["segments_60s"] / med["one_task"] - 1.0, 3)
+        print(f"segments' overhead: {100 * result['segment_overhead']:.1f}%")
+    print(f"load average (1, 5, 15 min) at the end: {result['load_average']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "batch.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {RESULTS / 'batch.json'}")
+    name = "batch.json" if want == {"workers", "sequential", "segments"} else "batch_rows.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=1))
+    print(f"wrote {RESULTS / name}")
 
 
 if __name__ == "__main__":
