@@ -217,7 +217,9 @@ def build_painter(
     restorer: Restorer | None = None,
 ) -> Painter:
     """The keyframe painter named by the settings; `restorer` replaces the configured one
-    (benchmarks compare restorers on the same segmentation)."""
+    (benchmarks compare restorers on the same segmentation). With provenance.watermark every
+    patch it paints carries the invisible watermark (lostface.provenance)."""
+    from lostface.provenance import build_marker
     from lostface.restore.painter import Painter
 
     ing = Ingredients(settings, references)
@@ -226,4 +228,5 @@ def build_painter(
         UPSCALERS.build(settings.upscale.engine, ing),
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
+        marker=build_marker(settings),
     )

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -126,11 +127,21 @@ class _Aligned:
     seconds: dict[str, float]
 
 
+class Marker(Protocol):
+    """The invisible watermark of a painted canonical crop (lostface.provenance.watermark)."""
+
+    def residual(self, image: np.ndarray) -> np.ndarray:
+        """A float32 residual (canonical, HxWx3) that marks `image` when added to it."""
+        ...
+
+
 class Painter:
     """Paints keyframes: align -> upscale (small faces) -> segment -> restore -> Patch.
 
     upscale_below: faces whose canonical crop spans fewer frame pixels than this (its width)
-    are handed to the upscaler first.
+    are handed to the upscaler first. marker: when given, every painted patch carries its
+    invisible watermark (computed here, on the keyframe worker's thread; the compositor only
+    adds it), over the whole face crop.
     """
 
     def __init__(
@@ -140,8 +151,10 @@ class Painter:
         restorer: Restorer,
         *,
         upscale_below: float = 0.0,
+        marker: Marker | None = None,
     ) -> None:
         self.segmenter = segmenter
+        self.marker = marker
         self.upscaler = upscaler
         self.restorer = restorer
         self.upscale_below = float(upscale_below)
@@ -163,6 +176,11 @@ class Painter:
         patches = {}
         for a, (image, reference) in zip(todo, painted, strict=True):
             a.seconds["restore"] = share
+            mark = None
+            if self.marker is not None:
+                t1 = time.perf_counter()
+                mark = self.marker.residual(image)
+                a.seconds["watermark"] = time.perf_counter() - t1
             patches[id(a)] = Patch(
                 track_id=a.job.track_id,
                 frame_index=a.job.frame_index,
@@ -171,6 +189,7 @@ class Painter:
                 to_canonical=a.job.to_canonical,
                 skin_mean=np.asarray(skin_mean(a.face), np.float32),
                 reference=reference,
+                mark=mark,
             )
         return [
             Painted(
