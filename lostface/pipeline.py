@@ -463,6 +463,7 @@ class Pipeline:
     def _finish(self, out: Output) -> Output:
         t0 = time.perf_counter()
         image = out.frame.image
+        self.stages.compositor.begin_frame(out.frame.index)
         out.faces = [v for v in out.faces if v.track_id in self._confirmed]
         for view in out.faces:
             res = self.worker.result(view.track_id)

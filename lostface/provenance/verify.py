@@ -3,8 +3,9 @@ metadata tag, and C2PA content credentials.
 
 The watermark is judged for the whole file from many faces: frames are sampled evenly, every
 face found is aligned and read (lostface.provenance.watermark), and each face is followed over
-the sampled frames (boxes that overlap) and judged once, from its reads averaged: H.264 spoils
-single reads, the average outvotes them. Most faces of a picture may be unpainted (an
+the sampled frames (boxes that overlap) and judged once, from its reads averaged over each of
+the mark's two turns (payload and complement): H.264 spoils single reads, the averages
+outvote them. Most faces of a picture may be unpainted (an
 audience behind the speaker), so faces are judged one by one (see judge), never averaged
 together. How often unmarked footage passes is measured by bench/provenance.py.
 """
@@ -22,7 +23,6 @@ from lostface.errors import InputError
 from lostface.provenance import metadata
 from lostface.provenance.credentials import Credentials, read_credentials
 from lostface.provenance.watermark import (
-    DEFAULT_GEOMETRY,
     HEADER,
     HEADER_BITS,
     MARK,
@@ -31,6 +31,7 @@ from lostface.provenance.watermark import (
     MarkGeometry,
     RivaGan,
     crop_for_reading,
+    geometry_for,
     split_payload,
 )
 from lostface.stages import Detector
@@ -45,6 +46,7 @@ FALSE_ALARM = 1e-3
 MIN_CROP = 40  # frame pixels: faces whose canonical crop is narrower carry no readable mark
 MAX_FACES = 8  # faces read per frame, largest first
 PHASE_STEP = 2  # frames between the turn phases tried (neighbouring phases read alike)
+PHASE_SHARE = 0.5  # share of a face's test for the turns where the frame numbers put them
 MIN_READS = 3  # video: a face seen in fewer sampled frames is not judged (too little to go on)
 JITTER = ((0.0, 0.0), (1.5, 0.0), (-1.5, 0.0), (0.0, 1.5), (0.0, -1.5))  # photo reads, pixels
 _NOT_MEDIA = {"tty"}  # FFmpeg shows any text file as ANSI art: not a video
@@ -114,6 +116,8 @@ class FaceRead:
     frame: int
     box: np.ndarray
     logits: np.ndarray
+    # read at the scale the mark has if the file was scaled to half size since it was written
+    half: np.ndarray | None = None
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,25 +166,44 @@ def follow(reads: list[FaceRead], min_iou: float = 0.3) -> list[list[FaceRead]]:
 def _face_test(face: list[FaceRead]) -> tuple[float, np.ndarray]:
     """(chance, logits) of one face followed over the sampled frames.
 
-    The compositor shows the payload and its complement in turns of SEGMENT frames, so the
-    reads of one turn minus those of the other hold the mark twice and none of what the face's
-    own picture makes the decoder read. The turns' phase is not known (a cut file starts
-    anywhere): every phase is tried and the best one's chance multiplied by their number. A
+    The compositor shows the payload in frames 0-7 of the file, its complement in frames
+    8-15, and so on (SEGMENT), so the reads of one turn minus those of the other hold the mark
+    twice and none of what the face's own picture makes the decoder read. In a file as lostface
+    wrote it (or re-encoded, or scaled) the turns are where the frame numbers put them: that
+    split, read as the payload, gets PHASE_SHARE of the face's test. A cut file starts
+    anywhere: of the other splits (and scales), the one whose turns differ most is chosen from
+    the sizes of the differences alone, which say nothing about the signs the header is tested
+    on, and is read as the payload and as its complement, each against half of the rest. A
     face seen in one turn only (a photo) is judged from its reads averaged."""
     frames = np.array([x.frame for x in face])
-    logits = np.clip(np.array([x.logits for x in face]), -4, 4)
-    tests = []
-    for phase in range(0, 2 * SEGMENT, PHASE_STEP):
-        turn = ((frames - frames[0] + phase) // SEGMENT) % 2
-        if turn.all() or not turn.any():
-            continue
-        tests.append(logits[turn == 0].mean(0) - logits[turn == 1].mean(0))
-    if not tests:
-        tests = [logits.mean(0)]
+    scales = [np.array([x.logits for x in face])]
+    if all(x.half is not None for x in face):
+        scales.append(np.array([x.half for x in face]))
+    written: list[np.ndarray] = []  # the split where the frame numbers put the turns
+    splits: list[np.ndarray] = []  # every split, each scale
+    for logits in scales:
+        for phase in range(0, SEGMENT, PHASE_STEP):
+            turn = ((frames + phase) // SEGMENT) % 2
+            if turn.all() or not turn.any():
+                continue
+            diff = logits[turn == 0].mean(0) - logits[turn == 1].mean(0)
+            splits.append(diff)
+            if phase == 0:
+                written.append(diff)
+    tests: list[tuple[np.ndarray, float]]
+    if not splits:
+        tests = [(logits.mean(0), 1.0 / len(scales)) for logits in scales]
+    else:
+        largest = max(splits, key=lambda d: float(np.abs(d).sum()))
+        rest = (1.0 - PHASE_SHARE) if written else 1.0
+        tests = [(d, PHASE_SHARE / len(written)) for d in written]
+        tests += [(largest, rest / 2), (-largest, rest / 2)]
     sign = np.where(HEADER > 0, 1.0, -1.0)
-    p = [chance(np.abs(t[:HEADER_BITS]), float((sign * t[:HEADER_BITS]).sum())) for t in tests]
+    p = [
+        chance(np.abs(t[:HEADER_BITS]), float((sign * t[:HEADER_BITS]).sum())) / w for t, w in tests
+    ]
     best = int(np.argmin(p))
-    return min(1.0, p[best] * len(tests)), tests[best]
+    return min(1.0, p[best]), tests[best][0]
 
 
 def judge(reads: list[FaceRead], frames: int) -> WatermarkReading:
@@ -188,21 +211,23 @@ def judge(reads: list[FaceRead], frames: int) -> WatermarkReading:
 
     Each face is followed over the sampled frames and judged once (_face_test): its header
     bits, each weighted by how sure the reads are, against every pattern of signs; an unmarked
-    face matches the lostface header this well with probability `chance`. The file is marked
-    when the best face's chance, times the number of faces judged, is below FALSE_ALARM."""
+    face matches the lostface header this well with probability `chance`. Faces share
+    FALSE_ALARM by how many of the reads are theirs (a weighted Bonferroni bound, fixed before
+    any header is looked at); the file is marked when one face's chance is within its share."""
     r = WatermarkReading(faces=len(reads), frames=frames)
     faces = [g for g in follow(reads) if frames == 1 or len(g) >= MIN_READS]
     if not faces:
         return r
     results = [_face_test(g) for g in faces]
-    p = np.array([c for c, _ in results])
+    # faces share the file's test by how often they were seen: a face in most frames (whom a
+    # viewer watches, and lostface paints) is judged against more of it than a glimpse
+    weight = np.array([len(g) for g in faces], np.float64) / sum(len(g) for g in faces)
+    p = np.array([c for c, _ in results]) / weight
     r.tracks = len(faces)
     best = int(np.argmin(p))
-    r.chance = float(min(1.0, p[best] * len(faces)))
+    r.chance = float(min(1.0, p[best]))
     r.found = r.chance <= FALSE_ALARM
-    marked = [
-        x for g, pi in zip(faces, p, strict=True) if pi * len(faces) <= FALSE_ALARM for x in g
-    ]
+    marked = [x for g, pi in zip(faces, p, strict=True) if pi <= FALSE_ALARM for x in g]
     r.marked_faces = len(marked)
     r.share = len(marked) / len(reads)
     bits = (results[best][1] > 0).astype(np.uint8)
@@ -222,7 +247,7 @@ class WatermarkReader:
         self,
         detector: Detector,
         model: RivaGan | None = None,
-        geometry: MarkGeometry = DEFAULT_GEOMETRY,
+        geometry: MarkGeometry | None = None,
     ) -> None:
         self.detector = detector
         self.model = model or RivaGan()
@@ -236,21 +261,34 @@ class WatermarkReader:
         widths = [_crop_width(lm) for lm in dets.landmarks]
         order = [i for i in np.argsort(widths)[::-1] if widths[i] >= MIN_CROP][:MAX_FACES]
         shifts = JITTER if jitter else JITTER[:1]
-        kept: list[int] = []
-        crops: list[np.ndarray] = []
+        faces: list[tuple[int, list[MarkGeometry]]] = []
         for i in order:
+            if self.geometry is not None:
+                faces.append((i, [self.geometry]))
+                continue
+            # as written, and as it is if the file was scaled to half size since
+            as_written, halved = geometry_for(widths[i]), geometry_for(2 * widths[i])
+            faces.append((i, [as_written] if halved == as_written else [as_written, halved]))
+        out = []
+        for i, geometries in faces:
             lm = dets.landmarks[i]
-            cs = [
-                crop_for_reading(image, lm + np.asarray(d, np.float32), self.geometry)
-                for d in shifts
-            ]
-            if all(c is not None for c in cs):
-                kept.append(i)
-                crops += [c for c in cs if c is not None]
-        if not crops:
-            return []
-        logits = np.clip(self.model.read(crops), -4, 4).reshape(len(kept), len(shifts), -1)
-        return [FaceRead(frame, dets.boxes[i], logits[k].mean(0)) for k, i in enumerate(kept)]
+            logits = []
+            for g in geometries:
+                crops = [
+                    c
+                    for d in shifts
+                    if (c := crop_for_reading(image, lm + np.asarray(d, np.float32), g)) is not None
+                ]
+                if len(crops) < len(shifts):
+                    break
+                logits.append(np.clip(self.model.read(crops), -4, 4).mean(0))
+            if len(logits) == len(geometries):
+                out.append(
+                    FaceRead(
+                        frame, dets.boxes[i], logits[0], logits[1] if len(logits) > 1 else None
+                    )
+                )
+        return out
 
     def read_video(self, path: Path, max_frames: int = 96) -> tuple[list[FaceRead], int]:
         """The faces of up to `max_frames` frames spread evenly over the video, read, and the

@@ -7,9 +7,10 @@ painted patch instead, once per keyframe on the keyframe worker's thread: the pa
 the canonical face crop (restore.align) and the compositor carries it, mark included, onto
 every frame until the next keyframe. The mark is embedded at a reduced scale of that crop
 (`MarkGeometry`): the face is smaller in the frame than in the canonical crop, and a coarser
-pattern survives that shrinking, H.264 and a later half-size scaling. Reading aligns each face
-found in a frame to the same crop and runs the decoder on it; a file is judged from the
-average over many faces (lostface.provenance.verify).
+pattern survives that shrinking, H.264 and a later half-size scaling; the scale follows the
+face's size in the frame (geometry_for), so a large face does not wear coarse colour
+blotches. Reading aligns each face found in a frame to the same crop and runs the decoder on
+it; a file is judged from many faces (lostface.provenance.verify).
 
 Payload (32 bits): a fixed 16-bit lostface mark, a 4-bit version, a 12-bit run id.
 """
@@ -93,7 +94,17 @@ class MarkGeometry:
         return sw, sh
 
 
-DEFAULT_GEOMETRY = MarkGeometry()
+MIN_WIDTH, MAX_WIDTH = 64, 256  # RivaGAN input widths used: finer for small faces, no coarser
+PATTERN_PIXELS = 2.0  # frame pixels one pixel of RivaGAN's pattern covers where it is marked
+
+
+def geometry_for(span: float) -> MarkGeometry:
+    """The mark's geometry for a face whose canonical crop spans `span` frame pixels: its
+    pattern about PATTERN_PIXELS frame pixels coarse (finer on faces whose crop spans less than
+    2 * MIN_WIDTH pixels). Coarser, it shows as colour blotches on a large face; finer, H.264
+    and scaling wipe it out."""
+    width = int(round(span / PATTERN_PIXELS / 4)) * 4
+    return MarkGeometry(int(np.clip(width, MIN_WIDTH, MAX_WIDTH)))
 
 
 def _to_input(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -130,7 +141,7 @@ class RivaGan:
         return np.asarray(y, np.float32).reshape(len(smalls), PAYLOAD_BITS)
 
 
-DEFAULT_STRENGTH = 2.0  # RivaGAN's residual doubled: read through H.264 at CRF 28 (bench/)
+DEFAULT_STRENGTH = 2.0  # RivaGAN's residual doubled (bench/provenance.py: robustness and PSNR)
 # frames a face shows the payload before it shows its complement, and back: a reader subtracts
 # the two, which cancels what the face's own picture makes the decoder read (the same in both)
 SEGMENT = 8
@@ -158,7 +169,7 @@ class PatchMarker:
         self,
         model: RivaGan,
         run_id: int | None = None,
-        geometry: MarkGeometry = DEFAULT_GEOMETRY,
+        geometry: MarkGeometry | None = None,
         strength: float = DEFAULT_STRENGTH,
     ) -> None:
         self.model = model
@@ -170,12 +181,13 @@ class PatchMarker:
         self.seconds: list[float] = []  # time each mark took (benchmarks)
         self._window = _window()
 
-    def residual(self, image: np.ndarray) -> np.ndarray:
+    def residual(self, image: np.ndarray, span: float = align.CANON_SIZE / 2) -> np.ndarray:
         """What marks the canonical crop `image` (BGR uint8, CANON_SHAPE): float32 (2, H, W, 3),
         the payload's residual and its complement's, added by the compositor in turns
-        (lostface.restore.compositor)."""
+        (lostface.restore.compositor). span: frame pixels the face's crop spans (the mark's
+        scale follows it, geometry_for); a fixed `geometry` given to the marker overrides it."""
         t0 = time.perf_counter()
-        g = self.geometry
+        g = self.geometry or geometry_for(span)
         small = cv2.resize(image[g.top :], g.small_size, interpolation=cv2.INTER_AREA)
         out = np.zeros((2, *image.shape), np.float32)
         for k, bits in enumerate((self.bits, 1 - self.bits)):
@@ -188,15 +200,15 @@ class PatchMarker:
         self.seconds.append(time.perf_counter() - t0)
         return out
 
-    def mark(self, image: np.ndarray, phase: int = 0) -> np.ndarray:
+    def mark(self, image: np.ndarray, span: float, phase: int = 0) -> np.ndarray:
         """`image` with its mark (phase 0: the payload, 1: its complement) added, as the
         compositor adds it to patches."""
-        res = self.residual(image)[phase]
+        res = self.residual(image, span)[phase]
         return np.clip(image.astype(np.float32) + res + 0.5, 0, 255).astype(np.uint8)
 
 
 def crop_for_reading(
-    image: np.ndarray, landmarks: np.ndarray, geometry: MarkGeometry = DEFAULT_GEOMETRY
+    image: np.ndarray, landmarks: np.ndarray, geometry: MarkGeometry
 ) -> np.ndarray | None:
     """A face of a frame aligned to the mark's region at the decoder's scale (as `mark` saw
     it), or None when its landmarks give no alignment."""

@@ -56,7 +56,6 @@ class _TrackState:
     previous: _Prepared | None
     frames: int  # frames composited since `current` arrived
     gain: np.ndarray | None = None  # relight gain, smoothed over frames
-    shown: int = 0  # frames composited for this face, all patches (the watermark's turns)
 
 
 def _prepare(patch: Patch) -> _Prepared:
@@ -92,12 +91,17 @@ class PatchCompositor(Compositor):
         self._buf = np.zeros((0, 0, 3), np.float32)
         self._abuf = np.zeros((0, 0, 1), np.float32)
         self._ubuf = np.zeros((0, 0, 3), np.uint8)
+        self._frame = 0  # index of the frame being composited (begin_frame)
+
+    def begin_frame(self, index: int) -> None:
+        self._frame = int(index)
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)
 
     def reset(self) -> None:
         self._tracks.clear()
+        self._frame = 0
 
     def fade_weight(self, track_id: int) -> float:
         """Weight of the newest patch of a track on the last composited frame (1 = settled)."""
@@ -117,7 +121,7 @@ class PatchCompositor(Compositor):
             st.frames = self.crossfade_frames  # a first patch has nothing to fade from
             self._tracks[track_id] = st
         elif st.current.patch is not patch:
-            st = _TrackState(_prepare(patch), st.current, 0, st.gain, st.shown)
+            st = _TrackState(_prepare(patch), st.current, 0, st.gain)
             self._tracks[track_id] = st
         return st
 
@@ -168,9 +172,9 @@ class PatchCompositor(Compositor):
         self._blend(image[y0:y1, x0:x1], warped, gain)
         mark = st.current.patch.mark
         if mark is not None:
-            # the payload and its complement in turns of SEGMENT frames (provenance.watermark)
-            _add_mark(image, inv, mark[(st.shown // _MARK_SEGMENT) % len(mark)])
-        st.shown += 1
+            # the payload and its complement in turns of SEGMENT frames of the file (the
+            # provenance watermark): frames 0-7 the payload, 8-15 its complement, ...
+            _add_mark(image, inv, mark[(self._frame // _MARK_SEGMENT) % len(mark)])
 
     def _gain(self, image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
         """Per-channel ratio of the current visible skin to the keyframe's (~300 samples)."""

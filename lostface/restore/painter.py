@@ -130,8 +130,8 @@ class _Aligned:
 class Marker(Protocol):
     """The invisible watermark of a painted canonical crop (lostface.provenance.watermark)."""
 
-    def residual(self, image: np.ndarray) -> np.ndarray:
-        """A float32 residual (canonical, HxWx3) that marks `image` when added to it."""
+    def residual(self, image: np.ndarray, span: float) -> np.ndarray:
+        """float32 residuals (canonical) that mark `image`; span: frame pixels its crop spans."""
         ...
 
 
@@ -179,7 +179,8 @@ class Painter:
             mark = None
             if self.marker is not None:
                 t1 = time.perf_counter()
-                mark = self.marker.residual(image)
+                span = align.CANON_SIZE / align.scale_of(a.job.to_canonical)
+                mark = self.marker.residual(image, span)
                 a.seconds["watermark"] = time.perf_counter() - t1
             patches[id(a)] = Patch(
                 track_id=a.job.track_id,
