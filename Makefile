@@ -19,7 +19,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q -e ".[dev,quality,yolo,diffusion,upscale,sam,live,bench,provenance]"
+	$(PIP) install -q -e ".[dev,all]"
 	touch $@
 
 install: $(VENV)/.core
@@ -43,6 +43,11 @@ bench: $(VENV)/.test
 	$(PY) bench/live.py
 	$(PY) bench/rotation.py
 	$(PY) bench/reference_check.py
+	$(PY) bench/harm.py
+	$(PY) bench/paint_region.py
+	$(PY) bench/identity.py
+	$(PY) bench/small_faces.py
+	$(PY) bench/live_soak.py
 
 # The embedded detector was chosen among these candidates; mediapipe 0.10.21 pins numpy<2,
 # so they are measured in a venv of their own.

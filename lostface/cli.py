@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import logging
 import sys
@@ -26,7 +27,7 @@ from lostface.cli_common import (
     write_config,
 )
 from lostface.cli_live import LIVE_COMMANDS, add_live_commands
-from lostface.errors import InputError, LostfaceError
+from lostface.errors import InputError, LostfaceError, ModelError
 
 log = logging.getLogger("lostface")
 
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per image and line: path, faces (box, score, landmarks)",
+        help="one JSON object per image and line: path, faces (box, score, landmarks, "
+        "covered, covered_score)",
     )
     add_config_args(p)
 
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     add_live_commands(sub)
     from lostface.benchmark.cli import add_bench_command
+    from lostface.cli_batch import add_batch_command
     from lostface.cli_identity import add_identity_command
     from lostface.cli_models import add_models_command
     from lostface.cli_verify import add_verify_command
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_command(sub)
     add_identity_command(sub)
     add_verify_command(sub)
+    add_batch_command(sub)
     return parser
 
 
@@ -227,10 +231,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from lostface.factory import build_detector
+    from lostface.registry import build_painter
+    from lostface.restore.painter import PaintJob
     from lostface.stream.image import read_image
 
     settings = settings_from_args(args)
     detector = build_detector(settings)
+    painter = build_painter(settings)  # its segmenter tells covered from open faces
     failed = 0
     for path in args.inputs:
         try:
@@ -239,13 +246,23 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"lostface: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        faces = detector.detect(image.bgr).to_json()
+        dets = detector.detect(image.bgr)
+        faces = dets.to_json()
+        for i, face in enumerate(faces):
+            job = PaintJob.from_frame(i, 0, image.bgr, dets.landmarks[i])
+            judged = painter.judge(job) if job is not None else None
+            face["covered"] = bool(judged is not None and judged.covered)
+            face["covered_score"] = round(float(judged.score), 4) if judged is not None else 0.0
         if args.json:
             print(json.dumps({"path": str(path), "faces": faces}), flush=True)
         else:
             print(f"{path}: {len(faces)} face(s)")
             for f in faces:
-                print(f"  box {f['box']} score {f['score']:.3f}")
+                state = "covered" if f["covered"] else "open"
+                print(
+                    f"  box {f['box']} score {f['score']:.3f} {state} "
+                    f"(covered_score {f['covered_score']:.3f})"
+                )
     return 2 if failed else 0
 
 
@@ -273,6 +290,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run(args, settings_from_args(args))
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from lostface.cli_batch import cmd_batch as run
+
+    return run(args, settings_from_args(args))
+
+
 def cmd_identity(args: argparse.Namespace) -> int:
     from lostface.cli_identity import cmd_identity as run
     from lostface.cli_identity import overrides_of
@@ -296,8 +319,35 @@ COMMANDS = {
     "bench": cmd_bench,
     "models": cmd_models,
     "identity": cmd_identity,
+    "batch": cmd_batch,
     **LIVE_COMMANDS,
 }
+
+
+# commands that need an optional extra: (the extra, modules it provides that they import)
+EXTRAS = {
+    "serve": ("live", ("aiortc", "aiohttp")),
+    "batch": ("batch", ("distributed",)),
+    "bench": ("bench", ("matplotlib", "motmetrics", "dlib")),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ValueError, ImportError):  # a module set to None in sys.modules: not usable
+        return False
+
+
+def require_extra(command: str) -> None:
+    """One sentence naming the extra to install when a command's modules are missing."""
+    extra, modules = EXTRAS.get(command, ("", ()))
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        raise ModelError(
+            f"lostface {command} needs the {extra} extra ({missing[0]} is not installed); run "
+            f"`pip install 'lostface[{extra}]'`."
+        )
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -330,6 +380,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     _setup_logging(args.verbose, args.quiet)
     try:
+        require_extra(args.command)
         return COMMANDS[args.command](args)
     except LostfaceError as exc:
         print(f"lostface: error: {exc}", file=sys.stderr)

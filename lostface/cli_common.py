@@ -38,8 +38,10 @@ def add_reference_arg(p: argparse.ArgumentParser) -> None:
         "--reference",
         action="append",
         default=[],
-        metavar="PATH",
-        help="unmasked photo (or folder of photos) of the person; repeatable",
+        metavar="[NAME=]PATH",
+        help="unmasked photo (or folder of photos) of a person, NAME=PATH to name them; "
+        "repeatable: each masked face is painted from the person it matches, or gets a "
+        "neutral fill",
     )
     p.add_argument(
         "--identity",
@@ -59,10 +61,15 @@ def add_audio_arg(p: argparse._ActionsContainer, what: str = "write video only")
 
 def reference_paths(entries: list[str]) -> list[str]:
     """Reference photos and folders as absolute paths, each once, in the order given: the
-    saved configuration then finds them from any folder."""
+    saved configuration then finds them from any folder. NAME=PATH keeps its NAME (checked
+    where the references are read) and makes its PATH absolute."""
     out: list[str] = []
     for entry in entries:
-        path = os.path.abspath(os.path.expanduser(entry))
+        name, named, rest = entry.partition("=")
+        if named and not os.path.exists(os.path.expanduser(entry)):
+            path = f"{name}={os.path.abspath(os.path.expanduser(rest)) if rest else ''}"
+        else:
+            path = os.path.abspath(os.path.expanduser(entry))
         if path not in out:
             out.append(path)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import time
 
 from lostface.cli_common import (
@@ -19,6 +20,14 @@ from lostface.errors import InputError
 log = logging.getLogger("lostface")
 
 READOUT_PERIOD_S = 5.0
+# their INFO lines (every ICE check, every request) drown lostface's own; shown with -v
+CHATTY_LOGGERS = ("aioice", "aiortc", "aiohttp.access", "aiohttp.server")
+
+
+def quiet_third_party(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else max(logging.getLogger().level, logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -116,18 +125,34 @@ def _toml(value: object) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio  # here, not at the top: `lostface run` never needs the event loop
 
-    from lostface.stream.webrtc import LiveServer
+    from lostface.stream.webrtc import LiveServer, tune_malloc
 
     settings = _settings(args)
+    quiet_third_party(args.verbose)
+    tune_malloc()
     server = LiveServer(settings)  # the --reference photos are in restore.references
+    closed = [0]
 
     async def main() -> None:
-        url = await server.start()
-        token = f"?token={settings.live.token}" if settings.live.token else ""
-        print(f"lostface: serving {url}{token} (Ctrl-C stops)", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C is KeyboardInterrupt
+                pass
+        loop.set_exception_handler(_log_loop_error)
         try:
-            while True:
-                await asyncio.sleep(READOUT_PERIOD_S)
+            url = await server.start()
+            if stop.is_set():
+                return
+            token = f"?token={settings.live.token}" if settings.live.token else ""
+            print(f"lostface: serving {url}{token} (Ctrl-C stops)", flush=True)
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), READOUT_PERIOD_S)
+                except TimeoutError:
+                    pass
                 for s in list(server.sessions.values()):
                     st = s.stats()
                     log.info(
@@ -138,13 +163,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         st["latency_p95_ms"],
                     )
         finally:
+            closed[0] = len(server.sessions)
             await server.close()
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
-        print("lostface: stopped.", flush=True)
+    except KeyboardInterrupt:  # where signal handlers cannot be installed
+        pass
+    n = closed[0]
+    print(f"lostface: stopped ({n} session{'' if n == 1 else 's'} closed).", flush=True)
     return 0
+
+
+def _log_loop_error(loop, context: dict) -> None:
+    """An exception nobody awaited (inside aiortc or aioice, say): one line, not a traceback
+    (that comes with -v)."""
+    exc = context.get("exception")
+    what = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+    log.warning("%s %s", context.get("message", "Error in the event loop"), what)
+    if exc is not None:
+        log.debug("Traceback of the error above", exc_info=exc)
 
 
 # -- vcam / stream ------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class FaceView:
     landmarks: np.ndarray
     keyframe: bool
     masked: bool | None = None
+    identity: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +86,7 @@ class Output:
                     "box": [round(float(v), 1) for v in f.box],
                     "masked": bool(f.masked),
                     "keyframe": f.keyframe,
+                    "identity": f.identity,
                 }
                 for f in self.faces
             ],
@@ -470,6 +472,7 @@ class Pipeline:
             if res is None:
                 continue
             view.masked = res.covered
+            view.identity = res.identity
             if res.patch is not None and self.restore_enabled:
                 track = FaceTrack(view.track_id, view.box, view.landmarks)
                 self.stages.compositor.composite(image, track, res.patch)

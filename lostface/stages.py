@@ -130,14 +130,22 @@ class Upscaler(KeyframeEngine, Protocol):
         ...
 
 
+# RestoreItem.person of a face that matches none of the reference people: paint it without
+# anyone's photo (the neutral fill), never with someone else's mouth
+NOBODY = ""
+
+
 class RestoreItem(NamedTuple):
-    """One face to paint: canonical crop, its covered region and canonical landmarks, and
-    the track it belongs to (engines keep per-face state by it; None: keep nothing)."""
+    """One face to paint: canonical crop, its covered region and canonical landmarks, the
+    track it belongs to (engines keep per-face state by it; None: keep nothing), and the
+    reference person it was found to be (the painter's identity gate; NOBODY when it matches
+    none of them; None when no identity was sought: any reference photo may paint it)."""
 
     face: np.ndarray
     cover: CoverMask
     landmarks: np.ndarray
     track_id: int | None = None
+    person: str | None = None
 
 
 class Restorer(KeyframeEngine, Protocol):
@@ -147,13 +155,14 @@ class Restorer(KeyframeEngine, Protocol):
         cover: CoverMask,
         landmarks: np.ndarray,
         track_id: int | None = None,
+        person: str | None = None,
     ) -> tuple[np.ndarray, str | None]:
         """Paint the covered region of an aligned face.
 
         face: (H,W,3) uint8 canonical crop (align.CANON_SHAPE); landmarks: its 5 canonical points;
-        track_id: the face's track, for engines that keep state per face (None: keep nothing).
-        Returns the painted crop (same shape) and the name of the reference used
-        (None for a fill that used no reference photo).
+        track_id: the face's track, for engines that keep state per face (None: keep nothing);
+        person: as in RestoreItem. Returns the painted crop (same shape) and the person whose
+        reference was used (None for a fill that used no reference photo).
         """
         ...
 

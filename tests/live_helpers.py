@@ -3,6 +3,8 @@ face, letterboxed to 640x480 (the ground truth under the mask is kept)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -47,3 +49,31 @@ def masked_stage_clip(path: str, n: int = 48, letterboxed: bool = True) -> tuple
             if len(masked) >= n:
                 break
     return masked, covered, original
+
+
+class ServerThread:
+    """A LiveServer on its own event loop in a thread (for clients that block: selenium, raw
+    sockets, a table of requests against one server)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.url = self.loop.run_until_complete(self.server.start(port=0))
+        self._ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

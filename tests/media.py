@@ -24,12 +24,14 @@ def write_clip(
     start: Fraction = Fraction(0),
     time_base: Fraction | None = None,
     rotation: int = 0,
+    gop: int = 0,
 ) -> Path:
     """Encode BGR frames (and a 440 Hz tone, when audio) into `path`.
 
     start: seconds before the first frame and the first sound (both streams start there);
     time_base: the video's (default 1/rate); rotation: a display matrix turning the stored
-    pictures that many degrees counter-clockwise (store them turned the other way)."""
+    pictures that many degrees counter-clockwise (store them turned the other way); gop: a
+    keyframe every that many frames (0: the encoder's default)."""
     h, w = frames[0].shape[:2]
     tb = time_base or Fraction(1, rate)
     with av.open(str(path), "w") as out:
@@ -39,6 +41,8 @@ def write_clip(
         vs.codec_context.time_base = tb
         if rotation:
             vs.set_display_rotation(rotation)
+        if gop:
+            vs.codec_context.gop_size = gop
         sr = _AUDIO_RATES.get(audio_codec, 44100)
         as_ = out.add_stream(audio_codec, rate=sr, layout="mono") if audio else None
         first = int(round(start / tb))

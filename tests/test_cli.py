@@ -96,8 +96,11 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
     assert [r["frame"] for r in lines] == list(range(24))
     assert all(set(r) == {"frame", "pts", "faces"} for r in lines)
     faces = [f for r in lines for f in r["faces"]]
-    assert faces and all(set(f) == {"track_id", "box", "masked", "keyframe"} for f in faces)
+    keys = {"track_id", "box", "masked", "keyframe", "identity"}
+    assert faces and all(set(f) == keys for f in faces)
     assert any(f["keyframe"] for f in faces) and sum(f["masked"] for f in faces) >= 20
+    # the one reference (a bare PATH: the person is known by that path) matches her face
+    assert {f["identity"] for f in faces if f["masked"]} == {str(reference)}
     # the covered region moved towards the hidden face
     masked_frames, restored = _decode(src), _decode(out)
     err_masked = err_restored = 0.0
@@ -143,6 +146,10 @@ def test_restore_and_detect_on_a_photo(tmp_path, masked_clip, reference, capsys)
         assert len(r["faces"]) == 1
         f = r["faces"][0]
         assert len(f["box"]) == 4 and len(f["landmarks"]) >= 5 and 0 < f["score"] <= 1
+    # the masked photo is judged covered and the unmasked reference open, with the evidence
+    assert [r["faces"][0]["covered"] for r in rows] == [True, False]
+    scores = [r["faces"][0]["covered_score"] for r in rows]
+    assert scores[0] > 0.5 > scores[1] >= 0.0
 
 
 @pytest.mark.parametrize("mode", ["gray", "alpha", "odd"])
@@ -307,3 +314,39 @@ def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
     capsys.readouterr()
     assert main(["detect", str(src), "--json", "-q"]) == 0
     assert len(json.loads(capsys.readouterr().out)["faces"]) >= 10
+
+
+def test_named_reference_errors_write_nothing(tmp_path, masked_clip, reference, capsys):
+    """NAME=PATH references: an empty name, a name given twice, a missing photo and a photo
+    with no face are each one sentence and a non-zero exit, and nothing is written."""
+    src, _, _ = masked_clip
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
+    cases = [
+        ([f"={reference}"], "empty name"),
+        ([f"me={reference}", f"me={blank}"], "given twice"),
+        ([f"me={tmp_path / 'absent.jpg'}"], "does not exist"),
+        ([f"me={blank}"], "no face"),
+    ]
+    for refs, words in cases:
+        out = tmp_path / "out.mp4"
+        args = ["run", str(src), "-o", str(out), "-q"]
+        for r in refs:
+            args += ["--reference", r]
+        capsys.readouterr()
+        assert main(args) == 2, refs
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "Traceback" not in err[0], err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"], refs
+
+
+def test_named_references_keep_their_name_when_made_absolute(tmp_path, monkeypatch):
+    """The saved configuration holds absolute reference paths; NAME=PATH keeps its NAME (a
+    name made into a path would name the person after the working folder)."""
+    from lostface.cli_common import reference_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a=b.jpg").write_bytes(b"")  # a file whose name holds '=' is a path
+    got = reference_paths(["singer=pic.jpg", "pic.jpg", "=pic.jpg", "a=b.jpg", "singer=pic.jpg"])
+    pic = str(tmp_path / "pic.jpg")
+    assert got == [f"singer={pic}", pic, f"={pic}", str(tmp_path / "a=b.jpg")]

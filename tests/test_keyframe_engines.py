@@ -87,16 +87,17 @@ def test_real_esrgan_weights_are_checked(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_masked_face():
-    """A masked face 70 px wide in a 640x360 frame (its canonical crop spans about 90 px)."""
+    """A masked face about 40 px wide (by its landmarks; mask.min_face is 36) in a 640x360
+    frame: its canonical crop spans about 110 px, under upscale.below."""
     data = pytest.importorskip("skimage.data")
     big = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     stages = build_stages(load_settings())
     lm = stages.detector.detect(big).landmarks[0]
     masked = draw_mask(big, lm, kind="surgical", rng=np.random.default_rng(0)).image
     frame = np.full((360, 640, 3), 90, np.uint8)
-    small = cv2.resize(masked, (160, 160), interpolation=cv2.INTER_AREA)
-    frame[100:260, 240:400] = small
-    return frame, lm * (160 / 512) + np.float32([240, 100])
+    small = cv2.resize(masked, (200, 200), interpolation=cv2.INTER_AREA)
+    frame[80:280, 220:420] = small
+    return frame, lm * (200 / 512) + np.float32([220, 80])
 
 
 def test_a_small_face_is_upscaled_by_real_esrgan_before_painting(realesrgan, small_masked_face):

@@ -3,11 +3,9 @@ clip: the page gets the restored video back, plays it and reports its frames/s."
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from lostface.config import load_settings
 from lostface.stream.webrtc import LiveServer
 from tests.conftest import shared_path
-from tests.live_helpers import masked_stage_clip
+from tests.live_helpers import ServerThread, masked_stage_clip
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -48,33 +46,6 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
         for img in frames:
             f.write(b"FRAME\n")
             f.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
-
-
-class ServerThread:
-    """The server on its own event loop in a thread (selenium blocks the test's thread)."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self.server = server
-        self.loop = asyncio.new_event_loop()
-        self.url = ""
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.url = self.loop.run_until_complete(self.server.start(port=0))
-        self._ready.set()
-        self.loop.run_forever()
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(60)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
 
 
 def test_browser_sends_its_camera_and_plays_the_restored_video(tmp_path):

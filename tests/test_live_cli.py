@@ -84,6 +84,8 @@ def test_stream_command_sends_mpegts_that_pyav_plays(main, capsys):
         (["stream", "tcp://127.0.0.1:9", "--camera", "0"], 4, ["udp://HOST:PORT"]),
         (["serve", "--host", "0.0.0.0"], 2, ["token"]),
         (["serve", "--set", "live.max_sessions=0"], 2, ["live.max_sessions"]),
+        (["serve", "--token", "short-secret"], 2, ["has 12 characters", "16 or more"]),
+        (["serve", "--set", 'live.allowed_origins=["https://x.org/app"]'], 2, ["no path"]),
     ],
 )
 def test_bad_live_input_gets_one_clear_sentence(main, capsys, argv, code, words):

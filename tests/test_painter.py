@@ -66,7 +66,9 @@ def test_small_faces_are_upscaled_before_painting_and_line_up(masked_astronaut):
     aligned straight from the frame; a large face skips the upscaler."""
     image, lm = masked_astronaut
     small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
-    settings = load_settings(overrides=["upscale.below=120"])  # the big crop spans 170
+    # the big crop spans 170 frame pixels; the small face (about 27 px wide) is judged too
+    # (mask.min_face=0: this test is about the upscaler)
+    settings = load_settings(overrides=["upscale.below=120", "mask.min_face=0"])
     up = _Doubling()
     painter = build_painter(settings)
     painter.upscaler = up
@@ -86,6 +88,21 @@ def test_small_faces_are_upscaled_before_painting_and_line_up(masked_astronaut):
     ref = cv2.cvtColor(direct[band], cv2.COLOR_BGR2GRAY).astype(np.float32)
     dx, dy = _best_shift(ref, via)
     assert abs(dx) <= 0.5 and abs(dy) <= 0.5, (dx, dy)  # canonical pixels (6.7 per frame pixel)
+
+
+def test_faces_too_small_to_judge_are_left_alone(masked_astronaut):
+    """Below mask.min_face (frame pixels) a face is not judged: no covering, no patch, not
+    even a segmentation; the same masked face larger is judged covered."""
+    image, lm = masked_astronaut
+    painter = build_painter(load_settings())
+    for k, covered in ((0.25, False), (0.5, True)):
+        small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        job = PaintJob.from_frame(1, 0, small, lm * k)
+        assert job is not None
+        painter.reset()
+        out = painter.paint(job)
+        assert out.covered is covered and (out.patch is not None) is covered, k
+        assert out.score > 0.5 if covered else out.score == 0.0
 
 
 def _best_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -108,7 +125,7 @@ class _Stateful(Restorer):
         self.closed = False
         self.batches: list[int] = []
 
-    def restore(self, face, cover, landmarks, track_id=None):
+    def restore(self, face, cover, landmarks, track_id=None, person=None):
         if track_id is not None:
             self.state[track_id] = self.state.get(track_id, 0) + 1
         return self.inner.restore(face, cover, landmarks)

@@ -89,11 +89,11 @@ class _Gate(Restorer):
         self.calls = 0
         self.finished = 0  # calls that got past the gate
 
-    def restore(self, face, cover, landmarks, track_id=None):
+    def restore(self, face, cover, landmarks, track_id=None, person=None):
         self.calls += 1
         self.open.wait(timeout=30)
         self.finished += 1
-        return self.inner.restore(face, cover, landmarks, track_id)
+        return self.inner.restore(face, cover, landmarks, track_id, person)
 
 
 def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):

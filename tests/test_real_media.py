@@ -161,6 +161,22 @@ def _masked_frames(tracks: Path) -> int:
     return sum(any(f["masked"] for f in r["faces"]) for r in rows)
 
 
+def _masked_on_the_covering(tracks: Path, covered: list[np.ndarray]) -> int:
+    """Frames with a face judged masked whose box holds the synthetic covering's centre."""
+    rows = [json.loads(x) for x in tracks.read_text().splitlines()]
+    count = 0
+    for r, c in zip(rows, covered, strict=True):
+        ys, xs = np.nonzero(c)
+        if not len(xs):
+            continue
+        cx, cy = xs.mean(), ys.mean()
+        count += any(
+            f["masked"] and f["box"][0] <= cx <= f["box"][2] and f["box"][1] <= cy <= f["box"][3]
+            for f in r["faces"]
+        )
+    return count
+
+
 @pytest.mark.parametrize("degrees", [90, 270])
 def test_phone_video_with_display_rotation_is_restored_and_plays_upright(
     tmp_path, masked_portrait_clip, reference, degrees
@@ -193,16 +209,17 @@ def test_phone_video_with_display_rotation_is_restored_and_plays_upright(
 def test_rotated_stage_clip_finds_masked_faces_as_upright(tmp_path):
     """A phone-style clip (the stage clip with synthetic masks, stored turned with a display
     matrix): masked faces are found in at least 90% as many frames as on the same clip
-    upright. The keyframe work and detection run in the frame loop (synchronous, no detecting
-    ahead), so the two counts do not depend on this machine's load (bench/rotation.py
-    measures the whole command)."""
+    upright, counting only frames where the face judged masked wears the covering. The
+    keyframe work and detection run in the frame loop (synchronous, no detecting ahead), so
+    the two counts do not depend on this machine's load (bench/rotation.py measures the whole
+    command)."""
     from lostface.config import load_settings
     from lostface.factory import build_stages
     from lostface.runner import process_video
     from tests.conftest import shared_path
     from tests.live_helpers import masked_stage_clip
 
-    masked, _, _ = masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90, False)
+    masked, covered, _ = masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90, False)
     upright = write_clip(tmp_path / "upright.mp4", masked, rate=30)
     stored = [np.ascontiguousarray(np.rot90(f, 1)) for f in masked]
     phone = write_clip(tmp_path / "phone.mp4", stored, rate=30, rotation=-90)
@@ -212,9 +229,11 @@ def test_rotated_stage_clip_finds_masked_faces_as_upright(tmp_path):
         tracks = tmp_path / f"{name}.jsonl"
         out = tmp_path / f"{name}_out.mp4"
         process_video(src, out, settings, build_stages(settings), tracks, synchronous=True)
-        counts[name] = _masked_frames(tracks)
+        counts[name] = _masked_on_the_covering(tracks, covered)
         assert (probe(out)["width"], probe(out)["height"]) == (640, 360)
-    assert counts["upright"] >= 45
+    # frames whose masked face is the one wearing the synthetic covering (in the dark crowd
+    # shot the covering hops between faces; an open face judged covered there does not count)
+    assert counts["upright"] >= 35
     assert counts["phone"] >= 0.9 * counts["upright"], counts
 
 

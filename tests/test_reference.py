@@ -21,7 +21,7 @@ from lostface.frame import CoverMask
 from lostface.restore import align
 from lostface.restore.fill import NeutralFill
 from lostface.restore.reference import ReferenceBank, ReferenceRestorer, read_image
-from lostface.restore.regions import lower_face_mask
+from lostface.restore.regions import lower_face_mask, upper_skin_mask
 from lostface.tracking.detectors import CenterFaceDetector
 from tests.conftest import shared_path
 
@@ -428,3 +428,138 @@ def test_eye_fit_keeps_right_landmarks_and_ignores_a_face_without_eyes(
     noise = np.random.default_rng(0).integers(0, 255, face.shape, dtype=np.uint8)
     assert fit_eyes(noise, warped) is None
     assert fit_eyes(face, np.full_like(face, 128)) is None  # a flat reference: nothing to fit
+
+
+@pytest.mark.parametrize("covering_bgr", [(60, 170, 40), (170, 90, 30)])  # green, blue
+def test_neutral_fill_takes_no_colour_from_the_covering(
+    covering_bgr: tuple[int, int, int], astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """A green or blue covering leaves no green or blue face: the fill's chroma (Lab a, b)
+    is the visible skin's, although the border it inpaints from holds the covering's rim."""
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    m = align.to_canonical(lm5)
+    face = align.warp_to_canonical(astronaut_bgr, m)
+    hard = lower_face_mask() > 0
+    face[hard] = covering_bgr
+    # the segmented region stops short of the covering's edge: a rim of it is in the border
+    inner = cv2.erode(hard.astype(np.uint8), np.ones((7, 7))) > 0
+    painted, _ = NeutralFill().restore(face, cover_from_hard(inner), align.apply(m, lm5))
+    lab = cv2.cvtColor(painted, cv2.COLOR_BGR2Lab).astype(np.float32)
+    skin = np.median(
+        cv2.cvtColor(face, cv2.COLOR_BGR2Lab).astype(np.float32)[upper_skin_mask() > 0], axis=0
+    )
+    core = cv2.erode(inner.astype(np.uint8), np.ones((15, 15))) > 0
+    chroma = np.median(lab[core], axis=0)[1:]
+    assert np.linalg.norm(chroma - skin[1:]) < 3.0, (chroma, skin)
+
+
+def _identity_photo(person: str, k: int) -> np.ndarray:
+    img = cv2.imread(str(shared_path("identity", person, f"{person}{k}.jpg")))
+    s = 800 / max(img.shape[:2])
+    return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
+
+
+def _masked_job(detector: CenterFaceDetector, track_id: int, person: str, k: int):
+    from lostface.restore.painter import PaintJob
+    from lostface.synthetic import draw_mask
+
+    img = _identity_photo(person, k)
+    det = detector.detect(img)
+    i = int(np.argmax(det.scores))
+    masked = draw_mask(img, det.landmarks[i][:5], "surgical", rng=0).image
+    job = PaintJob.from_frame(track_id, 0, masked, det.landmarks[i])
+    assert job is not None
+    return job
+
+
+def test_identity_gate_paints_each_person_from_their_own_photos(
+    detector: CenterFaceDetector,
+) -> None:
+    """Named references: each masked face is painted from the photos of the person whose
+    visible upper face it matches (both wearing the same neutral covering), never from the
+    other person's; a face that matches nobody gets the neutral fill."""
+    pytest.importorskip("dlib")
+    from lostface.config import load_settings
+    from lostface.registry import build_painter
+
+    refs = [f"{p}={shared_path('identity', p, p + '1.jpg')}" for p in ("obama", "biden")]
+    painter = build_painter(load_settings(), ReferenceBank.from_paths(refs, detector))
+    strict = build_painter(
+        load_settings(overrides=["restore.identity_match=0.1", "restore.identity_keep=0.15"]),
+        ReferenceBank.from_paths(refs, detector),
+    )
+    for tid, (person, k) in enumerate((("obama", 2), ("obama", 3), ("biden", 2))):
+        job = _masked_job(detector, tid, person, k)
+        for _ in range(2):  # two keyframes of one track
+            out = painter.paint(job)
+        assert out.covered and out.patch is not None
+        assert (out.identity, out.patch.reference) == (person, person), (person, k)
+        # nobody matches under a threshold no face meets: the fill, no reference
+        alone = strict.paint(job)
+        assert alone.patch is not None and (alone.identity, alone.patch.reference) == (None, None)
+
+
+class _Counting(ReferenceRestorer):
+    """The reference restorer, counting the keyframes it painted per face since the face was
+    last forgotten (as a diffusion engine keeps latents per face)."""
+
+    def __init__(self, bank: ReferenceBank) -> None:
+        super().__init__(bank, RestoreSettings())
+        self.state: dict[int, int] = {}
+
+    def restore(self, face, cover, landmarks, track_id=None, person=None):
+        if track_id is not None:
+            self.state[track_id] = self.state.get(track_id, 0) + 1
+        return super().restore(face, cover, landmarks, track_id, person)
+
+    def forget(self, track_id: int) -> None:
+        self.state.pop(track_id, None)
+
+
+def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
+    detector: CenterFaceDetector,
+) -> None:
+    """When the identity gate gives a track another person, the painter's engines forget that
+    track before it is painted again (per-face state holds the old person's mouth); once a
+    track's person is decided, the gate looks at it only on every few keyframes."""
+    pytest.importorskip("dlib")
+    from lostface.config import load_settings
+    from lostface.registry import build_painter
+    from lostface.restore.identity import IdentityGate
+
+    refs = [f"{p}={shared_path('identity', p, p + '1.jpg')}" for p in ("obama", "biden")]
+    bank = ReferenceBank.from_paths(refs, detector)
+    eng = _Counting(bank)
+    painter = build_painter(load_settings(), bank, restorer=eng)
+    assert painter.gate is not None and sorted(painter.gate.people) == ["biden", "obama"]
+    painter.gate = IdentityGate(bank.people(), settle=2, every=3)
+    obama, biden = _masked_job(detector, 7, "obama", 2), _masked_job(detector, 7, "biden", 2)
+    # live (look_later): a new face is painted at once with the neutral fill, before the gate
+    # has looked at it
+    painter.look_later = True
+    first = painter.paint(obama)
+    assert first.patch is not None and (first.identity, first.patch.reference) == (None, None)
+    assert painter.gate.looks == 0
+    for _ in range(6):
+        out = painter.paint(obama)
+        assert (out.identity, out.patch.reference if out.patch else "") == ("obama", "obama")
+    # 2 looks to settle, then one on the 3rd keyframe after: 3 embeddings for 6 keyframes; the
+    # fill's state was forgotten when the face was found to be obama
+    assert painter.gate.looks == 3 and eng.state[7] == 6
+    # another person takes the track: it stays obama's until the gate is sure, then is
+    # forgotten and painted afresh from biden's photo
+    seen = []
+    for _ in range(40):
+        out = painter.paint(biden)
+        seen.append((out.identity, eng.state[7]))
+        if out.identity != "obama":
+            break
+    assert seen[-1] == ("biden", 1), seen
+    assert all(who == "obama" for who, _ in seen[:-1]) and len(seen) > 1
+    # a live session's gate: the same people's embeddings, none of this gate's decisions
+    session = painter.gate.fresh(["obama"])
+    assert session.people == ["obama"] and session.looks == 0
+    face = align.warp_to_canonical(obama.pixels, obama.local_to_canonical)
+    assert session.observe(7, face) == "obama" and session.looks == 1
+    assert painter.gate.observe(7, face) == "biden"  # the painter's gate kept its own decision

@@ -159,13 +159,14 @@ def test_real_unmasked_photos_are_not_covered(detector, segmenter: GeometrySegme
 
 
 def test_low_light_faces_are_not_covered(detector, segmenter: GeometrySegmenter) -> None:
-    """A dim photo with hair over the forehead, and a real photo darkened to a third."""
+    """A dim photo with hair over the forehead, and real photos darkened to a third: open faces
+    stay open; a black covering is found on them, unless a face is left too dark to judge."""
     image = cv2.imread(str(shared_path("groups", "single_dark.jpg")))
     lms = faces(detector, image)
     assert lms
     for lm in lms:
         assert not segmenter.segment(warp_to_canonical(image, to_canonical(lm))).covered
-    checked = 0
+    checked = judged = too_dark = 0
     for path in sample("unmasked", 8):
         photo = cv2.imread(str(path))
         lm = faces(detector, photo)[0]
@@ -176,8 +177,13 @@ def test_low_light_faces_are_not_covered(detector, segmenter: GeometrySegmenter)
         dim = (photo.astype(np.float32) * 0.3).astype(np.uint8)
         assert not segmenter.segment(warp_to_canonical(dim, m)).covered, path.name
         syn = draw_mask(dim, lm, "cloth", rng=1, variant="black")
-        assert segmenter.segment(warp_to_canonical(syn.image, m)).covered, path.name
-    assert checked >= 6
+        cover = segmenter.segment(warp_to_canonical(syn.image, m))
+        if cover.score == 0.0:
+            too_dark += 1  # no light or detail left to judge by: left as it is
+            continue
+        assert cover.covered, path.name
+        judged += 1
+    assert checked >= 6 and judged >= 5 and too_dark <= 1
 
 
 def test_group_photo_masked_people_are_covered(detector, segmenter: GeometrySegmenter) -> None:
@@ -281,3 +287,56 @@ def test_masks_on_turned_faces_in_real_footage_are_found(
         assert cover.covered, (i, cover.score)
         ious.append(iou(cover.hard, truth))
     assert min(ious) > 0.5 and np.mean(ious) > 0.8, ious
+
+
+def _zones_painted(face: np.ndarray, zones: list[int], colour=(40, 40, 40)) -> np.ndarray:
+    """The face with some of the presence zones (0 left cheek, 1 right cheek, 2 chin) painted
+    over with a flat, dark colour: a microphone or a hand held in front of part of the face."""
+    from lostface.restore.segment import _SCORE_ZONES
+
+    out = face.copy()
+    for k in zones:
+        cv2.fillPoly(out, [cv2.convexHull(_SCORE_ZONES[k]) * 1], colour)
+        # reach a little beyond the zone, as a real object does
+        x, y, w, h = cv2.boundingRect(_SCORE_ZONES[k])
+        cv2.rectangle(out, (x - 6, y - 6), (x + w + 6, y + h + 6), colour, -1)
+    return out
+
+
+def test_an_object_over_part_of_the_lower_face_is_not_a_covering(
+    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
+) -> None:
+    """A covering hides both cheeks beside the nose; a microphone with the hand holding it
+    over the chin and one cheek leaves the other cheek's skin showing, and is no covering."""
+    lm = faces(detector, astronaut_bgr)[0]
+    m = to_canonical(lm)
+    face = warp_to_canonical(astronaut_bgr, m)
+    landmarks = (m[:, :2] @ lm[:5].T).T + m[:, 2]
+    for zones in ([0, 2], [1, 2], [2]):
+        assert not segmenter.segment(_zones_painted(face, zones), landmarks).covered, zones
+    # the same object over all three zones is judged covered: the rule still sees coverings
+    assert segmenter.segment(_zones_painted(face, [0, 1, 2]), landmarks).covered
+
+
+def test_dark_or_blurred_faces_are_judged_by_colour_alone(
+    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
+) -> None:
+    """When the visible upper face shows little (dark, defocused), shadow and blur cannot be
+    told from a covering by lightness or edges: an open face is left as it is, and a face so
+    dark that no colour shows is not judged at all; a covering of another colour than the
+    skin is still found on a defocused face (a masked face in a dim crowd)."""
+    lm = faces(detector, astronaut_bgr)[0]
+    m = to_canonical(lm)
+    face, _ = synthetic_case(astronaut_bgr, lm, "surgical", seed=0)
+    assert segmenter.segment(face).covered
+    dark = (face.astype(np.float32) * 0.12).astype(np.uint8)
+    cover = segmenter.segment(dark)
+    assert not cover.covered and not cover.hard.any() and cover.score == 0.0
+    blue = draw_mask(astronaut_bgr, lm, "surgical", rng=0, variant="light_blue").image
+    blurred = cv2.GaussianBlur(warp_to_canonical(blue, m), (0, 0), 14.0)
+    assert segmenter.segment(blurred).covered
+    for k in (0.12, 0.4):
+        shade = (astronaut_bgr.astype(np.float32) * k).astype(np.uint8)
+        for f in (shade, cv2.GaussianBlur(shade, (0, 0), 14.0)):
+            cover = segmenter.segment(warp_to_canonical(f, m))
+            assert not cover.covered and not cover.hard.any(), k

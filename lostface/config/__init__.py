@@ -10,6 +10,7 @@ command line saves beside every output.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -34,6 +35,13 @@ class DetectSettings:
     device: str = "cpu"  # yolov8: cpu | cuda | cuda:0 ...
     half: bool = False  # yolov8: half-precision inference (on a cuda device only)
     threads: int = 1  # detector threads (0 = all cores); decode and encode use the other core
+    # centerface: also look for faces too small for input_size (the frame enlarged twice on
+    # every small_every-th detection, and passes at small_region pixels around the small faces
+    # found in between; bench/small_faces.py). Off by default: it costs more than the 640x360
+    # throughput target leaves on a 2-core CPU
+    small_faces: bool = False
+    small_every: int = 4
+    small_region: int = 256
 
 
 @dataclass
@@ -81,18 +89,30 @@ class MaskSettings:
     sam_min_iou: float = 0.75
     sam_min_agreement: float = 0.5
     sam_reach: int = 12  # sam: canonical pixels its region may reach beyond the embedded one
+    # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
+    # judge and are left as they are
+    min_face: float = 36.0
 
 
 @dataclass
 class RestoreSettings:
     # reference (embedded; the neutral fill when no reference is given) | neutral | diffusion
     engine: str = "reference"
-    references: list[str] = field(default_factory=list)  # photos or folders of the person
+    # photos or folders of people: PATH (one unnamed person) or NAME=PATH (repeat a name's
+    # photos in a folder)
+    references: list[str] = field(default_factory=list)
     # diffusion: a trained identity (`lostface identity train`) to paint the person with
     identity: str = ""
     # refuse a reference photo whose face the segmenter (mask.engine) judges covered (from a
     # folder: skip it with a warning); such a photo would paint the covering back on
     check_references: bool = True
+    # reference: paint a face from a person's references only when its visible upper face
+    # matches theirs (dlib distance, both wearing the same neutral covering, averaged over the
+    # track's keyframes): taken below identity_match, kept below identity_keep; a face that
+    # matches nobody gets the neutral fill
+    identity_gate: bool = True
+    identity_match: float = 0.58
+    identity_keep: float = 0.63
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a
@@ -186,6 +206,14 @@ class IdentitySettings:
 
 
 @dataclass
+class BatchSettings:
+    """`lostface batch`: long files are cut into segments processed in parallel."""
+
+    segment_seconds: float = 60.0  # cut at the keyframe nearest each multiple (0: never cut)
+    overlap_seconds: float = 3.0  # a segment's pipeline starts this much before it (warm-up)
+
+
+@dataclass
 class VideoSettings:
     codec: str = "auto"  # auto: H.264 (VP9 in .webm), or any PyAV encoder name
     preset: str = "veryfast"
@@ -218,6 +246,15 @@ class LiveSettings:
     tls_key: str = ""  # serve: PEM private key of tls_cert
     max_sessions: int = 2  # serve: concurrent WebRTC sessions; more get 503
     max_offer_bytes: int = 65536  # serve: larger POST /offer bodies get 413
+    connect_timeout: float = 15.0  # serve: seconds a new peer has to connect, else it is let go
+    # serve: seconds a connected peer has to send its first frame (a silent one holds a slot)
+    first_frame_timeout: float = 10.0
+    idle_timeout: float = 10.0  # serve: seconds without a frame after which a peer has vanished
+    # serve: Host names besides the bound address (and localhost on loopback) the server
+    # answers to; any other name is refused (DNS rebinding)
+    allowed_hosts: list[str] = field(default_factory=list)
+    # serve: web origins (https://app.example.org) besides the page's own allowed to POST /offer
+    allowed_origins: list[str] = field(default_factory=list)
     ice_servers: list[str] = field(default_factory=list)  # stun:/turn: URLs; empty = none
     ice_username: str = ""  # turn: credentials
     ice_credential: str = ""
@@ -258,6 +295,7 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
@@ -266,6 +304,9 @@ class Settings:
 
 PRESETS = ("cpu", "gpu")
 _ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+MIN_TOKEN_LENGTH = 16
+_ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+_HOST_NAME = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)$")
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -382,6 +423,21 @@ def load_settings(
     return settings
 
 
+def settings_from_toml(text: str) -> Settings:
+    """Settings from a resolved configuration's TOML (dump_toml's output, e.g. sent to a batch
+    worker): every key over the defaults, checked as load_settings checks them."""
+    settings = Settings()
+    try:
+        _merge(settings, tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Settings are not valid TOML ({exc}).") from None
+    validate(settings)
+    from lostface.registry import check_engines
+
+    check_engines(settings)
+    return settings
+
+
 def validate(s: Settings) -> None:
     """Range checks that types alone do not catch."""
     checks = [
@@ -418,6 +474,10 @@ def validate(s: Settings) -> None:
         (s.diffusion.guidance >= 1.0, "diffusion.guidance must be 1 or more"),
         (s.identity.steps >= 1 and s.identity.batch >= 1, "identity.steps, batch must be 1+"),
         (s.identity.rank >= 1, "identity.rank must be 1 or more"),
+        (
+            s.batch.segment_seconds >= 0 and s.batch.overlap_seconds >= 0,
+            "batch.segment_seconds and batch.overlap_seconds must be 0 or more",
+        ),
         (s.identity.learning_rate > 0, "identity.learning_rate must be positive"),
         (
             128 <= s.identity.size <= 1024 and s.identity.size % 64 == 0,
@@ -437,6 +497,25 @@ def validate(s: Settings) -> None:
         (1 <= s.live.port <= 65535, "live.port must lie between 1 and 65535"),
         (s.live.max_sessions >= 1, "live.max_sessions must be 1 or more"),
         (s.live.max_offer_bytes >= 1024, "live.max_offer_bytes must be 1024 or more"),
+        (
+            min(s.live.connect_timeout, s.live.first_frame_timeout, s.live.idle_timeout) > 0,
+            "live.connect_timeout, first_frame_timeout and idle_timeout must be positive",
+        ),
+        (
+            not s.live.token or len(s.live.token) >= MIN_TOKEN_LENGTH,
+            f"live.token (--token) has {len(s.live.token)} characters and must have "
+            f"{MIN_TOKEN_LENGTH} or more (a short secret can be guessed); make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))'",
+        ),
+        (
+            all(_HOST_NAME.match(h) for h in s.live.allowed_hosts),
+            'live.allowed_hosts must hold bare host names or addresses, e.g. ["mybox.lan"]',
+        ),
+        (
+            all(_ORIGIN.match(o) for o in s.live.allowed_origins),
+            'live.allowed_origins must hold origins such as "https://app.example.org" '
+            "(scheme, host and optional port; no path)",
+        ),
         (
             s.live.camera_width > 0 and s.live.camera_height > 0 and s.live.camera_fps > 0,
             "live.camera_width, camera_height and camera_fps must be positive",

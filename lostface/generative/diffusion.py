@@ -131,8 +131,9 @@ class DiffusionRestorer(Restorer):
         cover: CoverMask,
         landmarks: np.ndarray,
         track_id: int | None = None,
+        person: str | None = None,
     ) -> tuple[np.ndarray, str | None]:
-        return self.restore_many([RestoreItem(face, cover, landmarks, track_id)])[0]
+        return self.restore_many([RestoreItem(face, cover, landmarks, track_id, person)])[0]
 
     def restore_many(self, items: Sequence[RestoreItem]) -> list[tuple[np.ndarray, str | None]]:
         """Paint several faces; faces that start from the same noise level share one batch."""
@@ -156,7 +157,7 @@ class DiffusionRestorer(Restorer):
         if state is not None and state.latents is not None and s.temporal == "reuse":
             return _Job(index, item, state, s.reuse_strength, None)
         if s.init == "reference" and self.guide is not None and s.init_strength < 1.0:
-            start, _ = self.guide.restore(item.face, item.cover, item.landmarks)
+            start, _ = self.guide.restore(item.face, item.cover, item.landmarks, person=item.person)
             return _Job(index, item, state, s.init_strength, start)
         return _Job(index, item, state, 1.0, None)
 

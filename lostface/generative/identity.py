@@ -124,24 +124,18 @@ class _Parts:
 
 
 def _load_base(settings: Settings) -> _Parts:
-    from diffusers import StableDiffusionInpaintPipeline
-
-    from lostface.generative.loading import _quiet_libraries, check_inpaint_folder, choose_device
+    from lostface.generative.loading import (
+        check_inpaint_folder,
+        choose_device,
+        open_inpaint_pipeline,
+    )
     from lostface.models import resolve
 
     device, dtype = choose_device(settings.models)
     folder = resolve(settings, "models.inpaint")
     check_inpaint_folder(folder)
-    _quiet_libraries()
     try:
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            str(folder),
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-        )
+        pipe = open_inpaint_pipeline(folder, dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(
             f"Could not load models.inpaint {folder} ({type(exc).__name__}); check it with "
@@ -165,14 +159,9 @@ def _check_token(pipe: Any, token: str) -> None:
 
 
 def _embed(pipe: Any, prompt: str) -> torch.Tensor:
-    ids = pipe.tokenizer(
-        prompt,
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(pipe.device)
-    return pipe.text_encoder(ids)[0]
+    from lostface.generative.loading import encode_prompt
+
+    return encode_prompt(pipe.tokenizer, pipe.text_encoder, prompt, pipe.device)
 
 
 def _add_lora(module: Any, rank: int, targets: list[str], name: str) -> list[torch.nn.Parameter]:
@@ -241,6 +230,16 @@ def _loss_on(pipe: Any, held: list[tuple], text: torch.Tensor, sched: Any, parts
             pred = pipe.unet(inp, t, encoder_hidden_states=text).sample
             losses.append(float(torch.nn.functional.mse_loss(pred.float(), target.float())))
     return float(np.mean(losses))
+
+
+def _step(optimizer: Any, loss: torch.Tensor, losses: list[float], bar: Any) -> None:
+    """One optimiser step, the loss recorded and shown (its running mean) on the bar."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    losses.append(float(loss.detach()))
+    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    bar.update(1)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -334,12 +333,7 @@ def train_identity(
                     pipe.unet.enable_adapters()
                 mine = pipe.unet(inp, t, encoder_hidden_states=cls).sample
                 loss = loss + torch.nn.functional.mse_loss(mine.float(), keep.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        bar.update(1)
+        _step(optimizer, loss, losses, bar)
     bar.close()
     seconds = time.perf_counter() - t0
     after = _loss_on(
@@ -526,13 +520,8 @@ def distill_identity(
                     inp_s, s_prev, encoder_hidden_states=cond.expand(n, -1, -1)
                 ).sample.float()
             target = c_skip_s * x_s + c_out_s * _x0(ps, x_s, a_s, kind)
-        loss = (torch.sqrt((mine - target) ** 2 + 1e-6) - 1e-3).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        bar.update(1)
+        loss = (torch.sqrt((mine - target) ** 2 + 1e-6) - 1e-3).mean()  # Huber
+        _step(optimizer, loss, losses, bar)
     bar.close()
     tmp = Path(tempfile.mkdtemp(prefix=".lcm-", dir=ident.folder))
     try:

@@ -341,6 +341,18 @@ def load_upscale(settings: Settings) -> UpscaleModel:
         return _LOADED[key]
 
 
+def encode_prompt(tokenizer: Any, text_encoder: Any, prompt: str, device: Any) -> torch.Tensor:
+    """The text encoder's last hidden states for a prompt padded to the tokenizer's length."""
+    ids = tokenizer(
+        prompt,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    return text_encoder(ids)[0]
+
+
 @dataclass
 class InpaintModel:
     """A loaded SD inpainting model (LCM-LoRA fused when one is given), shared by every
@@ -370,15 +382,9 @@ class InpaintModel:
     def prompt_embeds(self, prompt: str) -> torch.Tensor:
         """The text encoder's output for a prompt, computed once per prompt (call under lock)."""
         if prompt not in self._prompts:
-            ids = self.tokenizer(
-                prompt,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
             with torch.inference_mode():
-                self._prompts[prompt] = self.text_encoder(ids)[0].to(self.dtype)
+                embeds = encode_prompt(self.tokenizer, self.text_encoder, prompt, self.device)
+                self._prompts[prompt] = embeds.to(self.dtype)
         return self._prompts[prompt]
 
 
@@ -441,12 +447,25 @@ def _quiet_libraries() -> None:
             lib.utils.logging.set_verbosity_error()
 
 
-def _load(
-    folder: Path, loras: list[_Lora], device: torch.device, dtype: torch.dtype, name: str
-) -> InpaintModel:
+def open_inpaint_pipeline(folder: Path, dtype: torch.dtype) -> Any:
+    """The diffusers inpainting pipeline of a checked folder, from local files only, without a
+    safety checker (what is painted is a face's own lower half)."""
     from diffusers import StableDiffusionInpaintPipeline
 
     _quiet_libraries()
+    return StableDiffusionInpaintPipeline.from_pretrained(
+        str(folder),
+        dtype=dtype,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+    )
+
+
+def _load(
+    folder: Path, loras: list[_Lora], device: torch.device, dtype: torch.dtype, name: str
+) -> InpaintModel:
     for lora in loras:
         problems = lora_problems(lora.path, folder)
         if problems:
@@ -456,14 +475,7 @@ def _load(
             )
     log.info("Loading %s on %s (%s) ...", name, device, str(dtype).replace("torch.", ""))
     try:
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            str(folder),
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-        )
+        pipe = open_inpaint_pipeline(folder, dtype)
         if loras:
             for lora in loras:
                 pipe.load_lora_weights(str(lora.path), adapter_name=lora.adapter)

@@ -1,8 +1,9 @@
 """Neutral fill: a plausible skin-toned lower face when no reference photo of the person exists.
 
-Classical and cheap: inpaint the covered region from its border, smooth it (inpainting
-streaks look worse than a soft face), and pull its colour to the visible skin so bits of
-the mask that leaked into the border do not tint the fill.
+Classical and cheap: inpaint the covered region from its border for its shading, smooth it
+(inpainting streaks look worse than a soft face), and take its colour (Lab a, b) from the
+face's own visible skin alone: the border also holds the covering's rim, and a green or blue
+covering must not leave a green or blue face.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class NeutralFill(Restorer):
     """Restorer (see lostface.stages) that paints a smooth skin-toned fill; reference None."""
 
     def __init__(
-        self, chroma_pull: float = 0.7, blur_sigma: float = 3.0, light_pull: float = 0.5
+        self, chroma_pull: float = 1.0, blur_sigma: float = 3.0, light_pull: float = 0.5
     ) -> None:
         self.chroma_pull = chroma_pull
         self.blur_sigma = blur_sigma
@@ -33,6 +34,7 @@ class NeutralFill(Restorer):
         cover: CoverMask,
         landmarks: np.ndarray,
         track_id: int | None = None,
+        person: str | None = None,
     ) -> tuple[np.ndarray, str | None]:
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:
@@ -55,7 +57,7 @@ class NeutralFill(Restorer):
 def neutral_fill(
     face: np.ndarray,
     support: np.ndarray,
-    chroma_pull: float = 0.7,
+    chroma_pull: float = 1.0,
     blur_sigma: float = 3.0,
     light_pull: float = 0.0,
     lightness: float | None = None,
@@ -77,7 +79,7 @@ def neutral_fill(
     skin_sel = (upper_skin_mask() > 0) & (support == 0)
     if int(skin_sel.sum()) >= 32:
         skin = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[skin_sel]
-        mu = skin.mean(0)
+        mu = np.median(skin, axis=0)  # hair, glasses or a fringe in the sample do not drag it
         if lightness is not None:
             mu[0] = lightness
         lab[..., 1:] = (1 - chroma_pull) * lab[..., 1:] + chroma_pull * mu[1:]

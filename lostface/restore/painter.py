@@ -10,10 +10,13 @@ face's own pixels at the frame's resolution, not an aligned crop, so an upscaler
 pixels; the painter aligns them to the canonical crop (restore.align) where segmenters and
 restorers work, and where the patch lives until the compositor carries it onto later frames.
 
-The painter keeps one thing per face: its last covered/not-covered decision, which the
-segmenter starts from (a borderline face does not flip between painted and untouched).
-Engines keep their own per-face state (a diffusion restorer's latents), dropped by
-`forget(track_id)`, by `reset()`, and on a scene cut.
+The painter keeps two decisions per face: whether it is covered, which the segmenter starts
+from (a borderline face does not flip between painted and untouched), and, with named
+references, which person it is (lostface.restore.identity: the gate looks at a covered face's
+visible upper face). A face that matches nobody is painted without anyone's photo. When a
+face's person changes, the engines forget that face (a diffusion restorer's latents hold the
+old person's mouth). Engines keep their own per-face state, dropped by `forget(track_id)`, by
+`reset()`, and on a scene cut.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from lostface.frame import CoverMask, Patch
 from lostface.restore import align
 from lostface.restore.compositor import skin_mean
-from lostface.stages import RestoreItem, Restorer, Segmenter, Upscaler
+from lostface.stages import NOBODY, RestoreItem, Restorer, Segmenter, Upscaler
+
+if TYPE_CHECKING:
+    from lostface.restore.identity import IdentityGate
 
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
+_FACE_SHARE = 0.65  # a face box's width over its canonical crop's span (median on real photos)
 
 
 @dataclass(slots=True)
@@ -103,6 +110,12 @@ def _through_upscale(m: np.ndarray, k: float) -> np.ndarray:
     return out
 
 
+def _too_small() -> CoverMask:
+    """The decision for a face too small to judge: not covered, nothing to paint."""
+    empty = np.zeros(align.CANON_SHAPE, np.float32)
+    return CoverMask(False, empty, empty > 0, 0.0)
+
+
 @dataclass(slots=True)
 class Painted:
     """What a keyframe found: whether the face is covered, the evidence, and the patch
@@ -116,6 +129,7 @@ class Painted:
     patch: Patch | None
     cover: CoverMask | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    identity: str | None = None  # the reference person the face was found to be
 
 
 @dataclass(slots=True)
@@ -139,9 +153,11 @@ class Painter:
     """Paints keyframes: align -> upscale (small faces) -> segment -> restore -> Patch.
 
     upscale_below: faces whose canonical crop spans fewer frame pixels than this (its width)
-    are handed to the upscaler first. marker: when given, every painted patch carries its
-    invisible watermark (computed here, on the keyframe worker's thread; the compositor only
-    adds it), over the whole face crop.
+    are handed to the upscaler first. min_face: faces narrower than this (frame pixels, from
+    the alignment's scale) are too small to judge: they are left as they are, never segmented.
+    gate: tells the reference people apart (None: no references, or no identity sought).
+    marker: when given, every painted patch carries its invisible watermark (computed here, on
+    the keyframe worker's thread; the compositor only adds it), over the whole face crop.
     """
 
     def __init__(
@@ -151,26 +167,44 @@ class Painter:
         restorer: Restorer,
         *,
         upscale_below: float = 0.0,
+        min_face: float = 0.0,
+        gate: IdentityGate | None = None,
         marker: Marker | None = None,
     ) -> None:
         self.segmenter = segmenter
         self.marker = marker
         self.upscaler = upscaler
         self.restorer = restorer
+        self.gate = gate
         self.upscale_below = float(upscale_below)
+        self.min_face = float(min_face)
         self._covered: dict[int, bool] = {}
+        self._person: dict[int, str | None] = {}
+        # live sources (no delay line to hide a keyframe's time): a new face's first keyframe
+        # is painted before the identity gate looks at it (stream.live.live_pipeline sets it)
+        self.look_later = False
 
     def paint(self, job: PaintJob) -> Painted:
         return self.paint_many([job])[0]
+
+    def judge(self, job: PaintJob) -> Painted:
+        """Whether the face wears a covering, and the evidence, without painting it
+        (`lostface detect --json`, benchmarks of the decision)."""
+        a = self._segment(job)
+        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
 
     def paint_many(self, jobs: Sequence[PaintJob]) -> list[Painted]:
         """Paint several faces; the restorer gets the covered ones in one call (a GPU
         engine batches them)."""
         aligned = [self._segment(job) for job in jobs]
         todo = [a for a in aligned if a.cover.covered]
+        people = [self._identify(a) for a in todo]
         t0 = time.perf_counter()
         painted = self.restorer.restore_many(
-            [RestoreItem(a.face, a.cover, a.landmarks, a.job.track_id) for a in todo]
+            [
+                RestoreItem(a.face, a.cover, a.landmarks, a.job.track_id, person)
+                for a, person in zip(todo, people, strict=True)
+            ]
         )
         share = (time.perf_counter() - t0) / max(1, len(todo))
         patches = {}
@@ -200,14 +234,36 @@ class Painter:
                 patches.get(id(a)),
                 a.cover,
                 a.seconds,
+                self._person.get(a.job.track_id) if a.cover.covered else None,
             )
             for a in aligned
         ]
 
+    def _identify(self, a: _Aligned) -> str | None:
+        """The reference person of a covered face (NOBODY: none matches; None: no gate); a
+        face whose person changed is forgotten by the engines first."""
+        if self.gate is None:
+            return None
+        t0 = time.perf_counter()
+        tid = a.job.track_id
+        if self.look_later and tid not in self._person:
+            # live: a new face is painted at once with the neutral fill; whose face it is, is
+            # asked from its next keyframe on (on a CPU the look costs more than the painting)
+            self._person[tid] = None
+            return NOBODY
+        person = self.gate.observe(tid, a.face)
+        if tid in self._person and self._person[tid] != person:
+            self._forget_engines(tid)
+        self._person[tid] = person
+        a.seconds["identity"] = time.perf_counter() - t0
+        return NOBODY if person is None else person
+
     def _segment(self, job: PaintJob) -> _Aligned:
         t0 = time.perf_counter()
         if job.scene_cut:
-            self._forget_engines(job.track_id)  # a new shot: nothing carries over but the id
+            # a new shot: nothing carries over but the id (whose face it is, is asked afresh)
+            self._forget_engines(job.track_id)
+            self._forget_person(job.track_id)
         m = job.local_to_canonical
         pixels = job.pixels
         factor = self._upscale_factor(m)
@@ -218,7 +274,10 @@ class Painter:
         t1 = time.perf_counter()
         face = align.warp_to_canonical(pixels, m)
         landmarks = align.apply(job.to_canonical, job.landmarks[:5]).astype(np.float32)
-        cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
+        if _FACE_SHARE * align.CANON_SIZE / align.scale_of(job.to_canonical) < self.min_face:
+            cover = _too_small()
+        else:
+            cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:
@@ -236,13 +295,22 @@ class Painter:
         for engine in (self.segmenter, self.upscaler, self.restorer):
             engine.forget(track_id)
 
+    def _forget_person(self, track_id: int) -> None:
+        self._person.pop(track_id, None)
+        if self.gate is not None:
+            self.gate.forget(track_id)
+
     def forget(self, track_id: int) -> None:
-        """The face's track ended: drop its decision and the engines' state for it."""
+        """The face's track ended: drop its decisions and the engines' state for it."""
         self._covered.pop(track_id, None)
+        self._forget_person(track_id)
         self._forget_engines(track_id)
 
     def reset(self) -> None:
         self._covered.clear()
+        self._person.clear()
+        if self.gate is not None:
+            self.gate.reset()
         for engine in (self.segmenter, self.upscaler, self.restorer):
             engine.reset()
 

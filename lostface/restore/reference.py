@@ -78,6 +78,7 @@ class Reference:
     skin_mean: np.ndarray
     skin_std: np.ndarray
     mirrored: bool = False
+    person: str = ""  # whose photo: the NAME of --reference NAME=PATH, else the PATH given
 
     def mirror(self) -> Reference:
         """The horizontally flipped reference (covers the opposite head turn)."""
@@ -94,6 +95,7 @@ class Reference:
             skin_mean=self.skin_mean.copy(),
             skin_std=self.skin_std.copy(),
             mirrored=True,
+            person=self.person,
         )
 
 
@@ -237,7 +239,12 @@ class ReferenceBank:
         """Already decoded photos as (name, BGR uint8 image) pairs."""
         if not images:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
-        return cls([cls.from_image(name, img, detector, segmenter) for name, img in images])
+        refs = []
+        for name, img in images:
+            ref = cls.from_image(name, img, detector, segmenter)
+            ref.person = name
+            refs.append(ref)
+        return cls(refs)
 
     def merged(self, other: ReferenceBank) -> ReferenceBank:
         return ReferenceBank(self.references + other.references)
@@ -249,7 +256,8 @@ class ReferenceBank:
         detector: Detector,
         segmenter: Segmenter | None = None,
     ) -> ReferenceBank:
-        """Files or folders of photos; the largest face of each one becomes a reference.
+        """Files or folders of photos, each PATH or NAME=PATH (parse_references); the largest
+        face of each photo becomes a reference of that person.
 
         segmenter: judges each face; a covered one is refused when named on its own, and
         skipped with a warning when it comes from a folder (the folder's others are used)."""
@@ -257,19 +265,23 @@ class ReferenceBank:
             raise InputError("No reference photo was given; pass at least one unmasked photo.")
         refs: list[Reference] = []
         skipped: list[str] = []
-        for f, in_folder in cls.expand(paths):
-            try:
-                refs.append(cls.from_image(str(f), read_image(f), detector, segmenter))
-            except CoveredReference as exc:
-                if not in_folder:
-                    raise
-                log.warning(
-                    "Reference photo %s skipped: its lower face looks covered (covering score "
-                    "%.2f); the folder's other photos are used.",
-                    f,
-                    exc.score,
-                )
-                skipped.append(str(f))
+        for person, path in parse_references(paths):
+            for f, in_folder in cls.expand([path]):
+                try:
+                    ref = cls.from_image(str(f), read_image(f), detector, segmenter)
+                except CoveredReference as exc:
+                    if not in_folder:
+                        raise
+                    log.warning(
+                        "Reference photo %s skipped: its lower face looks covered (covering "
+                        "score %.2f); the folder's other photos are used.",
+                        f,
+                        exc.score,
+                    )
+                    skipped.append(str(f))
+                    continue
+                ref.person = person
+                refs.append(ref)
         if not refs:
             raise InputError(
                 f"Every reference photo looks covered ({', '.join(skipped)}); give photos of "
@@ -277,6 +289,41 @@ class ReferenceBank:
             )
         log.info("reference bank: %d photo(s)", len(refs))
         return cls(refs)
+
+    def people(self) -> dict[str, list[np.ndarray]]:
+        """Person -> canonical crops of their photos."""
+        out: dict[str, list[np.ndarray]] = {}
+        for r in self.references:
+            out.setdefault(r.person or r.name, []).append(r.image)
+        return out
+
+
+def parse_references(items: list[str | Path]) -> list[tuple[str, Path]]:
+    """(person, path) for each reference argument: PATH (a file or folder: one person, known
+    by the path as given) or NAME=PATH. An empty or repeated name is refused."""
+    out: list[tuple[str, Path]] = []
+    names: set[str] = set()
+    for item in items:
+        text = str(item)
+        if isinstance(item, Path) or "=" not in text or Path(text).expanduser().exists():
+            out.append((text, Path(text)))
+            continue
+        name, path = (part.strip() for part in text.split("=", 1))
+        if not name:
+            raise InputError(
+                f"Reference {text!r} has an empty name; write NAME=PATH, "
+                "e.g. --reference alice=alice.jpg."
+            )
+        if not path:
+            raise InputError(f"Reference {text!r} names no photo; write NAME=PATH.")
+        if name in names:
+            raise InputError(
+                f"Reference name {name!r} is given twice; give each person one name "
+                "(put several photos of one person in a folder: NAME=FOLDER)."
+            )
+        names.add(name)
+        out.append((name, Path(path)))
+    return out
 
 
 class CoveredReference(InputError):
@@ -427,20 +474,25 @@ class ReferenceRestorer(Restorer):
         )
         self._core = core
         self._fill = NeutralFill()
+        self._people = {r.person or r.name for r in bank.references}
 
     def choose(self, landmarks: np.ndarray) -> Reference:
         """The reference (or mirrored reference) whose head pose is closest to the target's."""
         return self._choose(landmarks)[0]
 
-    def _choose(self, landmarks: np.ndarray) -> tuple[Reference, float]:
-        """The closest reference and its pose gap (eye distances, mirror penalty left out)."""
+    def _choose(self, landmarks: np.ndarray, person: str | None = None) -> tuple[Reference, float]:
+        """The closest reference (of `person`, when given) and its pose gap (eye distances,
+        mirror penalty left out)."""
         yaw, pitch = yaw_proxy(landmarks), pitch_proxy(landmarks)
 
         def gap(r: Reference) -> float:
             return (r.yaw - yaw) ** 2 + (r.pitch - pitch) ** 2
 
+        candidates = self.bank.candidates(self.settings.mirror)
+        if person is not None:
+            candidates = [r for r in candidates if (r.person or r.name) == person]
         best = min(
-            self.bank.candidates(self.settings.mirror),
+            candidates,
             key=lambda r: gap(r) + (MIRROR_PENALTY if r.mirrored else 0.0),
         )
         return best, float(np.sqrt(gap(best)))
@@ -451,13 +503,18 @@ class ReferenceRestorer(Restorer):
         cover: CoverMask,
         landmarks: np.ndarray,
         track_id: int | None = None,
+        person: str | None = None,
     ) -> tuple[np.ndarray, str | None]:
-        """Paint the covered region of a canonical face crop from the best reference."""
+        """Paint the covered region of a canonical face crop from the best reference (of
+        `person`, when given; see stages.RestoreItem)."""
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:
             return face.copy(), None
+        if person is not None and person not in self._people:
+            # nobody among these references: someone else's mouth is the worst outcome
+            return self._fill.restore(face, cover, landmarks)
         lm = np.asarray(landmarks, np.float64)[:5]
-        ref, pose_gap = self._choose(lm)
+        ref, pose_gap = self._choose(lm, person)
         if pose_gap > self.settings.max_pose_gap:
             # No reference shows the face from this side: its lower face warped this far
             # would put a mouth where none is seen; a smooth fill looks far less wrong.
@@ -496,7 +553,7 @@ class ReferenceRestorer(Restorer):
             if k < 1.0:
                 src = fill + k * (src - fill)
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
-        return self._blend(face, src, alpha, support), ref.name
+        return self._blend(face, src, alpha, support), ref.person or ref.name
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray

@@ -4,8 +4,11 @@ Geometry gives the prior (a mask sits on the lower face, regions.lower_face_mask
 face's own visible skin gives the colour model (two samples: forehead plus nose bridge,
 regions.upper_skin_mask, and the nose bridge alone, regions.mid_skin_mask, for faces whose
 forehead hides under hair or a brim), so "covered" means "unlike this face's skin" and
-works for every skin tone and lighting. The score also asks whether red lips show.
-Everything is a few vectorised numpy/cv2 passes over one canonical crop (about 3 ms).
+works for every skin tone and lighting. The score also asks whether the covering's rim
+steps across the cheeks, whether lips or nostrils show, and whether a difference is only
+shading (chromaticity), and judges dark or defocused faces by colour alone. Everything is a
+few vectorised numpy/cv2 passes over one canonical crop (about 3 ms on a quiet machine; the
+rim, chromaticity and nostril checks add about half as much again), on keyframes only.
 """
 
 from __future__ import annotations
@@ -30,12 +33,36 @@ _LOG_L_OFFSET = 12.0
 # Skin distance (robust z units) above which a pixel is taken as covering material.
 _NONSKIN_Z = 3.0
 # Presence evidence: the median skin distance over the score zones, less a discount when
-# the mouth is redder than the cheeks (lips show, so no covering). Evidence equal to
-# _EVIDENCE_HALF maps to score 0.5.
-_EVIDENCE_HALF = 2.3
+# the lips are redder than the skin around them (lips show, so no covering; a red covering is
+# as red around the mouth as on it) and one when dark nostrils show under the nose tip (a
+# covering hides them). Evidence equal to _EVIDENCE_HALF maps to score 0.5.
+_EVIDENCE_HALF = 2.2
 _LIP_WEIGHT = 0.1
 _LIP_MARGIN = 2.0  # Lab a* units of lip redness that any uniform material may show
 _LIP_CAP = 15.0
+_NOSTRIL_MARGIN = 20.0  # Lab L units (0..255) the nostrils may be darker than the nose tip
+_NOSTRIL_WEIGHT = 0.05  # evidence per L unit beyond the margin
+_NOSTRIL_CAP = 40.0
+# Shading (a hat's brim, sunglasses, light from below) changes lightness, not chromaticity (r
+# and g over r+g+b): a lower face brighter than the visible skin by more than _SHADE_LOG_L
+# (log L) whose chromaticity stays within _SHADE_CHROMA (robust z) of the skin's is taken
+# as lit skin, and its evidence is no more than its chromaticity's.
+_SHADE_LOG_L = 0.4
+_SHADE_CHROMA = 1.0
+_CHROMA_SPREAD = 0.01  # floor of the skin's chromaticity spread
+# A covering's edge: a step in lightness across the cheeks between the eyes and the mouth
+# (_EDGE_ROWS), measured per column of both cheeks (_EDGE_COLS) as the largest difference
+# between the _EDGE_SPAN rows below and above a row, over the forehead's lightness. An open
+# cheek shades smoothly (median over real photos 0.21); a covering's rim steps (0.46). Steps
+# beyond _EDGE_FROM add _EDGE_WEIGHT evidence per unit, at most _EDGE_CAP units; a thin line
+# (a glasses rim, a crease) steps up and down again and adds little.
+_EDGE_ROWS = (114, 162)
+_EDGE_COLS = (*range(66, 108, 2), *range(150, 192, 2))
+_EDGE_SPAN = 8
+_FOREHEAD = np.s_[52:80, 100:156]  # rows, columns of the crop
+_EDGE_FROM = 0.3
+_EDGE_WEIGHT = 4.0
+_EDGE_CAP = 0.5
 
 # Mask material model: sampled where every face covering sits (between the nose tip and
 # the mouth), with the same robust spreads as the skin model but wider ceilings for prints.
@@ -63,6 +90,23 @@ _CUT_ITERATIONS = 2
 _CUT_REACH = 9
 _CUT_BELOW = 8
 _CUT_SURE = 12
+
+# A frontal face's evidence is at most this times its less covered-looking cheek's.
+_CHEEK_AGREEMENT = 1.25
+# A face whose visible upper face (brows, eyes, nose bridge: these rows and columns of the
+# crop) shows little to judge by, by median lightness (Lab L, 0..255) or fine detail (mean
+# absolute difference from a 1 px blur, L units, on the crop shrunk _DETAIL_SCALE times, about
+# the size of the smallest face judged; real photos measure 3.8 or more, 1st percentile; a
+# face defocused or lost in the dark of a stage crowd 0.2-1.0), is judged by colour alone (its
+# lower face's distance from the skin in Lab or in chromaticity, no rim) and covered only on
+# evidence of _DIM_EVIDENCE or more: a covering of another colour than the skin.
+_UPPER_ROWS = (60, 124)
+_UPPER_COLS = (64, 192)
+_DETAIL_SCALE = 4
+_MIN_SKIN_L = 20.0
+_MIN_DETAIL = 1.5
+_DIM_EVIDENCE = 3.0
+_MIN_COVER_L = 12.0  # Lab L (0..255) a dim face's lower face needs for its colour to count
 
 # Head turn (align.yaw_proxy, eye distances) beyond which the far cheek's score zone is left
 # out (it shows what lies beside the face), and beyond which a face is not judged at all
@@ -121,12 +165,30 @@ class GeometrySegmenter(Segmenter):
             z[:] = 0
             cv2.fillPoly(z, [_SCORE_ZONES[1 - far]], 255)
             self._near_cheek.append(z[self._y0 :] > 0)
+        self._cheeks = []
+        for poly in _SCORE_ZONES[:2]:
+            z = np.zeros(CANON_SHAPE, np.uint8)
+            cv2.fillPoly(z, [poly], 255)
+            self._cheeks.append(z[self._y0 :] > 0)
         lips = np.zeros(CANON_SHAPE, np.uint8)
         mouth = CANON_LANDMARKS[3:5].mean(axis=0)
         half = float(CANON_LANDMARKS[4, 0] - CANON_LANDMARKS[3, 0]) / 2
         centre = (int(round(mouth[0])), int(round(mouth[1] + 0.05 * half)))
         cv2.ellipse(lips, centre, (int(0.7 * half), int(0.28 * half)), 0, 0, 360, 255, -1)
         self._lips = lips[self._y0 :] > 0
+        # the skin around the lips (upper lip, mouth corners, top of the chin)
+        ring = np.zeros(CANON_SHAPE, np.uint8)
+        cv2.ellipse(ring, centre, (int(1.25 * half), int(0.8 * half)), 0, 0, 360, 255, -1)
+        grown = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+        self._lip_ring = (ring > 0)[self._y0 :] & ~(grown > 0)[self._y0 :]
+        # the nostrils beside and under the nose tip, and the tip itself
+        nx, ny = (int(round(v)) for v in CANON_LANDMARKS[2])
+        nostrils = np.zeros(CANON_SHAPE, bool)
+        nostrils[ny + 6 : ny + 14, nx - 16 : nx - 6] = True
+        nostrils[ny + 6 : ny + 14, nx + 6 : nx + 16] = True
+        tip = np.zeros(CANON_SHAPE, bool)
+        tip[ny - 8 : ny + 2, nx - 8 : nx + 8] = True
+        self._nostrils, self._tip = nostrils[self._y0 :], tip[self._y0 :]
         # The search bound (all rows): the prior grown, reaching below the chin where masks do.
         self._bound_poly = regions.LOWER_FACE_POLYGON.astype(np.float64)
         self._bound_poly[:, 0] = 128.0 + (self._bound_poly[:, 0] - 128.0) * 1.12
@@ -194,21 +256,39 @@ class GeometrySegmenter(Segmenter):
         """Robust colour distance to the face's visible skin, rows y0..S of the crop (float32)."""
         return self._distance_lab(face)[0]
 
-    def _distance_lab(self, face: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Skin distance and Lab a* (redness), both for rows y0..S of the crop."""
+    def _distance_lab(self, face: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Skin distance, Lab a* (redness) and Lab with log L, for rows y0..S of the crop, and
+        the visible skin's log L (the forehead sample's median)."""
         lab = cv2.cvtColor(cv2.blur(face, (3, 3)), cv2.COLOR_BGR2LAB).astype(np.float32)
         lab[..., 0] = np.log(lab[..., 0] + _LOG_L_OFFSET)
         lo = np.array([_LOG_L_SPREAD[0], _AB_SPREAD[0], _AB_SPREAD[0]], np.float32)
         hi = np.array([_LOG_L_SPREAD[1], _AB_SPREAD[1], _AB_SPREAD[1]], np.float32)
         lower = lab[self._y0 :]
-        dists = []
+        dists, medians = [], []
         for idx in self._skin_samples:
             skin = lab.reshape(-1, 3)[idx]
             med = np.median(skin, axis=0)
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
             z = (lower - med) / np.clip(spread, lo, hi)
             dists.append(np.sqrt((z * z).sum(axis=2)))
-        return np.minimum.reduce(dists), lower[..., 1], lower
+            medians.append(float(med[0]))
+        return np.minimum.reduce(dists), lower[..., 1], lower, medians[0]
+
+    def _chroma_distance(self, face: np.ndarray) -> np.ndarray:
+        """Robust distance of each pixel's chromaticity (r, g over r+g+b) to the visible
+        skin's, rows y0..S: blind to shading, which scales all three channels alike."""
+        f = cv2.blur(face, (3, 3)).astype(np.float32) + 8.0
+        total = f.sum(axis=2)
+        ch = np.stack([f[..., 2] / total, f[..., 1] / total], axis=-1)
+        lower = ch[self._y0 :]
+        dists = []
+        for idx in self._skin_samples:
+            skin = ch.reshape(-1, 2)[idx]
+            med = np.median(skin, axis=0)
+            spread = np.maximum(1.4826 * np.median(np.abs(skin - med), axis=0), _CHROMA_SPREAD)
+            z = (lower - med) / spread
+            dists.append(np.sqrt((z * z).sum(axis=2)))
+        return np.minimum.reduce(dists)
 
     def segment(
         self,
@@ -243,21 +323,41 @@ class GeometrySegmenter(Segmenter):
                 # the far cheek's zone shows the background or hair beside a turned face
                 zones = self._zones_turned[0 if yaw < 0 else 1]
                 near = self._near_cheek[0 if yaw < 0 else 1]
-        dist, chroma_a, lab = self._distance_lab(face)
+        dist, chroma_a, lab, skin_l = self._distance_lab(face)
         nonskin = dist > _NONSKIN_Z
-        lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[zones]))
-        evidence = float(np.median(dist[zones]))
-        if near is not None:
-            # The 5 points a detector finds on a turned, masked face are rough, and the chin
-            # zone can land beside the chin; the near cheek alone is evidence enough there.
-            evidence = max(evidence, float(np.median(dist[near])))
+        chroma = self._evidence(self._chroma_distance(face), zones, near)
+        dim = not self._judgeable(face)
+        if dim:
+            # in the dark or a blur, edges tell shadow from covering no better than chance:
+            # only a lower face far from the skin's colour counts (_DIM_EVIDENCE, below), and
+            # only where there is light enough for colour (near black, chromaticity is noise)
+            lower_l = float(np.exp(np.median(lab[..., 0][zones]))) - _LOG_L_OFFSET
+            far = max(chroma, self._evidence(dist, zones, near))
+            evidence = far if lower_l >= _MIN_COVER_L else 0.0
+        else:
+            evidence = self._evidence(dist, zones, near)
+            edge = self._edge_step(face)
+            evidence += _EDGE_WEIGHT * float(np.clip(edge - _EDGE_FROM, 0.0, _EDGE_CAP))
+            brighter = float(np.median(lab[..., 0][zones])) - skin_l
+            if chroma < _SHADE_CHROMA and brighter > _SHADE_LOG_L:
+                evidence = min(evidence, chroma)
+        lip_red = float(np.median(chroma_a[self._lips]) - np.median(chroma_a[self._lip_ring]))
         evidence -= _LIP_WEIGHT * float(np.clip(lip_red - _LIP_MARGIN, 0.0, _LIP_CAP))
+        light = lab[..., 0]
+        nostrils = float(
+            np.exp(np.median(light[self._tip])) - np.exp(np.median(light[self._nostrils]))
+        )
+        evidence -= _NOSTRIL_WEIGHT * float(np.clip(nostrils - _NOSTRIL_MARGIN, 0.0, _NOSTRIL_CAP))
         evidence = max(evidence, 0.0)
         score = evidence / (evidence + _EVIDENCE_HALF)
         threshold = self.settings.presence_threshold
         if was_covered is not None:
             h = self.settings.presence_hysteresis
             threshold += -h if was_covered else h
+        if dim and evidence < _DIM_EVIDENCE and not was_covered:
+            # too little to judge by: left as it is (a face already judged covered keeps
+            # the usual threshold, with its hysteresis, as its light or focus drops)
+            return _uncovered(0.0)
         if score <= threshold:
             return _uncovered(score)
         bound = self._bound(landmarks)
@@ -265,6 +365,45 @@ class GeometrySegmenter(Segmenter):
         if self.settings.refine:
             hard = self._cut(face, hard, bound)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
+
+    def _edge_step(self, face: np.ndarray) -> float:
+        """How sharply lightness steps across the cheeks (median over columns of each
+        column's largest step), over the forehead's lightness: a covering's rim."""
+        lab_l = cv2.cvtColor(face, cv2.COLOR_BGR2LAB)[..., 0].astype(np.float32)
+        light = np.asarray(cv2.GaussianBlur(lab_l, (0, 0), 1.5), np.float32)
+        forehead = float(np.median(light[_FOREHEAD])) + _LOG_L_OFFSET
+        cols = light[:, np.asarray(_EDGE_COLS)]
+        c = np.vstack([np.zeros((1, cols.shape[1]), np.float32), np.cumsum(cols, axis=0)])
+        y = np.arange(*_EDGE_ROWS)
+        k = _EDGE_SPAN
+        steps = (c[y + k + 1] - c[y + 1]) - (c[y - 1] - c[y - k - 1])
+        return float(np.median(np.abs(steps).max(axis=0))) / k / forehead
+
+    def _evidence(self, dist: np.ndarray, zones: np.ndarray, near: np.ndarray | None) -> float:
+        """How unlike the visible skin the score zones look (median distance)."""
+        evidence = float(np.median(dist[zones]))
+        if near is not None:
+            # The 5 points a detector finds on a turned, masked face are rough, and the chin
+            # zone can land beside the chin; the near cheek alone is evidence enough there.
+            return max(evidence, float(np.median(dist[near])))
+        # A covering hides both cheeks beside the nose; a microphone, a hand, a cup or a
+        # moustache in front of the mouth leaves at least one of them showing skin.
+        cheeks = min(float(np.median(dist[z])) for z in self._cheeks)
+        return min(evidence, _CHEEK_AGREEMENT * cheeks)
+
+    def _judgeable(self, face: np.ndarray) -> bool:
+        """Whether the visible upper face shows enough to judge a covering by: some light,
+        and the fine structure of brows and eyes, measured at the resolution of a small
+        face (a dark or defocused face, or a detection that is no face, shows neither, and
+        what its lower face wears is anyone's guess)."""
+        q = _DETAIL_SCALE
+        small = cv2.resize(face, (CANON_SIZE // q, CANON_HEIGHT // q), interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)[..., 0].astype(np.float32)
+        rows = slice(_UPPER_ROWS[0] // q, _UPPER_ROWS[1] // q)
+        cols = slice(_UPPER_COLS[0] // q, _UPPER_COLS[1] // q)
+        band = grey[rows, cols]
+        fine = np.abs(band - cv2.GaussianBlur(grey, (0, 0), 1.0)[rows, cols])
+        return bool(np.median(band) >= _MIN_SKIN_L and fine.mean() >= _MIN_DETAIL)
 
     def _shape(self, nonskin: np.ndarray, lab: np.ndarray, bound: np.ndarray) -> np.ndarray:
         """One solid covering: non-skin pixels that look like the material found over the

@@ -140,7 +140,8 @@ def display_rotation(path: str | Path) -> int:
 class VideoReader:
     """Opens a video file and yields Frames (BGR) and, interleaved in file order, audio packets."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, threads: int = 0):
+        """threads: the decoder's threads (0: as many as FFmpeg picks for this machine)."""
         self.path = check_input(path)
         try:
             self.container = av.open(str(self.path), mode="r")
@@ -161,6 +162,8 @@ class VideoReader:
             )
         self.video: av.video.stream.VideoStream = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
+        if threads:
+            self.video.codec_context.thread_count = threads
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
         cc = self.video.codec_context
         if not cc.width or not cc.height:
@@ -196,6 +199,11 @@ class VideoReader:
             has_audio=self.audio is not None,
             rotation=self.rotation,
         )
+
+    def seek(self, pts: int) -> None:
+        """Start decoding at the keyframe at or before `pts` (the video stream's time base):
+        items() then yields frames from there (indices count from 0 again)."""
+        self.container.seek(int(pts), stream=self.video, backward=True, any_frame=False)
 
     def _image(self, vf: av.VideoFrame) -> np.ndarray:
         """The frame's pixels as BGR, upright (the display rotation applied)."""

@@ -11,12 +11,23 @@ wins); a session thread converts, runs the zero-delay pipeline (keyframes on the
 own worker thread) and hands the result back with `call_soon_threadsafe`; the outgoing
 track's `recv()` only awaits that hand-over. Nothing blocking runs on the event loop.
 ICE uses no STUN/TURN server unless live.ice_servers names some.
+
+Every request is checked before anything is built (lostface/stream/guard.py): the Host
+header against DNS rebinding, the Origin and content type of POST /offer against other web
+pages, the token, then the offer's JSON and SDP in full. A session slot is taken before the
+first await and given back on every path out, so at most live.max_sessions pipelines exist
+however many offers arrive at once. A watchdog lets go of a peer that never connects
+(live.connect_timeout), sends no first frame (live.first_frame_timeout) or stops sending
+(live.idle_timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import fractions
+import gc
 import hmac
 import ipaddress
 import json
@@ -27,7 +38,7 @@ import time
 import uuid
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -45,14 +56,63 @@ from lostface.config import LiveSettings, Settings
 from lostface.errors import ConfigError
 from lostface.pipeline import Pipeline
 from lostface.stages import Detector, Restorer
+from lostface.stream.guard import (
+    NOT_SDP,
+    Refused,
+    ServerLog,
+    check_host,
+    check_offer,
+    check_origin,
+    clip,
+    parse_offer_json,
+)
 from lostface.stream.live import LatencyMeter, close_pipeline, live_pipeline, process_frame
 from lostface.stream.sources import SourceEnded, TrackSource
 
+if TYPE_CHECKING:
+    from lostface.restore.identity import IdentityGate
+
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 30.0  # a session whose peer never connects is closed after this
 STATS_PERIOD_S = 1.0
-IDLE_TIMEOUT_S = 10.0  # a connected peer that sends no frame for this long has vanished
+WATCH_PERIOD_S = 0.2  # how often the watchdog looks at a session
+SHUTDOWN_TIMEOUT_S = 10.0  # server.close(): how long requests in flight may still run
+RELEASE_DELAY_S = 0.5  # after a session closes, when its memory is given back (release_memory)
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (malloc_trim, mallopt); None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - glibc has both
+    except (OSError, AttributeError):  # macOS, Windows, musl: the defaults stay
+        return None
+    return libc
+
+
+_LIBC = _glibc()
+M_ARENA_MAX = -8  # glibc mallopt parameter
+SERVER_ARENAS = 2
+
+
+def tune_malloc() -> None:
+    """For a long-running server (`lostface serve` calls it before any session): two malloc
+    arenas instead of glibc's eight per core. Every session's threads (decoder, encoder,
+    pipeline) free frame-sized blocks; spread over many arenas they fragment them, and
+    resident memory grew about 25 MB per 100 sessions even with malloc_trim after each; with
+    two it grew 4 MB over 120 (bench/live_soak.py), at the same CPU time per session.
+    (Mapping every block of 128 KiB or more instead kept it flat but cost 10% more CPU.)"""
+    if _LIBC is not None:
+        _LIBC.mallopt(M_ARENA_MAX, SERVER_ARENAS)
+
+
+def release_memory() -> None:
+    """After sessions close: collect their peer connections (aiortc's objects form cycles,
+    which hold codec threads and buffers until a collection) and give free heap pages back
+    to the system (glibc malloc_trim)."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def ice_configuration(live: LiveSettings) -> RTCConfiguration:
@@ -156,6 +216,7 @@ class Session:
         self.source: TrackSource | None = None
         self.channel = None
         self.closed = False
+        self._closing: asyncio.Future | None = None
         self.error: str = ""
         self._tasks: list[asyncio.Task] = []
         self._thread: threading.Thread | None = None
@@ -171,7 +232,6 @@ class Session:
     def attach(self, track: MediaStreamTrack) -> None:
         self.source = TrackSource(track)
         self._tasks.append(asyncio.ensure_future(self.source.pump()))
-        self._tasks.append(asyncio.ensure_future(self._watch_source()))
         if self.pipe is not None:
             self._thread = threading.Thread(
                 target=self._work, name=f"lostface-session-{self.id}", daemon=True
@@ -179,39 +239,53 @@ class Session:
             self._thread.start()
 
     def start_timers(self) -> None:
-        self._tasks.append(asyncio.ensure_future(self._connect_deadline()))
+        self._tasks.append(asyncio.ensure_future(self._watch()))
         self._tasks.append(asyncio.ensure_future(self._stats_loop()))
 
-    async def _watch_source(self) -> None:
-        """Close when the peer's video ends (BYE, track ended) or stops arriving (the peer
-        vanished without a word: closed tab, crashed browser, lost network)."""
-        assert self.source is not None
-        seen, last = -1, time.monotonic()
+    async def _watch(self) -> None:
+        """Let the peer go when it never connects, connects but sends no first frame (it
+        would hold a slot forever), or its video ends (BYE, track ended) or stops arriving
+        (closed tab, crashed browser, lost network)."""
+        live = self.server.live
+        started = time.monotonic()
+        connected_at: float | None = None
+        seen, last = 0, started
         while not self.closed:
-            await asyncio.sleep(0.2)
-            if self.source is None:
-                return
-            if self.source.slot._closed is not None:
+            await asyncio.sleep(WATCH_PERIOD_S)
+            now, source = time.monotonic(), self.source
+            if source is not None and source.slot._closed is not None:
                 log.info("Session %s: the peer's video ended; closing.", self.id)
-                await self.close()
-                return
-            now = time.monotonic()
-            if self.source.received != seen:
-                seen, last = self.source.received, now
-            elif seen > 0 and now - last > self.server.idle_timeout_s:
-                log.info(
-                    "Session %s: no video from the peer for %.0f s; closing.",
+                break
+            if connected_at is None:
+                if self.pc.connectionState == "connected":
+                    connected_at = last = now
+                elif now - started > live.connect_timeout:
+                    log.warning(
+                        "Session %s: the peer did not connect within %.0f s "
+                        "(live.connect_timeout); closing.",
+                        self.id,
+                        live.connect_timeout,
+                    )
+                    break
+                continue
+            if source is None:  # relay: no frames counted here
+                continue
+            if source.received != seen:
+                seen, last = source.received, now
+            elif seen == 0 and now - connected_at > live.first_frame_timeout:
+                log.warning(
+                    "Session %s: the peer connected but sent no video within %.0f s "
+                    "(live.first_frame_timeout); closing.",
                     self.id,
-                    now - last,
+                    live.first_frame_timeout,
                 )
-                await self.close()
-                return
-
-    async def _connect_deadline(self) -> None:
-        await asyncio.sleep(CONNECT_TIMEOUT_S)
-        if not self.closed and self.pc.connectionState != "connected":
-            log.info("Session %s: the peer never connected; closing.", self.id)
-            await self.close()
+                break
+            elif seen > 0 and now - last > live.idle_timeout:
+                log.info(
+                    "Session %s: no video from the peer for %.0f s; closing.", self.id, now - last
+                )
+                break
+        await self.close()
 
     # -- the session thread -------------------------------------------------------------
     def _work(self) -> None:
@@ -268,9 +342,10 @@ class Session:
         if "overlay" in pending:
             self.pipe.debug_overlay = pending["overlay"]
         if "reference" in pending:
-            restorer = self.server.restorer_for(pending["reference"])
-            if restorer is not None:
-                self.pipe.stages.painter.restorer = restorer
+            engines = self.server.engines_for(pending["reference"])
+            if engines is not None:
+                painter = self.pipe.stages.painter
+                painter.restorer, painter.gate = engines
                 self.pipe.stages.policy.reset()  # repaint every face with the new reference
 
     # -- readout ------------------------------------------------------------------------
@@ -301,34 +376,43 @@ class Session:
 
     # -- tear-down ----------------------------------------------------------------------
     async def close(self) -> None:
-        if self.closed and self.id not in self.server.sessions:
+        """Stop everything the session owns; its slot is given back only when all of it is
+        gone (so the limit bounds threads and pipelines, not just entries). A second caller
+        waits for the first one's close."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
             return
+        self._closing = self.loop.create_future()
         self.closed = True
-        self.server.sessions.pop(self.id, None)
         current = asyncio.current_task()
-        for t in self._tasks:
-            if t is not current:
-                t.cancel()
-        if self.source is not None:
-            self.source.close()
-        self.out.end()
-        loop = asyncio.get_running_loop()
-        if self._thread is not None:
-            await loop.run_in_executor(None, self._thread.join, 10)
-        if self.pipe is not None:
-            await loop.run_in_executor(None, close_pipeline, self.pipe)
-        await self.pc.close()
-        for t in self._tasks:
-            if t is not current and not t.done():
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):
-                    pass
-        self._tasks.clear()
-        self.channel = None
-        self.source = None
-        self.pipe = None
-        log.info("Session %s closed (%d left).", self.id, len(self.server.sessions))
+        try:
+            for t in self._tasks:
+                if t is not current:
+                    t.cancel()
+            if self.source is not None:
+                self.source.close()
+            self.out.end()
+            loop = asyncio.get_running_loop()
+            if self._thread is not None:
+                await loop.run_in_executor(None, self._thread.join, 10)
+            if self.pipe is not None:
+                await loop.run_in_executor(None, close_pipeline, self.pipe)
+            await self.pc.close()
+            for t in self._tasks:
+                if t is not current and not t.done():
+                    try:
+                        await t
+                    except (asyncio.CancelledError, Exception):
+                        pass
+        finally:
+            self._tasks.clear()
+            self.channel = None
+            self.source = None
+            self.pipe = None
+            self.server.sessions.pop(self.id, None)
+            self.server.release_soon()
+            self._closing.set_result(None)
+            log.info("Session %s closed (%d left).", self.id, len(self.server.sessions))
 
 
 class LiveServer:
@@ -345,17 +429,26 @@ class LiveServer:
         self.settings = settings
         self.live = settings.live
         self.relay = relay  # benchmark baseline: send the received track straight back
-        self.idle_timeout_s = IDLE_TIMEOUT_S
         self.sessions: dict[str, Session] = {}
-        self.refused = 0
+        self.refused = 0  # offers answered 503 because every slot was taken
+        self.peak = 0  # most slots ever in use at once (sessions + offers being set up)
+        self.pipelines_built = 0
+        self._pending = 0  # slots held by offers whose session is being set up
+        self._closing = False
+        self._release: asyncio.TimerHandle | None = None
         self._runner: web.AppRunner | None = None
+        self._bound_host = self.live.host
+        self._scheme = "http"
         self.url = ""
         self._references = list(references or [])
         self._reference_images = list(reference_images or [])
         self._detector: Any = None
         self._bank: Any = None
+        self._gate: IdentityGate | None = None  # built in prepare(); sessions take fresh() copies
         self.reference_names: list[str] = []
-        self.app = web.Application(client_max_size=self.live.max_offer_bytes)
+        self.app = web.Application(
+            client_max_size=self.live.max_offer_bytes, middlewares=[self._guard]
+        )
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/app.js", self._script)
         self.app.router.add_post("/offer", self._offer)
@@ -373,34 +466,122 @@ class LiveServer:
         )
         warn_without_references(self.settings, bank)
         self._bank = bank
-        self.reference_names = [Path(r.name).name for r in bank.references] if bank else []
+        from lostface.registry import build_gate
 
-    def restorer_for(self, name: str) -> Restorer | None:
-        """A new restorer for one session, using one reference by name or all of them for ''
-        (None for a name that is not a reference). Restorers may keep state per face, so
-        sessions never share one; the reference photos are aligned once, in prepare()."""
+        # dlib's models load and the references are embedded here, once: sessions copy it
+        self._gate = build_gate(self.settings, bank)
+        # the page offers each person (NAME of NAME=PATH; a bare PATH's file name)
+        self.reference_names = (
+            list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
+        )
+
+    def engines_for(self, name: str) -> tuple[Restorer, IdentityGate | None] | None:
+        """A new restorer and identity gate for one session, using one person's references
+        by name or everyone's for '' (None for a name that is not a reference). Both keep
+        state per face, so sessions never share them; the reference photos are aligned once,
+        in prepare()."""
         from lostface.registry import build_restorer
         from lostface.restore.reference import ReferenceBank
 
         bank = self._bank
         if name:
-            refs = [r for r in (bank.references if bank else []) if Path(r.name).name == name]
+            refs = [r for r in (bank.references if bank else []) if _person(r) == name]
             if not refs:
                 return None
             bank = ReferenceBank(refs)
-        return build_restorer(self.settings, bank)
+        gate = None
+        if self._gate is not None and bank is not None:
+            gate = self._gate.fresh(set(bank.people()))
+        return build_restorer(self.settings, bank), gate
 
     def _new_pipeline(self) -> Pipeline:
         """Per session: fresh tracker, policy, painter and compositor state; the detector and
         the aligned references are shared."""
         from lostface.factory import build_stages
 
-        stages = build_stages(
-            self.settings, detector=self._detector, restorer=self.restorer_for("")
-        )
+        engines = self.engines_for("")
+        assert engines is not None  # '' names everyone
+        restorer, gate = engines
+        stages = build_stages(self.settings, detector=self._detector, restorer=restorer)
+        stages.painter.gate = gate
         return live_pipeline(self.settings, stages, self.live.background_detection)
 
+    def _build_pipeline(self) -> asyncio.Future:
+        """_new_pipeline on a worker thread. A request given up while it builds (server
+        shutdown) closes the pipeline when it is done, instead of leaking its threads."""
+        loop = asyncio.get_running_loop()
+        self.pipelines_built += 1
+        fut = loop.run_in_executor(None, self._new_pipeline)
+
+        def _orphaned(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                loop.run_in_executor(None, close_pipeline, f.result())
+
+        async def _wait() -> Pipeline:
+            try:
+                return await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                fut.add_done_callback(_orphaned)
+                raise
+
+        return asyncio.ensure_future(_wait())
+
+    def release_soon(self) -> None:
+        """release_memory once the closed session's last references are gone (the tasks that
+        closed it have finished); one call for sessions that close together."""
+        if self._release is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def _run() -> None:
+            self._release = None
+            loop.run_in_executor(None, release_memory)
+
+        self._release = loop.call_later(RELEASE_DELAY_S, _run)
+
+    def in_use(self) -> int:
+        """Session slots taken: live sessions and offers being set up."""
+        return len(self.sessions) + self._pending
+
     # -- HTTP ---------------------------------------------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every request: the Host check first; client errors become one JSON sentence and
+        one WARNING line; an error of this server one ERROR line (traceback at DEBUG)."""
+        try:
+            check_host(
+                request.headers.get("Host"), self._bound_host, self.live.allowed_hosts, self.url
+            )
+            return await handler(request)
+        except Refused as exc:
+            self._log_refusal(request, exc.status, exc.message)
+            return self._error(exc.status, exc.message)
+        except web.HTTPException as exc:
+            if 400 <= exc.status < 500:
+                self._log_refusal(request, exc.status, exc.reason)
+            raise
+        except Exception as exc:
+            log.error(
+                "Error answering %s %s: %s: %s",
+                request.method,
+                clip(request.path),
+                type(exc).__name__,
+                clip(exc, 160),
+            )
+            log.debug("Traceback of the error above", exc_info=exc)
+            return self._error(500, "The server failed on this request; its log says why.")
+
+    @staticmethod
+    def _log_refusal(request: web.Request, status: int, message: str) -> None:
+        log.warning(
+            "Refused %s %s from %s: %d %s",
+            request.method,
+            clip(request.path),
+            request.remote,
+            status,
+            message,
+        )
+
     async def _index(self, request: web.Request) -> web.StreamResponse:
         page = resources.files("lostface.stream").joinpath("page", "index.html").read_text()
         return web.Response(text=page, content_type="text/html")
@@ -425,42 +606,57 @@ class LiveServer:
         return web.json_response({"error": message}, status=status)
 
     async def _offer(self, request: web.Request) -> web.StreamResponse:
+        """POST /offer: everything is checked before a slot is taken, the slot is taken
+        before the first await after the checks, and nothing is built before both."""
+        page_origin = f"{self._scheme}://{request.headers.get('Host', '')}"
+        check_origin(request.headers.get("Origin"), page_origin, self.live.allowed_origins)
+        if request.content_type != "application/json":
+            raise Refused(
+                415,
+                f"The offer was sent as {clip(request.content_type)}; send it as "
+                "Content-Type: application/json.",
+            )
         if not self._authorised(request):
-            return self._error(401, "Missing or wrong token; open the page as /?token=SECRET.")
+            raise Refused(401, "Missing or wrong token; open the page as /?token=SECRET.")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._error(413, "The offer is too large; send a WebRTC offer of a few KiB.")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return self._error(400, 'The offer is not JSON; send {"sdp": ..., "type": "offer"}.')
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("sdp"), str)
-            or data.get("type") != "offer"
-            or not data["sdp"].strip()
-        ):
-            return self._error(
-                400, 'The offer must be JSON {"sdp": "<SDP text>", "type": "offer"}.'
-            )
-        if len(self.sessions) >= self.live.max_sessions:
+            raise Refused(
+                413, "The offer is too large; send a WebRTC offer of a few KiB."
+            ) from None
+        sdp = parse_offer_json(body)
+        check_offer(sdp)
+        if self._closing:
+            raise Refused(503, "The server is shutting down; try again when it is back.")
+        if self.in_use() >= self.live.max_sessions:
             self.refused += 1
-            return self._error(
+            raise Refused(
                 503,
                 f"The server is full ({self.live.max_sessions} sessions); try again later "
                 "or raise live.max_sessions.",
             )
-        pc = RTCPeerConnection(configuration=ice_configuration(self.live))
-        pipe = None
+        self._pending += 1  # the slot is ours from here; no await came in between
+        self.peak = max(self.peak, self.in_use())
+        held = [True]
+
+        def hand_over() -> None:  # the session now holds the slot (or nobody does)
+            if held[0]:
+                held[0] = False
+                self._pending -= 1
+
         try:
-            if not self.relay:
-                pipe = await asyncio.get_running_loop().run_in_executor(None, self._new_pipeline)
-        except Exception:
-            await pc.close()
-            raise
+            return await self._open_session(sdp, hand_over)
+        finally:
+            hand_over()
+
+    async def _open_session(self, sdp: str, hand_over: Any) -> web.StreamResponse:
+        pipe = None
+        if not self.relay:
+            pipe = await self._build_pipeline()
+        pc = RTCPeerConnection(configuration=ice_configuration(self.live))
         session = Session(self, pc, pipe)
         self.sessions[session.id] = session
+        hand_over()
         video: list[MediaStreamTrack] = []
 
         @pc.on("track")
@@ -478,7 +674,7 @@ class LiveServer:
                 if isinstance(message, str) and len(message) < 4096:
                     try:
                         msg = json.loads(message)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         return
                     if isinstance(msg, dict):
                         session.control(msg)
@@ -490,25 +686,23 @@ class LiveServer:
                 await session.close()
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if not video:
-                raise ValueError("no video track")
+                raise Refused(400, "The offer has no video track; send the camera's video.")
             if self.relay:
                 pc.addTrack(video[0])
             else:
                 session.attach(video[0])
                 pc.addTrack(session.out)
             await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as exc:
-            log.info("Refused an offer: %s", exc)
-            await session.close()
-            msg = (
-                "The offer has no video track; send the camera's video."
-                if str(exc) == "no video track"
-                else "The offer is not a valid WebRTC session description (SDP); "
-                "create it with RTCPeerConnection.createOffer()."
-            )
-            return self._error(400, msg)
+            if self._closing:
+                raise Refused(503, "The server is shutting down; try again when it is back.")
+        except BaseException as exc:
+            await asyncio.shield(session.close())
+            if isinstance(exc, Exception) and not isinstance(exc, Refused):
+                log.debug("aiortc refused an offer the checks passed", exc_info=exc)
+                raise Refused(400, NOT_SDP) from None
+            raise
         session.start_timers()
         log.info(
             "Session %s started (%d of %d).", session.id, len(self.sessions), self.live.max_sessions
@@ -531,28 +725,41 @@ class LiveServer:
                 "HTTPS; set live.tls_cert and live.tls_key.",
                 host,
             )
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=logging.getLogger("aiohttp.access"),  # INFO lines: shown with -v
+            logger=ServerLog(log),
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ctx)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
+            self._runner = None
             raise ConfigError(
                 f"Cannot listen on {host}:{port} ({exc.strerror}); choose another --port."
             ) from None
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        scheme = "https" if ctx else "http"
+        self._bound_host = host
+        self._scheme = "https" if ctx else "http"
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"{scheme}://{shown}:{bound}/"
+        self.url = f"{self._scheme}://{shown}:{bound}/"
         return self.url
 
     async def close(self) -> None:
-        for s in list(self.sessions.values()):
-            await s.close()
+        """Stop listening, let offers in flight finish (they are answered 503), then close
+        every session. Safe to call twice."""
+        self._closing = True
         if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        while self.sessions:
+            await asyncio.gather(*(s.close() for s in list(self.sessions.values())))
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
 
 
 # -- a Python peer (tests, benchmarks, smoke checks) ---------------------------------------
@@ -598,9 +805,11 @@ async def connect(
     token: str = "",
     on_frame=None,
     channel_messages: list | None = None,
+    headers: dict[str, str] | None = None,
 ):
     """A client peer: offer `track` to `url` (POST /offer), call on_frame(av.VideoFrame, t) for
-    every frame that comes back. Returns (pc, receive task, data channel)."""
+    every frame that comes back. Returns (pc, receive task, data channel). A refused offer
+    raises ConnectionRefusedError("STATUS: sentence")."""
     import aiohttp
 
     pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
@@ -620,7 +829,9 @@ async def connect(
             received.set_result(remote)
 
     await pc.setLocalDescription(await pc.createOffer())
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     async with aiohttp.ClientSession() as http:
         async with http.post(
             url.rstrip("/") + "/offer",
@@ -672,3 +883,10 @@ def read_index(image: np.ndarray, y: int = 0) -> int | None:
             value |= 1 << b
     index = value & 0xFFF
     return index if (value >> 12) == index % 13 else None
+
+
+def _person(reference) -> str:
+    """How the page names a reference's person: its NAME, or a bare path's file name."""
+    if reference.person and reference.person != reference.name:
+        return str(reference.person)
+    return Path(reference.name).name

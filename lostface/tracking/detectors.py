@@ -237,3 +237,95 @@ class YoloV8Detector(Detector):
             return det
         side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
         return det.subset(np.nonzero(side >= self.settings.min_size)[0])
+
+
+class SmallFaceDetector(Detector):
+    """CenterFace at `input_size`, plus a look at the resolution small faces need.
+
+    At the default input size a masked face 50 px wide in a 640x360 frame shrinks to under
+    20 px, where CenterFace finds it in few frames; even at the frame's own resolution it finds
+    only two thirds of them, and nearly all at twice it (bench/small_faces.py). Running every
+    detection on the frame enlarged twice costs ten times the plain pass, so: every
+    `small_every`-th call (the first included) runs the whole frame enlarged twice (at most
+    `input_size` * 4 on the long side, no border), which finds new small faces; the calls
+    between look again only where small faces were last found and the plain pass found none
+    now (a crop _REGION_FACES faces wide around each, detected at `small_region` pixels, which
+    enlarges it about twice), which keeps them. A face counts as small when it would be
+    narrower than _SMALL_INPUT_PX in the plain pass.
+    """
+
+    _SMALL_INPUT_PX = 32.0
+    _ZOOM = 2.0
+    _REGION_FACES = 2.5  # a region crop's side, in face widths
+    _MAX_REGIONS = 6  # region passes per call (the best-scoring small faces)
+
+    def __init__(self, settings: DetectSettings, session: Any = None) -> None:
+        from dataclasses import replace
+
+        self.settings = settings
+        self.plain = CenterFaceDetector(settings, session)
+        shared = self.plain.session
+        self.full = CenterFaceDetector(replace(settings, pad=0.0), shared)
+        self.region = CenterFaceDetector(
+            replace(settings, pad=0.0, input_size=settings.small_region, min_size=8.0), shared
+        )
+        self.every = max(1, int(settings.small_every))
+        self._calls = 0
+        self._small = np.zeros((0, 4), np.float32)
+        self._shape: tuple[int, ...] = ()
+
+    def detect(self, image: np.ndarray) -> Detections:
+        _check_image(image)
+        h, w = image.shape[:2]
+        plain = self.plain.detect(image)
+        long_side = max(h, w)
+        # frame px -> px of the plain pass (its input holds the frame plus a border)
+        plain_scale = self.plain.long_side / (long_side * (1 + 2 * self.settings.pad))
+        if plain_scale >= 0.75:
+            return plain  # the plain pass sees the frame at (nearly) its own resolution
+        if image.shape != self._shape:
+            self._shape, self._small, self._calls = image.shape, self._small[:0], 0
+        found = [plain]
+        if self._calls % self.every == 0:
+            full_side = min(self._ZOOM * long_side, 4 * self.plain.long_side)
+            self.full.long_side = max(32, int(round(full_side / 32)) * 32)
+            found.append(self.full.detect(image))
+        else:
+            kept = self._small
+            if len(plain) and len(kept):
+                kept = kept[box_iou_matrix(kept, plain.boxes).max(axis=1) < 0.3]
+            for box in kept[: self._MAX_REGIONS]:
+                found.append(self._around(image, box))
+        self._calls += 1
+        merged = _merge(found, self.settings.nms_iou, self.settings.max_faces)
+        widths = merged.boxes[:, 2] - merged.boxes[:, 0]
+        self._small = merged.boxes[widths * plain_scale < self._SMALL_INPUT_PX]
+        return merged
+
+    def _around(self, image: np.ndarray, box: np.ndarray) -> Detections:
+        """Detections in a crop around one small face, in frame pixels."""
+        h, w = image.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = self._REGION_FACES * max(box[2] - box[0], box[3] - box[1]) / 2
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return Detections.empty()
+        d = self.region.detect(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        shift = np.array([x0, y0], np.float32)
+        return Detections(d.boxes + np.tile(shift, 2), d.scores, d.landmarks + shift)
+
+    def close(self) -> None:
+        self._small = self._small[:0]
+
+
+def _merge(parts: list[Detections], iou: float, limit: int) -> Detections:
+    """Several passes' detections of one image, duplicates removed (the best score wins)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Detections.empty()
+    boxes = np.concatenate([p.boxes for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    landmarks = np.concatenate([p.landmarks for p in parts])
+    keep = nms(boxes, scores, iou)[:limit]
+    return Detections(boxes[keep], scores[keep], landmarks[keep])

@@ -1,0 +1,171 @@
+"""Do no harm: how often open faces are judged covered (and so painted), and how often real
+coverings are missed.
+
+- photos: the largest face of every photo in ../shared/data/unmasked (must be left alone) and
+  ../shared/data/masked (real coverings, must be judged covered), through the product's own
+  painter (detector, alignment, segmenter), as `lostface restore` judges them;
+- clips: real footage in which nobody wears a mask (../shared/data/video/stage_clip.mp4 and
+  the demo's carphone clip) through the video pipeline (runner.process_video, `--tracks`):
+  the frames with a face judged covered are frames with a painted face.
+
+    python bench/harm.py [--photos N] [--no-clips] [--set KEY=VALUE ...] [--tiles DIR]
+
+Prints the figures and writes bench/results/harm.json; --tiles writes PNG mosaics of the
+faces that were judged wrongly (aligned crops, with their scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lostface.config import Settings, load_settings
+from lostface.demo import carphone_path
+from lostface.factory import build_stages
+from lostface.registry import build_detector, build_painter
+from lostface.restore import align
+from lostface.restore.painter import PaintJob
+from lostface.runner import process_video
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results"
+
+
+def photos(settings: Settings, folder: Path, limit: int) -> dict:
+    """The covered/not-covered decision on the largest face of each photo in `folder`."""
+    detector = build_detector(settings)
+    painter = build_painter(settings)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if limit:
+        files = files[:limit]
+    covered: list[str] = []
+    scores: dict[str, float] = {}
+    no_face: list[str] = []
+    tiles: dict[str, np.ndarray] = {}
+    for path in files:
+        image = cv2.imread(str(path))
+        if image is None:
+            continue
+        dets = detector.detect(image)
+        if len(dets) == 0:
+            no_face.append(path.name)
+            continue
+        area = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
+        i = int(np.argmax(area))
+        job = PaintJob.from_frame(0, 0, image, dets.landmarks[i])
+        if job is None:
+            no_face.append(path.name)
+            continue
+        painter.reset()
+        painted = painter.judge(job)
+        scores[path.name] = round(float(painted.score), 4)
+        if painted.covered:
+            covered.append(path.name)
+        tiles[path.name] = align.warp_to_canonical(image, align.to_canonical(dets.landmarks[i]))
+    judged = len(scores)
+    return {
+        "photos": len(files),
+        "faces": judged,
+        "no_face": no_face,
+        "judged_covered": len(covered),
+        "share_judged_covered": len(covered) / max(judged, 1),
+        "covered": covered,
+        "scores": scores,
+        "_tiles": tiles,
+    }
+
+
+def clip(settings: Settings, path: Path, synchronous: bool) -> dict:
+    """Frames of an unmasked clip with a face judged covered (painted), from `--tracks`."""
+    stages = build_stages(settings)
+    with tempfile.TemporaryDirectory(prefix="lostface-harm-") as tmp:
+        tracks = Path(tmp) / "tracks.jsonl"
+        process_video(path, Path(tmp) / "out.mp4", settings, stages, tracks, synchronous)
+        records = [json.loads(line) for line in tracks.read_text().splitlines()]
+    judged = [r["frame"] for r in records if any(f["masked"] for f in r["faces"])]
+    return {
+        "frames": len(records),
+        "frames_with_a_face_judged_covered": len(judged),
+        "frames_judged": judged,
+        "face_frames": sum(len(r["faces"]) for r in records),
+        "face_frames_judged_covered": sum(1 for r in records for f in r["faces"] if f["masked"]),
+    }
+
+
+def mosaic(faces: list[tuple[str, float, np.ndarray]], path: Path, per_row: int = 8) -> None:
+    tiles = []
+    for name, score, face in faces:
+        t = cv2.resize(face, (128, 144), interpolation=cv2.INTER_AREA)
+        cv2.putText(t, f"{name} {score:.2f}", (2, 12), 0, 0.35, (0, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(t)
+    if not tiles:
+        return
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % per_row)
+    rows = [np.hstack(tiles[r : r + per_row]) for r in range(0, len(tiles), per_row)]
+    cv2.imwrite(str(path), np.vstack(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=int, default=0, help="photos per folder (0: all)")
+    ap.add_argument("--no-clips", action="store_true", help="photos only")
+    ap.add_argument("--synchronous", action="store_true", help="keyframe work in the loop")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--tiles", type=Path, default=None, help="write mosaics of wrong decisions")
+    ap.add_argument("--out", type=Path, default=RESULTS / "harm.json")
+    args = ap.parse_args(argv)
+    for part in ("unmasked", "masked", "video/stage_clip.mp4"):
+        if not (DATA / part).exists():
+            print(f"{DATA / part} is absent: this benchmark needs ../shared/data", file=sys.stderr)
+            return 2
+    settings = load_settings(overrides=args.overrides)
+    result: dict = {"settings": args.overrides}
+    for kind in ("unmasked", "masked"):
+        r = photos(settings, DATA / kind, args.photos)
+        tiles = r.pop("_tiles")
+        result[kind] = r
+        wrong = (
+            r["covered"]
+            if kind == "unmasked"
+            else [n for n in r["scores"] if n not in set(r["covered"])]
+        )
+        if args.tiles is not None:
+            args.tiles.mkdir(parents=True, exist_ok=True)
+            mosaic(
+                [(n, r["scores"][n], tiles[n]) for n in wrong],
+                args.tiles / f"wrong_{kind}.png",
+            )
+    u, m = result["unmasked"], result["masked"]
+    print(
+        f"unmasked photos judged covered: {u['judged_covered']}/{u['faces']} "
+        f"({100 * u['share_judged_covered']:.1f}%, target <= 0.5%): {', '.join(u['covered'])}"
+    )
+    print(
+        f"masked photos judged covered:   {m['judged_covered']}/{m['faces']} "
+        f"({100 * m['share_judged_covered']:.1f}%, target >= 97%); no face found on "
+        f"{len(m['no_face'])}"
+    )
+    if not args.no_clips:
+        result["clips"] = {}
+        for name, path in (("stage_clip", DATA / "video" / "stage_clip.mp4"), ("carphone", None)):
+            src = path if path is not None else carphone_path()
+            c = clip(settings, src, args.synchronous)
+            result["clips"][name] = c
+            print(
+                f"{name}: {c['frames_with_a_face_judged_covered']}/{c['frames']} frames with a "
+                f"face judged covered (target 0); frames {c['frames_judged'][:40]}"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Paint only under the covering: where the product changes pixels on synthetic masks.
+
+Synthetic masks (lostface.synthetic, ground truth known) are drawn on the largest face of
+real photos (../shared/data/unmasked, every kind) and of frames of
+../shared/data/video/stage_clip.mp4, and each image is restored as `lostface restore` does
+(restore_image: detector, painter, compositor; the neutral fill, no reference). Per face:
+
+- eyes and brows unchanged: fewer than 1% of the pixels of the brows-and-eyes band (from the
+  unmasked face's own landmarks, outside the covering and its feather band) changed;
+- outside: pixels changed outside the covered region dilated by the feather band
+  (mask.dilate + mask.feather_radius canonical pixels, in frame pixels), over the covered
+  region's area;
+- recall: the share of the covering's pixels that were painted (changed), over the faces
+  judged covered (a face left alone is counted in painted_share, not here).
+
+A pixel counts as changed when any channel moved by more than 2 levels.
+
+    python bench/paint_region.py [--photos 100] [--frames 90] [--set KEY=VALUE ...] [--tiles DIR]
+
+Prints medians and 95th percentiles and writes bench/results/paint_region.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lostface.config import Settings, load_settings
+from lostface.factory import build_stages
+from lostface.restore import align
+from lostface.restore_image import restore_image
+from lostface.stream.video import read_frames
+from lostface.synthetic import KINDS, draw_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results"
+CHANGED = 2  # levels
+EYE_BAND = (62, 120, 46, 210)  # canonical rows y0..y1, columns x0..x1: brows and eyes
+
+
+def largest(detector, image: np.ndarray) -> np.ndarray | None:
+    d = detector.detect(image)
+    if len(d) == 0:
+        return None
+    area = (d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])
+    return d.landmarks[int(np.argmax(area))][:5].astype(np.float64)
+
+
+def eye_band(lm: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The brows-and-eyes band of a face in frame pixels (from its canonical position)."""
+    y0, y1, x0, x1 = EYE_BAND
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+    pts = align.apply(align.invert(align.to_canonical(lm)), corners)
+    m = np.zeros(shape[:2], np.uint8)
+    cv2.fillConvexPoly(m, np.round(pts).astype(np.int32), 1)
+    return m > 0
+
+
+def one(
+    stages, settings: Settings, image: np.ndarray, lm: np.ndarray, kind: str, seed: int
+) -> tuple[dict, np.ndarray] | None:
+    syn = draw_mask(image, lm, kind, rng=seed)
+    truth = syn.covered
+    area = int(truth.sum())
+    if area < 50:
+        return None
+    out = restore_image(syn.image, stages, settings).image
+    changed = np.abs(out.astype(np.int16) - syn.image).max(axis=2) > CHANGED
+    scale = align.scale_of(align.to_canonical(lm))  # canonical px per frame px
+    band = (settings.mask.dilate + settings.mask.feather_radius) / scale
+    r = max(1, int(np.ceil(band)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    allowed = cv2.dilate(truth.astype(np.uint8), kernel) > 0
+    eyes = eye_band(lm, image.shape) & ~allowed
+    row = {
+        "kind": kind,
+        "recall": float(changed[truth].mean()),
+        "outside": float((changed & ~allowed).sum() / area),
+        "eyes_changed": float(changed[eyes].mean()) if eyes.any() else 0.0,
+        "painted": bool(changed[truth].mean() > 0.5),
+        "face_px": float(align.CANON_SIZE / scale * 0.65),
+    }
+    vis = np.hstack([syn.image, out])
+    return row, vis
+
+
+def summary(rows: list[dict]) -> dict:
+    if not rows:
+        return {"faces": 0}
+    rec = np.array([r["recall"] for r in rows if r["painted"]] or [0.0])
+    out = np.array([r["outside"] for r in rows])
+    eyes = np.array([r["eyes_changed"] for r in rows])
+    return {
+        "faces": len(rows),
+        "eyes_unchanged_share": float((eyes < 0.01).mean()),
+        "outside_median": float(np.median(out)),
+        "outside_p95": float(np.percentile(out, 95)),
+        "recall_median": float(np.median(rec)),
+        "recall_mean": float(rec.mean()),
+        "recall_p5": float(np.percentile(rec, 5)),
+        "painted_share": float(np.mean([r["painted"] for r in rows])),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=int, default=100, help="unmasked photos (every kind each)")
+    ap.add_argument("--frames", type=int, default=90, help="stage-clip frames (every 3rd)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--tiles", type=Path, default=None, help="write worst cases as PNG here")
+    ap.add_argument("--out", type=Path, default=RESULTS / "paint_region.json")
+    args = ap.parse_args(argv)
+    if not (DATA / "unmasked").is_dir():
+        print(
+            f"{DATA / 'unmasked'} is absent: this benchmark needs ../shared/data", file=sys.stderr
+        )
+        return 2
+    settings = load_settings(overrides=[*args.overrides, "restore.engine=neutral"])
+    stages = build_stages(settings)
+    rows: dict[str, list[dict]] = {"photos": [], "stage_clip": []}
+    worst: list[tuple[float, np.ndarray]] = []
+    files = sorted((DATA / "unmasked").glob("*.jpg"))
+    step = max(1, len(files) // max(args.photos, 1))
+    for i, path in enumerate(files[::step][: args.photos]):
+        image = cv2.imread(str(path))
+        lm = largest(stages.detector, image) if image is not None else None
+        if lm is None:
+            continue
+        for j, kind in enumerate(KINDS):
+            got = one(stages, settings, image, lm, kind, 1000 * i + j)
+            if got is not None:
+                rows["photos"].append({"name": path.name, **got[0]})
+                if got[0]["painted"]:
+                    worst.append((got[0]["recall"] - got[0]["outside"], got[1]))
+    clip = DATA / "video" / "stage_clip.mp4"
+    if args.frames and clip.is_file():
+        for k, frame in enumerate(read_frames(clip)[: 3 * args.frames : 3]):
+            lm = largest(stages.detector, frame)
+            if lm is None:
+                continue
+            got = one(stages, settings, frame, lm, KINDS[k % len(KINDS)], k)
+            if got is not None:
+                rows["stage_clip"].append({"frame": 3 * k, **got[0]})
+    result = {"settings": args.overrides, **{k: summary(v) for k, v in rows.items()}}
+    result["rows"] = rows
+    for name in ("photos", "stage_clip"):
+        s = result[name]
+        if not s["faces"]:
+            continue
+        print(
+            f"{name} ({s['faces']} faces): eyes and brows unchanged on "
+            f"{100 * s['eyes_unchanged_share']:.1f}% (target >= 99%); changed outside the "
+            f"covering + feather band {100 * s['outside_median']:.2f}% of its area (median, "
+            f"target <= 1%; p95 {100 * s['outside_p95']:.1f}%); recall median "
+            f"{s['recall_median']:.3f}, mean {s['recall_mean']:.3f} (target >= 0.98), p5 "
+            f"{s['recall_p5']:.3f} (faces painted); faces painted "
+            f"{100 * s['painted_share']:.1f}%"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.tiles is not None:
+        args.tiles.mkdir(parents=True, exist_ok=True)
+        worst.sort(key=lambda t: t[0])
+        for n, (_, vis) in enumerate(worst[:6]):
+            cv2.imwrite(str(args.tiles / f"worst_{n}.png"), vis)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

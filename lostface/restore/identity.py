@@ -1,0 +1,190 @@
+"""Which reference person a masked face is, from the part of the face a covering leaves.
+
+A masked face compared with an unmasked photo does not tell people apart (the covering
+dominates dlib's embedding). Painting the same neutral covering on both first does
+(bench/identity_gate.py): then only the visible upper face differs. Every comparison here is
+made between canonical crops (restore.align) with the same flat covering over the lower face.
+
+Per track, the distances to each person are averaged over the track's looks, and the
+decision has hysteresis: a person is taken when the mean distance falls below `match` and is
+kept until it rises above `keep`, so one odd keyframe (a turn, a blur) does not switch it. A
+track that matches nobody gets no person: the painter then asks for the neutral fill, never
+someone else's mouth.
+
+An embedding costs tens of milliseconds on a CPU, so a track is looked at on each of its
+first `settle` keyframes, on every keyframe while its decision is a close call, and then only
+on every `every`-th: a decided face keeps its person between looks. The painter owns the
+gate (lostface.restore.painter) and runs it on the keyframe worker, never in the frame loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from lostface.errors import ModelError
+from lostface.restore.regions import lower_face_mask
+
+log = logging.getLogger(__name__)
+
+# dlib's face box on the canonical crop (eyes at y 100, mouth at y 181): its HOG detector's box
+# runs from the brows to the chin, about 2.2 eye distances wide.
+_BOX = (50, 62, 206, 226)
+_COVER_BGR = (128, 128, 128)
+_HISTORY = 8  # looks averaged per track
+_SETTLE = 3  # a track's first looks, one per keyframe, before its person counts as decided
+_EVERY = 6  # once decided, one look every this many keyframes
+# a decision counts as made only with the mean distance this far on its side of the threshold
+# (below match for a person, at or above it for nobody): a close call is looked at again on
+# every keyframe
+_SURE = 0.04
+# dlib's network keeps buffers between calls: one computation at a time (live sessions each
+# have a keyframe thread, and they share the loaded models)
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _dlib_models() -> tuple[Any, Any, Any]:
+    """dlib, its 68-point shape predictor and its face-recognition ResNet, loaded once."""
+    import dlib
+
+    from lostface.models import dlib_model_paths
+
+    shape_path, rec_path = dlib_model_paths()
+    return (
+        dlib,
+        dlib.shape_predictor(str(shape_path)),
+        dlib.face_recognition_model_v1(str(rec_path)),
+    )
+
+
+def _covered(face: np.ndarray) -> np.ndarray:
+    """The canonical crop with the same flat covering every comparison uses."""
+    out = face.copy()
+    out[lower_face_mask() > 0] = _COVER_BGR
+    return out
+
+
+def embed(face: np.ndarray) -> np.ndarray:
+    """128-d embedding of a canonical crop wearing the neutral covering."""
+    dlib, shape_model, rec = _dlib_models()
+    rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
+    with _LOCK:
+        shape = shape_model(rgb, dlib.rectangle(*_BOX))
+        return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
+
+
+@dataclass
+class _Track:
+    distances: dict[str, list[float]] = field(default_factory=dict)
+    person: str | None = None
+    looks: int = 0
+    since: int = 0  # keyframes since the last look
+
+
+class IdentityGate:
+    """Per-track identity among named reference people (dlib's face-recognition ResNet).
+
+    people: person name -> canonical crops of their reference photos. match, keep: mean
+    distances below which a person is taken, and kept. settle, every: looks per keyframe while
+    a track is new, then one look every `every` keyframes."""
+
+    def __init__(
+        self,
+        people: dict[str, list[np.ndarray]],
+        match: float = 0.58,
+        keep: float = 0.63,
+        *,
+        settle: int = _SETTLE,
+        every: int = _EVERY,
+    ) -> None:
+        self.match = float(match)
+        self.keep = float(keep)
+        self.settle = max(1, int(settle))
+        self.every = max(1, int(every))
+        self._people = {name: [embed(c) for c in crops] for name, crops in people.items() if crops}
+        self._tracks: dict[int, _Track] = {}
+        self.looks = 0  # embeddings computed for faces (benchmarks report the cost)
+
+    @property
+    def people(self) -> list[str]:
+        return list(self._people)
+
+    def distances(self, face: np.ndarray) -> dict[str, float]:
+        """Distance from this face to each person (their closest reference photo)."""
+        d = embed(face)
+        self.looks += 1
+        return {
+            name: float(min(np.linalg.norm(d - e) for e in embs))
+            for name, embs in self._people.items()
+        }
+
+    def observe(self, track_id: int, face: np.ndarray) -> str | None:
+        """The person this track is, as of this keyframe (None: nobody). The face is looked
+        at only while the track is new, and then on every `every`-th keyframe."""
+        st = self._tracks.setdefault(track_id, _Track())
+        st.since += 1
+        if st.looks >= self.settle and st.since < self.every and self._sure(st):
+            return st.person
+        st.since = 0
+        st.looks += 1
+        for name, d in self.distances(face).items():
+            hist = st.distances.setdefault(name, [])
+            hist.append(d)
+            del hist[:-_HISTORY]
+        if not st.distances:
+            return None
+        means = {name: float(np.mean(h)) for name, h in st.distances.items()}
+        best = min(means, key=lambda n: means[n])
+        if st.person is not None and means[st.person] < self.keep:
+            if best == st.person or means[best] >= self.match:
+                return st.person
+        st.person = best if means[best] < self.match else None
+        return st.person
+
+    def _sure(self, st: _Track) -> bool:
+        """Whether the track's decision is clear of the threshold (see _SURE)."""
+        if not st.distances:
+            return True
+        closest = min(float(np.mean(h)) for h in st.distances.values())
+        if st.person is None:
+            return closest >= self.match + _SURE
+        return float(np.mean(st.distances[st.person])) < self.match - _SURE
+
+    def fresh(self, people: Collection[str] | None = None) -> IdentityGate:
+        """A gate with no track state over the same people (or those of them named), sharing
+        their embeddings: live sessions start without loading or embedding anything."""
+        out = copy.copy(self)
+        out._people = {n: e for n, e in self._people.items() if people is None or n in people}
+        out._tracks = {}
+        out.looks = 0
+        return out
+
+    def forget(self, track_id: int) -> None:
+        self._tracks.pop(track_id, None)
+
+    def reset(self) -> None:
+        self._tracks.clear()
+
+
+def build_gate(
+    people: dict[str, list[np.ndarray]], match: float, keep: float
+) -> IdentityGate | None:
+    """The gate for these people, or None (with one log line) when dlib is not installed."""
+    if not people:
+        return None
+    try:
+        return IdentityGate(people, match, keep)
+    except (ImportError, ModelError):
+        log.warning(
+            "The identity gate needs dlib (pip install 'lostface[quality]'); without it every "
+            "masked face is painted from the references."
+        )
+        return None

@@ -1,0 +1,285 @@
+"""`lostface batch` on real Dask (loopback only): a local cluster of worker processes, a
+scheduler and workers started as separate processes, segments cut and joined, a worker killed
+mid-batch, resuming, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.conftest import shared_path
+from tests.media import audio_span, probe, write_clip
+
+pytest.importorskip("distributed")
+
+
+def _frames(path: Path, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    import cv2
+
+    out = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            out.append(cv2.resize(f.to_ndarray(format="bgr24"), size, interpolation=cv2.INTER_AREA))
+            if len(out) == n:
+                break
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Short clips with sound and a keyframe every second: from the stage clip (with its
+    reference photo's person) and from carphone, plus a longer stage clip to cut."""
+    from lostface.demo import carphone_path
+
+    root = tmp_path_factory.mktemp("clips")
+    stage = _frames(shared_path("video", "stage_clip.mp4"), 275, (320, 180))
+    out = {
+        "stage_a": write_clip(root / "stage_a.mp4", stage[:60], rate=30, gop=30),
+        "stage_b": write_clip(root / "stage_b.mp4", stage[150:210], rate=30, gop=30),
+        "carphone": write_clip(
+            root / "carphone.mp4", _frames(carphone_path(), 60, (176, 144)), rate=30, gop=30
+        ),
+        "long": write_clip(root / "long.mp4", stage, rate=30, gop=30),
+    }
+    return out
+
+
+def _cli(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **kw.pop("env", {}))
+    return subprocess.run(
+        [sys.executable, "-m", "lostface.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kw,
+    )
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+REF = ["-r"]
+
+
+def test_a_local_cluster_restores_clips_as_single_runs_do(clips, tmp_path):
+    """Two worker processes, three clips: every output has the input's frames, timestamps
+    and sound, and its pictures match `lostface run` on the same clip up to what the keyframe
+    worker's timing moves (a patch may land a frame earlier or later in either run)."""
+    ref = str(shared_path("identity", "stage_clip_reference.png"))
+    names = ["stage_a", "stage_b", "carphone"]
+    out = tmp_path / "out"
+    done = _cli(
+        "batch", *[str(clips[n]) for n in names], "-o", str(out), "--workers", "2", "-r", ref, "-q"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 done, 0 skipped, 0 failed" in done.stdout
+    report = json.loads((out / "lostface-batch.json").read_text())
+    assert {f["status"] for f in report["files"]} == {"done"} and report["workers"] == 2
+    for n in names:
+        src, got = clips[n], out / f"{n}.mp4"
+        single = tmp_path / f"single_{n}.mp4"
+        assert _cli("run", str(src), "-o", str(single), "-r", ref, "-q").returncode == 0
+        assert probe(got)["pts"] == probe(src)["pts"]
+        a, b = audio_span(got), audio_span(src)
+        assert a is not None and b is not None and abs((a[1] - a[0]) - (b[1] - b[0])) < 0.03
+        diffs = [
+            np.abs(x.astype(int) - y).mean()
+            for x, y in zip(_decoded(got), _decoded(single), strict=True)
+        ]
+        assert np.median(diffs) < 1.0 and max(diffs) < 6.0, diffs
+
+
+def test_a_long_clip_is_cut_into_segments_and_joined_exactly(clips, tmp_path):
+    """9 s cut every 3 s: three segments, joined with the input's frame count, timestamps and
+    sound; at each join the pictures are as a single run's (the segment's pipeline started
+    1 s early), not a fresh start."""
+    from lostface.batch import plan
+
+    src = clips["long"]
+    segs = plan(src, 3.0, 1.0)
+    assert len(segs) == 3 and segs[0].start is None and segs[-1].end is None
+    assert all(s.warm is not None and s.start is not None and s.warm < s.start for s in segs[1:])
+    ref = str(shared_path("identity", "stage_clip_reference.png"))
+    out = tmp_path / "out"
+    sets = ["--set", "batch.segment_seconds=3", "--set", "batch.overlap_seconds=1"]
+    done = _cli("batch", str(src), "-o", str(out), "--workers", "2", "-r", ref, "-q", *sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "lostface-batch.json").read_text())
+    assert report["files"][0]["segments"] == 3
+    got = out / "long.mp4"
+    assert probe(got)["pts"] == probe(src)["pts"]
+    a, b = audio_span(got), audio_span(src)
+    assert a is not None and b is not None and abs((a[1] - a[0]) - (b[1] - b[0])) < 0.03
+    single = tmp_path / "single.mp4"
+    assert _cli("run", str(src), "-o", str(single), "-r", ref, "-q").returncode == 0
+    frames, ones = _decoded(got), _decoded(single)
+    tb = probe(src)["time_base"]
+    pts = probe(src)["pts"]
+    for s in segs[1:]:
+        j = pts.index(next(p for p in pts if p >= s.start))  # the join's first frame
+        for k in range(j - 2, j + 3):
+            assert np.abs(frames[k].astype(int) - ones[k]).mean() < 3.0, (s, k, tb)
+
+
+def _start_cluster(tmp_path: Path) -> tuple[str, list[subprocess.Popen]]:
+    """`dask scheduler` and two `dask worker`s as separate processes on loopback."""
+    scheduler_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, DASK_DISTRIBUTED__LOGGING__DISTRIBUTED="error")
+    dask = Path(sys.executable).with_name("dask")
+    procs = [
+        subprocess.Popen(
+            [str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(scheduler_file)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    for _ in range(100):
+        if scheduler_file.is_file() and scheduler_file.stat().st_size:
+            break
+        time.sleep(0.1)
+    address = json.loads(scheduler_file.read_text())["address"]
+    for i in range(2):
+        procs.append(
+            subprocess.Popen(
+                [str(dask), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                 "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+    from distributed import Client
+
+    with Client(address, timeout="20s") as client:
+        client.wait_for_workers(2, timeout=60)
+    return address, procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_an_existing_scheduler_and_a_worker_killed_mid_batch(clips, tmp_path):
+    """--scheduler uses a running cluster; one of its two workers killed while the batch runs
+    has its tasks rerun on the other, and the batch completes."""
+    address, procs = _start_cluster(tmp_path)
+    try:
+        out = tmp_path / "out"
+        sets = ["--set", "batch.segment_seconds=2", "--set", "batch.overlap_seconds=0.5"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lostface.cli",
+            "batch",
+            str(clips["long"]),
+            str(clips["stage_a"]),
+        ]
+        cmd += ["-o", str(out), "--scheduler", address, "-q", *sets]
+        batch = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        from distributed import Client
+
+        with Client(address, timeout="20s") as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not client.processing():
+                time.sleep(0.2)
+            while time.monotonic() < deadline and not any(client.processing().values()):
+                time.sleep(0.2)
+            time.sleep(1.0)  # a segment is being painted
+            victim = None
+            while victim is None and time.monotonic() < deadline and batch.poll() is None:
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                victim = busy[0] if busy else None  # none between two tasks: look again
+                time.sleep(0.1)
+            assert victim is not None, "no worker was ever seen processing a segment"
+            pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = batch.communicate(timeout=600)
+        assert batch.returncode == 0, stderr[-3000:]
+        assert "2 done, 0 skipped, 0 failed" in stdout
+        assert probe(out / "long.mp4")["pts"] == probe(clips["long"])["pts"]
+    finally:
+        _stop(procs)
+
+
+def test_a_batch_resumes_and_redoes_what_changed(clips, tmp_path):
+    out = tmp_path / "out"
+    first = _cli(
+        "batch",
+        str(clips["stage_a"]),
+        str(clips["carphone"]),
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "-q",
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    stamp = (out / "stage_a.mp4").stat().st_mtime_ns
+    again = _cli(
+        "batch", str(clips["stage_a"]), str(clips["carphone"]), str(clips["stage_b"]),
+        "-o", str(out), "--workers", "1", "-q",
+    )  # fmt: skip
+    assert again.returncode == 0 and "1 done, 2 skipped, 0 failed" in again.stdout, again.stdout
+    assert (out / "stage_a.mp4").stat().st_mtime_ns == stamp  # not redone
+    changed = _cli("batch", str(clips["stage_a"]), "-o", str(out), "--workers", "1", "-q",
+                   "--set", "video.crf=30")  # fmt: skip
+    assert "1 done, 0 skipped" in changed.stdout  # other settings: redone
+
+
+def test_bad_input_and_a_corrupt_file_among_good_ones(clips, tmp_path):
+    out = tmp_path / "out"
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    done = _cli(
+        "batch", str(clips["carphone"]), str(corrupt), "-o", str(out), "--workers", "1", "-q"
+    )
+    assert done.returncode == 1 and "1 done, 0 skipped, 1 failed" in done.stdout
+    assert "corrupt.mp4 failed" in done.stderr and "Traceback" not in done.stderr
+    assert (out / "carphone.mp4").is_file() and not (out / "corrupt.mp4").exists()
+    assert not [p for p in out.iterdir() if "partial" in p.name]
+
+    unreachable = _cli("batch", str(clips["carphone"]), "-o", str(tmp_path / "o2"),
+                       "--scheduler", "tcp://127.0.0.1:9", timeout=120)  # fmt: skip
+    assert unreachable.returncode == 2 and "Cannot reach the Dask scheduler" in unreachable.stderr
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = _cli("batch", str(clips["carphone"]), "-o", str(locked / "sub"))
+        assert ro.returncode == 4 and "Cannot write to" in ro.stderr
+
+    from lostface.batch import MANIFEST, FolderLock
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    lock = FolderLock(busy)
+    try:
+        two = _cli("batch", str(clips["carphone"]), "-o", str(busy), "--workers", "1")
+        assert two.returncode == 4 and "Another lostface batch" in two.stderr
+    finally:
+        lock.release()
+    db = sqlite3.connect(str(out / MANIFEST))
+    with db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema'")
+    db.close()
+    old = _cli("batch", str(clips["carphone"]), "-o", str(out), "--workers", "1")
+    assert old.returncode == 2 and "manifest schema 99" in old.stderr
