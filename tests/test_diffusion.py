@@ -181,9 +181,8 @@ def test_a_whole_photo_changes_only_under_the_patch(tiny_models, masked):
     from lostface.restore_image import restore_image
 
     image, lm, covered = masked
-    # the invisible watermark (provenance.watermark) is added over the painted face's whole
-    # crop, by design: without it, nothing changes beyond the patch
-    settings = tiny_settings(tiny_models, "provenance.watermark=false")
+    # by default (no invisible watermark) nothing changes beyond the patch
+    settings = tiny_settings(tiny_models)
     result = restore_image(image, build_stages(settings), settings)
     assert result.masked == 1 and len(result.patches) == 1
     patch = result.patches[0]
@@ -201,9 +200,9 @@ def test_a_whole_photo_changes_only_under_the_patch(tiny_models, masked):
     changed = np.any(result.image != image, axis=2)
     assert changed[covered].mean() > 0.9
     assert not changed[~support].any()
-    # with the watermark (the default), the rest of the face's crop changes by a level or two
-    # and nothing outside it changes
-    marked = tiny_settings(tiny_models)
+    # with the watermark (provenance.watermark), the rest of the face's crop changes by a level
+    # or two and nothing outside it changes
+    marked = tiny_settings(tiny_models, "provenance.watermark=true")
     out = restore_image(image, build_stages(marked), marked).image
     crop = footprint(np.ones(align.CANON_SHAPE, bool))
     diff = np.abs(out.astype(np.int16) - image.astype(np.int16)).max(axis=2)

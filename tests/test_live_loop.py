@@ -134,9 +134,7 @@ def test_loop_keeps_the_source_rate_while_heavy_work_is_slow(
 def test_loop_restores_a_masked_face(astronaut_bgr):
     from lostface.synthetic import draw_mask
 
-    # the invisible watermark goes over the painted face's whole crop (tests/test_provenance.py
-    # reads it back): off here, so that nothing beyond the covering's neighbourhood changes
-    settings = load_settings(overrides=["provenance.watermark=false"])
+    settings = load_settings()
     stages = build_stages(settings, reference_images=[("astronaut", astronaut_bgr)])
     frames, covered = [], []
     for i in range(45):

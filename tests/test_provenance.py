@@ -267,7 +267,7 @@ def test_rivagan_files_are_checked_by_checksum(tmp_path, monkeypatch):
 
 def test_settings_validate_provenance():
     s = load_settings()
-    assert s.provenance.watermark and s.provenance.metadata and not s.provenance.c2pa
+    assert not s.provenance.watermark and s.provenance.metadata and not s.provenance.c2pa
     with pytest.raises(ConfigError, match="provenance.c2pa needs provenance.cert"):
         load_settings(overrides=["provenance.c2pa=true"])
     with pytest.raises(ConfigError, match="given together"):
@@ -348,7 +348,7 @@ def restored(tmp_path_factory) -> dict[str, Path]:
     out = root / "restored.mp4"
     proc = _cli(
         "run", str(masked), "-o", str(out), "-r", str(ref), "-q", "--set",
-        'provenance.run_id="5a3"', *_c2pa_sets(certs),
+        'provenance.run_id="5a3"', "--set", "provenance.watermark=true", *_c2pa_sets(certs),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # the same run in this process with keyframes painted in the frame loop (synchronous), so
@@ -357,7 +357,9 @@ def restored(tmp_path_factory) -> dict[str, Path]:
     from lostface.provenance import OutputProvenance
     from lostface.runner import process_video
 
-    sync_settings = load_settings(overrides=["output.progress=false", 'provenance.run_id="5a3"'])
+    sync_settings = load_settings(
+        overrides=["output.progress=false", 'provenance.run_id="5a3"', "provenance.watermark=true"]
+    )
     stages = build_stages(sync_settings, [ref], detector=build_detector(sync_settings))
     sync = root / "sync.mp4"
     provenance = OutputProvenance.from_settings(sync_settings, sync)
@@ -394,6 +396,7 @@ def test_restored_clip_carries_tag_and_credentials(restored):
 # bench/README.md, Provenance: on the stage clip (faces about 50 pixels wide) these two read at
 # a chance of 1e-3 to 2e-2, around and above the 1e-3 verdict
 SHORT_OF_TARGET = {
+    "cut3s": "target met with little margin: the middle 3 s read at chance ~5e-4 to 1e-3",
     "crf28": "target not met reliably: after H.264 at CRF 28 the mark reads at chance ~1e-3",
     "half": "target not met: after halving, the faces are ~25 pixels wide (chance ~1e-2)",
 }
@@ -462,7 +465,10 @@ def test_photo_is_tagged_signed_and_tampering_shows(restored, tmp_path):
     src = shared_path("masked")
     photo = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
     out = tmp_path / "restored.png"
-    proc = _cli("restore", str(photo), "-o", str(out), "-q", *_c2pa_sets(restored))
+    proc = _cli(
+        "restore", str(photo), "-o", str(out), "-q", "--set", "provenance.watermark=true",
+        *_c2pa_sets(restored),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     texts = metadata.image_texts(out.read_bytes())
     assert any(metadata.parse_tag(t) for t in texts)

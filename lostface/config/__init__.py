@@ -273,8 +273,11 @@ class ProvenanceSettings:
     reads it back)."""
 
     # RivaGAN's invisible 32-bit mark in every painted patch (keyframes only, off the frame
-    # loop); it reaches files, photos and live output with the patch
-    watermark: bool = True
+    # loop); it reaches files, photos and live output with the patch. Off by default: the mark
+    # spans the face's whole crop, so it changes the visible eyes and brows by a level or two
+    # (bench/paint_region.py), where lostface otherwise leaves every pixel the covering does
+    # not hide as it was
+    watermark: bool = False
     # the mark's run id (3 hex digits); empty: a new random one per run, saved with the config
     run_id: str = ""
     strength: float = 2.0  # RivaGAN's residual scaled (1: as trained; bench/provenance.py)
