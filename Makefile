@@ -14,6 +14,8 @@ $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .
+	# RivaGAN's two ONNX files (the invisible watermark) without the torch its wheel declares
+	$(PIP) install -q --no-deps invisible-watermark==0.2.0
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core

@@ -182,6 +182,7 @@ def process_segment(task: SegmentTask) -> SegmentDone:
     # frames read past the end: the delay line's look-ahead, as a single run has it
     tb = reader.info.time_base
     ahead = int(round(settings.keyframe.delay_frames * 2 / reader.info.rate / tb)) + 1
+    first_pts = reader.video.start_time or 0
     pipe = Pipeline(settings, stages)
     writer = VideoWriter(task.out, reader.info, settings.video, None)
     t0 = time.perf_counter()
@@ -201,6 +202,10 @@ def process_segment(task: SegmentTask) -> SegmentDone:
                 continue
             if seg.end is not None and item.pts is not None and item.pts >= seg.end + ahead:
                 break
+            if seg.warm is not None and item.pts is not None:
+                # a frame keeps its place in the whole file, not its count from the seek: the
+                # watermark's turns follow the output's frame count (Compositor.begin_frame)
+                item.index = int(round(float((item.pts - first_pts) * tb * reader.info.rate)))
             keep(pipe.push(item))
         keep(pipe.flush())
         writer.commit()

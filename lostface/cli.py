@@ -1,4 +1,4 @@
-"""The `lostface` command: run, restore, detect, demo.
+"""The `lostface` command: run, restore, detect, demo, verify.
 
 Every error the user can cause ends as one sentence on stderr and a non-zero exit code;
 outputs are written atomically, so a failure or Ctrl-C leaves no partial file.
@@ -114,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lostface.cli_batch import add_batch_command
     from lostface.cli_identity import add_identity_command
     from lostface.cli_models import add_models_command
+    from lostface.cli_verify import add_verify_command
 
     add_bench_command(sub)
     add_models_command(sub)
     add_identity_command(sub)
+    add_verify_command(sub)
     add_batch_command(sub)
     return parser
 
@@ -164,6 +166,7 @@ def _startup() -> Iterator[_GcPause]:
 def cmd_run(args: argparse.Namespace) -> int:
     with _startup() as startup:
         from lostface.factory import build_stages
+        from lostface.provenance import OutputProvenance
         from lostface.runner import process_video
         from lostface.stream.video import check_input, check_output, check_video_output
         from lostface.tracking.deferred import DeferredTracker
@@ -176,11 +179,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         out = check_video_output(check_output(args.output, [src]))
         tracks = check_output(args.tracks, [src, out]) if args.tracks else None
+        provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
         stages = build_stages(settings, background_tracker=True)
         if isinstance(stages.tracker, DeferredTracker):
             startup.hold()  # the tracker's libraries are still loading
             stages.tracker.when_ready(startup.release)
-    stats = process_video(src, out, settings, stages, tracks)
+    stats = process_video(src, out, settings, stages, tracks, provenance=provenance)
     write_config(settings, out)
     if not stats.track_ids:
         log.warning("No faces found in %s: the output is the input re-encoded.", src)
@@ -199,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from lostface.factory import build_stages
+    from lostface.provenance import OutputProvenance
     from lostface.restore_image import restore_image
     from lostface.stream.image import read_image, write_image
     from lostface.stream.video import check_output
@@ -206,11 +211,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     src = Path(args.input)
     out = check_output(args.output, [src])
+    provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
     image = read_image(src)
     stages = build_stages(settings)
     result = restore_image(image.bgr, stages, settings)
     image.bgr = result.image
-    write_image(out, image)
+    painted = bool(result.patches)
+    write_image(
+        out,
+        image,
+        tag=lambda data, ext: provenance.image_bytes(data, ext, painted),
+        finalize=lambda tmp: provenance.finish_image(tmp, painted, out.name),
+    )
     write_config(settings, out)
     log.info("%d faces, %d masked -> %s", result.faces, result.masked, out)
     print(out)
@@ -292,8 +304,15 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return run(args, settings_from_args(args))
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from lostface.cli_verify import cmd_verify as run
+
+    return run(args, settings_from_args(args))
+
+
 COMMANDS = {
     "run": cmd_run,
+    "verify": cmd_verify,
     "restore": cmd_restore,
     "detect": cmd_detect,
     "demo": cmd_demo,

@@ -147,3 +147,7 @@ class Patch:
     to_canonical: np.ndarray
     skin_mean: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
     reference: str | None = None  # which reference photo painted it (None: classical fill)
+    # the invisible watermark (lostface.provenance): float32 residuals (2,H,W,3) in canonical
+    # space, the payload's and its complement's, that the compositor adds in turns over the
+    # whole face crop; None when unmarked
+    mark: np.ndarray | None = None

@@ -364,6 +364,70 @@ def realesrgan_paths() -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+# --- RivaGAN (the invisible watermark's ONNX encoder and decoder, inside invisible-watermark) --
+
+# sha256 of the files in invisible-watermark 0.2.0 (MIT): RivaGAN's trained encoder and decoder,
+# checked before onnxruntime reads them. The wheel's Python wrapper imports torch: it is never
+# imported, the files are located by importlib and run by onnxruntime alone.
+RIVAGAN_FILES = {
+    "rivagan_encoder.onnx": "66bc7814fadac7d686105c8ab26c6cf2cc8e40deb83e67bb6ef5b9de9b8ece0d",
+    "rivagan_decoder.onnx": "6b006690cf352fa50a91a0b6d6241dbcded0a9957969e2c0665cf9a7011b3880",
+}
+RIVAGAN_INSTALL = (
+    "pip install 'lostface[provenance]' (or, without the torch it declares, "
+    "pip install --no-deps invisible-watermark==0.2.0)"
+)
+
+
+def rivagan_paths() -> tuple[Path, Path]:
+    """(encoder, decoder) ONNX files of RivaGAN inside the installed invisible-watermark wheel,
+    located without importing it and checked by sha256."""
+    spec = importlib.util.find_spec("imwatermark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"The invisible watermark needs RivaGAN's weights; {RIVAGAN_INSTALL}.")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    paths = []
+    for name, want in RIVAGAN_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path} is missing; {RIVAGAN_INSTALL}.")
+        if _sha256(path) != want:
+            raise ModelError(
+                f"{path} is not the RivaGAN file lostface expects (its checksum differs); "
+                "reinstall it: pip install --force-reinstall --no-deps invisible-watermark==0.2.0."
+            )
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def load_rivagan(threads: int = 1) -> tuple[Any, Any]:
+    """onnxruntime sessions (encoder, decoder) of RivaGAN, on the CPU with `threads` threads."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError(
+            "The invisible watermark needs onnxruntime; run `pip install onnxruntime`."
+        ) from None
+    enc_path, dec_path = rivagan_paths()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    sessions = []
+    for path in (enc_path, dec_path):
+        try:
+            sessions.append(
+                ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(
+                f"{path} could not be loaded by onnxruntime ({type(exc).__name__}: {exc}); "
+                "reinstall invisible-watermark==0.2.0."
+            ) from None
+    return sessions[0], sessions[1]
+
+
 # --- models.*: the full engines' models (hub ids or local paths) ----------------------------
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -298,6 +298,7 @@ class Pipeline:
         self.restore_enabled = True
         self.debug_overlay = settings.output.debug_overlay
         self.keyframes = 0
+        self.painted_faces = 0  # faces composited with a painted patch, over all frames
         # frames whose detection may still run on the detector thread (0: detect in the loop)
         self.detect_ahead = settings.tracking.detect_ahead if detect_ahead is None else detect_ahead
         self._arrivals: deque[_Arrival] = deque()
@@ -464,6 +465,7 @@ class Pipeline:
     def _finish(self, out: Output) -> Output:
         t0 = time.perf_counter()
         image = out.frame.image
+        self.stages.compositor.begin_frame(out.frame.index)
         out.faces = [v for v in out.faces if v.track_id in self._confirmed]
         for view in out.faces:
             res = self.worker.result(view.track_id)
@@ -474,6 +476,7 @@ class Pipeline:
             if res.patch is not None and self.restore_enabled:
                 track = FaceTrack(view.track_id, view.box, view.landmarks)
                 self.stages.compositor.composite(image, track, res.patch)
+                self.painted_faces += 1
         if self.debug_overlay:
             draw_overlay(image, out, self._patch_of)
         self._forget_dead(out)

@@ -234,7 +234,9 @@ def build_painter(
 ) -> Painter:
     """The keyframe painter named by the settings; `restorer` replaces the configured one
     (benchmarks compare restorers on the same segmentation). With references, its identity
-    gate tells their people apart (build_gate)."""
+    gate tells their people apart (build_gate). With provenance.watermark every patch it paints
+    carries the invisible watermark (lostface.provenance)."""
+    from lostface.provenance import build_marker
     from lostface.restore.painter import Painter
 
     ing = Ingredients(settings, references)
@@ -245,4 +247,5 @@ def build_painter(
         upscale_below=settings.upscale.below,
         min_face=settings.mask.min_face,
         gate=build_gate(settings, references),
+        marker=build_marker(settings),
     )

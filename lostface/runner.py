@@ -10,13 +10,16 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lostface.config import Settings
 from lostface.errors import InputError
 from lostface.frame import Frame
 from lostface.pipeline import Output, Pipeline, Stages
 from lostface.stream.video import ThreadedReader, ThreadedWriter, VideoReader, VideoWriter
+
+if TYPE_CHECKING:
+    from lostface.provenance import OutputProvenance
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class RunStats:
     seconds: float = 0.0
     track_ids: set[int] = field(default_factory=set)
     keyframes: int = 0
+    painted_faces: int = 0  # faces composited with a painted patch, over all frames
     dropped_jobs: int = 0
     timings: dict = field(default_factory=dict)
 
@@ -87,15 +91,23 @@ def process_video(
     tracks_path: Path | None = None,
     synchronous: bool = False,
     label: str | None = None,
+    provenance: OutputProvenance | None = None,
 ) -> RunStats:
     """Decode `src`, run the pipeline, encode `out` (audio kept); nothing partial is left
     behind on failure or Ctrl-C. synchronous runs each keyframe's work in the frame loop
     (slower; results no longer depend on timing, for benchmarks comparing two settings).
-    label: what the progress bar says is being done (default: the input's name)."""
+    label: what the progress bar says is being done (default: the input's name).
+    provenance: the tag written into the container and the C2PA credentials signed before
+    the output is renamed into place (lostface.provenance); none when not given."""
     reader = VideoReader(src)
     pipe = Pipeline(settings, stages, synchronous=synchronous)
     try:
-        writer = VideoWriter(out, reader.info, settings.video, reader.audio)
+        tags = provenance.video_tags() if provenance is not None else None
+        writer = VideoWriter(out, reader.info, settings.video, reader.audio, tags)
+        if provenance is not None:
+            writer.finalize = lambda tmp: provenance.finish_video(
+                tmp, pipe.painted_faces > 0, out.name
+            )
     except BaseException:
         reader.close()
         pipe.close()
@@ -145,6 +157,7 @@ def process_video(
                 Path(tracks_tmp).unlink(missing_ok=True)  # type: ignore[arg-type]
     stats.seconds = time.perf_counter() - t0
     stats.keyframes = pipe.keyframes
+    stats.painted_faces = pipe.painted_faces
     stats.dropped_jobs = pipe.worker.dropped
     stats.timings = pipe.timings.summary()
     return stats

@@ -176,6 +176,11 @@ class Compositor(Protocol):
         """Carry the patch onto the face's current geometry in `image` (in place)."""
         ...
 
+    def begin_frame(self, index: int) -> None:
+        """The index of the frame the next composites go into (the watermark's turns follow
+        the frame count of the file, which a reader sees too)."""
+        return None
+
     def forget(self, track_id: int) -> None:
         """Drop a face's state (its crossfade) once its track has ended."""
         return None

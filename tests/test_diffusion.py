@@ -181,20 +181,33 @@ def test_a_whole_photo_changes_only_under_the_patch(tiny_models, masked):
     from lostface.restore_image import restore_image
 
     image, lm, covered = masked
+    # by default (no invisible watermark) nothing changes beyond the patch
     settings = tiny_settings(tiny_models)
     result = restore_image(image, build_stages(settings), settings)
     assert result.masked == 1 and len(result.patches) == 1
     patch = result.patches[0]
-    support = cv2.warpAffine(
-        (patch.alpha > 0).astype(np.uint8),
-        align.invert(patch.to_canonical),
-        image.shape[1::-1],
-        flags=cv2.INTER_NEAREST,
-    )
-    support = cv2.dilate(support, np.ones((5, 5), np.uint8)) > 0  # bilinear sampling's reach
+
+    def footprint(canonical: np.ndarray) -> np.ndarray:
+        warped = cv2.warpAffine(
+            canonical.astype(np.uint8),
+            align.invert(patch.to_canonical),
+            image.shape[1::-1],
+            flags=cv2.INTER_NEAREST,
+        )
+        return cv2.dilate(warped, np.ones((5, 5), np.uint8)) > 0  # bilinear sampling's reach
+
+    support = footprint(patch.alpha > 0)
     changed = np.any(result.image != image, axis=2)
     assert changed[covered].mean() > 0.9
     assert not changed[~support].any()
+    # with the watermark (provenance.watermark), the rest of the face's crop changes by a level
+    # or two and nothing outside it changes
+    marked = tiny_settings(tiny_models, "provenance.watermark=true")
+    out = restore_image(image, build_stages(marked), marked).image
+    crop = footprint(np.ones(align.CANON_SHAPE, bool))
+    diff = np.abs(out.astype(np.int16) - image.astype(np.int16)).max(axis=2)
+    assert not diff[~crop].any()
+    assert diff[crop & ~support].any() and diff[crop & ~support].mean() < 3.0
 
 
 def _moving_clip(image: np.ndarray, n: int) -> list[np.ndarray]:

@@ -268,6 +268,26 @@ class LiveSettings:
 
 
 @dataclass
+class ProvenanceSettings:
+    """How outputs say that their faces were painted (lostface.provenance; `lostface verify`
+    reads it back)."""
+
+    # RivaGAN's invisible 32-bit mark in every painted patch (keyframes only, off the frame
+    # loop); it reaches files, photos and live output with the patch. Off by default: the mark
+    # spans the face's whole crop, so it changes the visible eyes and brows by a level or two
+    # (bench/paint_region.py), where lostface otherwise leaves every pixel the covering does
+    # not hide as it was
+    watermark: bool = False
+    # the mark's run id (3 hex digits); empty: a new random one per run, saved with the config
+    run_id: str = ""
+    strength: float = 2.0  # RivaGAN's residual scaled (1: as trained; bench/provenance.py)
+    metadata: bool = True  # files: a tag in the container (comment) or the photo (PNG/JPEG)
+    c2pa: bool = False  # files: signed C2PA content credentials (needs cert and key)
+    cert: str = ""  # PEM certificate chain (signing certificate first) for c2pa
+    key: str = ""  # PEM private key of cert (unencrypted)
+
+
+@dataclass
 class Settings:
     detect: DetectSettings = field(default_factory=DetectSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -282,6 +302,7 @@ class Settings:
     video: VideoSettings = field(default_factory=VideoSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    provenance: ProvenanceSettings = field(default_factory=ProvenanceSettings)
 
 
 PRESETS = ("cpu", "gpu")
@@ -511,10 +532,31 @@ def validate(s: Settings) -> None:
             "live.ice_servers must hold stun:, stuns:, turn: or turns: URLs",
         ),
         (s.live.stream_bitrate >= 100_000, "live.stream_bitrate must be 100000 or more"),
+        (
+            bool(s.provenance.cert) == bool(s.provenance.key),
+            "provenance.cert and provenance.key must be given together",
+        ),
+        (
+            not s.provenance.c2pa or bool(s.provenance.cert),
+            "provenance.c2pa needs provenance.cert and provenance.key (a PEM certificate chain "
+            "and its private key)",
+        ),
+        (
+            0.25 <= s.provenance.strength <= 4.0,
+            "provenance.strength must lie between 0.25 and 4",
+        ),
+        (
+            _is_run_id(s.provenance.run_id),
+            "provenance.run_id must be empty or 1 to 3 hex digits (such as 5a3)",
+        ),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg + ".")
+
+
+def _is_run_id(text: str) -> bool:
+    return text == "" or (len(text) <= 3 and all(c in "0123456789abcdefABCDEF" for c in text))
 
 
 def to_dict(settings: Settings) -> dict:

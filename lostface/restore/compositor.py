@@ -4,7 +4,9 @@ Runs on every frame for every masked face, so it touches only the face's region:
 canonical patch is warped straight into the bounding box of its alpha support in the
 frame (never the whole frame), relit by the change of the visible skin's brightness since
 the keyframe, and alpha-blended in place. A new patch fades in over the previous one
-during keyframe.crossfade_frames frames, so repainting does not pop.
+during keyframe.crossfade_frames frames, so repainting does not pop. A patch that carries the
+invisible watermark (Patch.mark, lostface.provenance) has its residual added over the face's
+whole crop region, on the same frames: the payload's for 8 frames, then its complement's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _SAMPLE = 64  # canonical width at which the current skin brightness is sampled
 _SAMPLE_DSIZE = (_SAMPLE, round(_SAMPLE * align.CANON_HEIGHT / align.CANON_SIZE))
 _GAIN_RANGE = (0.67, 1.5)
 _GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
+_MARK_SEGMENT = 8  # = lostface.provenance.watermark.SEGMENT (not imported: no cycle)
 
 
 def skin_mean(face_canonical: np.ndarray) -> np.ndarray:
@@ -88,12 +91,17 @@ class PatchCompositor(Compositor):
         self._buf = np.zeros((0, 0, 3), np.float32)
         self._abuf = np.zeros((0, 0, 1), np.float32)
         self._ubuf = np.zeros((0, 0, 3), np.uint8)
+        self._frame = 0  # index of the frame being composited (begin_frame)
+
+    def begin_frame(self, index: int) -> None:
+        self._frame = int(index)
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)
 
     def reset(self) -> None:
         self._tracks.clear()
+        self._frame = 0
 
     def fade_weight(self, track_id: int) -> float:
         """Weight of the newest patch of a track on the last composited frame (1 = settled)."""
@@ -162,6 +170,11 @@ class PatchCompositor(Compositor):
                 gain = st.gain + _GAIN_SMOOTHING * (gain - st.gain)
             st.gain = gain
         self._blend(image[y0:y1, x0:x1], warped, gain)
+        mark = st.current.patch.mark
+        if mark is not None:
+            # the payload and its complement in turns of SEGMENT frames of the file (the
+            # provenance watermark): frames 0-7 the payload, 8-15 its complement, ...
+            _add_mark(image, inv, mark[(self._frame // _MARK_SEGMENT) % len(mark)])
 
     def _gain(self, image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
         """Per-channel ratio of the current visible skin to the keyframe's (~300 samples)."""
@@ -195,6 +208,38 @@ class PatchCompositor(Compositor):
         u = self._ubuf[:rh, :rw]
         np.copyto(u, p, casting="unsafe")
         np.copyto(roi, u, where=warped[:, :, 3:4] > 0)
+
+
+_CROP_CORNERS = np.array(
+    [
+        [-1.0, -1.0],
+        [align.CANON_SIZE, -1.0],
+        [align.CANON_SIZE, align.CANON_HEIGHT],
+        [-1.0, align.CANON_HEIGHT],
+    ]
+)
+
+
+def _add_mark(image: np.ndarray, inv: np.ndarray, mark: np.ndarray) -> None:
+    """Add a patch's watermark residual (canonical, float32) over the face's whole crop, in
+    place: one warp of the face's region, as for the patch itself."""
+    pts = align.apply(inv, _CROP_CORNERS)
+    h_img, w_img = image.shape[:2]
+    x0, y0 = max(int(np.floor(pts[:, 0].min())), 0), max(int(np.floor(pts[:, 1].min())), 0)
+    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, w_img)
+    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, h_img)
+    if x1 <= x0 or y1 <= y0:
+        return
+    mt = inv.copy()
+    mt[:, 2] -= (x0, y0)
+    warped: np.ndarray = cv2.warpAffine(
+        mark, mt, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    ).astype(np.float32, copy=False)
+    roi = image[y0:y1, x0:x1]
+    warped += roi
+    warped += np.float32(0.5)
+    np.clip(warped, 0, 255, out=warped)
+    np.copyto(roi, warped, casting="unsafe")
 
 
 def _warp(bgra: np.ndarray, mt: np.ndarray, size: tuple[int, int]) -> np.ndarray:

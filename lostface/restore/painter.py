@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -141,6 +141,14 @@ class _Aligned:
     seconds: dict[str, float]
 
 
+class Marker(Protocol):
+    """The invisible watermark of a painted canonical crop (lostface.provenance.watermark)."""
+
+    def residual(self, image: np.ndarray, span: float) -> np.ndarray:
+        """float32 residuals (canonical) that mark `image`; span: frame pixels its crop spans."""
+        ...
+
+
 class Painter:
     """Paints keyframes: align -> upscale (small faces) -> segment -> restore -> Patch.
 
@@ -148,6 +156,8 @@ class Painter:
     are handed to the upscaler first. min_face: faces narrower than this (frame pixels, from
     the alignment's scale) are too small to judge: they are left as they are, never segmented.
     gate: tells the reference people apart (None: no references, or no identity sought).
+    marker: when given, every painted patch carries its invisible watermark (computed here, on
+    the keyframe worker's thread; the compositor only adds it), over the whole face crop.
     """
 
     def __init__(
@@ -159,8 +169,10 @@ class Painter:
         upscale_below: float = 0.0,
         min_face: float = 0.0,
         gate: IdentityGate | None = None,
+        marker: Marker | None = None,
     ) -> None:
         self.segmenter = segmenter
+        self.marker = marker
         self.upscaler = upscaler
         self.restorer = restorer
         self.gate = gate
@@ -198,6 +210,12 @@ class Painter:
         patches = {}
         for a, (image, reference) in zip(todo, painted, strict=True):
             a.seconds["restore"] = share
+            mark = None
+            if self.marker is not None:
+                t1 = time.perf_counter()
+                span = align.CANON_SIZE / align.scale_of(a.job.to_canonical)
+                mark = self.marker.residual(image, span)
+                a.seconds["watermark"] = time.perf_counter() - t1
             patches[id(a)] = Patch(
                 track_id=a.job.track_id,
                 frame_index=a.job.frame_index,
@@ -206,6 +224,7 @@ class Painter:
                 to_canonical=a.job.to_canonical,
                 skin_mean=np.asarray(skin_mean(a.face), np.float32),
                 reference=reference,
+                mark=mark,
             )
         return [
             Painted(

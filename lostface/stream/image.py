@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,11 +121,18 @@ def read_image(path: str | Path) -> Image:
     return Image(np.ascontiguousarray(img[:, :, :3]), orientation=orientation)
 
 
-def write_image(path: str | Path, image: Image) -> Path:
+def write_image(
+    path: str | Path,
+    image: Image,
+    tag: Callable[[bytes, str], bytes] | None = None,
+    finalize: Callable[[Path], None] | None = None,
+) -> Path:
     """Write in the input's mode (gray stays gray, alpha is kept where the format holds it).
 
     The pixels are written as they are shown and no EXIF travels with them, so no viewer turns
-    them a second time."""
+    them a second time. tag: turns the encoded bytes (and the extension) into the bytes written
+    (lostface.provenance adds its metadata tag); finalize: called with the written temporary
+    file before it is renamed (C2PA signing)."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
@@ -139,9 +147,14 @@ def write_image(path: str | Path, image: Image) -> Path:
     ok, buf = cv2.imencode(ext, out)
     if not ok:
         raise OutputError(f"Could not encode {p} as {ext}.")
+    data = buf.tobytes()
+    if tag is not None:
+        data = tag(data, ext)
     tmp = p.with_name(f".{p.stem}.lostface-{os.getpid()}.partial{p.suffix}")
     try:
-        buf.tofile(str(tmp))
+        tmp.write_bytes(data)
+        if finalize is not None:
+            finalize(tmp)
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)

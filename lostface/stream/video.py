@@ -19,7 +19,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
@@ -331,7 +331,11 @@ class _CopyRefused(Exception):
 class VideoWriter:
     """Encodes Frames (H.264 by default) and the input's audio (copied, or re-encoded where the
     container cannot hold it), into a temporary file that `commit()` renames onto the target;
-    `abort()` (or an exception in `with`) deletes it."""
+    `abort()` (or an exception in `with`) deletes it.
+
+    metadata: container entries written into the header (lostface.provenance's tag);
+    finalize: called with the closed temporary file before it is renamed (provenance: drop the
+    tag, sign C2PA credentials), so the target never exists half-finished."""
 
     def __init__(
         self,
@@ -339,8 +343,11 @@ class VideoWriter:
         info: VideoInfo,
         settings: VideoSettings,
         audio_template: av.audio.stream.AudioStream | None = None,
+        metadata: dict[str, str] | None = None,
     ):
         self.final = check_video_output(path)
+        self.metadata = dict(metadata or {})
+        self.finalize: Callable[[Path], None] | None = None
         self.tmp = _temp_path(self.final)
         self.settings = settings
         self.info = info
@@ -412,6 +419,8 @@ class VideoWriter:
         if self.settings.threads:
             self.stream.codec_context.thread_count = self.settings.threads
         self.stream.thread_type = "AUTO"
+        for key, value in self.metadata.items():
+            self.container.metadata[key] = value
         self.audio = None
         try:
             if audio_template is not None:
@@ -482,6 +491,8 @@ class VideoWriter:
             self.container.close()
             if self.audio_skipped > 1:
                 log.warning("%d damaged audio packets were skipped.", self.audio_skipped)
+            if self.finalize is not None:
+                self.finalize(self.tmp)
         except BaseException:
             self.abort()
             raise
