@@ -13,7 +13,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[mesh]"
+	# the face mesh model: one file of the mediapipe wheel on PyPI, sha256 checked
+	$(VENV)/bin/lostface models pull models.face_mesh
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core

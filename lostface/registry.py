@@ -162,7 +162,12 @@ def _reference(ing: Ingredients) -> Restorer:
 
     if ing.references is None or not len(ing.references):
         return _neutral(ing)  # the caller that read the references says so (see factory)
-    return ReferenceRestorer(ing.references, ing.settings.restore)
+    mesh = None
+    if ing.settings.restore.mesh:
+        from lostface.restore.mesh import load_face_mesh
+
+        mesh = load_face_mesh(ing.settings.models.face_mesh)
+    return ReferenceRestorer(ing.references, ing.settings.restore, mesh)
 
 
 @RESTORERS.register("neutral", "a smooth skin-toned fill from the face's border (embedded)")

@@ -126,6 +126,10 @@ class RestoreSettings:
     # reference: blur it to the face's own sharpness, and fade it toward the smooth fill where
     # the face shows less contrast (dim, hazy) than the reference photo
     match_detail: bool = True
+    # reference: warp the reference's lower face onto the face's own by their face meshes
+    # (lostface.restore.mesh, models.face_mesh), piecewise (a thin-plate spline); without
+    # the mesh model the 5 landmarks place it (one log line)
+    mesh: bool = True
 
 
 @dataclass
@@ -161,6 +165,9 @@ class ModelSettings:
     # a GPU named in models.device but absent: run on the CPU with a warning (false: stop)
     cpu_fallback: bool = True
     cache: str = ""  # folder of downloaded models; empty: the Hugging Face cache
+    # the face mesh model file (MediaPipe's face_landmark.tflite, fetched from PyPI by `lostface
+    # models pull models.face_mesh`); empty: $LOSTFACE_MODELS or ~/.cache/lostface
+    face_mesh: str = ""
 
 
 @dataclass

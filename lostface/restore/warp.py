@@ -1,0 +1,119 @@
+"""Piecewise warping of one face onto another by their face meshes (a thin-plate spline).
+
+One similarity transform from 5 landmarks places a reference's lower face well only when both
+heads face the same way: on a turned or tilted head the mouth and chin land beside the face's
+own. Here the reference's mesh is turned in 3-D to the target's head pose (a similarity fitted
+on the points a covering leaves visible: brows, eyes, nose bridge, upper face oval), its
+visible points are pinned to the target's own, and a thin-plate spline through those
+correspondences (jaw line, mouth, nose, eyes, brows, cheeks) bends the reference: smooth
+between and beyond them (affine far away), so nothing tears at the hull's edge.
+
+The target's lower mesh points are not used: under a covering the model predicts a closed,
+neutral mouth and a jaw to match (bench/segmentation.py measures how far they sit from the
+unmasked face's), and bending the reference onto them would close an open mouth or flatten a
+smile. The reference's own lower face, posed like the target's head, is the better guess.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.interpolate import RBFInterpolator
+
+from lostface.restore import align
+from lostface.restore.mesh import BROWS, FACE_OVAL, LEFT_EYE, LIPS, NOSE, RIGHT_EYE, UPPER
+
+# cheeks, chin and the skin between mouth and nose: spread over the lower face so the spline
+# follows its surface, not just its outline and features
+_CHEEKS = (
+    50, 280, 205, 425, 187, 411, 123, 352, 118, 347, 101, 330, 36, 266, 216, 436, 212, 432,
+    202, 422, 57, 287, 43, 273, 204, 424, 32, 262, 83, 313, 18, 200, 199, 175,
+)  # fmt: skip
+CONTROL = np.array(
+    sorted(set(FACE_OVAL + LIPS[::2] + NOSE + LEFT_EYE[::2] + RIGHT_EYE[::2] + BROWS + _CHEEKS)),
+    np.int64,
+)
+_UPPER = np.array(sorted(set(UPPER)), np.int64)
+_PINNED = np.isin(CONTROL, _UPPER)  # control points placed at the target's own
+_STEP = 4  # the spline is evaluated on a grid this many canonical pixels apart, then resized
+_SMOOTHING = 2.0  # the spline's smoothing (canonical px^2): the mesh's own jitter is not kept
+# the spline is refused when the meshes disagree with the similarity this much (median point
+# distance, in eye distances): one of the meshes is wrong
+MAX_DISAGREEMENT = 0.35
+_EYE_DISTANCE = float(np.hypot(*(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0])))
+
+
+def _grid() -> np.ndarray:
+    ys = np.arange(0, align.CANON_HEIGHT + _STEP, _STEP, dtype=np.float64)
+    xs = np.arange(0, align.CANON_SIZE + _STEP, _STEP, dtype=np.float64)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+_GRID = _grid()
+_GRID_SHAPE = (
+    len(np.arange(0, align.CANON_HEIGHT + _STEP, _STEP)),
+    len(np.arange(0, align.CANON_SIZE + _STEP, _STEP)),
+)
+
+
+def pose_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """src's (N,3) mesh moved by the 3-D similarity (rotation, scale, shift) that best maps
+    its visible upper-face points onto dst's."""
+    a = np.asarray(src, np.float64)[_UPPER]
+    b = np.asarray(dst, np.float64)[_UPPER]
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    a0, b0 = a - mu_a, b - mu_b
+    u, sig, vt = np.linalg.svd(b0.T @ a0)
+    sign = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2, 2] = -1
+    rot = u @ sign @ vt
+    scale = float((sig * np.diag(sign)).sum() / max((a0**2).sum(), 1e-9))
+    return (np.asarray(src, np.float64) - mu_a) @ (scale * rot).T + mu_b
+
+
+def disagreement(src_mesh: np.ndarray, dst_mesh: np.ndarray, m: np.ndarray) -> float:
+    """Median distance (eye distances) between dst's mesh and src's mapped by similarity m."""
+    d = align.apply(m, src_mesh[CONTROL, :2]) - dst_mesh[CONTROL, :2]
+    return float(np.median(np.hypot(d[:, 0], d[:, 1]))) / _EYE_DISTANCE
+
+
+def targets(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> np.ndarray:
+    """Where src's control points go on dst's face: src posed like dst's head (pose_fit),
+    the visible ones pinned to dst's own points."""
+    if src_mesh.shape[1] < 3 or dst_mesh.shape[1] < 3:
+        to = np.asarray(dst_mesh, np.float64)[CONTROL, :2].copy()  # 2-D meshes: point to point
+    else:
+        to = pose_fit(src_mesh, dst_mesh)[CONTROL, :2]
+        to[_PINNED] = np.asarray(dst_mesh, np.float64)[CONTROL[_PINNED], :2]
+    return to
+
+
+def mesh_maps(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps (float32, canonical shape) that pull src pixels onto dst's geometry:
+    map(p) is where the point of dst at p sits in src."""
+    tps = RBFInterpolator(
+        targets(src_mesh, dst_mesh),
+        np.asarray(src_mesh, np.float64)[CONTROL, :2],
+        kernel="thin_plate_spline",
+        smoothing=_SMOOTHING,
+        degree=1,
+    )
+    coarse = tps(_GRID).astype(np.float32).reshape(*_GRID_SHAPE, 2)
+    # canonical pixel p reads grid node p / STEP (nodes sit at whole multiples of STEP)
+    up = np.array([[1.0 / _STEP, 0.0, 0.0], [0.0, 1.0 / _STEP, 0.0]])
+    fine = cv2.warpAffine(
+        coarse,
+        up,
+        align.CANON_DSIZE,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return np.ascontiguousarray(fine[..., 0]), np.ascontiguousarray(fine[..., 1])
+
+
+def warp_by_mesh(image: np.ndarray, src_mesh: np.ndarray, dst_mesh: np.ndarray) -> np.ndarray:
+    """`image` (a canonical crop whose face has src_mesh) bent onto dst_mesh's face."""
+    mx, my = mesh_maps(src_mesh, dst_mesh)
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

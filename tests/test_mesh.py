@@ -1,0 +1,156 @@
+"""Dense landmarks (MediaPipe's face mesh on ai-edge-litert) and the piecewise warp built on them.
+
+The model file is fetched by `lostface models pull models.face_mesh` (the Makefile's install
+step runs it); tests that run the model skip with that command as the reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from lostface.config import Settings
+from lostface.errors import ModelError
+from lostface.restore import align
+from lostface.restore import mesh as face_mesh
+from lostface.restore.reference import ReferenceBank, ReferenceRestorer
+from lostface.restore.warp import CONTROL, warp_by_mesh
+from lostface.synthetic import draw_mask
+from lostface.tracking.detectors import CenterFaceDetector
+
+
+@pytest.fixture(scope="module")
+def mesh() -> face_mesh.FaceMesh:
+    path = face_mesh.default_path()
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: run `lostface models pull models.face_mesh` (make does)")
+    pytest.importorskip("ai_edge_litert", reason="the mesh extra (ai-edge-litert) is missing")
+    return face_mesh.FaceMesh(path)
+
+
+@pytest.fixture(scope="module")
+def detector() -> CenterFaceDetector:
+    from lostface.config import DetectSettings
+
+    return CenterFaceDetector(DetectSettings())
+
+
+def _canonical(image: np.ndarray, detector: CenterFaceDetector) -> tuple[np.ndarray, np.ndarray]:
+    det = detector.detect(image)
+    assert len(det) >= 1
+    lm = det.landmarks[int(np.argmax(det.scores))][:5]
+    m = align.to_canonical(lm)
+    return align.warp_to_canonical(image, m), m
+
+
+def _eye_distance() -> float:
+    return float(np.linalg.norm(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0]))
+
+
+def test_mesh_places_the_features_of_a_real_face(mesh, detector, astronaut_bgr) -> None:
+    face, _ = _canonical(astronaut_bgr, detector)
+    pts, score = mesh.landmarks(face)
+    assert pts.shape == (468, 3) and score > 0.9
+    pts = pts[:, :2]
+    eyes = np.array([pts[list(face_mesh.RIGHT_EYE)].mean(0), pts[list(face_mesh.LEFT_EYE)].mean(0)])
+    # the mesh's eye centres sit where the 5-point template puts the eyes
+    off = np.linalg.norm(np.sort(eyes, axis=0) - np.sort(align.CANON_LANDMARKS[:2], axis=0), axis=1)
+    assert off.max() < 0.2 * _eye_distance()
+    nose_y = pts[face_mesh.NOSE_TIP, 1]
+    mouth_y = pts[list(face_mesh.LIPS), 1].mean()
+    chin_y = pts[face_mesh.CHIN, 1]
+    assert eyes[:, 1].max() < nose_y < mouth_y < chin_y < align.CANON_HEIGHT
+
+
+def test_mesh_predicts_the_covered_lower_face(mesh, detector, astronaut_bgr) -> None:
+    """With a synthetic mask drawn, the eyes stay put and the jaw, mouth and chin points stay
+    near where they are on the unmasked photo. Bounds: about the 90th percentile over 60
+    photos per mask kind (bench/segmentation.py: eyes 0.02-0.05, jaw 0.21-0.27, mouth
+    0.26-0.30, chin 0.36-0.38 eye distances); this broad smile's chin moves 0.22."""
+    det = detector.detect(astronaut_bgr)
+    lm = det.landmarks[int(np.argmax(det.scores))][:5]
+    face, m = _canonical(astronaut_bgr, detector)
+    truth = align.apply(align.invert(m), mesh.landmarks(face)[0][:, :2])
+    masked = draw_mask(astronaut_bgr, lm, "surgical", rng=3).image
+    face_m, m_m = _canonical(masked, detector)
+    found, _ = mesh.landmarks(face_m)  # its presence score falls under a covering
+    found = align.apply(align.invert(m_m), found[:, :2])
+    eye = float(np.linalg.norm(lm[1] - lm[0]))
+    bounds = (
+        (face_mesh.LEFT_EYE + face_mesh.RIGHT_EYE, 0.06),
+        (face_mesh.JAW, 0.3),
+        (face_mesh.LIPS, 0.3),
+        ((face_mesh.CHIN,), 0.4),
+    )
+    for group, bound in bounds:
+        d = np.linalg.norm(found[list(group)] - truth[list(group)], axis=1) / eye
+        assert float(np.median(d)) < bound, group
+
+
+def test_warp_by_mesh_reproduces_a_global_affine(astronaut_bgr) -> None:
+    """Meshes related by one affine map: the spline is that map (no model needed)."""
+    rng = np.random.default_rng(0)
+    src = np.column_stack(
+        [rng.uniform(40, 216, face_mesh.MESH_POINTS), rng.uniform(50, 250, face_mesh.MESH_POINTS)]
+    )
+    a = np.array([[0.8, 0.12, 20.0], [-0.05, 1.05, -6.0]])
+    dst = align.apply(a, src)
+    image = cv2.resize(astronaut_bgr, align.CANON_DSIZE)
+    bent = warp_by_mesh(image, src, dst)
+    want = cv2.warpAffine(image, a, align.CANON_DSIZE, flags=cv2.INTER_LINEAR)
+    inner = np.zeros(align.CANON_SHAPE, bool)
+    hull = cv2.convexHull(dst[CONTROL].astype(np.float32)).astype(np.int32)
+    cv2.fillConvexPoly(inner.view(np.uint8), hull, 1)
+    err = np.abs(bent.astype(np.float32) - want.astype(np.float32))[inner].mean()
+    assert err < 3.0  # grey levels: the smoothed spline and bilinear sampling, nothing more
+
+
+def test_missing_model_falls_back_with_one_log_line(tmp_path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="lostface.restore.mesh")
+    missing = str(tmp_path / "none.tflite")
+    assert face_mesh.load_face_mesh(missing) is None
+    assert face_mesh.load_face_mesh(missing) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "models pull models.face_mesh" in lines[0], lines
+    # the restorer built from such settings places the reference by the 5 landmarks
+    from lostface.registry import build_restorer
+
+    s = Settings()
+    s.models.face_mesh = missing
+    bank = ReferenceBank.from_images(
+        [("grey", np.full((200, 200, 3), 128, np.uint8))], _FixedDetector()
+    )
+    restorer = build_restorer(s, bank)
+    assert isinstance(restorer, ReferenceRestorer) and restorer.mesh is None
+
+
+class _FixedDetector:
+    """One face at fixed landmarks (the fallback test needs a bank, not a real face)."""
+
+    def detect(self, image: np.ndarray):  # noqa: ANN201
+        from lostface.frame import Detections
+
+        lm = align.CANON_LANDMARKS * 0.6 + 20
+        return Detections(
+            np.array([[30.0, 30.0, 170.0, 170.0]]), np.array([0.9]), lm[None].astype(np.float32)
+        )
+
+
+def test_a_wrong_model_file_is_refused(tmp_path) -> None:
+    bad = tmp_path / "face_landmark.tflite"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="sha256"):
+        face_mesh.check_mesh(bad)
+    done = subprocess.run(
+        [sys.executable, "-m", "lostface.cli", "models", "verify", "models.face_mesh", "--set",
+         f"models.face_mesh={bad}"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 3
+    assert "sha256 differs" in done.stdout and "Traceback" not in done.stderr
