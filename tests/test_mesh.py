@@ -154,3 +154,51 @@ def test_a_wrong_model_file_is_refused(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 3
     assert "sha256 differs" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_patch_follows_the_head_between_keyframes(mesh, detector) -> None:
+    """A patch holding frame K's own lower face, carried 16 frames on (same shot) by the
+    compositor: bent onto the face's mesh it matches frame K+16 better than carried by the
+    landmarks' similarity alone (bench/follow.py measures the whole clip)."""
+    from lostface.frame import FaceTrack, Patch
+    from lostface.restore.compositor import PatchCompositor, skin_mean
+    from lostface.restore.follow import MeshFollow
+    from lostface.restore.regions import lower_face_mask
+    from lostface.stream.video import read_frames
+    from lostface.tracking.scenecut import HistogramSceneCut
+    from tests.conftest import shared_path
+
+    frames = read_frames(shared_path("video", "stage_clip.mp4"), limit=120)
+    cut = HistogramSceneCut(Settings().tracking.scene_cut_threshold)
+    shots = np.cumsum([cut.is_cut(f) for f in frames])
+    faces = []
+    for f in frames:
+        d = detector.detect(f)
+        k = int(np.argmax((d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])))
+        faces.append((d.boxes[k], d.landmarks[k][:5]) if len(d) else None)
+    hard = lower_face_mask().astype(np.float32) / 255.0
+    alpha = np.clip(cv2.GaussianBlur(hard, (0, 0), 3.0) * 1.2, 0.0, 1.0)
+    plain, follow = PatchCompositor(Settings()), PatchCompositor(Settings(), MeshFollow(mesh))
+    gains = []
+    for k in range(0, len(frames) - 16, 6):
+        j = k + 16
+        if faces[k] is None or faces[j] is None or shots[k] != shots[j]:
+            continue
+        m_k = align.to_canonical(faces[k][1])
+        crop = align.warp_to_canonical(frames[k], m_k)
+        patch = Patch(-1, k, crop, alpha, m_k, skin_mean(crop))
+        track = FaceTrack(0, faces[j][0], faces[j][1], detected=True)
+        region = cv2.warpAffine(
+            alpha, align.invert(align.to_canonical(faces[j][1])), frames[j].shape[1::-1]
+        )
+        region = region > 0.5
+        psnr = []
+        for comp in (plain, follow):
+            out = frames[j].copy()
+            comp.reset()
+            comp.composite(out, track, patch)
+            err = (out.astype(np.float32) - frames[j].astype(np.float32))[region]
+            psnr.append(10 * np.log10(255.0**2 / max(float((err**2).mean()), 1e-6)))
+        gains.append(psnr[1] - psnr[0])
+    assert len(gains) >= 8
+    assert float(np.median(gains)) > 0.3 and float(np.mean(np.array(gains) > 0)) >= 0.55, gains

@@ -71,6 +71,10 @@ class KeyframeSettings:
     # for on a head turn reaches the frames of the turn rather than arriving after it
     delay_frames: int = 16
     crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
+    # between keyframes, bend the patch onto the face's mesh on the frames the detector
+    # measured it (lostface.restore.follow; needs models.face_mesh), not only carry it by the
+    # landmarks' similarity transform
+    follow_mesh: bool = True
 
 
 @dataclass

@@ -173,19 +173,24 @@ class FaceMesh:
         logit = float(self._it.get_tensor(self._score).ravel()[0])
         return pts / k + (x0, y0, 0.0), float(1.0 / (1.0 + np.exp(-logit)))
 
-    def landmarks(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
+    def landmarks(self, crop: np.ndarray, passes: int = 2) -> tuple[np.ndarray, float]:
         """(468,3) points in the crop's pixels (x, y; z: depth in the same units, relative to
-        the face's centre, smaller is nearer) and the face-presence score (0-1)."""
-        pts, _ = self._run(crop, _FIRST_ROI)
+        the face's centre, smaller is nearer) and the face-presence score (0-1). passes=1:
+        the first pass only (half the time; the compositor's per-frame use)."""
+        pts, score = self._run(crop, _FIRST_ROI)
+        if passes < 2:
+            return pts, score
         lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
         centre = (lo + hi) / 2.0
         side = float(max(hi - lo)) * _ROI_SCALE
         return self._run(crop, (centre[0] - side / 2, centre[1] - side / 2, side))
 
-    def points(self, crop: np.ndarray, min_score: float = MIN_SCORE) -> np.ndarray | None:
+    def points(
+        self, crop: np.ndarray, min_score: float = MIN_SCORE, passes: int = 2
+    ) -> np.ndarray | None:
         """The (468,3) mesh of a crop, or None when the model's face presence is below
         min_score."""
-        pts, score = self.landmarks(crop)
+        pts, score = self.landmarks(crop, passes)
         return pts.astype(np.float32) if score >= min_score else None
 
 

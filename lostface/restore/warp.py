@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.interpolate import RBFInterpolator
 
 from lostface.restore import align
 from lostface.restore.mesh import BROWS, FACE_OVAL, LEFT_EYE, LIPS, NOSE, RIGHT_EYE, UPPER
@@ -29,13 +28,25 @@ _CHEEKS = (
     50, 280, 205, 425, 187, 411, 123, 352, 118, 347, 101, 330, 36, 266, 216, 436, 212, 432,
     202, 422, 57, 287, 43, 273, 204, 424, 32, 262, 83, 313, 18, 200, 199, 175,
 )  # fmt: skip
+# Fewer than 100 points: the spline's dense solve stays small (numpy hands larger ones to a
+# threaded BLAS, which waits on its threads while the frame loop keeps the cores busy).
 CONTROL = np.array(
-    sorted(set(FACE_OVAL + LIPS[::2] + NOSE + LEFT_EYE[::2] + RIGHT_EYE[::2] + BROWS + _CHEEKS)),
+    sorted(
+        set(
+            FACE_OVAL
+            + LIPS[::4]
+            + NOSE[::2]
+            + LEFT_EYE[::4]
+            + RIGHT_EYE[::4]
+            + BROWS
+            + _CHEEKS[::2]
+        )
+    ),
     np.int64,
 )
 _UPPER = np.array(sorted(set(UPPER)), np.int64)
 _PINNED = np.isin(CONTROL, _UPPER)  # control points placed at the target's own
-_STEP = 4  # the spline is evaluated on a grid this many canonical pixels apart, then resized
+_STEP = 8  # the spline is evaluated on a grid this many canonical pixels apart, then resized
 _SMOOTHING = 2.0  # the spline's smoothing (canonical px^2): the mesh's own jitter is not kept
 # the spline is refused when the meshes disagree with the similarity this much (median point
 # distance, in eye distances): one of the meshes is wrong
@@ -73,10 +84,45 @@ def pose_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return (np.asarray(src, np.float64) - mu_a) @ (scale * rot).T + mu_b
 
 
+def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """r^2 log r between every point of a (M,2) and b (N,2) (0 at r = 0)."""
+    dx = a[:, 0:1] - b[None, :, 0]
+    dy = a[:, 1:2] - b[None, :, 1]
+    d2 = dx * dx + dy * dy
+    np.maximum(d2, 1e-12, out=d2)
+    return 0.5 * d2 * np.log(d2)
+
+
+def thin_plate(src: np.ndarray, dst: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The smoothed thin-plate spline through src -> dst (N,2 points), evaluated at `at`.
+
+    A dense solve of N+3 equations and one (M,N) kernel product: a few milliseconds for
+    the ~130 control points and the coarse grid used here."""
+    n = len(src)
+    a = np.zeros((n + 3, n + 3))
+    a[:n, :n] = _tps_kernel(src, src) + _SMOOTHING * np.eye(n)
+    p = np.hstack([np.ones((n, 1)), src])
+    a[:n, n:] = p
+    a[n:, :n] = p.T
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = dst
+    coef = np.linalg.solve(a, rhs)
+    return _tps_kernel(at, src) @ coef[:n] + at @ coef[n + 1 :] + coef[n]
+
+
 def disagreement(src_mesh: np.ndarray, dst_mesh: np.ndarray, m: np.ndarray) -> float:
     """Median distance (eye distances) between dst's mesh and src's mapped by similarity m."""
     d = align.apply(m, src_mesh[CONTROL, :2]) - dst_mesh[CONTROL, :2]
     return float(np.median(np.hypot(d[:, 0], d[:, 1]))) / _EYE_DISTANCE
+
+
+def posed_disagreement(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> tuple[float, float]:
+    """(how far src's control points move to their targets on dst, median canonical px; how
+    far src posed like dst's head misses dst's visible points, median eye distances)."""
+    posed = pose_fit(src_mesh, dst_mesh)
+    miss = np.hypot(*(posed[_UPPER, :2] - np.asarray(dst_mesh)[_UPPER, :2]).T)
+    move = np.hypot(*(targets(src_mesh, dst_mesh) - np.asarray(src_mesh)[CONTROL, :2]).T)
+    return float(np.median(move)), float(np.median(miss)) / _EYE_DISTANCE
 
 
 def targets(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> np.ndarray:
@@ -93,14 +139,10 @@ def targets(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> np.ndarray:
 def mesh_maps(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps (float32, canonical shape) that pull src pixels onto dst's geometry:
     map(p) is where the point of dst at p sits in src."""
-    tps = RBFInterpolator(
-        targets(src_mesh, dst_mesh),
-        np.asarray(src_mesh, np.float64)[CONTROL, :2],
-        kernel="thin_plate_spline",
-        smoothing=_SMOOTHING,
-        degree=1,
+    coarse = thin_plate(
+        targets(src_mesh, dst_mesh), np.asarray(src_mesh, np.float64)[CONTROL, :2], _GRID
     )
-    coarse = tps(_GRID).astype(np.float32).reshape(*_GRID_SHAPE, 2)
+    coarse = coarse.astype(np.float32).reshape(*_GRID_SHAPE, 2)
     # canonical pixel p reads grid node p / STEP (nodes sit at whole multiples of STEP)
     up = np.array([[1.0 / _STEP, 0.0, 0.0], [0.0, 1.0 / _STEP, 0.0]])
     fine = cv2.warpAffine(
