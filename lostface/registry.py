@@ -22,6 +22,7 @@ from lostface.stages import Detector, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
     from lostface.restore.identity import IdentityGate
+    from lostface.restore.mesh import FaceMesh
     from lostface.restore.painter import Painter
     from lostface.restore.reference import ReferenceBank
 
@@ -250,4 +251,14 @@ def build_painter(
         upscale_below=settings.upscale.below,
         min_face=settings.mask.min_face,
         gate=build_gate(settings, references),
+        mesh=_segment_mesh(settings),
     )
+
+
+def _segment_mesh(settings: Settings) -> FaceMesh | None:
+    """The face mesh for the covered region's outline (mask.mesh), or None."""
+    if not settings.mask.mesh:
+        return None
+    from lostface.restore.mesh import load_face_mesh
+
+    return load_face_mesh(settings.models.face_mesh)

@@ -202,3 +202,38 @@ def test_patch_follows_the_head_between_keyframes(mesh, detector) -> None:
         gains.append(psnr[1] - psnr[0])
     assert len(gains) >= 8
     assert float(np.median(gains)) > 0.3 and float(np.mean(np.array(gains) > 0)) >= 0.55, gains
+
+
+def test_covered_region_stays_inside_the_mesh_outline(mesh, detector, astronaut_bgr) -> None:
+    """Covering-coloured pixels beside the face (a scarf, a collar, a dark background at a
+    turned cheek) inside today's search are left out once the mesh's face outline bounds it;
+    the covering itself is found as before."""
+    from lostface.config import MaskSettings
+    from lostface.restore.segment import GeometrySegmenter
+
+    det = detector.detect(astronaut_bgr)
+    lm = det.landmarks[int(np.argmax(det.scores))][:5]
+    syn = draw_mask(astronaut_bgr, lm, "surgical", rng=2, variant="light_blue")
+    m = align.to_canonical(lm)
+    face = align.warp_to_canonical(syn.image, m)
+    truth = cv2.warpAffine(syn.covered.astype(np.uint8), m, align.CANON_DSIZE) > 0
+    lm_c = align.apply(m, lm).astype(np.float32)
+    dense = mesh.points(face, min_score=0.0)
+    assert dense is not None
+    with_mesh = np.vstack([lm_c, dense[:, :2]])
+    # paint the covering's colour beside the face, inside today's search but beyond the grown
+    # mesh outline (the colour shape alone: the edge cut may reach a few px past the bound)
+    seg = GeometrySegmenter(MaskSettings(refine=False))
+    beside = np.zeros(align.CANON_SHAPE, bool)
+    beside[seg._y0 :] = seg._bound(lm_c) & ~seg._mesh_bound(dense.astype(np.float64))
+    beside &= ~truth  # touching the covering, as a collar or a scarf would
+    assert beside.sum() > 300
+    colour = np.median(face[truth], axis=0)
+    scarf = face.copy()
+    scarf[beside] = colour
+    plain = seg.segment(scarf, lm_c).hard
+    bounded = seg.segment(scarf, with_mesh).hard
+    assert plain[beside].mean() > 0.3  # today's search takes much of it as covering
+    assert not bounded[beside].any()
+    iou = (bounded & truth).sum() / (bounded | truth).sum()
+    assert iou > 0.85

@@ -96,6 +96,9 @@ class MaskSettings:
     # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
     # judge and are left as they are
     min_face: float = 36.0
+    # keep the covered region inside the face mesh's outline (models.face_mesh; its points
+    # follow the 5 landmarks handed to mask.engine)
+    mesh: bool = True
 
 
 @dataclass

@@ -66,8 +66,9 @@ CHIN = 152
 NOSE_TIP = 1
 # the lower face: below the nose's wings (jaw, cheeks' lower half, mouth, chin)
 JAW = FACE_OVAL[8:29]  # 454 ... 234 along the jaw, through the chin (152)
-# what a face mask leaves visible: brows, eyes, nose bridge, the oval above the cheekbones
-UPPER = BROWS + LEFT_EYE + RIGHT_EYE + (6, 168, 197, 195) + FACE_OVAL[:8] + FACE_OVAL[29:]
+# what a face mask leaves visible and the model finds well: brows, eyes, nose bridge (the
+# oval at the temples and forehead is left out: hair hides it, and it moves the pose's scale)
+UPPER = BROWS + LEFT_EYE + RIGHT_EYE + (6, 168, 197, 195)
 
 
 def default_path() -> Path:

@@ -36,6 +36,7 @@ from lostface.stages import NOBODY, RestoreItem, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
     from lostface.restore.identity import IdentityGate
+    from lostface.restore.mesh import FaceMesh
 
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
@@ -148,6 +149,8 @@ class Painter:
     are handed to the upscaler first. min_face: faces narrower than this (frame pixels, from
     the alignment's scale) are too small to judge: they are left as they are, never segmented.
     gate: tells the reference people apart (None: no references, or no identity sought).
+    mesh: the face mesh (lostface.restore.mesh); its points follow the 5 landmarks handed to
+    the segmenter, which keeps the covered region inside the mesh's face outline.
     """
 
     def __init__(
@@ -159,7 +162,9 @@ class Painter:
         upscale_below: float = 0.0,
         min_face: float = 0.0,
         gate: IdentityGate | None = None,
+        mesh: FaceMesh | None = None,
     ) -> None:
+        self.mesh = mesh
         self.segmenter = segmenter
         self.upscaler = upscaler
         self.restorer = restorer
@@ -258,7 +263,12 @@ class Painter:
         if _FACE_SHARE * align.CANON_SIZE / align.scale_of(job.to_canonical) < self.min_face:
             cover = _too_small()
         else:
-            cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
+            points = landmarks
+            if self.mesh is not None:
+                dense = self.mesh.points(face, min_score=0.0)  # covered faces score low
+                if dense is not None:
+                    points = np.vstack([landmarks, dense[:, :2].astype(np.float32)])
+            cover = self.segmenter.segment(face, points, self._covered.get(job.track_id))
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:
