@@ -15,6 +15,7 @@ prediction from the visible face; bench/segmentation.py measures how far they mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,20 @@ def check_mesh(path: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Native code's writes to fd 2 go nowhere inside (Python's own stderr is flushed first)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FaceMesh:
     """468 face landmarks of a canonical crop, by the TFLite model on ai-edge-litert."""
 
@@ -154,8 +170,10 @@ class FaceMesh:
                 "The face mesh needs the ai-edge-litert runtime; run `pip install "
                 "'lostface[mesh]'`."
             ) from None
-        self._it: Any = Interpreter(model_path=str(path), num_threads=threads)
-        self._it.allocate_tensors()
+        with _quiet_stderr():
+            # the runtime prints an INFO line to fd 2 as it creates its XNNPACK delegate
+            self._it: Any = Interpreter(model_path=str(path), num_threads=threads)
+            self._it.allocate_tensors()
         self._in = self._it.get_input_details()[0]["index"]
         outs = self._it.get_output_details()
         by_size = sorted(outs, key=lambda d: int(np.prod(d["shape"])))
