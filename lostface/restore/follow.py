@@ -43,8 +43,8 @@ class MeshFollow:
     def bend(bgra: np.ndarray, key: np.ndarray, now: np.ndarray) -> np.ndarray | None:
         """The patch (BGRA, canonical) painted on a face with mesh `key`, bent onto `now`; None
         when it needs no bend or the meshes disagree too much to trust."""
-        moved, spread = posed_disagreement(key, now)
+        moved, spread = posed_disagreement(key, now, depth=True)
         if spread > MAX_DISAGREEMENT or moved < _MIN_MOVE:
             return None
-        mx, my = mesh_maps(key, now)
+        mx, my = mesh_maps(key, now, depth=True)
         return cv2.remap(bgra, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -455,7 +455,8 @@ class ReferenceRestorer(Restorer):
     """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank.
 
     mesh: the face mesh (lostface.restore.mesh); with it the reference is bent onto the face
-    by both faces' meshes (restore.warp), without it placed by one similarity transform."""
+    by both faces' meshes (restore.warp: posed by the visible points, which are pinned to the
+    face's own), without it placed by the 5 landmarks' similarity and the eye fit."""
 
     def __init__(
         self, bank: ReferenceBank, settings: RestoreSettings, mesh: FaceMesh | None = None
@@ -584,7 +585,8 @@ class ReferenceRestorer(Restorer):
         dst = self.mesh.points(face, min_score=0.0)  # covered: judged by its disagreement
         if dst is None or disagreement(src, dst, m) > MAX_DISAGREEMENT:
             return None
-        return warp_by_mesh(ref.image, src, dst)
+        # posed in the image plane (restore.warp says why)
+        return warp_by_mesh(ref.image, src, dst, depth=False)
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray

@@ -1,17 +1,23 @@
 """Piecewise warping of one face onto another by their face meshes (a thin-plate spline).
 
-One similarity transform from 5 landmarks places a reference's lower face well only when both
-heads face the same way: on a turned or tilted head the mouth and chin land beside the face's
-own. Here the reference's mesh is turned in 3-D to the target's head pose (a similarity fitted
-on the points a covering leaves visible: brows, eyes, nose bridge, upper face oval), its
-visible points are pinned to the target's own, and a thin-plate spline through those
-correspondences (jaw line, mouth, nose, eyes, brows, cheeks) bends the reference: smooth
-between and beyond them (affine far away), so nothing tears at the hull's edge.
+One similarity transform from 5 landmarks places a face's lower half well only while the
+landmarks are right and the head keeps its shape in the crop; under a covering the detector
+guesses the mouth corners, and as a head turns or tilts its mouth and chin move against the
+eyes. Here one mesh is posed like the other by the points a covering leaves visible (brows,
+eyes, nose bridge: a similarity fitted in 3-D, or in the image plane), those points are pinned
+to the other mesh's own, and a thin-plate spline through all the correspondences (jaw line,
+mouth, nose, eyes, brows, cheeks) bends the image: smooth between and beyond them (affine far
+away), so nothing tears at the hull's edge.
 
 The target's lower mesh points are not used: under a covering the model predicts a closed,
 neutral mouth and a jaw to match (bench/segmentation.py measures how far they sit from the
-unmasked face's), and bending the reference onto them would close an open mouth or flatten a
-smile. The reference's own lower face, posed like the target's head, is the better guess.
+unmasked face's), and bending a reference onto them would close an open mouth or flatten a
+smile. Its own lower face, posed like the target's head, is the better guess.
+
+The reference restorer poses in the image plane: the photo of another moment turned in 3-D to
+the target's pose measured further from the person (dlib identity distance on the stage clip
+0.435 against 0.399; bench/quality.py). Between keyframes (restore.follow) the same face is
+carried from frame to frame, and the 3-D pose follows its turns best (bench/follow.py).
 """
 
 from __future__ import annotations
@@ -68,11 +74,16 @@ _GRID_SHAPE = (
 )
 
 
-def pose_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """src's (N,3) mesh moved by the 3-D similarity (rotation, scale, shift) that best maps
-    its visible upper-face points onto dst's."""
+def pose_fit(src: np.ndarray, dst: np.ndarray, depth: bool = True) -> np.ndarray:
+    """src's (N,3) mesh moved by the similarity (rotation, scale, shift) that best maps its
+    visible upper-face points onto dst's: in 3-D (the head turns), or with depth=False in the
+    image plane only."""
     a = np.asarray(src, np.float64)[_UPPER]
     b = np.asarray(dst, np.float64)[_UPPER]
+    if not depth:
+        out = np.asarray(src, np.float64).copy()
+        out[:, :2] = align.apply(align.similarity(a[:, :2], b[:, :2]), out[:, :2])
+        return out
     mu_a, mu_b = a.mean(0), b.mean(0)
     a0, b0 = a - mu_a, b - mu_b
     u, sig, vt = np.linalg.svd(b0.T @ a0)
@@ -116,31 +127,34 @@ def disagreement(src_mesh: np.ndarray, dst_mesh: np.ndarray, m: np.ndarray) -> f
     return float(np.median(np.hypot(d[:, 0], d[:, 1]))) / _EYE_DISTANCE
 
 
-def posed_disagreement(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> tuple[float, float]:
+def posed_disagreement(
+    src_mesh: np.ndarray, dst_mesh: np.ndarray, depth: bool = True
+) -> tuple[float, float]:
     """(how far src's control points move to their targets on dst, median canonical px; how
     far src posed like dst's head misses dst's visible points, median eye distances)."""
-    posed = pose_fit(src_mesh, dst_mesh)
+    posed = pose_fit(src_mesh, dst_mesh, depth)
     miss = np.hypot(*(posed[_UPPER, :2] - np.asarray(dst_mesh)[_UPPER, :2]).T)
-    move = np.hypot(*(targets(src_mesh, dst_mesh) - np.asarray(src_mesh)[CONTROL, :2]).T)
+    move = np.hypot(*(targets(src_mesh, dst_mesh, depth) - np.asarray(src_mesh)[CONTROL, :2]).T)
     return float(np.median(move)), float(np.median(miss)) / _EYE_DISTANCE
 
 
-def targets(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> np.ndarray:
+def targets(src_mesh: np.ndarray, dst_mesh: np.ndarray, depth: bool = True) -> np.ndarray:
     """Where src's control points go on dst's face: src posed like dst's head (pose_fit),
     the visible ones pinned to dst's own points."""
     if src_mesh.shape[1] < 3 or dst_mesh.shape[1] < 3:
-        to = np.asarray(dst_mesh, np.float64)[CONTROL, :2].copy()  # 2-D meshes: point to point
-    else:
-        to = pose_fit(src_mesh, dst_mesh)[CONTROL, :2]
-        to[_PINNED] = np.asarray(dst_mesh, np.float64)[CONTROL[_PINNED], :2]
+        depth = False  # 2-D meshes: posed in the image plane
+    to = pose_fit(src_mesh, dst_mesh, depth)[CONTROL, :2]
+    to[_PINNED] = np.asarray(dst_mesh, np.float64)[CONTROL[_PINNED], :2]
     return to
 
 
-def mesh_maps(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mesh_maps(
+    src_mesh: np.ndarray, dst_mesh: np.ndarray, depth: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps (float32, canonical shape) that pull src pixels onto dst's geometry:
     map(p) is where the point of dst at p sits in src."""
     coarse = thin_plate(
-        targets(src_mesh, dst_mesh), np.asarray(src_mesh, np.float64)[CONTROL, :2], _GRID
+        targets(src_mesh, dst_mesh, depth), np.asarray(src_mesh, np.float64)[CONTROL, :2], _GRID
     )
     coarse = coarse.astype(np.float32).reshape(*_GRID_SHAPE, 2)
     # canonical pixel p reads grid node p / STEP (nodes sit at whole multiples of STEP)
@@ -155,7 +169,9 @@ def mesh_maps(src_mesh: np.ndarray, dst_mesh: np.ndarray) -> tuple[np.ndarray, n
     return np.ascontiguousarray(fine[..., 0]), np.ascontiguousarray(fine[..., 1])
 
 
-def warp_by_mesh(image: np.ndarray, src_mesh: np.ndarray, dst_mesh: np.ndarray) -> np.ndarray:
+def warp_by_mesh(
+    image: np.ndarray, src_mesh: np.ndarray, dst_mesh: np.ndarray, depth: bool = True
+) -> np.ndarray:
     """`image` (a canonical crop whose face has src_mesh) bent onto dst_mesh's face."""
-    mx, my = mesh_maps(src_mesh, dst_mesh)
+    mx, my = mesh_maps(src_mesh, dst_mesh, depth)
     return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
