@@ -92,21 +92,23 @@ def test_mesh_predicts_the_covered_lower_face(mesh, detector, astronaut_bgr) -> 
         assert float(np.median(d)) < bound, group
 
 
-def test_warp_by_mesh_reproduces_a_global_affine(astronaut_bgr) -> None:
-    """Meshes related by one affine map: the spline is that map (no model needed)."""
+@pytest.mark.parametrize("depth", [False, True])
+def test_warp_by_mesh_reproduces_a_similarity(astronaut_bgr, depth) -> None:
+    """Meshes of one head that only moved, turned in the image plane and scaled: the spline
+    is that similarity (no model needed)."""
     rng = np.random.default_rng(0)
-    src = np.column_stack(
-        [rng.uniform(40, 216, face_mesh.MESH_POINTS), rng.uniform(50, 250, face_mesh.MESH_POINTS)]
-    )
-    a = np.array([[0.8, 0.12, 20.0], [-0.05, 1.05, -6.0]])
-    dst = align.apply(a, src)
+    n = face_mesh.MESH_POINTS
+    src = np.column_stack([rng.uniform(40, 216, n), rng.uniform(50, 250, n), rng.normal(0, 30, n)])
+    c, s_ = 0.9 * np.cos(0.15), 0.9 * np.sin(0.15)
+    a = np.array([[c, -s_, 30.0], [s_, c, -12.0]])
+    dst = np.column_stack([align.apply(a, src[:, :2]), 0.9 * src[:, 2]])
     image = cv2.resize(astronaut_bgr, align.CANON_DSIZE)
-    bent = warp_by_mesh(image, src, dst)
+    bent = warp_by_mesh(image, src, dst, depth=depth)
     want = cv2.warpAffine(image, a, align.CANON_DSIZE, flags=cv2.INTER_LINEAR)
-    inner = np.zeros(align.CANON_SHAPE, bool)
-    hull = cv2.convexHull(dst[CONTROL].astype(np.float32)).astype(np.int32)
-    cv2.fillConvexPoly(inner.view(np.uint8), hull, 1)
-    err = np.abs(bent.astype(np.float32) - want.astype(np.float32))[inner].mean()
+    inner = np.zeros(align.CANON_SHAPE, np.uint8)
+    hull = cv2.convexHull(dst[CONTROL, :2].astype(np.float32)).astype(np.int32)
+    cv2.fillConvexPoly(inner, hull, 1)
+    err = np.abs(bent.astype(np.float32) - want.astype(np.float32))[inner > 0].mean()
     assert err < 3.0  # grey levels: the smoothed spline and bilinear sampling, nothing more
 
 
