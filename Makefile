@@ -40,6 +40,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/lostface bench -o bench/results/report
 	$(PY) bench/throughput.py
 	$(PY) bench/quality.py
+	$(PY) bench/follow.py
 	$(PY) bench/live.py
 	$(PY) bench/rotation.py
 	$(PY) bench/reference_check.py
