@@ -203,7 +203,12 @@ def test_an_existing_scheduler_and_a_worker_killed_mid_batch(clips, tmp_path):
             while time.monotonic() < deadline and not any(client.processing().values()):
                 time.sleep(0.2)
             time.sleep(1.0)  # a segment is being painted
-            victim = next(w for w, tasks in client.processing().items() if tasks)
+            victim = None
+            while victim is None and time.monotonic() < deadline and batch.poll() is None:
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                victim = busy[0] if busy else None  # none between two tasks: look again
+                time.sleep(0.1)
+            assert victim is not None, "no worker was ever seen processing a segment"
             pid = client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = batch.communicate(timeout=600)
