@@ -13,9 +13,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[mesh]"
 	# RivaGAN's two ONNX files (the invisible watermark) without the torch its wheel declares
 	$(PIP) install -q --no-deps invisible-watermark==0.2.0
+	# the face mesh model: one file of the mediapipe wheel on PyPI, sha256 checked
+	$(VENV)/bin/lostface models pull models.face_mesh
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
@@ -40,6 +42,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/lostface bench -o bench/results/report
 	$(PY) bench/throughput.py
 	$(PY) bench/quality.py
+	$(PY) bench/follow.py
 	$(PY) bench/live.py
 	$(PY) bench/rotation.py
 	$(PY) bench/reference_check.py

@@ -3,7 +3,10 @@
 IoU is also measured without the edge cut (mask.refine=false: the colour shape alone) on
 the same faces, as the baseline of the same run. Landmark shift: how far the detector's points
 on the synthetic-masked photo lie from its points on the same photo unmasked, in eye
-distances (what restore.refine's eye fit corrects for the reference).
+distances (what restore.refine's eye fit corrects for the reference). Mesh shift: the same
+for the face mesh's jaw line, mouth and chin points (lostface.restore.mesh; the model predicts
+them under the covering from the visible face), when `lostface models pull models.face_mesh`
+has fetched the model.
 
     python bench/segmentation.py [--sample 100] [--overlays /tmp/seg_overlays]
 
@@ -25,7 +28,8 @@ import cv2
 import numpy as np
 
 from lostface.config import DetectSettings, MaskSettings
-from lostface.restore.align import apply, to_canonical, warp_to_canonical
+from lostface.restore import mesh as face_mesh
+from lostface.restore.align import apply, invert, to_canonical, warp_to_canonical
 from lostface.restore.segment import GeometrySegmenter
 from lostface.synthetic import KINDS, draw_mask
 from lostface.tracking.detectors import CenterFaceDetector
@@ -64,6 +68,47 @@ def landmark_shift(
     if np.linalg.norm(found[:2].mean(0) - mid) > eye:
         return None  # another face
     return (_eyes_nose_mouth(found) - _eyes_nose_mouth(lm)) / eye
+
+
+_MESH_GROUPS = {
+    "jaw": face_mesh.JAW,
+    "mouth": face_mesh.LIPS,
+    "chin": (face_mesh.CHIN,),
+    "eyes": face_mesh.LEFT_EYE + face_mesh.RIGHT_EYE,
+}
+
+
+def frame_mesh(
+    mesh: face_mesh.FaceMesh, image: np.ndarray, lm: np.ndarray, min_score: float = 0.5
+) -> np.ndarray | None:
+    """The face mesh of the face with landmarks lm, in the image's pixels."""
+    m = to_canonical(lm)
+    pts = mesh.points(warp_to_canonical(image, m), min_score)
+    return None if pts is None else apply(invert(m), pts[:, :2])
+
+
+def mesh_shift(
+    mesh: face_mesh.FaceMesh,
+    detector: CenterFaceDetector,
+    masked: np.ndarray,
+    lm: np.ndarray,
+    truth: np.ndarray,
+) -> dict[str, float] | None:
+    """Median distance (eye distances) of each mesh group found on the masked image (from the
+    landmarks the detector finds there, as in use) from the same points found unmasked."""
+    det = detector.detect(masked)
+    if len(det) == 0:
+        return None
+    eye = float(np.linalg.norm(lm[1] - lm[0]))
+    mid = lm[:2].mean(0)
+    k = int(np.argmin(np.linalg.norm(det.landmarks[:, :2].mean(1) - mid, axis=1)))
+    if np.linalg.norm(det.landmarks[k][:2].mean(0) - mid) > eye:
+        return None
+    found = frame_mesh(mesh, masked, det.landmarks[k], 0.0)  # as the restorer takes it
+    if found is None:
+        return None
+    d = np.linalg.norm(found - truth, axis=1) / eye
+    return {g: float(np.median(d[list(ix)])) for g, ix in _MESH_GROUPS.items()}
 
 
 def _eyes_nose_mouth(lm: np.ndarray) -> np.ndarray:
@@ -108,6 +153,10 @@ def main() -> None:
     presence: dict[str, list[bool]] = {"unmasked": [], "masked": []}
     times: list[float] = []
     tiles: dict[str, list[np.ndarray]] = {"synthetic": [], "masked": [], "unmasked": []}
+    mesh = face_mesh.load_face_mesh()
+    mesh_shifts: dict[str, list[dict[str, float]]] = {k: [] for k in KINDS}
+    mouth_5: dict[str, list[float]] = {k: [] for k in KINDS}
+    iou_mesh: dict[str, list[float]] = {k: [] for k in KINDS}
 
     for i, path in enumerate(sample(DATA / "unmasked", args.sample)):
         image = cv2.imread(str(path))
@@ -125,11 +174,17 @@ def main() -> None:
         presence["unmasked"].append(cover.covered)
         if len(tiles["unmasked"]) < 12 and (i % 4 == 0 or cover.covered):
             tiles["unmasked"].append(overlay(face, cover.hard, None, cover.score))
+        truth_mesh = frame_mesh(mesh, image, lm) if mesh is not None else None
         for j, kind in enumerate(KINDS):
             syn = draw_mask(image, lm, kind, rng=1000 * i + j)
             shift = landmark_shift(detector, syn.image, lm)
             if shift is not None:
                 shifts[kind].append(shift)
+                mouth_5[kind].append(float(np.linalg.norm(shift[2])))
+            if mesh is not None and truth_mesh is not None:
+                ms = mesh_shift(mesh, detector, syn.image, lm, truth_mesh)
+                if ms is not None:
+                    mesh_shifts[kind].append(ms)
             face_s = warp_to_canonical(syn.image, m)
             truth = (
                 cv2.warpAffine(
@@ -143,6 +198,11 @@ def main() -> None:
             plain = uncut.segment(face_s, lm_c)
             cut_times.append((t1 - t0) - (time.perf_counter() - t1))
             iou[kind].append(overlap(cover_s.hard, truth))
+            if mesh is not None:
+                # the painter's way: the mesh of the masked crop after the 5 points
+                pts = mesh.points(face_s, 0.0)
+                ext = lm_c if pts is None else np.vstack([lm_c, pts[:, :2]])
+                iou_mesh[kind].append(overlap(seg.segment(face_s, ext).hard, truth))
             iou_uncut[kind].append(overlap(plain.hard, truth))
             syn_hits[kind].append(cover_s.covered)
             if len(tiles["synthetic"]) < 12 and i % 7 == 0:
@@ -175,6 +235,11 @@ def main() -> None:
             }
             for k, v in iou.items()
         },
+        "iou_with_mesh_bound": {
+            k: {"mean": float(np.mean(v)), "median": float(np.median(v)), "n": len(v)}
+            for k, v in iou_mesh.items()
+            if v
+        },
         "iou_without_cut": {
             k: {"mean": float(np.mean(v)), "median": float(np.median(v))}
             for k, v in iou_uncut.items()
@@ -189,6 +254,16 @@ def main() -> None:
                 "n": len(vs),
             }
             for k, vs in shifts.items()
+            if vs
+        },
+        "mesh_shift_eye_distances": {
+            k: {
+                **{f"{g}_median": float(np.median([v[g] for v in vs])) for g in _MESH_GROUPS},
+                **{f"{g}_p90": float(np.percentile([v[g] for v in vs], 90)) for g in _MESH_GROUPS},
+                "five_point_mouth_median": float(np.median(mouth_5[k])) if mouth_5[k] else None,
+                "n": len(vs),
+            }
+            for k, vs in mesh_shifts.items()
             if vs
         },
         "synthetic_detected": {k: float(np.mean(v)) for k, v in syn_hits.items()},
@@ -220,6 +295,8 @@ def main() -> None:
             f"{result['iou_without_cut'][k]['mean']:>8.3f}"
             f"{result['synthetic_detected'][k]:>10.3f}{r['n']:>5}"
         )
+    for k, r in result["iou_with_mesh_bound"].items():
+        print(f"  {k:<9} with the face mesh's outline: mean IoU {r['mean']:.3f} (n={r['n']})")
     print("landmarks on the masked photo minus unmasked, eye distances (median; + is down):")
     for k, r in result["landmark_shift_eye_distances"].items():
         print(
@@ -227,6 +304,17 @@ def main() -> None:
             f" dx {r['eyes_dx_median']:+.3f}; nose dy {r['nose_dy_median']:+.3f};"
             f" mouth dy {r['mouth_dy_median']:+.3f} (n={r['n']})"
         )
+    if result["mesh_shift_eye_distances"]:
+        print("face mesh on the masked photo against unmasked, eye distances (median / p90):")
+        for k, r in result["mesh_shift_eye_distances"].items():
+            groups = ", ".join(
+                f"{g} {r[g + '_median']:.3f}/{r[g + '_p90']:.3f}" for g in _MESH_GROUPS
+            )
+            print(
+                f"  {k:<9} {groups}; 5-point mouth {r['five_point_mouth_median']:.3f} (n={r['n']})"
+            )
+    else:
+        print("face mesh: not measured (run `lostface models pull models.face_mesh`)")
     p = result["presence"]
     print(
         f"presence: masked covered={p['masked_true_positive']:.3f} (n={p['masked_faces']}), "

@@ -35,7 +35,8 @@ def add_models_command(sub: argparse._SubParsersAction) -> None:
             "keys",
             nargs="*",
             metavar="KEY",
-            help="models.inpaint, models.lcm_lora, models.upscale, models.sam or detect.model "
+            help="models.inpaint, models.lcm_lora, models.upscale, models.sam, "
+            "models.face_mesh or detect.model "
             "(default: those the chosen "
             "engines use, or every one that is set when they use none)",
         )
@@ -114,7 +115,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     used = set(needed_models(settings))
     for key, entry in CATALOGUE.items():
         spec = model_spec(settings, key)
-        path = locate(settings, key) if spec else None
+        mesh = entry.kind == "mesh"
+        path = locate(settings, key) if spec or mesh else None
         size = folder_size(path) if path else 0
         row = {
             "key": key,
@@ -128,10 +130,13 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(row), flush=True)
             continue
         where = (
-            f"{path} ({size / 1e6:.1f} MB)" if path else ("not downloaded" if spec else "not set")
+            f"{path} ({size / 1e6:.1f} MB)"
+            if path
+            else ("not downloaded" if spec or mesh else "not set")
         )
         mark = "*" if key in used else " "
-        print(f"{mark} {key:<16} {spec or '-':<52} {where}")
+        shown = spec or ("(PyPI: mediapipe==0.10.21)" if mesh else "-")
+        print(f"{mark} {key:<16} {shown:<52} {where}")
     if not args.json:
         print("(* used by the chosen engines)")
     return 0
@@ -163,7 +168,9 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             failed += 1
             print(f"{key}: {path}: {'; '.join(p.rstrip('.') for p in problems)}.", flush=True)
         else:
-            what = "the file is there" if key == "detect.model" else "tensor shapes match"
+            what = {"detect.model": "the file is there", "models.face_mesh": "sha256 matches"}.get(
+                key, "tensor shapes match"
+            )
             print(f"{key}: ok ({path}: {what})", flush=True)
     return 3 if failed else 0
 
@@ -171,8 +178,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 def _problems(settings: Settings, key: str) -> list[str]:
     from lostface.models import resolve
 
-    if key == "detect.model":
-        return []
+    if key in ("detect.model", "models.face_mesh"):
+        return []  # resolve checked the face mesh's sha256
     if key == "models.sam":
         try:
             from lostface.generative.sam import sam_problems

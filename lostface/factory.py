@@ -11,6 +11,7 @@ import numpy as np
 from lostface.config import Settings
 from lostface.pipeline import Pipeline, Stages
 from lostface.registry import build_detector, build_painter, build_segmenter
+from lostface.restore.follow import MeshFollow
 from lostface.stages import Detector, Restorer, Tracker
 
 __all__ = ["build_detector", "build_pipeline", "build_stages", "load_references"]
@@ -98,8 +99,19 @@ def build_stages(
         scene_cut=HistogramSceneCut(settings.tracking.scene_cut_threshold),
         policy=ThresholdKeyframePolicy(settings.keyframe),
         painter=build_painter(settings, bank, restorer),
-        compositor=PatchCompositor(settings),
+        compositor=PatchCompositor(settings, build_follow(settings)),
     )
+
+
+def build_follow(settings: Settings) -> MeshFollow | None:
+    """What bends patches onto the face's mesh between keyframes (keyframe.follow_mesh), or
+    None: off, or no face mesh model (load_face_mesh logs that once)."""
+    if not settings.keyframe.follow_mesh:
+        return None
+    from lostface.restore.mesh import load_face_mesh
+
+    mesh = load_face_mesh(settings.models.face_mesh)
+    return MeshFollow(mesh) if mesh is not None else None
 
 
 def build_pipeline(

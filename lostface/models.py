@@ -438,7 +438,9 @@ class ModelEntry:
     """One model setting: what kind of model it names and what `pull` fetches for it."""
 
     key: str  # the setting, e.g. models.inpaint
-    kind: str  # inpaint, upscale (diffusers folders) | lora | file (one weights file)
+    # inpaint, upscale (diffusers folders) | lora | file (one weights file) | mesh (the face
+    # mesh model, from a PyPI wheel)
+    kind: str
     summary: str
     needed: Callable[[Settings], bool]  # whether the chosen engines use it
     patterns: tuple[str, ...] = ()  # files of a hub repository that `pull` downloads
@@ -500,6 +502,12 @@ CATALOGUE: dict[str, ModelEntry] = {
             lambda s: s.mask.engine == "sam",
         ),
         ModelEntry(
+            "models.face_mesh",
+            "mesh",
+            "MediaPipe face mesh (face_landmark.tflite, from the mediapipe 0.10.21 wheel)",
+            lambda s: s.restore.engine == "reference" and s.restore.mesh,
+        ),
+        ModelEntry(
             "detect.model",
             "file",
             "YOLOv8 face weights",
@@ -544,6 +552,11 @@ def locate(settings: Settings, key: str) -> Path | None:
     """Where the model named by `key` is on this machine (a folder or file), or None."""
     entry = model_entry(key)
     spec = model_spec(settings, key)
+    if entry.kind == "mesh":
+        from lostface.restore.mesh import mesh_path
+
+        path = mesh_path(spec)
+        return path if path.is_file() else None
     if not spec:
         return None
     if entry.kind == "file":
@@ -564,6 +577,11 @@ def resolve(settings: Settings, key: str) -> Path:
     it (`lostface models pull` for hub ids)."""
     entry = model_entry(key)
     spec = model_spec(settings, key)
+    if entry.kind == "mesh":
+        from lostface.restore.mesh import check_mesh, mesh_path
+
+        check_mesh(mesh_path(spec))
+        return mesh_path(spec)
     if not spec:
         raise ModelError(f"{entry.key} is empty; set it to a hub id or a local path.")
     found = locate(settings, key)
@@ -581,14 +599,28 @@ def resolve(settings: Settings, key: str) -> Path:
 
 def needed_models(settings: Settings) -> list[str]:
     """The model settings the chosen engines use."""
-    return [k for k, e in CATALOGUE.items() if e.needed(settings) and model_spec(settings, k)]
+    return [
+        k
+        for k, e in CATALOGUE.items()
+        if e.needed(settings) and (e.kind == "mesh" or model_spec(settings, k))
+    ]
 
 
 def pull(settings: Settings, keys: list[str], endpoint: str | None = None) -> list[Path]:
-    """Download the hub models named by `keys` into the cache (the only network code).
+    """Download the models named by `keys` (the only network code): hub models into the
+    cache, the face mesh model from its PyPI wheel.
 
     endpoint: the hub's address (default: HF_ENDPOINT, else the Hugging Face hub). Models
     given as local paths are left as they are."""
+    out = []
+    if any(model_entry(k).kind == "mesh" for k in keys):
+        from lostface.restore.mesh import mesh_path, pull_mesh
+
+        log.info("Fetching models.face_mesh from PyPI (%s) ...", "mediapipe==0.10.21")
+        out.append(pull_mesh(mesh_path(settings.models.face_mesh)))
+        keys = [k for k in keys if model_entry(k).kind != "mesh"]
+        if not keys:
+            return out
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise ModelError(
             "HF_HUB_OFFLINE is set, which forbids downloads; unset it to run "
@@ -601,7 +633,6 @@ def pull(settings: Settings, keys: list[str], endpoint: str | None = None) -> li
             "Downloading models needs huggingface_hub; run `pip install 'lostface[diffusion]'`."
         ) from None
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
-    out = []
     for key in keys:
         entry = model_entry(key)
         spec = model_spec(settings, key)

@@ -22,6 +22,7 @@ from lostface.stages import Detector, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
     from lostface.restore.identity import IdentityGate
+    from lostface.restore.mesh import FaceMesh
     from lostface.restore.painter import Painter
     from lostface.restore.reference import ReferenceBank
 
@@ -162,7 +163,12 @@ def _reference(ing: Ingredients) -> Restorer:
 
     if ing.references is None or not len(ing.references):
         return _neutral(ing)  # the caller that read the references says so (see factory)
-    return ReferenceRestorer(ing.references, ing.settings.restore)
+    mesh = None
+    if ing.settings.restore.mesh:
+        from lostface.restore.mesh import load_face_mesh
+
+        mesh = load_face_mesh(ing.settings.models.face_mesh)
+    return ReferenceRestorer(ing.references, ing.settings.restore, mesh)
 
 
 @RESTORERS.register("neutral", "a smooth skin-toned fill from the face's border (embedded)")
@@ -248,4 +254,14 @@ def build_painter(
         min_face=settings.mask.min_face,
         gate=build_gate(settings, references),
         marker=build_marker(settings),
+        mesh=_segment_mesh(settings),
     )
+
+
+def _segment_mesh(settings: Settings) -> FaceMesh | None:
+    """The face mesh for the covered region's outline (mask.mesh), or None."""
+    if not settings.mask.mesh:
+        return None
+    from lostface.restore.mesh import load_face_mesh
+
+    return load_face_mesh(settings.models.face_mesh)

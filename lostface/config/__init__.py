@@ -71,6 +71,10 @@ class KeyframeSettings:
     # for on a head turn reaches the frames of the turn rather than arriving after it
     delay_frames: int = 16
     crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
+    # between keyframes, bend the patch onto the face's mesh on the frames the detector
+    # measured it (lostface.restore.follow; needs models.face_mesh), not only carry it by the
+    # landmarks' similarity transform
+    follow_mesh: bool = True
 
 
 @dataclass
@@ -92,6 +96,9 @@ class MaskSettings:
     # faces narrower than this (frame pixels, from the landmarks' scale) are too small to
     # judge and are left as they are
     min_face: float = 36.0
+    # keep the covered region inside the face mesh's outline (models.face_mesh; its points
+    # follow the 5 landmarks handed to mask.engine)
+    mesh: bool = True
 
 
 @dataclass
@@ -126,6 +133,10 @@ class RestoreSettings:
     # reference: blur it to the face's own sharpness, and fade it toward the smooth fill where
     # the face shows less contrast (dim, hazy) than the reference photo
     match_detail: bool = True
+    # reference: warp the reference's lower face onto the face's own by their face meshes
+    # (lostface.restore.mesh, models.face_mesh), piecewise (a thin-plate spline); without
+    # the mesh model the 5 landmarks place it (one log line)
+    mesh: bool = True
 
 
 @dataclass
@@ -161,6 +172,9 @@ class ModelSettings:
     # a GPU named in models.device but absent: run on the CPU with a warning (false: stop)
     cpu_fallback: bool = True
     cache: str = ""  # folder of downloaded models; empty: the Hugging Face cache
+    # the face mesh model file (MediaPipe's face_landmark.tflite, fetched from PyPI by `lostface
+    # models pull models.face_mesh`); empty: $LOSTFACE_MODELS or ~/.cache/lostface
+    face_mesh: str = ""
 
 
 @dataclass

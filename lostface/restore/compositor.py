@@ -7,6 +7,9 @@ the keyframe, and alpha-blended in place. A new patch fades in over the previous
 during keyframe.crossfade_frames frames, so repainting does not pop. A patch that carries the
 invisible watermark (Patch.mark, lostface.provenance) has its residual added over the face's
 whole crop region, on the same frames: the payload's for 8 frames, then its complement's.
+With the face mesh (restore.follow), on the frames where the detector measured the face the
+patch is bent onto the face's current mesh, so the painted mouth and chin do not slide against
+a turning head.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from lostface.config import Settings
 from lostface.frame import FaceTrack, Patch
 from lostface.restore import align
+from lostface.restore.follow import MeshFollow
 from lostface.restore.regions import upper_skin_mask
 from lostface.stages import Compositor
 
@@ -48,6 +52,15 @@ class _Prepared:
     bgra: np.ndarray
     corners: np.ndarray  # (4,2) canonical corners of the alpha support's bounding box
     skin: np.ndarray  # (3,) float32 skin mean at its keyframe
+    mesh: np.ndarray | None = None  # the face mesh of the painted patch (MeshFollow)
+    bent: np.ndarray | None = None  # bgra bent onto the face's latest measured mesh
+    bent_corners: np.ndarray | None = None
+
+    def pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """The BGRA to warp and its support's corners (bent when it was)."""
+        if self.bent is not None and self.bent_corners is not None:
+            return self.bent, self.bent_corners
+        return self.bgra, self.corners
 
 
 @dataclass(slots=True)
@@ -58,11 +71,12 @@ class _TrackState:
     gain: np.ndarray | None = None  # relight gain, smoothed over frames
 
 
-def _prepare(patch: Patch) -> _Prepared:
+def _prepare(patch: Patch, follow: MeshFollow | None = None) -> _Prepared:
     alpha = np.clip(patch.alpha, 0.0, 1.0)
     a8 = (alpha * 255.0 + 0.5).astype(np.uint8)
     bgra = np.dstack([patch.image, a8])
-    return _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch))
+    mesh = follow.mesh_of(patch.image) if follow is not None else None
+    return _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch), mesh)
 
 
 def _support_corners(a8: np.ndarray) -> np.ndarray:
@@ -82,7 +96,8 @@ def _skin(patch: Patch) -> np.ndarray:
 class PatchCompositor(Compositor):
     """Compositor (see lostface.stages), with a per-track crossfade between patches."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, follow: MeshFollow | None = None) -> None:
+        self.follow = follow  # bends patches onto the face's mesh (None: similarity only)
         self.crossfade_frames = max(0, int(settings.keyframe.crossfade_frames))
         self.relight = bool(settings.restore.relight)
         self._tracks: dict[int, _TrackState] = {}
@@ -117,11 +132,11 @@ class PatchCompositor(Compositor):
     def _state(self, track_id: int, patch: Patch) -> _TrackState:
         st = self._tracks.get(track_id)
         if st is None:
-            st = _TrackState(_prepare(patch), None, 0)
+            st = _TrackState(_prepare(patch, self.follow), None, 0)
             st.frames = self.crossfade_frames  # a first patch has nothing to fade from
             self._tracks[track_id] = st
         elif st.current.patch is not patch:
-            st = _TrackState(_prepare(patch), st.current, 0, st.gain)
+            st = _TrackState(_prepare(patch, self.follow), st.current, 0, st.gain)
             self._tracks[track_id] = st
         return st
 
@@ -131,17 +146,21 @@ class PatchCompositor(Compositor):
         w = self._weight(st.frames) if st.previous is not None else 1.0
         st.frames += 1
         old = st.previous if w < 1.0 else None
-        if old is None:
-            st.previous = None
-            corners, skin = st.current.corners, st.current.skin
-        else:
-            corners = _union(old.corners, st.current.corners)
-            skin = ((1.0 - w) * old.skin + w * st.current.skin).astype(np.float32)
-        if len(corners) == 0:
-            return
         try:
             m = align.to_canonical(track.landmarks)
         except ValueError:
+            return
+        if self.follow is not None and track.detected:
+            self._bend(image, m, [p for p in (st.current, old) if p is not None])
+        cur_bgra, corners = st.current.pixels()
+        if old is None:
+            st.previous = None
+            skin = st.current.skin
+        else:
+            old_bgra, old_corners = old.pixels()
+            corners = _union(old_corners, corners)
+            skin = ((1.0 - w) * old.skin + w * st.current.skin).astype(np.float32)
+        if len(corners) == 0:
             return
         inv = align.invert(m)
         pts = align.apply(inv, corners)
@@ -155,10 +174,10 @@ class PatchCompositor(Compositor):
         mt = inv.copy()
         mt[:, 2] -= (x0, y0)
         rw, rh = x1 - x0, y1 - y0
-        warped = _warp(st.current.bgra, mt, (rw, rh))
+        warped = _warp(cur_bgra, mt, (rw, rh))
         if old is not None:
             # crossfade in the frame's ROI (smaller than the canonical crop for most faces)
-            warped = _mix(_warp(old.bgra, mt, (rw, rh)), warped, w)
+            warped = _mix(_warp(old_bgra, mt, (rw, rh)), warped, w)
         a8 = warped[:, :, 3]
         if not a8.any():
             return
@@ -175,6 +194,20 @@ class PatchCompositor(Compositor):
             # the payload and its complement in turns of SEGMENT frames of the file (the
             # provenance watermark): frames 0-7 the payload, 8-15 its complement, ...
             _add_mark(image, inv, mark[(self._frame // _MARK_SEGMENT) % len(mark)])
+
+    def _bend(self, image: np.ndarray, m: np.ndarray, prepared: list[_Prepared]) -> None:
+        """Bend the patches onto the face's mesh measured on this frame (MeshFollow)."""
+        assert self.follow is not None
+        if all(p.mesh is None for p in prepared):
+            return
+        now = self.follow.current(image, m)
+        if now is None:
+            return
+        for p in prepared:
+            if p.mesh is None:
+                continue
+            p.bent = self.follow.bend(p.bgra, p.mesh, now)
+            p.bent_corners = None if p.bent is None else _support_corners(p.bent[:, :, 3])
 
     def _gain(self, image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
         """Per-channel ratio of the current visible skin to the keyframe's (~300 samples)."""

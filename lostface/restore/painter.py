@@ -36,6 +36,7 @@ from lostface.stages import NOBODY, RestoreItem, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
     from lostface.restore.identity import IdentityGate
+    from lostface.restore.mesh import FaceMesh
 
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
@@ -158,6 +159,8 @@ class Painter:
     gate: tells the reference people apart (None: no references, or no identity sought).
     marker: when given, every painted patch carries its invisible watermark (computed here, on
     the keyframe worker's thread; the compositor only adds it), over the whole face crop.
+    mesh: the face mesh (lostface.restore.mesh); its points follow the 5 landmarks handed to
+    the segmenter, which keeps the covered region inside the mesh's face outline.
     """
 
     def __init__(
@@ -170,7 +173,9 @@ class Painter:
         min_face: float = 0.0,
         gate: IdentityGate | None = None,
         marker: Marker | None = None,
+        mesh: FaceMesh | None = None,
     ) -> None:
+        self.mesh = mesh
         self.segmenter = segmenter
         self.marker = marker
         self.upscaler = upscaler
@@ -277,7 +282,12 @@ class Painter:
         if _FACE_SHARE * align.CANON_SIZE / align.scale_of(job.to_canonical) < self.min_face:
             cover = _too_small()
         else:
-            cover = self.segmenter.segment(face, landmarks, self._covered.get(job.track_id))
+            points = landmarks
+            if self.mesh is not None:
+                dense = self.mesh.points(face, min_score=0.0)  # covered faces score low
+                if dense is not None:
+                    points = np.vstack([landmarks, dense[:, :2].astype(np.float32)])
+            cover = self.segmenter.segment(face, points, self._covered.get(job.track_id))
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:

@@ -35,7 +35,9 @@ from lostface.restore.align import (
     yaw_proxy,
 )
 from lostface.restore.fill import NeutralFill
+from lostface.restore.mesh import FaceMesh
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
+from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, warp_by_mesh
 from lostface.stages import Detector, Restorer, Segmenter
 from lostface.stream.image import read_image as load_image
 
@@ -450,11 +452,23 @@ def fit_eyes(face: np.ndarray, warped: np.ndarray) -> np.ndarray | None:
 
 
 class ReferenceRestorer(Restorer):
-    """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank."""
+    """Restorer (see lostface.stages) that paints the covered region from a ReferenceBank.
 
-    def __init__(self, bank: ReferenceBank, settings: RestoreSettings) -> None:
+    mesh: the face mesh (lostface.restore.mesh); with it the reference is bent onto the face
+    by both faces' meshes (restore.warp: posed by the visible points, which are pinned to the
+    face's own), without it placed by the 5 landmarks' similarity and the eye fit."""
+
+    def __init__(
+        self, bank: ReferenceBank, settings: RestoreSettings, mesh: FaceMesh | None = None
+    ) -> None:
         self.bank = bank
         self.settings = settings
+        self.mesh = mesh if settings.mesh else None
+        # each reference's (and mirror's) mesh, found once before the frame loop
+        self._meshes: dict[int, np.ndarray | None] = {}
+        if self.mesh is not None:
+            for r in bank.candidates(True):
+                self._meshes[id(r)] = self.mesh.points(r.image)
         s = CANON_SIZE
         yy, xx = np.mgrid[0:CANON_HEIGHT, 0:s]
         # The part of the upper face that carries alignment detail: brows, eyes, nose.
@@ -521,13 +535,18 @@ class ReferenceRestorer(Restorer):
             return self._fill.restore(face, cover, landmarks)
         # Reference canonical -> target canonical, by the points a mask leaves visible.
         m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
-        warped = cv2.warpAffine(
-            ref.image, m, CANON_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        bent = self._bend(ref, face, m)
+        warped = (
+            bent
+            if bent is not None
+            else cv2.warpAffine(
+                ref.image, m, CANON_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
         )
         support = (alpha > 0.01).astype(np.uint8)
         grown = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
         visible = self._upper_band & (1 - grown)
-        if self.settings.refine:
+        if self.settings.refine and bent is None:
             fit = fit_eyes(face, warped)
             if fit is not None:
                 m = compose(fit, m)
@@ -554,6 +573,20 @@ class ReferenceRestorer(Restorer):
                 src = fill + k * (src - fill)
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
         return self._blend(face, src, alpha, support), ref.person or ref.name
+
+    def _bend(self, ref: Reference, face: np.ndarray, m: np.ndarray) -> np.ndarray | None:
+        """The reference bent onto the face by both meshes (None: no mesh, or the meshes
+        disagree with the landmarks' placement so much that one of them is wrong)."""
+        if self.mesh is None:
+            return None
+        src = self._meshes.get(id(ref))
+        if src is None:
+            return None
+        dst = self.mesh.points(face, min_score=0.0)  # covered: judged by its disagreement
+        if dst is None or disagreement(src, dst, m) > MAX_DISAGREEMENT:
+            return None
+        # posed in the image plane (restore.warp says why)
+        return warp_by_mesh(ref.image, src, dst, depth=False)
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray

@@ -21,6 +21,7 @@ from lostface.errors import InputError
 from lostface.frame import CoverMask
 from lostface.restore import regions
 from lostface.restore.align import CANON_HEIGHT, CANON_LANDMARKS, CANON_SHAPE, CANON_SIZE, yaw_proxy
+from lostface.restore.mesh import FACE_OVAL, MESH_POINTS, NOSE_TIP
 from lostface.stages import Segmenter
 
 # Lightness is compared as a ratio (log L), so shading scales it the same on every skin
@@ -82,6 +83,14 @@ _PAST_NOSE = 16.0  # canonical px a covering reaches beyond the nose tip on a tu
 # How far below the prior's chin (canonical px) a covering may reach: masks hang under the
 # chin, and the landmarks a detector finds on a masked face often sit a little high.
 _BELOW_CHIN = 16.0
+# With the face mesh (landmarks beyond the first 5): the search also stays inside the mesh's
+# face outline, grown about the nose tip by _MESH_GROW and, below the nose, lowered by
+# _MESH_BELOW canonical px. Under a covering the mesh predicts the jaw and chin 0.13 and 0.2 eye
+# distances (9 and 14 px) from where they are, 0.27 and 0.36 on one face in ten
+# (bench/segmentation.py), so the margins are wide: the outline trims what lies beside a
+# turned face (background, hair, a collar), not the covering.
+_MESH_GROW = 1.15
+_MESH_BELOW = 28.0
 # Edge refinement (mask.refine): GrabCut at half resolution, 2 iterations, seeded by the colour
 # shape. It may move the outline _CUT_REACH canonical px past the search bound (_CUT_BELOW more
 # under the jaw line), and takes the shape's interior _CUT_SURE px in from its edge as certain.
@@ -252,6 +261,15 @@ class GeometrySegmenter(Segmenter):
         cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 255)
         return m[self._y0 :] > 0
 
+    def _mesh_bound(self, mesh: np.ndarray) -> np.ndarray:
+        """Rows y0..S inside the face mesh's outline, grown (see _MESH_GROW, _MESH_BELOW)."""
+        tip = mesh[NOSE_TIP, :2]
+        oval = tip + (mesh[list(FACE_OVAL), :2] - tip) * _MESH_GROW
+        oval[:, 1] += np.where(oval[:, 1] > tip[1], _MESH_BELOW, 0.0)
+        m = np.zeros(CANON_SHAPE, np.uint8)
+        cv2.fillPoly(m, [np.round(oval).astype(np.int32)], 255)
+        return m[self._y0 :] > 0
+
     def skin_distance(self, face: np.ndarray) -> np.ndarray:
         """Robust colour distance to the face's visible skin, rows y0..S of the crop (float32)."""
         return self._distance_lab(face)[0]
@@ -300,7 +318,9 @@ class GeometrySegmenter(Segmenter):
 
         landmarks: the face's 5 points in canonical space, when known: the head turn they
         show narrows the search on the far side, leaves the far cheek out of the presence
-        evidence, and keeps a face seen nearly in profile from being judged at all.
+        evidence, and keeps a face seen nearly in profile from being judged at all. The face
+        mesh's 468 points may follow them (the painter adds them): the search then also
+        stays inside the mesh's face outline.
 
         score in [0, 1): 0.5 is where the lower face starts to look clearly unlike the
         face's own skin; covered = score > settings.presence_threshold. was_covered, the same
@@ -361,6 +381,8 @@ class GeometrySegmenter(Segmenter):
         if score <= threshold:
             return _uncovered(score)
         bound = self._bound(landmarks)
+        if landmarks is not None and len(landmarks) >= 5 + MESH_POINTS:
+            bound = bound & self._mesh_bound(np.asarray(landmarks, np.float64)[5:])
         hard = self._shape(nonskin, lab, bound)
         if self.settings.refine:
             hard = self._cut(face, hard, bound)
