@@ -472,18 +472,8 @@ INPAINT_FILES = (
     "vae/diffusion_pytorch_model.safetensors",
 )
 
-UPSCALE_FILES = (
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "low_res_scheduler/scheduler_config.json",
-    "tokenizer/*",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-)
+# the x4 upscaler's folder: the same parts, and the scheduler that noises the low-res image
+UPSCALE_FILES = (*INPAINT_FILES, "low_res_scheduler/scheduler_config.json")
 
 CATALOGUE: dict[str, ModelEntry] = {
     e.key: e
