@@ -163,16 +163,10 @@ class PatchCompositor(Compositor):
         if len(corners) == 0:
             return
         inv = align.invert(m)
-        pts = align.apply(inv, corners)
-        h_img, w_img = image.shape[:2]
-        x0 = max(int(np.floor(pts[:, 0].min())), 0)
-        y0 = max(int(np.floor(pts[:, 1].min())), 0)
-        x1 = min(int(np.ceil(pts[:, 0].max())) + 1, w_img)
-        y1 = min(int(np.ceil(pts[:, 1].max())) + 1, h_img)
-        if x1 <= x0 or y1 <= y0:
+        roi = _roi(image.shape, inv, corners)
+        if roi is None:
             return
-        mt = inv.copy()
-        mt[:, 2] -= (x0, y0)
+        x0, y0, x1, y1, mt = roi
         rw, rh = x1 - x0, y1 - y0
         warped = _warp(cur_bgra, mt, (rw, rh))
         if old is not None:
@@ -256,15 +250,10 @@ _CROP_CORNERS = np.array(
 def _add_mark(image: np.ndarray, inv: np.ndarray, mark: np.ndarray) -> None:
     """Add a patch's watermark residual (canonical, float32) over the face's whole crop, in
     place: one warp of the face's region, as for the patch itself."""
-    pts = align.apply(inv, _CROP_CORNERS)
-    h_img, w_img = image.shape[:2]
-    x0, y0 = max(int(np.floor(pts[:, 0].min())), 0), max(int(np.floor(pts[:, 1].min())), 0)
-    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, w_img)
-    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, h_img)
-    if x1 <= x0 or y1 <= y0:
+    region = _roi(image.shape, inv, _CROP_CORNERS)
+    if region is None:
         return
-    mt = inv.copy()
-    mt[:, 2] -= (x0, y0)
+    x0, y0, x1, y1, mt = region
     warped: np.ndarray = cv2.warpAffine(
         mark, mt, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     ).astype(np.float32, copy=False)
@@ -273,6 +262,23 @@ def _add_mark(image: np.ndarray, inv: np.ndarray, mark: np.ndarray) -> None:
     warped += np.float32(0.5)
     np.clip(warped, 0, 255, out=warped)
     np.copyto(roi, warped, casting="unsafe")
+
+
+def _roi(
+    shape: tuple[int, ...], inv: np.ndarray, corners: np.ndarray
+) -> tuple[int, int, int, int, np.ndarray] | None:
+    """(x0, y0, x1, y1, canonical-to-ROI transform) of the frame region that canonical
+    `corners` cover under `inv`, clipped to the frame; None when it lies outside."""
+    pts = align.apply(inv, corners)
+    x0 = max(int(np.floor(pts[:, 0].min())), 0)
+    y0 = max(int(np.floor(pts[:, 1].min())), 0)
+    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, shape[1])
+    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mt = inv.copy()
+    mt[:, 2] -= (x0, y0)
+    return x0, y0, x1, y1, mt
 
 
 def _warp(bgra: np.ndarray, mt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
