@@ -44,6 +44,7 @@ from lostface import __version__
 from lostface.config import Settings, dump_toml, settings_from_toml
 from lostface.errors import InputError, LostfaceError, OutputError
 from lostface.frame import Frame
+from lostface.models import file_sha256
 from lostface.stream.video import OUTPUT_CONTAINERS, VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
@@ -373,7 +374,7 @@ class Manifest:
         ).fetchone()
         if row is None or row[3] != "done" or not out.is_file():
             return False
-        return row[0] == fingerprint and row[1] == settings_hash and row[2] == sha256(out)
+        return row[0] == fingerprint and row[1] == settings_hash and row[2] == file_sha256(out)
 
     def record(self, src: Path, out: Path, fingerprint: str, settings_hash: str, **kw: Any) -> None:
         with self.db:
@@ -395,14 +396,6 @@ class Manifest:
 
     def close(self) -> None:
         self.db.close()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(path: Path) -> str:
@@ -675,7 +668,14 @@ def _run(
         frames = sum(d.frames for d in done[i].values())
         seconds = sum(d.seconds for d in done[i].values())
         manifest.record(
-            src, out, fp, shash, status="done", sha256=sha256(out), frames=frames, seconds=seconds
+            src,
+            out,
+            fp,
+            shash,
+            status="done",
+            sha256=file_sha256(out),
+            frames=frames,
+            seconds=seconds,
         )
         results.append(FileResult(str(src), str(out), "done", frames, seconds, len(segs)))
     return results

@@ -328,17 +328,22 @@ REALESRGAN_FILES = {
 _CHECKED: dict[tuple[str, float], str] = {}
 
 
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read a MiB at a time."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _sha256(path: Path) -> str:
-    """A file's sha256, computed once per path and modification time."""
+    """A model file's sha256, computed once per path and modification time."""
     key = (str(path), path.stat().st_mtime)
     if key not in _CHECKED:
-        import hashlib
-
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _CHECKED[key] = digest.hexdigest()
+        _CHECKED[key] = file_sha256(path)
     return _CHECKED[key]
 
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from lostface.errors import ModelError
+from lostface.models import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,6 @@ def default_path() -> Path:
 def mesh_path(spec: str = "") -> Path:
     """The model file named by models.face_mesh (empty: default_path())."""
     return Path(spec).expanduser() if spec else default_path()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pull_mesh(dest: Path) -> Path:
