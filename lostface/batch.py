@@ -170,11 +170,11 @@ def process_segment(task: SegmentTask) -> SegmentDone:
 
     from lostface.factory import build_stages
     from lostface.pipeline import Pipeline
-    from lostface.registry import build_restorer
 
     seg = task.segment
     settings, detector, bank = _settings_and_engines(task.settings)
-    stages = build_stages(settings, detector=detector, restorer=build_restorer(settings, bank))
+    # the references are aligned once per worker; each segment gets its own engines and gate
+    stages = build_stages(settings, detector=detector, bank=bank)
     cores = _worker_threads()
     settings = replace(settings, video=replace(settings.video, threads=cores))
     reader = VideoReader(seg.src, threads=cores)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", metavar="IMG", help="input photo")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output photo")
-    add_reference_arg(p)
+    add_reference_arg(p, footage=False)
     p.add_argument("--debug-overlay", action="store_true", help="draw boxes and covered regions")
     add_config_args(p)
 
@@ -213,7 +213,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     out = check_output(args.output, [src])
     provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
     image = read_image(src)
-    stages = build_stages(settings)
+    stages = build_stages(settings, footage=False)
     result = restore_image(image.bgr, stages, settings)
     image.bgr = result.image
     painted = bool(result.patches)

@@ -31,8 +31,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
 
 
-def add_reference_arg(p: argparse.ArgumentParser) -> None:
-    """--reference, and --identity (a trained identity: the diffusion engine with its LoRA)."""
+def add_reference_arg(p: argparse.ArgumentParser, footage: bool = True) -> None:
+    """--reference, --self-reference (footage: videos and live sources, not photos), and
+    --identity (a trained identity: the diffusion engine with its LoRA)."""
     p.add_argument(
         "-r",
         "--reference",
@@ -43,6 +44,13 @@ def add_reference_arg(p: argparse.ArgumentParser) -> None:
         "repeatable: each masked face is painted from the person it matches, or gets a "
         "neutral fill",
     )
+    if footage:
+        p.add_argument(
+            "--self-reference",
+            choices=("auto", "off"),
+            help="learn each person's face from the moments the footage shows them unmasked "
+            "(default auto; named references take precedence); sets restore.self_reference",
+        )
     p.add_argument(
         "--identity",
         metavar="NAME",
@@ -77,7 +85,8 @@ def reference_paths(entries: list[str]) -> list[str]:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings of a command: preset, --config, --set, then the flags that change the
-    output (--debug-overlay, --no-audio, --reference, --identity), so that the configuration
+    output (--debug-overlay, --no-audio, --reference, --self-reference, --identity), so that
+    the configuration
     saved beside
     an output (write_config) reproduces the run with --config alone."""
     overrides = list(args.overrides)
@@ -87,6 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides.append("video.audio=false")
     if args.quiet:
         overrides.append("output.progress=false")
+    if getattr(args, "self_reference", None):
+        overrides.append(f'restore.self_reference="{args.self_reference}"')
     if getattr(args, "identity", None):
         overrides += [f'restore.identity="{args.identity}"', "restore.engine=diffusion"]
     settings = load_settings(args.preset, args.config, overrides)

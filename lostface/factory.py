@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lostface.config import Settings
 from lostface.pipeline import Pipeline, Stages
-from lostface.registry import build_detector, build_painter, build_segmenter
+from lostface.registry import (
+    build_detector,
+    build_painter,
+    build_segmenter,
+    self_reference_on,
+)
 from lostface.restore.follow import MeshFollow
 from lostface.stages import Detector, Restorer, Tracker
+
+if TYPE_CHECKING:
+    from lostface.restore.reference import ReferenceBank
 
 __all__ = ["build_detector", "build_pipeline", "build_stages", "load_references"]
 
@@ -52,13 +61,21 @@ def load_references(
     return bank
 
 
-def warn_without_references(settings: Settings, references) -> None:
+def warn_without_references(settings: Settings, references, footage: bool = False) -> None:
     """Say how to get the person's own face when the reference engine has no photo."""
-    if settings.restore.engine == "reference" and not references:
-        log.warning(
-            "No reference photo given: masked faces get a neutral fill. For the person's own "
-            "face, add --reference PHOTO (or a folder of photos) of them without a mask."
+    if settings.restore.engine != "reference" or references:
+        return
+    if footage and self_reference_on(settings):
+        log.info(
+            "No reference photo given: each person's face is learned from the moments the "
+            "footage shows it unmasked (--self-reference); others get a neutral fill. For a "
+            "face never shown, add --reference PHOTO of the person without a mask."
         )
+        return
+    log.warning(
+        "No reference photo given: masked faces get a neutral fill. For the person's own "
+        "face, add --reference PHOTO (or a folder of photos) of them without a mask."
+    )
 
 
 def build_stages(
@@ -69,12 +86,17 @@ def build_stages(
     *,
     restorer: Restorer | None = None,
     background_tracker: bool = False,
+    bank: ReferenceBank | None = None,
+    footage: bool = True,
 ) -> Stages:
     """All stages for one pipeline. References come from paths (files or folders) and/or
-    already decoded images (name, BGR array); `restorer` replaces the configured one.
+    already decoded images (name, BGR array), or already aligned (`bank`); `restorer`
+    replaces the configured one.
 
     background_tracker: build the Kalman tracker on a thread (lostface.tracking.deferred), so
-    a video run decodes and detects its first frames while scipy and filterpy load."""
+    a video run decodes and detects its first frames while scipy and filterpy load.
+    footage: the pipeline runs on a video or a live source (False: one photo), where the
+    painter learns people from their open faces (restore.self_reference)."""
     from lostface.restore.compositor import PatchCompositor
     from lostface.tracking.keyframe import ThresholdKeyframePolicy
     from lostface.tracking.scenecut import HistogramSceneCut
@@ -89,16 +111,15 @@ def build_stages(
 
         tracker = KalmanTracker(settings.tracking)
     detector = detector or build_detector(settings)
-    bank = None
-    if restorer is None:
+    if restorer is None and bank is None:
         bank = load_references(settings, detector, references, reference_images)
-        warn_without_references(settings, bank)
+        warn_without_references(settings, bank, footage)
     return Stages(
         detector=detector,
         tracker=tracker,
         scene_cut=HistogramSceneCut(settings.tracking.scene_cut_threshold),
         policy=ThresholdKeyframePolicy(settings.keyframe),
-        painter=build_painter(settings, bank, restorer),
+        painter=build_painter(settings, bank, restorer, footage=footage),
         compositor=PatchCompositor(settings, build_follow(settings)),
     )
 

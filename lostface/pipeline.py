@@ -67,6 +67,7 @@ class FaceView:
     keyframe: bool
     masked: bool | None = None
     identity: str | None = None
+    reference: str | None = None  # what painted it: "given", "self" or None (Painted.source)
 
 
 @dataclass(slots=True)
@@ -87,6 +88,7 @@ class Output:
                     "masked": bool(f.masked),
                     "keyframe": f.keyframe,
                     "identity": f.identity,
+                    "reference": f.reference,
                 }
                 for f in self.faces
             ],
@@ -147,6 +149,7 @@ class KeyframeWorker:
         self._results: dict[int, Painted] = {}
         self._forgets: set[int] = set()
         self._reset = False
+        self._adopt: list[tuple[str, list]] = []  # people to paint from (painter.adopt)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._busy = 0
@@ -199,17 +202,30 @@ class KeyframeWorker:
                     self._wake.notify_all()
 
     def _chores(self) -> bool:
-        return self._reset or bool(self._forgets)
+        return self._reset or bool(self._forgets) or bool(self._adopt)
 
     def _housekeeping(self) -> None:
-        """Forgets and resets asked for by the loop, run here, between paintings."""
+        """Forgets, resets and new people asked for by the loop, run here, between
+        paintings."""
         with self._lock:
             forgets, self._forgets = self._forgets, set()
             reset, self._reset = self._reset, False
+            adopt, self._adopt = self._adopt, []
         if reset:
             self.painter.reset()
         for track_id in forgets:
             self.painter.forget(track_id)
+        for person, references in adopt:
+            self.painter.adopt(person, references)
+
+    def adopt(self, person: str, references: list) -> None:
+        """Paint `person` from these references (lostface.restore.reference.Reference) from
+        now on; done on the painter's thread, between paintings (Painter.adopt)."""
+        with self._wake:
+            self._adopt.append((person, list(references)))
+            self._wake.notify()
+        if self.synchronous:
+            self._housekeeping()
 
     def _work(self, jobs: list[PaintJob]) -> None:
         for painted in self.painter.paint_many(jobs):
@@ -356,6 +372,12 @@ class Pipeline:
         if self._detector_pool is not None:
             self._detector_pool.shutdown(wait=True, cancel_futures=True)
 
+    def adopt(self, person: str, references: list) -> None:
+        """Paint `person` from these aligned references from now on, as if given as photos
+        (a face captured live, lostface.stream.capture); the frame loop does not wait."""
+        self.worker.adopt(person, references)
+        self.stages.policy.reset()  # every face is looked at again with the new person
+
     def reset(self) -> None:
         """Forget every face (a new source, or a seek)."""
         self.stages.tracker.reset()
@@ -473,6 +495,7 @@ class Pipeline:
                 continue
             view.masked = res.covered
             view.identity = res.identity
+            view.reference = res.source
             if res.patch is not None and self.restore_enabled:
                 track = FaceTrack(view.track_id, view.box, view.landmarks)
                 self.stages.compositor.composite(image, track, res.patch)

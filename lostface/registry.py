@@ -161,14 +161,19 @@ def _sd_x4(ing: Ingredients) -> Upscaler:
 def _reference(ing: Ingredients) -> Restorer:
     from lostface.restore.reference import ReferenceRestorer
 
-    if ing.references is None or not len(ing.references):
-        return _neutral(ing)  # the caller that read the references says so (see factory)
+    bank = ing.references
+    if bank is None or not len(bank):
+        if ing.settings.restore.self_reference == "off":
+            return _neutral(ing)  # the caller that read the references says so (see factory)
+        from lostface.restore.reference import ReferenceBank
+
+        bank = ReferenceBank([])  # the neutral fill until people are learned (Restorer.learn)
     mesh = None
     if ing.settings.restore.mesh:
         from lostface.restore.mesh import load_face_mesh
 
         mesh = load_face_mesh(ing.settings.models.face_mesh)
-    return ReferenceRestorer(ing.references, ing.settings.restore, mesh)
+    return ReferenceRestorer(bank, ing.settings.restore, mesh)
 
 
 @RESTORERS.register("neutral", "a smooth skin-toned fill from the face's border (embedded)")
@@ -220,42 +225,66 @@ def build_restorer(settings: Settings, references: ReferenceBank | None = None) 
     return RESTORERS.build(settings.restore.engine, Ingredients(settings, references))
 
 
-def build_gate(settings: Settings, references: ReferenceBank | None) -> IdentityGate | None:
+def build_gate(
+    settings: Settings, references: ReferenceBank | None, learns: bool = False
+) -> IdentityGate | None:
     """The identity gate over the reference people (restore.identity_gate), or None: no
-    references, a restorer that paints from none, or dlib missing (then one log line)."""
-    if not settings.restore.identity_gate or references is None or not len(references):
+    references (and none to learn from the footage), a restorer that paints from none, or
+    dlib missing (then one log line). learns: people will be learned as the footage goes
+    (self-reference), so a gate is built even without references."""
+    given = references is not None and len(references) > 0
+    if not settings.restore.identity_gate or not (given or learns):
         return None
     if settings.restore.engine == "neutral":
         return None
     from lostface.restore.identity import build_gate as gate
 
     rs = settings.restore
-    return gate(references.people(), rs.identity_match, rs.identity_keep)
+    people = references.people() if references is not None and given else {}
+    return gate(people, rs.identity_match, rs.identity_keep, learns=learns)
+
+
+def self_reference_on(settings: Settings) -> bool:
+    """Whether footage teaches the painter its people (restore.self_reference): on for the
+    restorers that paint from reference photos."""
+    return (
+        settings.restore.self_reference == "auto"
+        and settings.restore.identity_gate
+        and settings.restore.engine != "neutral"
+    )
 
 
 def build_painter(
     settings: Settings,
     references: ReferenceBank | None = None,
     restorer: Restorer | None = None,
+    *,
+    footage: bool = False,
 ) -> Painter:
     """The keyframe painter named by the settings; `restorer` replaces the configured one
     (benchmarks compare restorers on the same segmentation). With references, its identity
-    gate tells their people apart (build_gate). With provenance.watermark every patch it paints
-    carries the invisible watermark (lostface.provenance)."""
+    gate tells their people apart (build_gate). footage: it paints a video or a live source,
+    so with restore.self_reference it learns people from their open faces
+    (lostface.restore.selfref). With provenance.watermark every patch it paints carries the
+    invisible watermark (lostface.provenance)."""
     from lostface.provenance import build_marker
     from lostface.restore.painter import Painter
 
     ing = Ingredients(settings, references)
-    return Painter(
+    learns = footage and self_reference_on(settings)
+    painter = Painter(
         SEGMENTERS.build(settings.mask.engine, ing),
         UPSCALERS.build(settings.upscale.engine, ing),
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
         min_face=settings.mask.min_face,
-        gate=build_gate(settings, references),
+        gate=build_gate(settings, references, learns),
         marker=build_marker(settings),
         mesh=_segment_mesh(settings),
     )
+    if learns:
+        painter.learn_from_footage(settings)
+    return painter
 
 
 def _segment_mesh(settings: Settings) -> FaceMesh | None:

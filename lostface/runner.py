@@ -20,6 +20,7 @@ from lostface.stream.video import ThreadedReader, ThreadedWriter, VideoReader, V
 
 if TYPE_CHECKING:
     from lostface.provenance import OutputProvenance
+    from lostface.restore.selfref import ScanStats
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class RunStats:
     painted_faces: int = 0  # faces composited with a painted patch, over all frames
     dropped_jobs: int = 0
     timings: dict = field(default_factory=dict)
+    scan_seconds: float = 0.0  # the self-reference first pass (not in `seconds`)
+    learned: dict[str, int] = field(default_factory=dict)  # learned person -> faces kept
 
     @property
     def fps(self) -> float:
@@ -83,6 +86,58 @@ def progress(
         bar.close()
 
 
+def learn_people(src: Path, settings: Settings, stages: Stages) -> ScanStats | None:
+    """The first pass of a file with self-reference (lostface.restore.selfref): look at every
+    restore.self_scan_every-th frame, judge each face that could teach its person (large
+    enough, near-frontal) and let the painter keep the good open ones, so that masked frames
+    anywhere in the file are painted from the person's own face. None when the painter learns
+    nothing from footage."""
+    painter = stages.painter
+    selfref = painter.selfref
+    if selfref is None:
+        return None
+    from lostface.restore.painter import PaintJob
+    from lostface.restore.selfref import ScanStats, scan
+
+    every = settings.restore.self_scan_every
+    t0 = time.perf_counter()
+    stats = ScanStats()
+
+    def study(track_id: int, index: int, image, landmarks) -> None:  # noqa: ANN001
+        job = PaintJob.from_frame(track_id, index, image, landmarks)
+        if job is None or selfref.person_of(track_id) not in (None, *selfref.people):
+            return  # a given person's face: their photos paint it
+        if not selfref.could_learn(job.to_canonical, job.landmarks):
+            return
+        painter.study(job)
+
+    with VideoReader(src) as reader:
+        total = -(-reader.info.frames // every) if reader.info.frames else None
+        frames = progress(
+            reader.sample(every), settings, f"{src.name}: learning faces", total, "frame"
+        )
+        stats.frames, stats.faces, ids = scan(frames, stages.detector, study, stages.scene_cut)
+    for track_id in ids:
+        painter.forget(track_id)
+    stats.seconds = time.perf_counter() - t0
+    stats.people = {p: len(selfref.references(p)) for p in selfref.people}
+    if stats.people:
+        log.info(
+            "Self-reference: %d person(s) learned from open faces (%s), %d frames looked at "
+            "in %.1f s.",
+            len(stats.people),
+            ", ".join(f"{p}: {n} face(s)" for p, n in stats.people.items()),
+            stats.frames,
+            stats.seconds,
+        )
+    else:
+        log.info(
+            "Self-reference: no open face good enough to learn from in %d frames looked at.",
+            stats.frames,
+        )
+    return stats
+
+
 def process_video(
     src: Path,
     out: Path,
@@ -98,7 +153,9 @@ def process_video(
     (slower; results no longer depend on timing, for benchmarks comparing two settings).
     label: what the progress bar says is being done (default: the input's name).
     provenance: the tag written into the container and the C2PA credentials signed before
-    the output is renamed into place (lostface.provenance); none when not given."""
+    the output is renamed into place (lostface.provenance); none when not given.
+    With self-reference (restore.self_reference), a first pass learns people first."""
+    scanned = learn_people(src, settings, stages)
     reader = VideoReader(src)
     pipe = Pipeline(settings, stages, synchronous=synchronous)
     try:
@@ -160,4 +217,7 @@ def process_video(
     stats.painted_faces = pipe.painted_faces
     stats.dropped_jobs = pipe.worker.dropped
     stats.timings = pipe.timings.summary()
+    if scanned is not None:
+        stats.scan_seconds = scanned.seconds
+        stats.learned = scanned.people
     return stats

@@ -15,11 +15,14 @@ a model that another pipeline shares.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from lostface.frame import CoverMask, Detections, FaceTrack, Patch
+
+if TYPE_CHECKING:
+    from lostface.restore.reference import Reference
 
 
 class Detector(Protocol):
@@ -169,6 +172,12 @@ class Restorer(KeyframeEngine, Protocol):
     def restore_many(self, items: Sequence[RestoreItem]) -> list[tuple[np.ndarray, str | None]]:
         """Several faces at once (engines that batch on a GPU override this)."""
         return [self.restore(*item) for item in items]
+
+    def learn(self, person: str, references: Sequence[Reference]) -> None:
+        """Paint `person` from these references from now on, replacing what was learned of
+        them before (people found unmasked in the footage itself, lostface.restore.selfref,
+        or captured live). Engines that paint from no photo ignore it."""
+        return None
 
 
 class Compositor(Protocol):

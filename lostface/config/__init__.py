@@ -120,6 +120,14 @@ class RestoreSettings:
     identity_gate: bool = True
     identity_match: float = 0.58
     identity_keep: float = 0.63
+    # learn each person's face from the moments the footage shows them unmasked
+    # (lostface.restore.selfref; needs the identity gate's dlib): auto | off. Files gather the
+    # people in a first pass, so masked frames before the unmasked moment benefit too; live,
+    # they are learned as the call goes on. People given as references take precedence.
+    self_reference: str = "auto"
+    self_per_person: int = 5  # references kept per person: the best of each head-pose band
+    self_scan_every: int = 6  # files: the first pass looks at every N-th frame
+    self_min_face: float = 60.0  # frame pixels (face width): smaller faces are not learned
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a
@@ -510,6 +518,14 @@ def validate(s: Settings) -> None:
             "diffusion.init_strength and diffusion.reuse_strength must lie in (0, 1]",
         ),
         (s.restore.blend in ("poisson", "alpha"), "restore.blend must be poisson or alpha"),
+        (
+            s.restore.self_reference in ("auto", "off"),
+            "restore.self_reference must be auto or off",
+        ),
+        (
+            s.restore.self_per_person >= 1 and s.restore.self_scan_every >= 1,
+            "restore.self_per_person and restore.self_scan_every must be 1 or more",
+        ),
         (0 <= s.video.crf <= 51, "video.crf must lie between 0 and 51"),
         (1 <= s.live.port <= 65535, "live.port must lie between 1 and 65535"),
         (s.live.max_sessions >= 1, "live.max_sessions must be 1 or more"),

@@ -42,6 +42,7 @@ from lostface.frame import CoverMask
 from lostface.generative.loading import InpaintModel
 from lostface.identities import Identity
 from lostface.restore.align import CANON_HEIGHT, CANON_SIZE
+from lostface.restore.reference import Reference
 from lostface.stages import RestoreItem, Restorer
 
 _SUPPORT = 0.01  # alpha above which a pixel belongs to the painted region
@@ -123,6 +124,11 @@ class DiffusionRestorer(Restorer):
 
     def close(self) -> None:
         self._faces.clear()
+
+    def learn(self, person: str, references: Sequence[Reference]) -> None:
+        """A person learned while running starts their faces from the guide's painting."""
+        if self.guide is not None:
+            self.guide.learn(person, references)
 
     # -- painting -------------------------------------------------------------------------
     def restore(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -121,15 +121,36 @@ class IdentityGate:
         """Distance from this face to each person (their closest reference photo)."""
         d = embed(face)
         self.looks += 1
+        return self.distances_of(d)
+
+    def distances_of(self, embedding: np.ndarray) -> dict[str, float]:
+        """Distance from an embedding (see embed) to each person's closest one."""
         return {
-            name: float(min(np.linalg.norm(d - e) for e in embs))
+            name: float(min(np.linalg.norm(embedding - e) for e in embs))
             for name, embs in self._people.items()
         }
+
+    def learn(self, person: str, embeddings: Sequence[np.ndarray]) -> None:
+        """Tell `person` apart by these embeddings (see embed) from now on, replacing what was
+        known of them (none: forget them). Every track is looked at again on its next
+        keyframe: a face that matched nobody may be this person."""
+        if len(embeddings):
+            self._people[person] = [np.asarray(e, np.float64) for e in embeddings]
+        else:
+            self._people.pop(person, None)
+        for st in self._tracks.values():
+            st.since = self.every
+            if person not in self._people:
+                st.distances.pop(person, None)
+                if st.person == person:
+                    st.person = None
 
     def observe(self, track_id: int, face: np.ndarray) -> str | None:
         """The person this track is, as of this keyframe (None: nobody). The face is looked
         at only while the track is new, and then on every `every`-th keyframe."""
         st = self._tracks.setdefault(track_id, _Track())
+        if not self._people:
+            return None  # nobody to tell apart yet (people learned later look at it then)
         st.since += 1
         if st.looks >= self.settle and st.since < self.every and self._sure(st):
             return st.person
@@ -175,16 +196,24 @@ class IdentityGate:
 
 
 def build_gate(
-    people: dict[str, list[np.ndarray]], match: float, keep: float
+    people: dict[str, list[np.ndarray]], match: float, keep: float, learns: bool = False
 ) -> IdentityGate | None:
-    """The gate for these people, or None (with one log line) when dlib is not installed."""
-    if not people:
+    """The gate for these people, or None (with one log line) when dlib is not installed.
+    learns: built without people too, for the people learned from the footage."""
+    if not people and not learns:
         return None
     try:
+        _dlib_models()
         return IdentityGate(people, match, keep)
     except (ImportError, ModelError):
-        log.warning(
-            "The identity gate needs dlib (pip install 'lostface[quality]'); without it every "
-            "masked face is painted from the references."
-        )
+        if people:
+            log.warning(
+                "The identity gate needs dlib (pip install 'lostface[quality]'); without it "
+                "every masked face is painted from the references."
+            )
+        else:
+            log.info(
+                "Self-reference (learning each person's face from the footage) needs dlib "
+                "(pip install 'lostface[quality]'); masked faces get the neutral fill."
+            )
         return None

@@ -35,8 +35,11 @@ from lostface.restore.compositor import skin_mean
 from lostface.stages import NOBODY, RestoreItem, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
+    from lostface.config import Settings
     from lostface.restore.identity import IdentityGate
     from lostface.restore.mesh import FaceMesh
+    from lostface.restore.reference import Reference
+    from lostface.restore.selfref import SelfReferences
 
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
@@ -131,6 +134,9 @@ class Painted:
     cover: CoverMask | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     identity: str | None = None  # the reference person the face was found to be
+    # what painted it: "given" (a reference photo), "self" (the person's own unmasked frames,
+    # lostface.restore.selfref), None (no one's face: the neutral fill, or not painted)
+    source: str | None = None
 
 
 @dataclass(slots=True)
@@ -140,6 +146,7 @@ class _Aligned:
     landmarks: np.ndarray
     cover: CoverMask
     seconds: dict[str, float]
+    dense: np.ndarray | None = None  # the face mesh's points (canonical), when found
 
 
 class Marker(Protocol):
@@ -185,12 +192,54 @@ class Painter:
         self.min_face = float(min_face)
         self._covered: dict[int, bool] = {}
         self._person: dict[int, str | None] = {}
+        # people learned from the footage's own unmasked faces (learn_from_footage)
+        self.selfref: SelfReferences | None = None
         # live sources (no delay line to hide a keyframe's time): a new face's first keyframe
         # is painted before the identity gate looks at it (stream.live.live_pipeline sets it)
         self.look_later = False
 
     def paint(self, job: PaintJob) -> Painted:
         return self.paint_many([job])[0]
+
+    def learn_from_footage(self, settings: Settings) -> bool:
+        """Learn each person's face from the footage's open faces (lostface.restore.selfref);
+        False when there is no identity gate to tell people apart."""
+        if self.gate is None:
+            return False
+        from lostface.restore.selfref import SelfReferences
+
+        self.selfref = SelfReferences(
+            self.gate, settings, lambda person, refs: self.restorer.learn(person, refs)
+        )
+        return True
+
+    def use(self, restorer: Restorer, gate: IdentityGate | None) -> None:
+        """Paint with these engines from now on (a live session choosing another reference);
+        people learned from the footage carry over to them."""
+        self.restorer, self.gate = restorer, gate
+        self._person.clear()
+        if self.selfref is not None:
+            if gate is None:
+                self.selfref = None
+            else:
+                self.selfref.teach(gate)
+
+    def adopt(self, person: str, references: Sequence[Reference]) -> None:
+        """Paint `person` from these references from now on, as if given as photos (a face
+        captured live): the restorer paints from them and the gate tells them apart."""
+        self.restorer.learn(person, references)
+        if self.gate is not None:
+            from lostface.restore.identity import embed
+
+            self.gate.learn(person, [embed(r.image) for r in references])
+
+    def study(self, job: PaintJob) -> Painted:
+        """Judge a face and, when it is open, offer it to the self-reference banks, without
+        painting it (the first pass over a file)."""
+        a = self._segment(job)
+        if not a.cover.covered:
+            self._offer(a)
+        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
 
     def judge(self, job: PaintJob) -> Painted:
         """Whether the face wears a covering, and the evidence, without painting it
@@ -202,6 +251,9 @@ class Painter:
         """Paint several faces; the restorer gets the covered ones in one call (a GPU
         engine batches them)."""
         aligned = [self._segment(job) for job in jobs]
+        for a in aligned:
+            if not a.cover.covered:
+                self._offer(a)
         todo = [a for a in aligned if a.cover.covered]
         people = [self._identify(a) for a in todo]
         t0 = time.perf_counter()
@@ -240,9 +292,28 @@ class Painter:
                 a.cover,
                 a.seconds,
                 self._person.get(a.job.track_id) if a.cover.covered else None,
+                self._source(patches.get(id(a))),
             )
             for a in aligned
         ]
+
+    def _source(self, patch: Patch | None) -> str | None:
+        if patch is None or patch.reference is None:
+            return None
+        learned = self.selfref is not None and self.selfref.owns(patch.reference)
+        return "self" if learned else "given"
+
+    def _offer(self, a: _Aligned) -> None:
+        """An open face to the self-reference banks (they keep the good ones)."""
+        if self.selfref is None:
+            return
+        t0 = time.perf_counter()
+        span = align.CANON_SIZE / align.scale_of(a.job.to_canonical)
+        dense = a.dense
+        if dense is None and self.mesh is not None:
+            dense = self.mesh.points(a.face)
+        self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense)
+        a.seconds["self_reference"] = time.perf_counter() - t0
 
     def _identify(self, a: _Aligned) -> str | None:
         """The reference person of a covered face (NOBODY: none matches; None: no gate); a
@@ -279,6 +350,7 @@ class Painter:
         t1 = time.perf_counter()
         face = align.warp_to_canonical(pixels, m)
         landmarks = align.apply(job.to_canonical, job.landmarks[:5]).astype(np.float32)
+        dense = None
         if _FACE_SHARE * align.CANON_SIZE / align.scale_of(job.to_canonical) < self.min_face:
             cover = _too_small()
         else:
@@ -292,7 +364,7 @@ class Painter:
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:
             seconds["upscale"] = t1 - t0
-        return _Aligned(job, face, landmarks, cover, seconds)
+        return _Aligned(job, face, landmarks, cover, seconds, dense)
 
     def _upscale_factor(self, m: np.ndarray) -> int:
         """How many times a face's pixels should grow: 1 when its crop is wide enough."""
@@ -309,6 +381,8 @@ class Painter:
         self._person.pop(track_id, None)
         if self.gate is not None:
             self.gate.forget(track_id)
+        if self.selfref is not None:
+            self.selfref.forget(track_id)
 
     def forget(self, track_id: int) -> None:
         """The face's track ended: drop its decisions and the engines' state for it."""

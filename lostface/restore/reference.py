@@ -11,7 +11,8 @@ in through the cover alpha.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -150,11 +151,11 @@ def align_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np
 
 
 class ReferenceBank:
-    """The person's unmasked photos, aligned to canonical space once before the frame loop."""
+    """The person's unmasked photos, aligned to canonical space once before the frame loop
+    (empty for a restorer that starts with none and learns people from the footage itself,
+    lostface.restore.selfref)."""
 
     def __init__(self, references: list[Reference]) -> None:
-        if not references:
-            raise InputError("No reference photo was given; pass at least one unmasked photo.")
         self.references = list(references)
         self.mirrored = [r.mirror() for r in self.references]
 
@@ -344,7 +345,7 @@ def _chroma_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * d)
 
 
-def _skin_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
+def skin_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """Skin likeness in [0,1] of every pixel against a skin sample (Lab, cv2 float scale).
 
     Lightness is compared as a ratio (shading scales it) with a generous spread, since the
@@ -489,22 +490,53 @@ class ReferenceRestorer(Restorer):
         self._core = core
         self._fill = NeutralFill()
         self._people = {r.person or r.name for r in bank.references}
+        # people learned while running (the footage's own unmasked faces, a live capture):
+        # person -> their references and mirrors, replaced as a whole by learn()
+        self._learned: dict[str, list[Reference]] = {}
+
+    def learn(self, person: str, references: Sequence[Reference]) -> None:
+        """Paint `person` from these references from now on (replacing what was learned of
+        them before; an empty list forgets them). The bank's own photos are kept as given."""
+        for old in self._learned.pop(person, []):
+            self._meshes.pop(id(old), None)
+        refs = [replace(r, person=person) for r in references]
+        if not refs:
+            self._people = {r.person or r.name for r in self.bank.references} | set(self._learned)
+            return
+        refs += [r.mirror() for r in refs]
+        if self.mesh is not None:
+            for r in refs:
+                self._meshes[id(r)] = self.mesh.points(r.image)
+        self._learned[person] = refs
+        self._people.add(person)
+
+    def _candidates(self) -> list[Reference]:
+        mirror = self.settings.mirror
+        learned = [r for refs in self._learned.values() for r in refs if mirror or not r.mirrored]
+        return self.bank.candidates(mirror) + learned
 
     def choose(self, landmarks: np.ndarray) -> Reference:
         """The reference (or mirrored reference) whose head pose is closest to the target's."""
-        return self._choose(landmarks)[0]
+        ref = self._choose(landmarks)[0]
+        if ref is None:
+            raise ValueError("no reference to choose from")
+        return ref
 
-    def _choose(self, landmarks: np.ndarray, person: str | None = None) -> tuple[Reference, float]:
+    def _choose(
+        self, landmarks: np.ndarray, person: str | None = None
+    ) -> tuple[Reference | None, float]:
         """The closest reference (of `person`, when given) and its pose gap (eye distances,
-        mirror penalty left out)."""
+        mirror penalty left out); None when there is none."""
         yaw, pitch = yaw_proxy(landmarks), pitch_proxy(landmarks)
 
         def gap(r: Reference) -> float:
             return (r.yaw - yaw) ** 2 + (r.pitch - pitch) ** 2
 
-        candidates = self.bank.candidates(self.settings.mirror)
+        candidates = self._candidates()
         if person is not None:
             candidates = [r for r in candidates if (r.person or r.name) == person]
+        if not candidates:
+            return None, float("inf")
         best = min(
             candidates,
             key=lambda r: gap(r) + (MIRROR_PENALTY if r.mirrored else 0.0),
@@ -529,7 +561,7 @@ class ReferenceRestorer(Restorer):
             return self._fill.restore(face, cover, landmarks)
         lm = np.asarray(landmarks, np.float64)[:5]
         ref, pose_gap = self._choose(lm, person)
-        if pose_gap > self.settings.max_pose_gap:
+        if ref is None or pose_gap > self.settings.max_pose_gap:
             # No reference shows the face from this side: its lower face warped this far
             # would put a mouth where none is seen; a smooth fill looks far less wrong.
             return self._fill.restore(face, cover, landmarks)
@@ -609,7 +641,7 @@ class ReferenceRestorer(Restorer):
         band = cv2.dilate(grown, self._ring_kernel) & visible & self._face_zone
         # Skin likeness by lightness and chroma against each face's own visible skin (forehead,
         # nose bridge): mask remnants, hair, collar and background around the mask are dropped.
-        w_t = band * _skin_weight(f_lab, f_lab[forehead])
+        w_t = band * skin_weight(f_lab, f_lab[forehead])
         ref_skin = _chroma_weight(r_lab, r_lab[forehead])
         # a dark background or hair can share skin's hue; shading under the chin is far
         # milder than that, so lightness is judged loosely (as a ratio, wide spread)
@@ -618,7 +650,7 @@ class ReferenceRestorer(Restorer):
         ref_skin = (ref_skin * np.exp(-0.5 * (np.minimum(log_l, 0.0) / 0.5) ** 2)).astype(
             np.float32
         )
-        w_r = band * _skin_weight(r_lab, r_lab[forehead])
+        w_r = band * skin_weight(r_lab, r_lab[forehead])
         w = (w_t * w_r).astype(np.float32)
         if float(w.sum()) < 50.0:  # no skin seen around the mask: fall back to the forehead
             w = forehead.astype(np.float32)

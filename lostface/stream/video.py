@@ -210,6 +210,20 @@ class VideoReader:
         img = vf.to_ndarray(format="bgr24")
         return img if self._turn is None else cv2.rotate(img, self._turn)
 
+    def sample(self, every: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, BGR image) of every `every`-th video frame, indices as items() counts
+        them: a quick look over a file (the frames between are decoded, never converted).
+        Stops quietly at undecodable data (the full pass says what is wrong)."""
+        index = 0
+        try:
+            for packet in self.container.demux(self.video):
+                for vf in packet.decode():
+                    if index % every == 0:
+                        yield index, self._image(vf)
+                    index += 1
+        except av.error.FFmpegError:
+            return
+
     def items(self) -> Iterator[Frame | av.Packet]:
         """Frames and audio packets in decode order. Raises InputError on undecodable data."""
         streams = [self.video] + ([self.audio] if self.audio is not None else [])

@@ -344,8 +344,7 @@ class Session:
         if "reference" in pending:
             engines = self.server.engines_for(pending["reference"])
             if engines is not None:
-                painter = self.pipe.stages.painter
-                painter.restorer, painter.gate = engines
+                self.pipe.stages.painter.use(*engines)  # people learned so far carry over
                 self.pipe.stages.policy.reset()  # repaint every face with the new reference
 
     # -- readout ------------------------------------------------------------------------
@@ -466,10 +465,10 @@ class LiveServer:
         )
         warn_without_references(self.settings, bank)
         self._bank = bank
-        from lostface.registry import build_gate
+        from lostface.registry import build_gate, self_reference_on
 
         # dlib's models load and the references are embedded here, once: sessions copy it
-        self._gate = build_gate(self.settings, bank)
+        self._gate = build_gate(self.settings, bank, learns=self_reference_on(self.settings))
         # the page offers each person (NAME of NAME=PATH; a bare PATH's file name)
         self.reference_names = (
             list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
@@ -503,7 +502,7 @@ class LiveServer:
         assert engines is not None  # '' names everyone
         restorer, gate = engines
         stages = build_stages(self.settings, detector=self._detector, restorer=restorer)
-        stages.painter.gate = gate
+        stages.painter.use(restorer, gate)
         return live_pipeline(self.settings, stages, self.live.background_detection)
 
     def _build_pipeline(self) -> asyncio.Future:

@@ -1,0 +1,361 @@
+"""Self-reference: each person's own face, learned from the moments the footage shows it.
+
+Most first runs have no reference photo, yet footage often shows the same person unmasked for
+a while: a speaker lowers the mask to talk, a guest arrives unmasked, a call starts before the
+mask goes on. The painter hands every keyframe face it judges open to `offer`; a good one
+(clearly open, large enough, near-frontal, sharp, well lit, mouth closed) joins the bank of
+the person whose visible upper face it matches, or starts a new person ("self-1", ...).
+
+Whose face it is, is asked as the identity gate asks it (lostface.restore.identity): dlib's
+embedding with the same neutral covering painted over the lower face, so a masked face of the
+person matches their open one. A face matching a person the user gave photos of is never
+learned (their photos take precedence); a face matching no one starts a new person; one that
+stops matching the person its track was learned as (an id switch) is not learned at all. No
+face is ever painted from another person's frames: the gate decides whose bank paints a
+masked face, with the same thresholds and hysteresis as for given photos.
+
+Each person keeps at most `per_person` references, one per head-turn band (yaw), the best of
+each by sharpness, size, how closed the mouth is and how much of the lower face shows skin
+(a microphone or a cup before the mouth would be painted on). Everything runs on the keyframe
+worker's thread (the painter's), never in the frame loop. Files gather the banks in a first pass
+(`scan`: detection and the covered decision on every few frames), so the masked frames
+before the unmasked moment benefit too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from lostface.config import Settings
+from lostface.frame import CoverMask
+from lostface.restore import align
+from lostface.restore.identity import IdentityGate, embed
+from lostface.restore.reference import Reference, lab_stats, skin_weight
+from lostface.restore.regions import lower_face_mask, upper_skin_mask
+
+log = logging.getLogger(__name__)
+
+PREFIX = "self-"  # learned people are named self-1, self-2, ...
+_MAX_YAW = 0.3  # head turn (align.yaw_proxy, eye distances) beyond which a face is not learned
+_OPEN_MARGIN = 0.6  # learned only with a covering score under this share of the threshold
+_LIGHT = (25.0, 90.0)  # Lab lightness of the upper-face skin a learned face must show
+_CLIPPED = 0.05  # largest share of blown-out pixels (255) on the face
+_BETTER = 1.1  # a face replaces its band's reference only when this much better
+# MediaPipe face-mesh points of the inner lips (upper, lower): the mouth's opening
+_LIPS = (13, 14)
+_MOUTH, _MOUTH_AXES = (128, 181), (40, 18)  # the lips on the canonical crop
+_EYE_DISTANCE = float(np.linalg.norm(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0]))
+
+
+@dataclass(slots=True)
+class _Entry:
+    reference: Reference
+    embedding: np.ndarray
+    quality: float
+
+
+@dataclass
+class _Person:
+    bands: dict[int, _Entry] = field(default_factory=dict)
+
+    def references(self) -> list[Reference]:
+        return [e.reference for _, e in sorted(self.bands.items())]
+
+    def embeddings(self) -> list[np.ndarray]:
+        return [e.embedding for _, e in sorted(self.bands.items())]
+
+
+def sharpness(face: np.ndarray) -> float:
+    """Fine detail over coarser detail on the lower face: falls as a face is blurred (motion,
+    focus, compression) and does not depend on its contrast."""
+    grey = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    sel = lower_face_mask() > 0
+    b1 = cv2.GaussianBlur(grey, (0, 0), 1.0)
+    b3 = cv2.GaussianBlur(grey, (0, 0), 3.0)
+    fine = float(np.abs(grey - b1)[sel].mean())
+    coarse = float(np.abs(b1 - b3)[sel].mean())
+    return fine / max(coarse, 1e-3)
+
+
+def lower_skin(face: np.ndarray) -> float:
+    """Share of the lower face around the mouth (cheeks, chin) whose colour is the face's own
+    skin, as its upper face shows it: a microphone, a cup or a scarf before the mouth lowers it
+    (a hand does not; a beard does, mildly)."""
+    lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    weight = skin_weight(lab, lab[upper_skin_mask() > 0])
+    return float((weight[_cheeks_and_chin()] > 0.25).mean())
+
+
+@lru_cache(maxsize=1)
+def _cheeks_and_chin() -> np.ndarray:
+    """The lower face without the lips (which are not skin-coloured), as a boolean mask."""
+    zone = lower_face_mask().copy()
+    cv2.ellipse(zone, _MOUTH, _MOUTH_AXES, 0, 0, 360, 0, -1)
+    return zone > 0
+
+
+def mouth_opening(points: np.ndarray | None) -> float:
+    """Gap between the inner lips in eye distances (0 when no face mesh was found)."""
+    if points is None or len(points) <= max(_LIPS):
+        return 0.0
+    a, b = (np.asarray(points[i][:2], np.float64) for i in _LIPS)
+    return float(np.linalg.norm(a - b)) / _EYE_DISTANCE
+
+
+class SelfReferences:
+    """Per-person banks of unmasked keyframe faces (see the module docstring).
+
+    gate: the identity gate whose embeddings tell people apart; people it knows at the start
+    are the given references (they take precedence). learned: called with (person, its
+    references) every time a person's bank changes, for the restorer (Restorer.learn)."""
+
+    def __init__(
+        self,
+        gate: IdentityGate,
+        settings: Settings,
+        learned: Callable[[str, list[Reference]], None],
+    ) -> None:
+        rs = settings.restore
+        self.gate = gate
+        self.per_person = max(1, int(rs.self_per_person))
+        self.min_face = float(rs.self_min_face)
+        self.open_below = _OPEN_MARGIN * float(settings.mask.presence_threshold)
+        self.match = float(rs.identity_match)
+        self.keep = float(rs.identity_keep)
+        self._learned = learned
+        self._people: dict[str, _Person] = {}
+        self._track_person: dict[int, str] = {}  # tracks seen open -> the person they are
+        self._count = 0
+        self.looks = 0  # embeddings computed (benchmarks report the cost)
+
+    # -- what the painter asks --------------------------------------------------------------
+    @property
+    def people(self) -> list[str]:
+        return list(self._people)
+
+    def owns(self, person: str | None) -> bool:
+        """Whether `person` was learned here (not given by the user)."""
+        return person is not None and person in self._people
+
+    def references(self, person: str) -> list[Reference]:
+        p = self._people.get(person)
+        return p.references() if p else []
+
+    def person_of(self, track_id: int) -> str | None:
+        """The person an open track was found to be (a learned or a given one), if any."""
+        return self._track_person.get(track_id)
+
+    def offer(
+        self,
+        track_id: int,
+        face: np.ndarray,
+        landmarks: np.ndarray,
+        cover: CoverMask,
+        span: float,
+        mesh: np.ndarray | None = None,
+    ) -> str | None:
+        """Consider one open keyframe face (canonical crop, its 5 canonical landmarks, the
+        covered decision, the frame pixels its crop spans, its face-mesh points); returns the
+        learned person whose bank it joined, or None."""
+        quality = self.quality(face, landmarks, cover, span, mesh)
+        if quality is None:
+            return None
+        band = self._band(landmarks)
+        known = self._track_person.get(track_id)
+        if known is not None:
+            if known not in self._people:
+                return None  # a given person's face: their photos paint it
+            old = self._people[known].bands.get(band)
+            if old is not None and quality <= _BETTER * old.quality:
+                return None  # no better than what the bank has: not even embedded
+        emb = embed(face)
+        self.looks += 1
+        person = self._whose(track_id, emb, known)
+        if person is None or person not in self._people:
+            return None
+        bank = self._people[person]
+        old = bank.bands.get(band)
+        if old is not None and quality <= _BETTER * old.quality:
+            return None
+        if old is None and len(bank.bands) >= self.per_person:
+            worst = min(bank.bands, key=lambda b: bank.bands[b].quality)
+            if bank.bands[worst].quality >= quality:
+                return None
+            del bank.bands[worst]
+        bank.bands[band] = _Entry(self._reference(face, landmarks, person), emb, quality)
+        self.gate.learn(person, bank.embeddings())
+        self._learned(person, bank.references())
+        log.debug("self-reference: %s now has %d face(s)", person, len(bank.bands))
+        return person
+
+    def could_learn(self, to_canonical: np.ndarray, landmarks: np.ndarray) -> bool:
+        """Whether a face of this size and head turn could be learned from, judged from its
+        alignment and landmarks alone (before anything costly is done with it)."""
+        width = 0.65 * align.CANON_SIZE / align.scale_of(to_canonical)
+        return width >= self.min_face and abs(align.yaw_proxy(landmarks)) <= _MAX_YAW
+
+    def forget(self, track_id: int) -> None:
+        self._track_person.pop(track_id, None)
+
+    def teach(self, gate: IdentityGate) -> None:
+        """Hand every learned person to another gate (and use it from now on): a live session
+        that swaps its engines keeps what it learned."""
+        self.gate = gate
+        for name, p in self._people.items():
+            gate.learn(name, p.embeddings())
+            self._learned(name, p.references())
+
+    # -- internals ----------------------------------------------------------------------------
+    def quality(
+        self,
+        face: np.ndarray,
+        landmarks: np.ndarray,
+        cover: CoverMask,
+        span: float,
+        mesh: np.ndarray | None = None,
+    ) -> float | None:
+        """How good a reference this open face makes (higher is better), or None when it
+        should not be learned from at all."""
+        if cover.covered or cover.score >= self.open_below:
+            return None  # not clearly open: a covering missed would be painted back on
+        width = span * 0.65  # a face box's share of its canonical crop (painter._FACE_SHARE)
+        if width < self.min_face:
+            return None
+        if abs(align.yaw_proxy(landmarks)) > _MAX_YAW:
+            return None
+        mean, _ = lab_stats(face, upper_skin_mask())
+        if not _LIGHT[0] <= float(mean[0]) <= _LIGHT[1]:
+            return None
+        if float((face.max(axis=2) >= 250).mean()) > _CLIPPED:
+            return None
+        opening = mouth_opening(mesh)
+        size = min(1.0, width / 160.0)
+        skin = lower_skin(face)  # ranks only: the lower-face zone also holds jaw and neck
+        return sharpness(face) * (0.5 + 0.5 * size) * (0.2 + skin) / (1.0 + 4.0 * opening)
+
+    def _band(self, landmarks: np.ndarray) -> int:
+        """Which head-turn band a face falls in (per_person bands across +-_MAX_YAW)."""
+        yaw = float(np.clip(align.yaw_proxy(landmarks), -_MAX_YAW, _MAX_YAW))
+        return min(self.per_person - 1, int((yaw + _MAX_YAW) / (2 * _MAX_YAW) * self.per_person))
+
+    def _whose(self, track_id: int, emb: np.ndarray, known: str | None) -> str | None:
+        """The person this face is: a given one (never learned), a learned one, or a new one;
+        None when it no longer matches the person its track was learned as."""
+        distances = self.gate.distances_of(emb)
+        given = {n: d for n, d in distances.items() if n not in self._people}
+        if given and min(given.values()) < self.match:
+            self._track_person[track_id] = min(given, key=lambda n: given[n])
+            return None
+        own = {n: d for n, d in distances.items() if n in self._people}
+        if known is not None:
+            if own.get(known, math.inf) < self.keep and min(own, key=lambda n: own[n]) == known:
+                return known
+            self._track_person.pop(track_id, None)  # the track shows someone else now
+            return None
+        if own and min(own.values()) < self.match:
+            person = min(own, key=lambda n: own[n])
+        else:
+            self._count += 1
+            person = f"{PREFIX}{self._count}"
+            self._people[person] = _Person()
+        self._track_person[track_id] = person
+        return person
+
+    @staticmethod
+    def _reference(face: np.ndarray, landmarks: np.ndarray, person: str) -> Reference:
+        lm = np.asarray(landmarks, np.float32)[:5]
+        mean, std = lab_stats(face, upper_skin_mask())
+        return Reference(
+            person,
+            face.copy(),
+            lm,
+            align.yaw_proxy(lm),
+            align.pitch_proxy(lm),
+            mean,
+            std,
+            person=person,
+        )
+
+
+# -- the first pass over a file ------------------------------------------------------------
+_IOU = 0.3  # a sampled face continues the previous sample's face it overlaps this much
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class ScanTracks:
+    """Ids for faces on frames sampled every few frames: a face continues the previous
+    sample's face it overlaps most (IoU), else gets a new id; a scene cut starts afresh.
+    Ids are negative, so they never meet the pipeline's own track ids."""
+
+    def __init__(self) -> None:
+        self._boxes: list[tuple[int, np.ndarray]] = []
+        self._next = -1
+
+    def assign(self, boxes: np.ndarray, cut: bool = False) -> list[int]:
+        prev = [] if cut else self._boxes
+        ids: list[int] = []
+        taken: set[int] = set()
+        for box in boxes:
+            best, best_iou = None, _IOU
+            for tid, pbox in prev:
+                if tid in taken:
+                    continue
+                v = _iou(box, pbox)
+                if v >= best_iou:
+                    best, best_iou = tid, v
+            if best is None:
+                best = self._next
+                self._next -= 1
+            taken.add(best)
+            ids.append(best)
+        self._boxes = list(zip(ids, (np.asarray(b, np.float64) for b in boxes), strict=True))
+        return ids
+
+
+@dataclass
+class ScanStats:
+    frames: int = 0  # frames looked at
+    faces: int = 0
+    seconds: float = 0.0
+    people: dict[str, int] = field(default_factory=dict)  # learned person -> faces kept
+
+
+def scan(
+    frames: Iterable[tuple[int, np.ndarray]],
+    detector,  # noqa: ANN001 - lostface.stages.Detector
+    study: Callable[[int, int, np.ndarray, np.ndarray], None],
+    scene_cut,  # noqa: ANN001 - lostface.stages.SceneCutDetector
+) -> tuple[int, int, list[int]]:
+    """The first pass: detect the faces of each (index, BGR image) and hand each to
+    `study(track_id, frame_index, image, landmarks)`. Returns (frames, faces, track ids)."""
+    tracks = ScanTracks()
+    seen: set[int] = set()
+    n_frames = n_faces = 0
+    for index, image in frames:
+        cut = scene_cut.is_cut(image) if n_frames else False
+        dets = detector.detect(image)
+        n_frames += 1
+        if dets is None or not len(dets):
+            tracks.assign(np.zeros((0, 4)), cut)
+            continue
+        ids = tracks.assign(dets.boxes[:, :4], cut)
+        for tid, lm in zip(ids, dets.landmarks, strict=True):
+            study(tid, index, image, lm)
+            seen.add(tid)
+            n_faces += 1
+    scene_cut.reset()
+    return n_frames, n_faces, sorted(seen)
