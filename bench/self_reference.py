@@ -1,10 +1,12 @@
 """Self-reference: masked faces painted from the person's own unmasked frames of the footage.
 
 The stage clip (../shared/data/video/stage_clip.mp4) gets a synthetic mask, as
-bench/quality.py draws it (one person per shot), on its later part only (frames from
---from-frame on): before that everyone is unmasked, as when a speaker puts the mask on, or a
-recording shows the person before and after. The masked clip is restored three times by the
-video pipeline, with the keyframe work in the frame loop (results do not depend on timing):
+bench/quality.py draws it (one person per shot), on part of it only (--frames FROM:TO,
+default 110: to the end); outside it everyone is unmasked: a speaker puts the mask on (the
+default), or takes it off (--frames 0:150: the masked frames come before the open ones, which
+only a first pass over the file learns from in time). The masked clip is restored three times
+by the video pipeline, with the keyframe work in the frame loop (results do not depend on
+timing):
 
 - self: no reference photo, restore.self_reference=auto (the first pass learns the people);
 - neutral: no reference photo, self-reference off (the neutral fill);
@@ -16,11 +18,10 @@ metric, the chip placed on the original) of the masked input and of each restora
 frames and the singer's own (told by dlib against his reference photo). A frame painted from
 a learned person whose faces are not the masked face's person (judge_people: per shot, the
 learned faces' mean dlib distance at or past dlib's threshold) counts as painted from another
-person. With --runs N, the throughput of
-`lostface run` (the two passes) against a plain decode + encode of the same clip, each in a
-fresh process, interleaved, medians of N.
+person. With --runs N, the throughput of `lostface run` (the two passes) against a plain
+decode + encode of the same clip, each in a fresh process, interleaved, medians of N.
 
-    python bench/self_reference.py [--from-frame 110] [--runs 3] [--set KEY=VALUE ...]
+    python bench/self_reference.py [--frames 110:] [--runs 3] [--set KEY=VALUE ...]
 
 Prints a table and writes bench/results/self_reference.json and a grid of faces
 (masked | neutral | self | given | original) to bench/results/self_reference_grid.png.
@@ -61,11 +62,11 @@ RESULTS = ROOT / "bench" / "results"
 RUNS = ("neutral", "self", "given")
 
 
-def mask_later_part(
-    settings, detector, kind: str, start: int, path: Path
+def mask_frames(
+    settings, detector, kind: str, span: tuple[int, int], path: Path
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Write the clip with masks on frames >= start; return the originals and, per frame,
-    the masked face's box (None: no mask on that frame)."""
+    """Write the clip with masks on frames span[0] <= i < span[1]; return the originals and,
+    per frame, the masked face's box (None: no mask on that frame)."""
     with VideoReader(CLIP) as reader:
         info = reader.info
         frames = [f for f in reader.items() if isinstance(f, Frame)]
@@ -82,7 +83,7 @@ def mask_later_part(
     masked_boxes: list[np.ndarray | None] = []
     writer = VideoWriter(path, info, settings.video, None)
     for f, lm, box in zip(frames, lms, boxes, strict=True):
-        if f.index >= start and lm is not None and box is not None:
+        if span[0] <= f.index < span[1] and lm is not None and box is not None:
             f.image = draw_mask(f.image, lm, kind=kind, rng=np.random.default_rng(0)).image
             masked_boxes.append(box)
         else:
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--kind", default="surgical")
-    ap.add_argument("--from-frame", type=int, default=110, help="first masked frame")
+    ap.add_argument("--frames", default="110:", help="masked frames FROM:TO (TO: excluded)")
     ap.add_argument("--runs", type=int, default=0, help="throughput runs (0: none)")
     ap.add_argument("--out", type=Path, default=RESULTS / "self_reference.json")
     args = ap.parse_args(argv)
@@ -189,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     detector = build_detector(base)
     metric = IdentityMetric()
     ref_anchor = metric.anchor(cv2.imread(str(CLIP_REFERENCE)))
-    result: dict = {"settings": args.overrides, "from_frame": args.from_frame, "kind": args.kind}
+    first, _, last = args.frames.partition(":")
+    span = (int(first or 0), int(last) if last else 1 << 30)
+    result: dict = {"settings": args.overrides, "frames": args.frames, "kind": args.kind}
     with tempfile.TemporaryDirectory(prefix="lostface-selfref-") as tmpdir:
         tmp = Path(tmpdir)
         masked = tmp / "masked.mp4"
-        originals, boxes = mask_later_part(base, detector, args.kind, args.from_frame, masked)
+        originals, boxes = mask_frames(base, detector, args.kind, span, masked)
         off = [*args.overrides, 'restore.self_reference="off"']
         auto = [*args.overrides, 'restore.self_reference="auto"']
         runs = {
@@ -260,10 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="lostface-selfref-tp-") as tmpdir:
             tmp = Path(tmpdir)
             masked = tmp / "masked.mp4"
-            mask_later_part(base, detector, args.kind, args.from_frame, masked)
+            mask_frames(base, detector, args.kind, span, masked)
             result["throughput"] = throughput(masked, tmp, args.runs, args.overrides)
     print(
-        f"masked from frame {args.from_frame}; learned: {result['learned']} "
+        f"masked frames {args.frames}; learned: {result['learned']} "
         f"(first pass {result['first_pass_s']:.1f} s, {result['looks']} embeddings)"
     )
     print(

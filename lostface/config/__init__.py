@@ -128,6 +128,10 @@ class RestoreSettings:
     self_per_person: int = 5  # references kept per person: the best of each head-pose band
     self_scan_every: int = 6  # files: the first pass looks at every N-th frame
     self_min_face: float = 60.0  # frame pixels (face width): smaller faces are not learned
+    # a face joins a learned person only this close to their faces (dlib distance, as the
+    # identity gate measures it): stricter than identity_match, since two people learned as
+    # one would paint one with the other's mouth; a face further off starts a new person
+    self_join: float = 0.45
     # alpha | poisson (the patch's gradients, the face's own colours at its border, mean kept)
     blend: str = "alpha"
     # reference: re-place it by matching its brows and eyes to the face's own (the landmarks a

@@ -25,7 +25,6 @@ before the unmasked moment benefit too.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -127,8 +126,7 @@ class SelfReferences:
         self.per_person = max(1, int(rs.self_per_person))
         self.min_face = float(rs.self_min_face)
         self.open_below = _OPEN_MARGIN * float(settings.mask.presence_threshold)
-        self.match = float(rs.identity_match)
-        self.keep = float(rs.identity_keep)
+        self.join = min(float(rs.self_join), float(rs.identity_match))
         self._learned = learned
         self._people: dict[str, _Person] = {}
         self._track_person: dict[int, str] = {}  # tracks seen open -> the person they are
@@ -247,20 +245,27 @@ class SelfReferences:
 
     def _whose(self, track_id: int, emb: np.ndarray, known: str | None) -> str | None:
         """The person this face is: a given one (never learned), a learned one, or a new one;
-        None when it no longer matches the person its track was learned as."""
+        None when it no longer matches the person its track was learned as.
+
+        A face is a given person, or joins a learned one, only within `join` of their faces
+        (people's distances overlap between join and identity_match: two people merged would
+        paint one with the other's mouth); a face further off starts a new person, which at
+        worst splits one person in two banks, both theirs, and the gate paints each masked
+        face from the closest."""
         distances = self.gate.distances_of(emb)
         given = {n: d for n, d in distances.items() if n not in self._people}
-        if given and min(given.values()) < self.match:
+        if given and min(given.values()) < self.join:
             self._track_person[track_id] = min(given, key=lambda n: given[n])
             return None
         own = {n: d for n, d in distances.items() if n in self._people}
+        closest = min(own, key=lambda n: own[n]) if own else None
         if known is not None:
-            if own.get(known, math.inf) < self.keep and min(own, key=lambda n: own[n]) == known:
+            if closest == known and own[known] < self.join:
                 return known
             self._track_person.pop(track_id, None)  # the track shows someone else now
             return None
-        if own and min(own.values()) < self.match:
-            person = min(own, key=lambda n: own[n])
+        if closest is not None and own[closest] < self.join:
+            person = closest
         else:
             self._count += 1
             person = f"{PREFIX}{self._count}"
