@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -12,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+
 from lostface.config import Settings
 from lostface.errors import InputError
-from lostface.frame import Frame
+from lostface.frame import Detections, Frame
 from lostface.pipeline import Output, Pipeline, Stages
+from lostface.stages import Detector
 from lostface.stream.video import ThreadedReader, ThreadedWriter, VideoReader, VideoWriter
 
 if TYPE_CHECKING:
@@ -86,12 +90,51 @@ def progress(
         bar.close()
 
 
+class _Remembered:
+    """A detector that hands back the first pass's detections for the frames it detected
+    (the decoder gives the same pixels twice), and detects the others: each frame is
+    detected once over both passes. Frames are known by a fingerprint of their pixels."""
+
+    LIMIT = 50_000  # frames remembered at most (a long file's later frames are detected again)
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.found: dict[bytes, Detections] = {}
+
+    @staticmethod
+    def key(image: np.ndarray) -> bytes:
+        return hashlib.blake2b(image[::4, ::4].tobytes(), digest_size=16).digest()
+
+    def detect(self, image: np.ndarray) -> Detections:
+        """Detect, and remember the result for the second pass."""
+        dets = self.inner.detect(image)
+        if len(self.found) < self.LIMIT:
+            self.found[self.key(image)] = dets
+        return dets
+
+    def second_pass(self) -> Detector:
+        """The detector for the second pass: remembered frames first."""
+        found, inner = self.found, self.inner
+
+        class _Reuse(Detector):
+            def detect(self, image: np.ndarray) -> Detections:
+                dets = found.pop(_Remembered.key(image), None) if found else None
+                return dets if dets is not None else inner.detect(image)
+
+            def close(self) -> None:
+                found.clear()  # the detector itself belongs to the stages
+
+        return _Reuse()
+
+
 def learn_people(src: Path, settings: Settings, stages: Stages) -> ScanStats | None:
     """The first pass of a file with self-reference (lostface.restore.selfref): look at every
-    restore.self_scan_every-th frame, judge each face that could teach its person (large
-    enough, near-frontal) and let the painter keep the good open ones, so that masked frames
-    anywhere in the file are painted from the person's own face. None when the painter learns
-    nothing from footage."""
+    restore.self_scan_every-th frame (by default one in three of the frames the second pass
+    detects, whose detections it then reuses: stages.detector is swapped for one that
+    remembers them), judge each face that could teach its person (large enough,
+    near-frontal) and let the painter keep the good open ones, so that masked frames anywhere
+    in the file are painted from the person's own face. None when the painter learns nothing
+    from footage."""
     painter = stages.painter
     selfref = painter.selfref
     if selfref is None:
@@ -99,7 +142,9 @@ def learn_people(src: Path, settings: Settings, stages: Stages) -> ScanStats | N
     from lostface.restore.painter import PaintJob
     from lostface.restore.selfref import ScanStats, scan
 
-    every = settings.restore.self_scan_every
+    every = settings.restore.self_scan_every or 3 * settings.tracking.detect_every
+    reuse = every % settings.tracking.detect_every == 0
+    detector = _Remembered(stages.detector) if reuse else stages.detector
     t0 = time.perf_counter()
     stats = ScanStats()
 
@@ -116,7 +161,9 @@ def learn_people(src: Path, settings: Settings, stages: Stages) -> ScanStats | N
         frames = progress(
             reader.sample(every), settings, f"{src.name}: learning faces", total, "frame"
         )
-        stats.frames, stats.faces, ids = scan(frames, stages.detector, study, stages.scene_cut)
+        stats.frames, stats.faces, ids = scan(frames, detector, study, stages.scene_cut, every)
+    if isinstance(detector, _Remembered):
+        stages.detector = detector.second_pass()
     for track_id in ids:
         painter.forget(track_id)
     stats.seconds = time.perf_counter() - t0
@@ -155,7 +202,29 @@ def process_video(
     provenance: the tag written into the container and the C2PA credentials signed before
     the output is renamed into place (lostface.provenance); none when not given.
     With self-reference (restore.self_reference), a first pass learns people first."""
-    scanned = learn_people(src, settings, stages)
+    detector = stages.detector
+    try:
+        scanned = learn_people(src, settings, stages)
+        return _process(
+            src, out, settings, stages, tracks_path, synchronous, label, provenance, scanned
+        )
+    finally:
+        if stages.detector is not detector:
+            stages.detector.close()  # the second pass's detector: drops what it remembered
+            stages.detector = detector
+
+
+def _process(
+    src: Path,
+    out: Path,
+    settings: Settings,
+    stages: Stages,
+    tracks_path: Path | None,
+    synchronous: bool,
+    label: str | None,
+    provenance: OutputProvenance | None,
+    scanned: ScanStats | None,
+) -> RunStats:
     reader = VideoReader(src)
     pipe = Pipeline(settings, stages, synchronous=synchronous)
     try:

@@ -126,7 +126,9 @@ class RestoreSettings:
     # they are learned as the call goes on. People given as references take precedence.
     self_reference: str = "auto"
     self_per_person: int = 5  # references kept per person: the best of each head-pose band
-    self_scan_every: int = 6  # files: the first pass looks at every N-th frame
+    # files: the first pass looks at every N-th frame (0: every 3 * tracking.detect_every-th);
+    # with N a multiple of tracking.detect_every the second pass reuses its detections
+    self_scan_every: int = 0
     self_min_face: float = 60.0  # frame pixels (face width): smaller faces are not learned
     # a face joins a learned person only this close to their faces (dlib distance, as the
     # identity gate measures it): stricter than identity_match, since two people learned as
@@ -527,8 +529,8 @@ def validate(s: Settings) -> None:
             "restore.self_reference must be auto or off",
         ),
         (
-            s.restore.self_per_person >= 1 and s.restore.self_scan_every >= 1,
-            "restore.self_per_person and restore.self_scan_every must be 1 or more",
+            s.restore.self_per_person >= 1 and s.restore.self_scan_every >= 0,
+            "restore.self_per_person must be 1 or more, restore.self_scan_every 0 or more",
         ),
         (0 <= s.video.crf <= 51, "video.crf must lie between 0 and 51"),
         (1 <= s.live.port <= 65535, "live.port must lie between 1 and 65535"),

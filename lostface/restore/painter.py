@@ -233,9 +233,15 @@ class Painter:
 
             self.gate.learn(person, [embed(r.image) for r in references])
 
-    def study(self, job: PaintJob) -> Painted:
+    def study(self, job: PaintJob) -> Painted | None:
         """Judge a face and, when it is open, offer it to the self-reference banks, without
-        painting it (the first pass over a file)."""
+        painting it (the first pass over a file). None when it could not improve them."""
+        if self.selfref is not None:
+            face = align.warp_to_canonical(job.pixels, job.local_to_canonical)
+            landmarks = align.apply(job.to_canonical, job.landmarks[:5])
+            span = align.CANON_SIZE / align.scale_of(job.to_canonical)
+            if not self.selfref.worth_judging(job.track_id, face, landmarks, span):
+                return None
         a = self._segment(job)
         if not a.cover.covered:
             self._offer(a)

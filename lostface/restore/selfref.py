@@ -193,6 +193,25 @@ class SelfReferences:
         log.debug("self-reference: %s now has %d face(s)", person, len(bank.bands))
         return person
 
+    def worth_judging(
+        self, track_id: int, face: np.ndarray, landmarks: np.ndarray, span: float
+    ) -> bool:
+        """Whether an open face of this track could still improve its person's bank, judged
+        before its covering is (the costly part): False when the track's person already has
+        a reference in this face's head-turn band that even a perfectly open, closed-mouth
+        face this sharp would not beat."""
+        known = self._track_person.get(track_id)
+        if known is None:
+            return True
+        if known not in self._people:
+            return False  # a given person's face
+        old = self._people[known].bands.get(self._band(landmarks))
+        if old is None:
+            return True
+        size = min(1.0, 0.65 * span / 160.0)
+        best = sharpness(face) * (0.5 + 0.5 * size) * 1.2
+        return best > _BETTER * old.quality
+
     def could_learn(self, to_canonical: np.ndarray, landmarks: np.ndarray) -> bool:
         """Whether a face of this size and head turn could be learned from, judged from its
         alignment and landmarks alone (before anything costly is done with it)."""
@@ -344,23 +363,40 @@ def scan(
     detector,  # noqa: ANN001 - lostface.stages.Detector
     study: Callable[[int, int, np.ndarray, np.ndarray], None],
     scene_cut,  # noqa: ANN001 - lostface.stages.SceneCutDetector
+    gap: int = 12,
 ) -> tuple[int, int, list[int]]:
-    """The first pass: detect the faces of each (index, BGR image) and hand each to
-    `study(track_id, frame_index, image, landmarks)`. Returns (frames, faces, track ids)."""
+    """The first pass: detect the faces of each (index, BGR image) and hand each face to
+    `study(track_id, frame_index, image, landmarks)`, one face at most every `gap` frames
+    (a face changes little in a fraction of a second). The next frame is detected on a
+    thread while this one's faces are studied. Returns (frames, faces, track ids)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     tracks = ScanTracks()
-    seen: set[int] = set()
+    last: dict[int, int] = {}
     n_frames = n_faces = 0
-    for index, image in frames:
+
+    def take(index: int, image: np.ndarray, dets) -> None:  # noqa: ANN001
+        nonlocal n_frames, n_faces
         cut = scene_cut.is_cut(image) if n_frames else False
-        dets = detector.detect(image)
         n_frames += 1
         if dets is None or not len(dets):
             tracks.assign(np.zeros((0, 4)), cut)
-            continue
+            return
         ids = tracks.assign(dets.boxes[:, :4], cut)
+        n_faces += len(ids)
         for tid, lm in zip(ids, dets.landmarks, strict=True):
-            study(tid, index, image, lm)
-            seen.add(tid)
-            n_faces += 1
+            if index - last.get(tid, -gap) >= gap:
+                last[tid] = index
+                study(tid, index, image, lm)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="lostface-scan") as pool:
+        pending = None
+        for index, image in frames:
+            ahead = (index, image, pool.submit(detector.detect, image))
+            if pending is not None:
+                take(pending[0], pending[1], pending[2].result())
+            pending = ahead
+        if pending is not None:
+            take(pending[0], pending[1], pending[2].result())
     scene_cut.reset()
-    return n_frames, n_faces, sorted(seen)
+    return n_frames, n_faces, sorted(last)
