@@ -96,11 +96,13 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
     assert [r["frame"] for r in lines] == list(range(24))
     assert all(set(r) == {"frame", "pts", "faces"} for r in lines)
     faces = [f for r in lines for f in r["faces"]]
-    keys = {"track_id", "box", "masked", "keyframe", "identity"}
+    keys = {"track_id", "box", "masked", "keyframe", "identity", "reference"}
     assert faces and all(set(f) == keys for f in faces)
     assert any(f["keyframe"] for f in faces) and sum(f["masked"] for f in faces) >= 20
-    # the one reference (a bare PATH: the person is known by that path) matches her face
+    # the one reference (a bare PATH: the person is known by that path) matches her face, and
+    # her photo painted it
     assert {f["identity"] for f in faces if f["masked"]} == {str(reference)}
+    assert {f["reference"] for f in faces if f["masked"]} == {"given"}
     # the covered region moved towards the hidden face
     masked_frames, restored = _decode(src), _decode(out)
     err_masked = err_restored = 0.0

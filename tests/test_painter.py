@@ -218,7 +218,11 @@ def test_the_reference_engine_without_a_photo_is_the_neutral_fill(astronaut_bgr)
     from lostface.restore.reference import ReferenceRestorer
 
     settings = load_settings()
-    assert type(build_restorer(settings)) is NeutralFill
+    # with self-reference on, the reference engine starts with no photo and learns people
+    assert type(build_restorer(settings)) is ReferenceRestorer
+    assert type(build_restorer(load_settings(overrides=['restore.self_reference="off"']))) is (
+        NeutralFill
+    )
     bank = load_references(settings, build_stages(settings).detector, [], [("a", astronaut_bgr)])
     assert type(build_restorer(settings, bank)) is ReferenceRestorer
     assert type(build_restorer(load_settings(overrides=["restore.engine=neutral"]), bank)) is (
