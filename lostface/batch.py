@@ -8,7 +8,9 @@ pipeline from there (so tracks, keyframes and patches are where a single run wou
 when the segment starts), reads a little past its end (the delay line's look-ahead), and
 encodes only its own frames, with their original timestamps, to a video-only part. The parts
 of a file are then joined by copying their packets (no second encode) with the input's audio
-into the output, written atomically. A file short enough for one segment is one task.
+into the output, written atomically. A file short enough for one segment is one task. With
+self-reference (restore.self_reference), one task per file first learns the people it shows
+unmasked (the first pass of `lostface run`), and every segment of the file starts from them.
 
 Workers keep what is costly to build between tasks (the detector, the reference photos aligned,
 the heavy models through their loaders' caches); each task gets a fresh tracker, keyframe
@@ -36,7 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 
@@ -45,7 +47,11 @@ from lostface.config import Settings, dump_toml, settings_from_toml
 from lostface.errors import InputError, LostfaceError, OutputError
 from lostface.frame import Frame
 from lostface.models import file_sha256
+from lostface.registry import self_reference_on
 from lostface.stream.video import OUTPUT_CONTAINERS, VideoReader, VideoWriter
+
+if TYPE_CHECKING:
+    from lostface.restore.selfref import Learned
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +170,28 @@ def _settings_and_engines(text: str) -> tuple[Settings, Any, Any]:
     return _CACHE[key]  # type: ignore[no-any-return]
 
 
-def process_segment(task: SegmentTask) -> SegmentDone:
-    """Restore one segment into a video-only part (runs on a Dask worker)."""
+def learn_file(src: str, settings_text: str) -> Learned | None:
+    """The people a file shows unmasked (self-reference's first pass, as `lostface run` makes
+    it; runs on a Dask worker before the file's segments): handed to every segment, so each
+    paints them from the start, whichever part of the file showed them. None when
+    self-reference is off or cannot tell people apart (no dlib)."""
+    from lostface.factory import build_stages
+    from lostface.runner import learn_people
+
+    settings, detector, bank = _settings_and_engines(settings_text)
+    stages = build_stages(settings, detector=detector, bank=bank)
+    selfref = stages.painter.selfref
+    if selfref is None:
+        return None
+    learn_people(
+        Path(src), replace(settings, output=replace(settings.output, progress=False)), stages
+    )
+    return selfref.export()
+
+
+def process_segment(task: SegmentTask, learned: Learned | None = None) -> SegmentDone:
+    """Restore one segment into a video-only part (runs on a Dask worker); `learned`: the
+    people the whole file shows unmasked (learn_file)."""
     import socket
 
     from lostface.factory import build_stages
@@ -175,6 +201,8 @@ def process_segment(task: SegmentTask) -> SegmentDone:
     settings, detector, bank = _settings_and_engines(task.settings)
     # the references are aligned once per worker; each segment gets its own engines and gate
     stages = build_stages(settings, detector=detector, bank=bank)
+    if learned and stages.painter.selfref is not None:
+        stages.painter.selfref.load(learned)
     cores = _worker_threads()
     settings = replace(settings, video=replace(settings.video, threads=cores))
     reader = VideoReader(seg.src, threads=cores)
@@ -625,14 +653,29 @@ def _run(
     resources = _resources(client, settings)
     futures: dict[Any, tuple[int, int]] = {}
     parts: list[list[Path]] = []
-    for i, (_, _, _, segs) in enumerate(todo):
+    learns = self_reference_on(settings)
+    for i, (src, _, _, segs) in enumerate(todo):
         folder = work / f"{i:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         parts.append([folder / f"part-{s.index:04d}.mp4" for s in segs])
+        # self-reference: one task learns the file's people first; its segments wait for it
+        learned = (
+            client.submit(
+                learn_file,
+                str(src),
+                text,
+                resources=resources,
+                pure=False,
+                key=f"lostface-{i:05d}-learn-{os.getpid()}",
+            )
+            if learns
+            else None
+        )
         for s, part in zip(segs, parts[-1], strict=True):
             f = client.submit(
                 process_segment,
                 SegmentTask(s, text, str(part)),
+                learned,
                 resources=resources,
                 pure=False,
                 key=f"lostface-{i:05d}-{s.index:04d}-{os.getpid()}",

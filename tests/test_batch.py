@@ -283,3 +283,52 @@ def test_bad_input_and_a_corrupt_file_among_good_ones(clips, tmp_path):
     db.close()
     old = _cli("batch", str(clips["carphone"]), "-o", str(out), "--workers", "1")
     assert old.returncode == 2 and "manifest schema 99" in old.stderr
+
+
+def test_every_segment_paints_the_people_the_whole_file_shows(tmp_path):
+    """Self-reference in a batch: the person is masked for the first 3 s and shows the face
+    only after; one task learns the file's people first, so the first segment's masked
+    frames are painted from the face its later segments show, as `lostface run`'s two passes
+    paint them, and unlike a batch without self-reference."""
+    pytest.importorskip("dlib")
+    import cv2
+
+    from lostface.synthetic import draw_mask
+    from lostface.tracking.detectors import CenterFaceDetector
+
+    def canvas(person: str, k: int) -> np.ndarray:
+        img = cv2.imread(str(shared_path("identity", person, f"{person}{k}.jpg")))
+        s = min(640 / img.shape[1], 480 / img.shape[0])
+        small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        out = np.full((480, 640, 3), 96, np.uint8)
+        y, x = (480 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
+        out[y : y + small.shape[0], x : x + small.shape[1]] = small
+        return out
+
+    from lostface.config import DetectSettings
+
+    masked = canvas("obama", 2)
+    det = CenterFaceDetector(DetectSettings()).detect(masked)
+    masked = draw_mask(masked, det.landmarks[int(np.argmax(det.scores))][:5], "surgical", rng=0)
+    frames = [masked.image] * 48 + [canvas("obama", 1)] * 48
+    src = write_clip(tmp_path / "onoff.mp4", frames, rate=16, gop=16)
+    sets = ["--set", "batch.segment_seconds=1", "--set", "batch.overlap_seconds=0.5"]
+    outs = {}
+    for mode in ("auto", "off"):
+        out = tmp_path / mode
+        done = _cli(
+            "batch", str(src), "-o", str(out), "--workers", "2", "-q", *sets,
+            "--self-reference", mode,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads((out / "lostface-batch.json").read_text())["files"][0]["segments"] >= 5
+        outs[mode] = _decoded(out / "onoff.mp4")
+    single = tmp_path / "single.mp4"
+    assert _cli("run", str(src), "-o", str(single), "-q").returncode == 0
+    ones = _decoded(single)
+    region = masked.covered
+    first = range(4, 16)  # the first segment's masked frames (its first keyframe has landed)
+    to_run = [np.abs(outs["auto"][k].astype(int) - ones[k])[region].mean() for k in first]
+    to_off = [np.abs(outs["auto"][k].astype(int) - outs["off"][k])[region].mean() for k in first]
+    assert np.median(to_run) < 2.0, to_run  # painted as the two-pass run paints it
+    assert np.median(to_off) > 5.0, to_off  # not the neutral fill

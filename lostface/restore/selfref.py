@@ -53,6 +53,11 @@ _MOUTH, _MOUTH_AXES = (128, 181), (40, 18)  # the lips on the canonical crop
 _EYE_DISTANCE = float(np.linalg.norm(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0]))
 
 
+# what a painter learned, as export() hands it over: person -> (band, reference, embedding,
+# quality) of each face kept
+Learned = dict[str, list[tuple[int, Reference, np.ndarray, float]]]
+
+
 @dataclass(slots=True)
 class _Entry:
     reference: Reference
@@ -220,6 +225,25 @@ class SelfReferences:
 
     def forget(self, track_id: int) -> None:
         self._track_person.pop(track_id, None)
+
+    def export(self) -> Learned:
+        """What was learned, to hand to another painter (a batch segment on another worker):
+        person -> their (head-turn band, reference, embedding, quality)."""
+        return {
+            name: [(b, e.reference, e.embedding, e.quality) for b, e in sorted(p.bands.items())]
+            for name, p in self._people.items()
+        }
+
+    def load(self, learned: Learned) -> None:
+        """Start from what another painter learned (see export)."""
+        for name, entries in learned.items():
+            person = self._people.setdefault(name, _Person())
+            for band, reference, embedding, quality in entries:
+                person.bands[band] = _Entry(reference, embedding, quality)
+            self.gate.learn(name, person.embeddings())
+            self._learned(name, person.references())
+        numbers = [int(n[len(PREFIX) :]) for n in self._people if n[len(PREFIX) :].isdigit()]
+        self._count = max([self._count, *numbers])
 
     def teach(self, gate: IdentityGate) -> None:
         """Hand every learned person to another gate (and use it from now on): a live session
