@@ -183,3 +183,32 @@ def test_a_file_paints_masked_frames_before_the_open_moment_from_it(
     assert all(f[0]["reference"] == "self" and f[0]["identity"] for f in first), first
     assert all(not f["faces"] or f["faces"][0]["reference"] is None for f in records["off"])
     assert all(r["faces"][0]["masked"] is False for r in records["auto"][16:])
+
+
+def test_live_the_bank_grows_as_the_call_goes_on(detector) -> None:
+    """A live pipeline (no delay line, no first pass): the person shows the face, then puts a
+    mask on (a new shot: a new track); from the masked track's next keyframes on it is painted
+    from the face seen earlier in the call."""
+    from lostface.factory import build_stages
+    from lostface.frame import Frame
+    from lostface.stream.live import close_pipeline, live_pipeline
+
+    settings = load_settings(overrides=["keyframe.max_age=6"])
+    stages = build_stages(settings, detector=detector)
+    pipe = live_pipeline(settings, stages, background_detection=False)
+    open_face = _canvas(_photo("obama", 1))
+    masked = _canvas(_photo("obama", 3))
+    det = detector.detect(masked)
+    masked = draw_mask(masked, det.landmarks[int(np.argmax(det.scores))][:5], "surgical", rng=0)
+    sources = []
+    try:
+        for i in range(60):
+            image = (open_face if i < 20 else masked.image).copy()
+            for out in pipe.push(Frame(image, i, i, None)):
+                sources += [(out.frame.index, f.reference) for f in out.faces]
+            pipe.worker.wait_idle()  # the keyframe lands before the next frame (no timing)
+    finally:
+        close_pipeline(pipe)
+    assert stages.painter.selfref is not None and stages.painter.selfref.people == ["self-1"]
+    late = [ref for i, ref in sources if i >= 45]
+    assert late and all(ref == "self" for ref in late), sources[-20:]
