@@ -65,6 +65,18 @@ def _dlib_models() -> tuple[Any, Any, Any]:
     )
 
 
+def _dlib_installed() -> None:
+    """ImportError or ModelError unless dlib and its model files are there (nothing loaded:
+    dlib's 68-point model takes about half a second to read)."""
+    import importlib.util
+
+    from lostface.models import dlib_model_paths
+
+    if importlib.util.find_spec("dlib") is None:
+        raise ImportError("dlib")
+    dlib_model_paths()
+
+
 def _covered(face: np.ndarray) -> np.ndarray:
     """The canonical crop with the same flat covering every comparison uses."""
     out = face.copy()
@@ -203,7 +215,8 @@ def build_gate(
     if not people and not learns:
         return None
     try:
-        _dlib_models()
+        if not people:
+            _dlib_installed()  # loaded at the first face to learn from (a clip may have none)
         return IdentityGate(people, match, keep)
     except (ImportError, ModelError):
         if people:
