@@ -86,9 +86,9 @@ def _covered(face: np.ndarray) -> np.ndarray:
 
 def embed(face: np.ndarray) -> np.ndarray:
     """128-d embedding of a canonical crop wearing the neutral covering."""
-    dlib, shape_model, rec = _dlib_models()
     rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-    with _LOCK:
+    with _LOCK:  # also loads the models once when two threads need them first together
+        dlib, shape_model, rec = _dlib_models()
         shape = shape_model(rgb, dlib.rectangle(*_BOX))
         return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
 
