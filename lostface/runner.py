@@ -127,14 +127,16 @@ class _Remembered:
         return _Reuse()
 
 
-def learn_people(src: Path, settings: Settings, stages: Stages) -> ScanStats | None:
+def learn_people(
+    src: Path, settings: Settings, stages: Stages, label: str | None = None
+) -> ScanStats | None:
     """The first pass of a file with self-reference (lostface.restore.selfref): look at every
     restore.self_scan_every-th frame (by default one in three of the frames the second pass
     detects, whose detections it then reuses: stages.detector is swapped for one that
     remembers them), judge each face that could teach its person (large enough,
     near-frontal) and let the painter keep the good open ones, so that masked frames anywhere
-    in the file are painted from the person's own face. None when the painter learns nothing
-    from footage."""
+    in the file are painted from the person's own face. label: what the progress bar calls
+    the file. None when the painter learns nothing from footage."""
     painter = stages.painter
     selfref = painter.selfref
     if selfref is None:
@@ -159,7 +161,7 @@ def learn_people(src: Path, settings: Settings, stages: Stages) -> ScanStats | N
     with VideoReader(src) as reader:
         total = -(-reader.info.frames // every) if reader.info.frames else None
         frames = progress(
-            reader.sample(every), settings, f"{src.name}: learning faces", total, "frame"
+            reader.sample(every), settings, f"{label or src.name}: learning faces", total, "frame"
         )
         stats.frames, stats.faces, ids = scan(frames, detector, study, stages.scene_cut, every)
     if isinstance(detector, _Remembered):
@@ -204,7 +206,7 @@ def process_video(
     With self-reference (restore.self_reference), a first pass learns people first."""
     detector = stages.detector
     try:
-        scanned = learn_people(src, settings, stages)
+        scanned = learn_people(src, settings, stages, label)
         return _process(
             src, out, settings, stages, tracks_path, synchronous, label, provenance, scanned
         )
