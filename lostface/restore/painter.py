@@ -17,6 +17,11 @@ visible upper face). A face that matches nobody is painted without anyone's phot
 face's person changes, the engines forget that face (a diffusion restorer's latents hold the
 old person's mouth). Engines keep their own per-face state, dropped by `forget(track_id)`, by
 `reset()`, and on a scene cut.
+
+On footage (videos, live sources) the painter also learns people from their open faces
+(`learn_from_footage`, lostface.restore.selfref): each open keyframe face is offered to the
+self-reference banks, and a person learned there joins the identity gate and the restorer as
+a reference photo would (`Restorer.learn`); `adopt` does the same for a face captured live.
 """
 
 from __future__ import annotations
