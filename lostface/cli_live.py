@@ -15,7 +15,10 @@ from lostface.cli_common import (
     settings_from_args,
 )
 from lostface.config import Settings
-from lostface.errors import InputError
+from lostface.errors import InputError, OutputError
+
+DEFAULT_NAME = "me"  # as lostface.stream.capture.DEFAULT_NAME (not imported: it loads numpy)
+CAPTURE_SECONDS = 3.0  # vcam/stream --capture-reference without SECONDS
 
 log = logging.getLogger("lostface")
 
@@ -60,6 +63,31 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, help="camera frame rate (default: live.camera_fps)")
 
 
+def _capture_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("capture my face now")
+    g.add_argument(
+        "--capture-reference",
+        nargs="?",
+        type=float,
+        const=CAPTURE_SECONDS,
+        metavar="SECONDS",
+        help="before restoring starts, look at the camera for SECONDS (default "
+        f"{CAPTURE_SECONDS:g}) with the mask off: the open faces seen become the references "
+        "of --capture-name (masked faces that match are painted from them)",
+    )
+    g.add_argument(
+        "--capture-name",
+        metavar="NAME",
+        help=f"the captured person's name (default {DEFAULT_NAME})",
+    )
+    g.add_argument(
+        "--save-reference",
+        metavar="DIR",
+        help="also save the captured photos as DIR/NAME/*.png (replacing an earlier capture "
+        "of NAME there); a later run takes them with --reference NAME=DIR/NAME",
+    )
+
+
 def add_live_commands(sub: argparse._SubParsersAction) -> None:
     """Add serve, vcam and stream to the `lostface` parser's subcommands."""
     p = sub.add_parser(
@@ -77,6 +105,13 @@ def add_live_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-sessions", type=int, help="concurrent sessions (default: live.max_sessions)"
     )
+    p.add_argument(
+        "--save-captures",
+        metavar="DIR",
+        help="save each 'Capture my face now' of the page as DIR/NAME/*.png (replacing an "
+        "earlier capture of NAME there); a later run takes them with --reference NAME=DIR/NAME "
+        "(without it a capture is used in its session only)",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -90,6 +125,7 @@ def add_live_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="virtual camera device (default: live.vcam_device, or any)")
     p.add_argument("--stream", metavar="URL", help="also stream MPEG-TS to udp://HOST:PORT")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _capture_args(p)
     _common(p)
 
     p = sub.add_parser(
@@ -102,6 +138,7 @@ def add_live_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("url", metavar="URL", help="udp://HOST:PORT")
     _source_args(p)
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _capture_args(p)
     _common(p)
 
 
@@ -130,7 +167,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     quiet_third_party(args.verbose)
     tune_malloc()
-    server = LiveServer(settings)  # the --reference photos are in restore.references
+    if args.save_captures:
+        from lostface.stream.capture import check_save_dir
+
+        check_save_dir(args.save_captures)
+    # the --reference photos are in restore.references
+    server = LiveServer(settings, capture_dir=args.save_captures)
     closed = [0]
 
     async def main() -> None:
@@ -148,6 +190,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 return
             token = f"?token={settings.live.token}" if settings.live.token else ""
             print(f"lostface: serving {url}{token} (Ctrl-C stops)", flush=True)
+            if server.capture_dir is not None:
+                log.info("The page's captures are saved in %s/NAME.", server.capture_dir)
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), READOUT_PERIOD_S)
@@ -209,6 +253,7 @@ def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
     from lostface.stream.live import LiveLoop, ThreadedSink, close_pipeline, live_pipeline
     from lostface.stream.sources import FileSource
 
+    capture = _check_capture_args(args)
     source = _open_source(args, settings)  # a bad file fails here, before models load
     from_file = isinstance(source, FileSource)
     if not from_file:
@@ -230,9 +275,15 @@ def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
             if hears:
                 source.on_audio = hand_audio
         stages = build_stages(settings)
+        detector = stages.detector  # before live_pipeline moves it onto its own thread
+        if capture:
+            _gate_for_capture(settings, stages.painter)
         pipe = live_pipeline(settings, stages, settings.live.background_detection)
         if from_file:
             source.start()  # a file plays from its first frame once the models are ready
+        if capture:
+            result = _capture(args, settings, source, detector, sinks)
+            pipe.adopt(result.name, result.references)
         loop = LiveLoop(source, pipe, sinks, badge=settings.live.badge, max_seconds=args.seconds)
         last = [time.monotonic()]
 
@@ -268,6 +319,79 @@ def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
         if pipe is not None:
             close_pipeline(pipe)
     return 0
+
+
+def _check_capture_args(args: argparse.Namespace) -> bool:
+    """Whether a capture comes first; its flags are checked before anything is opened."""
+    if args.capture_reference is None:
+        if args.capture_name is not None or args.save_reference is not None:
+            raise InputError(
+                "--capture-name and --save-reference go with --capture-reference [SECONDS]."
+            )
+        return False
+    from lostface.stream.capture import check_name, check_save_dir
+
+    if not 0.5 <= args.capture_reference <= 60:
+        raise InputError(
+            f"--capture-reference {args.capture_reference:g} is out of range; give 0.5 to 60 "
+            "seconds."
+        )
+    args.capture_name = check_name(args.capture_name or DEFAULT_NAME)
+    if args.save_reference:
+        check_save_dir(args.save_reference)
+    return True
+
+
+def _gate_for_capture(settings: Settings, painter) -> None:  # noqa: ANN001
+    """A captured person is told apart from everyone else (restore.identity_gate): the gate
+    is built for them when no reference photo or self-reference built one."""
+    from lostface.registry import build_gate
+
+    if painter.gate is None:
+        gate = build_gate(settings, None, learns=True)
+        if gate is not None:
+            painter.use(painter.restorer, gate)
+
+
+def _capture(args: argparse.Namespace, settings: Settings, source, detector, sinks):  # noqa: ANN001
+    """--capture-reference: the source's next SECONDS, judged as they come (the capture's
+    own thread), sent on to the sinks as they are (nothing is painted yet); the references of
+    --capture-name, saved with --save-reference. NoOpenFace when no open face was seen."""
+    import math
+
+    from lostface.stream.capture import EVERY, MAX_FRAMES, LiveCapture, builder_for, how_to_use
+    from lostface.stream.sources import SourceEnded
+
+    seconds = float(args.capture_reference)
+    every = max(EVERY, math.ceil(seconds * source.rate / MAX_FRAMES))
+    builder = builder_for(args.capture_name, settings, detector)
+    capture = LiveCapture(builder, seconds, every=every, save_dir=args.save_reference)
+    log.info("Capturing %s for %g s: look at the camera without the mask.", builder.name, seconds)
+    try:
+        while capture.collecting:
+            try:
+                got = source.get(0.25)
+            except SourceEnded as end:
+                if end.error is not None:
+                    raise end.error from None
+                break  # a file shorter than the capture: what was seen counts
+            if got is None:
+                continue
+            capture.offer(got.frame.image)
+            for sink in sinks:
+                sink.send(got.frame)
+    finally:
+        capture.end()
+    capture.done.wait()
+    if capture.result is None:
+        raise InputError(capture.error)
+    if capture.save_error:
+        raise OutputError(capture.save_error)
+    result = capture.result
+    log.info("Capture: %s (built in %.1f s).", result.summary(), result.seconds)
+    if result.saved is not None:
+        log.info("Saved in %s; a later run takes them with %s.", result.saved, how_to_use(result))
+    return result
 
 
 def _stream_sink(url: str, source, settings: Settings):  # noqa: ANN001

@@ -77,3 +77,38 @@ class ServerThread:
         asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+@lru_cache(maxsize=2)
+def singer_frames(path: str, letterboxed: bool = True, n: int = 45) -> tuple[list, list, list]:
+    """The stage clip's singer facing the camera: (open frames 90.., masked frames 150.. with
+    a synthetic mask on his face, their covered masks). A capture learns him from the open
+    frames; the masked ones are his face to restore."""
+    from lostface.factory import build_detector
+    from lostface.stream.video import VideoReader
+    from lostface.synthetic import draw_mask
+
+    detector = build_detector(load_settings())
+    fit = letterbox if letterboxed else np.ascontiguousarray
+    wanted = set(range(90, 90 + n)) | set(range(150, 150 + n))
+    open_, masked, covered = [], [], []
+    with VideoReader(path) as r:
+        index = -1
+        for item in r.items():
+            if not isinstance(item, Frame):
+                continue
+            index += 1
+            if index not in wanted:
+                continue
+            if index < 150:
+                open_.append(fit(item.image))
+                continue
+            d = detector.detect(item.image)
+            b = d.boxes
+            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+            sm = draw_mask(item.image, d.landmarks[k], kind="surgical", rng=0, variant="light_blue")
+            masked.append(fit(sm.image))
+            covered.append(fit(sm.covered))
+            if index >= 150 + n - 1:
+                break
+    return open_, masked, covered
