@@ -16,7 +16,7 @@ import pytest
 from lostface.config import load_settings
 from lostface.stream.webrtc import LiveServer
 from tests.conftest import shared_path
-from tests.live_helpers import ServerThread, masked_stage_clip
+from tests.live_helpers import ServerThread, masked_stage_clip, singer_frames
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -48,16 +48,10 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
             f.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
 
 
-def test_browser_sends_its_camera_and_plays_the_restored_video(tmp_path):
-    _ensure_chromium()
+def _options(tmp_path: Path, y4m: Path):
+    """Headless Chromium with a fake camera playing `y4m` (and nothing fetched from outside)."""
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
-    masked, _, _ = masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90)
-    y4m = tmp_path / "masked.y4m"
-    write_y4m(y4m, masked)
-    reference = cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))
-    server = LiveServer(load_settings(), reference_images=[("stage.png", reference)])
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in (
@@ -74,6 +68,20 @@ def test_browser_sends_its_camera_and_plays_the_restored_video(tmp_path):
         f"--use-file-for-fake-video-capture={y4m}",
     ):
         opts.add_argument(flag)
+    return opts
+
+
+def test_browser_sends_its_camera_and_plays_the_restored_video(tmp_path):
+    _ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    masked, _, _ = masked_stage_clip(str(shared_path("video", "stage_clip.mp4")), 90)
+    y4m = tmp_path / "masked.y4m"
+    write_y4m(y4m, masked)
+    reference = cv2.imread(str(shared_path("identity", "stage_clip_reference.png")))
+    server = LiveServer(load_settings(), reference_images=[("stage.png", reference)])
+    opts = _options(tmp_path, y4m)
     with ServerThread(server) as srv:
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
         try:
@@ -112,3 +120,57 @@ def test_browser_sends_its_camera_and_plays_the_restored_video(tmp_path):
     assert "restored by AI" in shown[2]
     assert options == ["", "stage.png"]
     assert sessions == 1
+
+
+def test_capture_my_face_now_from_the_page(tmp_path):
+    """The page's button captures the camera's open face: the page shows what was learned,
+    where the photos were saved and the --reference that gives them to a later run."""
+    _ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    open_, _, _ = singer_frames(str(shared_path("video", "stage_clip.mp4")))
+    y4m = tmp_path / "open.y4m"
+    write_y4m(y4m, open_)
+    captures = tmp_path / "captures"
+    server = LiveServer(load_settings(), capture_dir=captures)
+    with ServerThread(server) as srv:
+        driver = webdriver.Chrome(
+            service=Service(executable_path=CHROMEDRIVER), options=_options(tmp_path, y4m)
+        )
+        try:
+            driver.set_page_load_timeout(30)
+            driver.get(srv.url + "?autostart=1")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                stats = driver.execute_script("return window.lostfaceStats") or {}
+                if stats.get("framesDecoded", 0) >= 30:
+                    break
+            name = driver.execute_script("return document.getElementById('capture-name').value")
+            driver.find_element("id", "capture").click()
+            capture: dict = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                capture = driver.execute_script("return window.lostfaceStats.capture") or {}
+                if capture.get("state") in ("learned", "failed"):
+                    break
+            time.sleep(1.5)  # the next readout
+            shown = driver.execute_script(
+                "return [document.getElementById('capture-state').innerText,"
+                " [...document.querySelectorAll('#reference option')].map(o => o.value),"
+                " document.getElementById('capture').disabled]"
+            )
+        finally:
+            driver.quit()
+    folder = captures / "me"
+    assert name == "me"
+    assert capture.get("state") == "learned", capture
+    text, options, disabled = shown
+    assert "capture: learned me from" in text
+    assert f"saved in {folder}" in text and f"--reference me={folder}" in text
+    assert options == ["", "me"]  # the captured name joins the session's reference list
+    assert not disabled  # ready for another capture
+    k = int(text.split("learned me from ")[1].split()[0])
+    assert k >= 1 and len(list(folder.glob("*.png"))) == k

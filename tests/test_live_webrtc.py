@@ -318,3 +318,101 @@ def test_a_peer_that_vanishes_is_cleaned_up_and_others_keep_going(stage_masked):
     assert got >= 10
     assert left == 1  # only the surviving client
     assert after >= 10
+
+
+async def _capture_state(messages: list, states: tuple, timeout: float = 40.0) -> dict:
+    """The capture as the newest stats message reports it, once it is in one of `states`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = [m for m in messages if m["type"] == "stats"]
+        if stats and stats[-1]["capture"]["state"] in states:
+            return stats[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no capture {states} within {timeout} s: {messages[-1:]}")
+
+
+def _identities(server: LiveServer, after: int = 0) -> set:
+    """(identity, source) of the faces the session's painter painted on frame `after` or
+    later."""
+    out = set()
+    for session in server.sessions.values():
+        worker = session.pipe.worker
+        for tid in worker.known():
+            res = worker.result(tid)
+            if res is not None and res.patch is not None and res.patch.frame_index >= after:
+                out.add((res.identity, res.source))
+    return out
+
+
+def _frames_in(server: LiveServer) -> int:
+    return sum(s.source.index for s in server.sessions.values() if s.source is not None)
+
+
+async def _painted_as(server: LiveServer, who: tuple, after: int, timeout: float = 40) -> set:
+    deadline = time.monotonic() + timeout
+    while who not in _identities(server, after) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return _identities(server, after)
+
+
+def test_capture_over_the_data_channel_learns_saves_and_paints(tmp_path):
+    from lostface.factory import build_detector, load_references
+    from lostface.stream.capture import NO_OPEN_FACE
+    from tests.conftest import shared_path
+    from tests.live_helpers import singer_frames
+
+    open_, masked, _ = singer_frames(str(shared_path("video", "stage_clip.mp4")))
+    captures = tmp_path / "captures"
+
+    async def main():
+        server = LiveServer(load_settings(), capture_dir=captures)
+        url = await server.start(port=0)
+        rx = Receiver()
+        messages: list = []
+        track = FrameTrack(masked, 30.0, stamp=stamp_index)
+        pc, task, channel = await connect(url, track, on_frame=rx, channel_messages=messages)
+        seen: dict = {}
+        try:
+            await rx.wait(20)
+            # the mask is on: nothing is learned, and the page is told why
+            channel.send(json.dumps({"capture": "me"}))
+            seen["masked"] = await _capture_state(messages, ("failed", "learned"))
+            # the mask off: the singer is learned and saved
+            track.images = open_
+            await asyncio.sleep(0.5)
+            channel.send(json.dumps({"capture": "singer"}))
+            seen["capturing"] = await _capture_state(messages, ("capturing", "building"))
+            seen["open"] = await _capture_state(messages, ("failed", "learned"))
+            # the mask back on: his face is painted from the capture
+            track.images = masked
+            after = _frames_in(server)
+            seen["painted"] = await _painted_as(server, ("singer", "given"), after)
+            # the captured name is on the session's reference list, and can be chosen
+            channel.send(json.dumps({"reference": "singer"}))
+            after = _frames_in(server)
+            seen["chosen"] = await _painted_as(server, ("singer", "given"), after)
+            seen["last"] = [m for m in messages if m["type"] == "stats"][-1]
+        finally:
+            await pc.close()
+            await server.close()
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen["masked"]["capture"]["state"] == "failed"
+    assert seen["masked"]["capture"]["text"] == NO_OPEN_FACE
+    assert seen["masked"]["captured"] == [] and not (captures / "me").exists()
+    capture = seen["open"]["capture"]
+    assert capture["state"] == "learned", capture
+    k = int(capture["text"].split(" from ")[1].split()[0])
+    assert capture["text"] == f"learned singer from {k} face" + ("s" if k > 1 else "")
+    folder = captures / "singer"
+    assert capture["saved"] == str(folder) and capture["use"] == f"--reference singer={folder}"
+    assert seen["open"]["captured"] == ["singer"]
+    saved = sorted(folder.glob("*.png"))
+    assert len(saved) == k >= 2
+    settings = load_settings()
+    bank = load_references(settings, build_detector(settings), [capture["use"].split()[1]])
+    assert bank is not None and len(bank) == k  # what a later run reads
+    assert ("singer", "given") in seen["painted"], seen["painted"]
+    assert seen["last"]["reference"] == "singer"
+    assert ("singer", "given") in seen["chosen"], seen["chosen"]

@@ -36,6 +36,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,9 +54,10 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lostface.config import LiveSettings, Settings
-from lostface.errors import ConfigError
+from lostface.errors import ConfigError, InputError
 from lostface.pipeline import Pipeline
 from lostface.stages import Detector, Restorer
+from lostface.stream.capture import LiveCapture, builder_for, how_to_use
 from lostface.stream.guard import (
     NOT_SDP,
     Refused,
@@ -71,6 +73,7 @@ from lostface.stream.sources import SourceEnded, TrackSource
 
 if TYPE_CHECKING:
     from lostface.restore.identity import IdentityGate
+    from lostface.restore.reference import Reference
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ STATS_PERIOD_S = 1.0
 WATCH_PERIOD_S = 0.2  # how often the watchdog looks at a session
 SHUTDOWN_TIMEOUT_S = 10.0  # server.close(): how long requests in flight may still run
 RELEASE_DELAY_S = 0.5  # after a session closes, when its memory is given back (release_memory)
+CAPTURE_SECONDS = 2.0  # "capture my face now": how long the camera is looked at
 
 
 def _glibc() -> Any:
@@ -222,10 +226,17 @@ class Session:
         self._thread: threading.Thread | None = None
         self._controls: dict = {}
         self._controls_lock = threading.Lock()
+        self._capture: LiveCapture | None = None
+        self.last_capture: LiveCapture | None = None  # the last one finished (its timings)
+        self.captured: dict[str, list[Reference]] = {}  # people captured in this session
         self.state = {
             "restore": True,
             "overlay": bool(pipe.debug_overlay) if pipe is not None else False,
             "reference": "",
+            # the last capture: state (capturing, building, learned, failed), text for the
+            # page, and where its photos were saved (saved, use: the --reference to give)
+            "capture": {"state": "", "text": "", "name": "", "saved": "", "use": ""},
+            "captured": [],  # names captured in this session (the page adds them to its list)
         }
 
     # -- set-up -------------------------------------------------------------------------
@@ -301,6 +312,7 @@ class Session:
             cap, vf = got
             try:
                 self._apply_controls()
+                self._tend_capture(cap.frame.image)
                 out = process_frame(self.pipe, cap.frame, badge)
                 new = av.VideoFrame.from_ndarray(out.image, format="bgr24")
             except Exception as exc:
@@ -328,9 +340,14 @@ class Session:
                     self._controls[key] = message[key]
                     self.state[key] = message[key]
             ref = message.get("reference")
-            if isinstance(ref, str) and (ref == "" or ref in self.server.reference_names):
+            if isinstance(ref, str) and (
+                ref == "" or ref in self.server.reference_names or ref in self.captured
+            ):
                 self._controls["reference"] = ref
                 self.state["reference"] = ref
+            name = message.get("capture")
+            if isinstance(name, str):
+                self._controls["capture"] = name
 
     def _apply_controls(self) -> None:
         with self._controls_lock:
@@ -342,10 +359,87 @@ class Session:
         if "overlay" in pending:
             self.pipe.debug_overlay = pending["overlay"]
         if "reference" in pending:
-            engines = self.server.engines_for(pending["reference"])
+            name = pending["reference"]
+            engines = self.server.engines_for(name, self.captured)
             if engines is not None:
                 self.pipe.stages.painter.use(*engines)  # people learned so far carry over
+                for person, refs in self.captured.items():
+                    if name in ("", person):  # captured people come along as given ones do
+                        self.pipe.adopt(person, refs)
                 self.pipe.stages.policy.reset()  # repaint every face with the new reference
+        if "capture" in pending:
+            self._start_capture(pending["capture"])
+
+    # -- "capture my face now" ------------------------------------------------------------
+    def _start_capture(self, name: str) -> None:
+        """Look at the camera for CAPTURE_SECONDS: the frames' open faces become `name`'s
+        references (lostface.stream.capture; judged on the capture's own thread)."""
+        if self._capture is not None:
+            return  # one at a time; the state says which is under way
+        try:
+            builder = builder_for(name, self.server.settings, self.server.detector)
+        except InputError as exc:
+            self._capture_state("failed", str(exc), str(name)[:40])
+            return
+        self._capture = LiveCapture(builder, CAPTURE_SECONDS, save_dir=self.server.capture_dir)
+        self._capture_state(
+            "capturing",
+            f"capturing {builder.name}: look at the camera without the mask",
+            builder.name,
+        )
+        log.info("Session %s: capturing %s.", self.id, builder.name)
+
+    def _tend_capture(self, image: np.ndarray) -> None:
+        """On every frame of the session thread: hand the capture its frame (a copy of every
+        few), and once its references are built, paint its person from them."""
+        capture = self._capture
+        if capture is None or self.pipe is None:
+            return
+        if capture.collecting:
+            capture.offer(image)
+            if not capture.collecting:
+                self._capture_state("building", f"learning {capture.name}", capture.name)
+            return
+        if not capture.done.is_set():
+            return
+        self._capture = None
+        self.last_capture = capture
+        result = capture.result
+        if result is None:
+            log.info("Session %s: capture of %s: %s", self.id, capture.name, capture.error)
+            self._capture_state("failed", capture.error, capture.name)
+            return
+        self.pipe.adopt(result.name, result.references)  # on the painter's thread
+        self.captured[result.name] = result.references
+        text = result.summary()
+        saved = use = ""
+        if result.saved is not None:
+            saved, use = str(result.saved), how_to_use(result)
+        elif capture.save_error:
+            text += f"; not saved: {capture.save_error}"
+        with self._controls_lock:
+            self.state["captured"] = list(self.captured)
+        self._capture_state("learned", text, result.name, saved, use)
+        log.info(
+            "Session %s: %s in %.2f s (frames: %s)%s.",
+            self.id,
+            text,
+            result.seconds,
+            ", ".join(f"{k} {v}" for k, v in result.seen.items() if v),
+            f"; saved in {saved}: give {use} to a later run" if saved else "",
+        )
+
+    def _capture_state(
+        self, state: str, text: str, name: str, saved: str = "", use: str = ""
+    ) -> None:
+        with self._controls_lock:
+            self.state["capture"] = {
+                "state": state,
+                "text": text,
+                "name": name,
+                "saved": saved,
+                "use": use,
+            }
 
     # -- readout ------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -370,7 +464,12 @@ class Session:
 
     def hello(self) -> str:
         return json.dumps(
-            {"type": "hello", "references": self.server.reference_names, **self.state}
+            {
+                "type": "hello",
+                "references": self.server.reference_names,
+                "capture_seconds": CAPTURE_SECONDS,
+                **self.state,
+            }
         )
 
     # -- tear-down ----------------------------------------------------------------------
@@ -390,6 +489,8 @@ class Session:
                     t.cancel()
             if self.source is not None:
                 self.source.close()
+            if self._capture is not None:
+                self._capture.cancel()
             self.out.end()
             loop = asyncio.get_running_loop()
             if self._thread is not None:
@@ -423,6 +524,7 @@ class LiveServer:
         references: list[str | Path] | None = None,
         reference_images: list[tuple[str, np.ndarray]] | None = None,
         relay: bool = False,
+        capture_dir: str | Path | None = None,
     ) -> None:
         check_exposure(settings.live)
         self.settings = settings
@@ -439,6 +541,9 @@ class LiveServer:
         self._bound_host = self.live.host
         self._scheme = "http"
         self.url = ""
+        # where the page's captures are saved (DIR/NAME/*.png, for --reference NAME=DIR/NAME);
+        # None: captures are only used in their session
+        self.capture_dir = Path(capture_dir).expanduser().absolute() if capture_dir else None
         self._references = list(references or [])
         self._reference_images = list(reference_images or [])
         self._detector: Any = None
@@ -465,32 +570,42 @@ class LiveServer:
         )
         warn_without_references(self.settings, bank)
         self._bank = bank
-        from lostface.registry import build_gate, self_reference_on
+        from lostface.registry import build_gate
 
-        # dlib's models load and the references are embedded here, once: sessions copy it
-        self._gate = build_gate(self.settings, bank, learns=self_reference_on(self.settings))
+        # dlib's models load and the references are embedded here, once: sessions copy it.
+        # Built without references too: a session learns people from the footage
+        # (self-reference) or from a capture, and tells them from everyone else
+        self._gate = build_gate(self.settings, bank, learns=True)
         # the page offers each person (NAME of NAME=PATH; a bare PATH's file name)
         self.reference_names = (
             list(dict.fromkeys(_person(r) for r in bank.references)) if bank else []
         )
 
-    def engines_for(self, name: str) -> tuple[Restorer, IdentityGate | None] | None:
+    @property
+    def detector(self) -> Detector:
+        """The detector the sessions share (its calls take turns); built in prepare()."""
+        return self._detector
+
+    def engines_for(
+        self, name: str, captured: Collection[str] = ()
+    ) -> tuple[Restorer, IdentityGate | None] | None:
         """A new restorer and identity gate for one session, using one person's references
-        by name or everyone's for '' (None for a name that is not a reference). Both keep
-        state per face, so sessions never share them; the reference photos are aligned once,
-        in prepare()."""
+        by name or everyone's for '' (None for a name that is neither a reference nor one of
+        `captured`, the people the session captured, which the session adopts afterwards).
+        Both keep state per face, so sessions never share them; the reference photos are
+        aligned once, in prepare()."""
         from lostface.registry import build_restorer
         from lostface.restore.reference import ReferenceBank
 
         bank = self._bank
         if name:
             refs = [r for r in (bank.references if bank else []) if _person(r) == name]
-            if not refs:
+            if not refs and name not in captured:
                 return None
             bank = ReferenceBank(refs)
         gate = None
-        if self._gate is not None and bank is not None:
-            gate = self._gate.fresh(set(bank.people()))
+        if self._gate is not None:
+            gate = self._gate.fresh(set(bank.people()) if bank is not None else set())
         return build_restorer(self.settings, bank), gate
 
     def _new_pipeline(self) -> Pipeline:

@@ -4,9 +4,37 @@ const ICE_SERVERS = /*ICE_SERVERS*/[];
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token") || "";
 let pc = null, channel = null, timer = null, last = null, serverStats = null;
-window.lostfaceStats = { fps: 0, framesDecoded: 0, latencyMs: null, state: "idle" };
+window.lostfaceStats = { fps: 0, framesDecoded: 0, latencyMs: null, state: "idle", capture: null };
 
 function status(text) { $("status").textContent = text; }
+
+function addReference(name) {
+  if ([...$("reference").options].some((o) => o.value === name)) return;
+  const o = document.createElement("option");
+  o.value = o.textContent = name;
+  $("reference").appendChild(o);
+}
+
+// the last capture as the server reports it: what it is doing, what it learned, where it
+// saved the photos and how to give them to a later run
+function showCapture(c) {
+  if (!c) return;
+  window.lostfaceStats.capture = c;
+  const box = $("capture-state");
+  box.className = c.state || "";
+  box.textContent = c.text ? "capture: " + c.text : "";
+  if (c.saved) {
+    box.appendChild(document.createElement("br"));
+    const parts = ["saved in ", c.saved, "; give ", c.use,
+      " to a later run (lostface run, serve, vcam) to use them"];
+    parts.forEach((text, i) => {
+      const node = document.createElement(i % 2 ? "code" : "span");
+      node.textContent = text;
+      box.appendChild(node);
+    });
+  }
+  $("capture").disabled = !channel || c.state === "capturing" || c.state === "building";
+}
 
 function send(msg) {
   if (channel && channel.readyState === "open") channel.send(JSON.stringify(msg));
@@ -29,14 +57,13 @@ async function start() {
     channel.onmessage = (e) => {
       const m = JSON.parse(e.data);
       if (m.type === "hello") {
-        for (const name of m.references) {
-          const o = document.createElement("option");
-          o.value = o.textContent = name;
-          $("reference").appendChild(o);
-        }
+        for (const name of m.references) addReference(name);
+        $("capture").disabled = false;
       } else if (m.type === "stats") {
         serverStats = m;
       }
+      for (const name of m.captured || []) addReference(name);
+      showCapture(m.capture);
     };
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((resolve) => {
@@ -93,6 +120,7 @@ function stop() {
     pc.close();
   }
   pc = null; channel = null; last = null;
+  $("capture").disabled = true;
   $("start").disabled = false;
   $("stop").disabled = true;
 }
@@ -102,4 +130,10 @@ $("stop").onclick = stop;
 $("restore").onchange = (e) => send({ restore: e.target.checked });
 $("overlay").onchange = (e) => send({ overlay: e.target.checked });
 $("reference").onchange = (e) => send({ reference: e.target.value });
+$("capture").onclick = () => {
+  const name = $("capture-name").value.trim() || "me";
+  send({ capture: name });
+  $("capture").disabled = true;
+  showCapture({ state: "capturing", text: "starting: take the mask off and look at the camera" });
+};
 if (new URLSearchParams(location.search).get("autostart") === "1") start();
