@@ -94,7 +94,9 @@ def add_live_commands(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a web page that restores the browser's camera live (WebRTC)",
         description="Serve a web page at / : the browser sends its camera over WebRTC and "
-        "gets the restored video back, with controls and a frames/s and latency readout. "
+        "gets the restored video back, with controls (among them 'Capture my face now', which "
+        "learns the face the camera shows without a mask as a named reference) and a frames/s "
+        "and latency readout. "
         "Binds 127.0.0.1 unless told otherwise; another address needs --token.",
     )
     p.add_argument("--host", help="address to bind (default: live.host, 127.0.0.1)")

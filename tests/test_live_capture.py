@@ -1,4 +1,4 @@
-""" "Capture my face now": real photos and frames become a person's references (and a masked
+"""Capture my face now: real photos and frames become a person's references (and a masked
 face gives one clear sentence); saved captures read back through --reference NAME=DIR/NAME;
 a live pipeline paints the captured person's masked face from them and nobody else's; the
 vcam and stream commands capture before they restore."""

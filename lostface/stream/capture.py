@@ -7,8 +7,9 @@ region that is saved) and read back from that region exactly as a reference phot
 what was learned now. The segmenter judges it more strictly than a reference photo: clearly
 open on both the region's and the frame's alignment, near-frontal, and in a capture that was
 not mostly covered (a capture has frames to spare; a covering learned would be painted back
-on). Up to `keep` faces are kept, the sharpest and most frontal of each part of the capture
-(a few moments rather than one). A capture that saw no open face ends in one sentence.
+on). Up to `keep` faces are kept, the best of each part of the capture (a few moments rather
+than one): sharp, frontal, and with the lower face showing skin (no hand or microphone before
+the mouth). A capture that saw no open face ends in one sentence.
 
 Live, the frame loop only copies every few frames (LiveCapture.offer); the detector and the
 segmenter run on the capture's own thread, so the loop never waits for them.
@@ -32,9 +33,10 @@ import numpy as np
 from lostface.config import Settings
 from lostface.errors import InputError, OutputError
 from lostface.frame import Detections
+from lostface.restore.mesh import FaceMesh
 from lostface.restore.reference import Reference, ReferenceBank, align_face
 from lostface.restore.selfref import PREFIX as SELF_PREFIX
-from lostface.restore.selfref import sharpness
+from lostface.restore.selfref import lower_skin, mouth_opening, sharpness
 from lostface.stages import Detector, Segmenter
 
 log = logging.getLogger(__name__)
@@ -146,7 +148,8 @@ class Builder:
     detector, segmenter: as for reference photos (the segmenter judges each face covered or
     not); min_face: faces narrower than this (frame pixels) are too small to learn from;
     open_threshold: the segmenter's covering score at which a face counts as covered
-    (mask.presence_threshold): a face is learned only well below it (OPEN_MARGIN)."""
+    (mask.presence_threshold): a face is learned only well below it (OPEN_MARGIN); mesh: the
+    face mesh, which tells an open mouth (ranked lower) from a closed one."""
 
     def __init__(
         self,
@@ -157,8 +160,10 @@ class Builder:
         keep: int = KEEP,
         min_face: float = 0.0,
         open_threshold: float = 0.5,
+        mesh: FaceMesh | None = None,
     ) -> None:
         self.name = check_name(name)
+        self.mesh = mesh
         self.detector = detector
         self.segmenter = segmenter
         self.keep = max(1, int(keep))
@@ -212,7 +217,12 @@ class Builder:
         if judged != "open":
             return judged
         ref.person = self.name
-        quality = sharpness(ref.image) / (1.0 + abs(ref.yaw))
+        # sharp, frontal, the lower face showing skin (a hand, a microphone or a cup before
+        # the mouth would be painted on) and the mouth closed (it is painted under a mask),
+        # ranked as the self-reference ranks its faces
+        skin = lower_skin(ref.image)
+        opening = mouth_opening(self.mesh.points(ref.image) if self.mesh is not None else None)
+        quality = sharpness(ref.image) * (0.2 + skin) / (1.0 + abs(ref.yaw)) / (1.0 + 4 * opening)
         self.shots.append(Shot(order, region, ref, quality))
         return "open"
 
@@ -269,16 +279,20 @@ def build_references(
 
 def builder_for(name: str, settings: Settings, detector: Detector) -> Builder:
     """A Builder as the settings judge reference photos (restore.check_references) and the
-    smallest face worth learning (restore.self_min_face)."""
+    smallest face worth learning (restore.self_min_face), with the face mesh when the restorer
+    uses one (restore.mesh)."""
     from lostface.registry import build_segmenter
+    from lostface.restore.mesh import load_face_mesh
 
     segmenter = build_segmenter(settings) if settings.restore.check_references else None
+    mesh = load_face_mesh(settings.models.face_mesh) if settings.restore.mesh else None
     return Builder(
         name,
         detector,
         segmenter,
         min_face=settings.restore.self_min_face,
         open_threshold=settings.mask.presence_threshold,
+        mesh=mesh,
     )
 
 

@@ -10,6 +10,9 @@ Per session: the remote track is pumped on the event loop into a one-frame slot 
 wins); a session thread converts, runs the zero-delay pipeline (keyframes on the pipeline's
 own worker thread) and hands the result back with `call_soon_threadsafe`; the outgoing
 track's `recv()` only awaits that hand-over. Nothing blocking runs on the event loop.
+"Capture my face now" ({"capture": NAME} on the data channel): the session thread copies every
+few frames for CAPTURE_SECONDS to a capture thread (lostface.stream.capture), which judges them
+and saves the references (LiveServer capture_dir); the pipeline then adopts them.
 ICE uses no STUN/TURN server unless live.ice_servers names some.
 
 Every request is checked before anything is built (lostface/stream/guard.py): the Host
@@ -333,7 +336,9 @@ class Session:
         asyncio.ensure_future(self.close())
 
     def control(self, message: dict) -> None:
-        """From the data channel (loop thread); applied by the session thread between frames."""
+        """From the data channel (loop thread): {"restore": bool}, {"overlay": bool},
+        {"reference": NAME or ""}, {"capture": NAME}; applied by the session thread between
+        frames."""
         with self._controls_lock:
             for key in ("restore", "overlay"):
                 if isinstance(message.get(key), bool):
