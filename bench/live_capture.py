@@ -16,6 +16,7 @@ capture learns from, against the reference photos' own check (ReferenceBank.from
 the segmenter) on the same face region.
 
     .venv/bin/python bench/live_capture.py [--cycles 4] [--window 3] [--sections live,judge]
+    .venv/bin/python bench/live_capture.py --sections live --cycles 8 --nice 10,0   # A/B
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import lostface.stream.capture as capture_module  # noqa: E402
 from lostface.config import load_settings  # noqa: E402
 from lostface.stream.webrtc import (  # noqa: E402
     FrameTrack,
@@ -78,7 +80,7 @@ class Client:
         }
 
 
-async def live(cycles: int, window: float) -> dict:
+async def live(cycles: int, window: float, nices: list[int]) -> dict:
     frames, _, _ = singer_frames(str(DATA / "video" / "stage_clip.mp4"))
     with tempfile.TemporaryDirectory() as tmp:
         server = LiveServer(load_settings(), capture_dir=tmp)
@@ -92,7 +94,11 @@ async def live(cycles: int, window: float) -> dict:
         try:
             await asyncio.sleep(WARMUP_S)
             (session,) = server.sessions.values()
-            for _ in range(cycles):
+            for cycle in range(cycles):
+                # the capture thread's priority (lostface.stream.capture.NICE), alternated so
+                # both settings meet the same load
+                nice = nices[cycle % len(nices)]
+                capture_module.NICE = nice
                 t0 = time.monotonic()
                 await asyncio.sleep(window)
                 plain = client.window(t0, time.monotonic())
@@ -111,6 +117,7 @@ async def live(cycles: int, window: float) -> dict:
                     parts["adopt"] = client.window(cap.t_done, cap.t_done + ADOPT_S)
                 rows.append(
                     {
+                        "nice": nice,
                         **parts,
                         "learned": res.summary() if res is not None else cap and cap.error,
                         "frames_judged": res.frames if res is not None else None,
@@ -122,7 +129,7 @@ async def live(cycles: int, window: float) -> dict:
                     }
                 )
                 print(
-                    "  "
+                    f"  nice {nice:2d}: "
                     + " | ".join(
                         f"{k} p50 {v.get('p50_ms', 0):5.0f} max {v.get('max_ms', 0):5.0f}"
                         for k, v in parts.items()
@@ -135,17 +142,21 @@ async def live(cycles: int, window: float) -> dict:
             await pc.close()
             await server.close()
 
-    def med(key: str, part: str) -> float:
-        vals = [r[part][key] for r in rows if key in r.get(part, {})]
-        return round(float(np.median(vals)), 1) if vals else 0.0
+    def summary(sel: list[dict]) -> dict:
+        def med(key: str, part: str) -> float:
+            vals = [r[part][key] for r in sel if key in r.get(part, {})]
+            return round(float(np.median(vals)), 1) if vals else 0.0
 
-    summary: dict = {
-        part: {k: med(k, part) for k in ("fps", "p50_ms", "p95_ms", "max_ms")} for part in PARTS
-    }
-    for k in ("build_s", "ready_after_collect_s", "send_to_ready_s"):
-        vals = [r[k] for r in rows if r[k] is not None]
-        summary[k] = round(float(np.median(vals)), 3) if vals else None
-    return {"cycles": rows, "median_over_cycles": summary}
+        out: dict = {
+            part: {k: med(k, part) for k in ("fps", "p50_ms", "p95_ms", "max_ms")} for part in PARTS
+        }
+        for k in ("build_s", "ready_after_collect_s", "send_to_ready_s"):
+            vals = [r[k] for r in sel if r[k] is not None]
+            out[k] = round(float(np.median(vals)), 3) if vals else None
+        return out
+
+    medians = {f"nice {n}": summary([r for r in rows if r["nice"] == n]) for n in nices}
+    return {"cycles": rows, "median_over_cycles": medians}
 
 
 def judge(limit: int) -> dict:
@@ -201,6 +212,11 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=4, help="captures in the live section")
     ap.add_argument("--window", type=float, default=3.0, help="seconds without a capture")
     ap.add_argument("--sections", default="live,judge")
+    ap.add_argument(
+        "--nice",
+        default=str(capture_module.NICE),
+        help="capture thread priorities to alternate over the cycles, e.g. 10,0",
+    )
     ap.add_argument("--limit", type=int, default=300, help="photos per folder (judge)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "live_capture.json"))
     args = ap.parse_args()
@@ -216,14 +232,15 @@ def main() -> None:
     }
     if "live" in sections:
         print("live (640x480, 30 frames/s; client round trip per frame):", flush=True)
-        report["live"] = asyncio.run(live(args.cycles, args.window))
-        m = report["live"]["median_over_cycles"]
-        print(
-            "median over cycles: "
-            + "; ".join(f"{k} p50 {m[k]['p50_ms']} ms, max {m[k]['max_ms']} ms" for k in PARTS)
-            + f"; judging {m['build_s']} s of work, ready {m['ready_after_collect_s']} s after "
-            f"the collection, {m['send_to_ready_s']} s after the button"
-        )
+        nices = [int(n) for n in args.nice.split(",")]
+        report["live"] = asyncio.run(live(args.cycles, args.window, nices))
+        for name, m in report["live"]["median_over_cycles"].items():
+            print(
+                f"median over cycles, {name}: "
+                + "; ".join(f"{k} p50 {m[k]['p50_ms']} ms, max {m[k]['max_ms']} ms" for k in PARTS)
+                + f"; judging {m['build_s']} s of work, ready {m['ready_after_collect_s']} s "
+                f"after the collection, {m['send_to_ready_s']} s after the button"
+            )
     if "judge" in sections:
         print("judge (one photo = one capture):", flush=True)
         report["judge"] = judge(args.limit)

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,7 @@ DEFAULT_NAME = "me"
 KEEP = 4  # references kept from one capture
 EVERY = 3  # live: one frame in this many is looked at
 MAX_FRAMES = 24  # frames looked at in one capture, however long it is
+NICE = 10  # how much lower the capture thread's CPU priority is than the loop's
 MARGIN = 0.75  # the saved region reaches this many face sizes beyond the face box on each side
 SAVED_PREFIX = "capture-"  # saved photos: capture-<date>-<time>-<random>-<k>.png
 MAX_YAW = 0.45  # head turn (align.yaw_proxy) beyond which a face is not learned: face the camera
@@ -357,6 +360,17 @@ def how_to_use(result: CaptureResult) -> str:
     return f"--reference {result.name}={result.saved}"
 
 
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread has its own nice value), so
+    the frame loop and the keyframe worker go first when the cores are busy."""
+    if sys.platform.startswith("linux"):
+        with suppress(OSError):
+            tid = threading.get_native_id()
+            os.setpriority(
+                os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE)
+            )
+
+
 class LiveCapture:
     """A capture inside a running frame loop (a `lostface serve` session).
 
@@ -437,6 +451,7 @@ class LiveCapture:
         return "building" if not self.done.is_set() else ("failed" if self.error else "learned")
 
     def _run(self) -> None:
+        _yield_cpu()
         try:
             while True:
                 with self._cond:
