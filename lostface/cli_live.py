@@ -382,9 +382,11 @@ def _capture(args: argparse.Namespace, settings: Settings, source, detector, sin
             capture.offer(got.frame.image)
             for sink in sinks:
                 sink.send(got.frame)
-    finally:
         capture.end()
-    capture.done.wait()
+        capture.done.wait()
+    except BaseException:
+        capture.cancel()  # Ctrl-C or a failed source: nothing is learned or saved
+        raise
     if capture.result is None:
         raise InputError(capture.error)
     if capture.save_error:

@@ -20,6 +20,7 @@ from lostface.factory import build_detector, build_stages, load_references
 from lostface.frame import Frame
 from lostface.stream.capture import (
     NO_OPEN_FACE,
+    STOPPED,
     LiveCapture,
     NoOpenFace,
     build_references,
@@ -192,6 +193,17 @@ def test_a_capture_paints_that_persons_masked_face_and_nobody_elses(settings, de
     looks = Counter((f.identity, f.reference) for f in faces if f.masked)
     assert looks[("singer", "given")] >= len(masked) // 2, looks  # painted from the capture
     assert set(looks) <= {("singer", "given"), (None, None)}, looks  # never from obama's
+
+
+def test_a_stopped_capture_learns_and_saves_nothing(tmp_path, settings, detector):
+    open_, _, _ = singer_frames(str(shared_path("video", "stage_clip.mp4")), False)
+    capture = LiveCapture(builder_for("me", settings, detector), 10.0, save_dir=tmp_path)
+    for image in open_[:12]:
+        capture.offer(image)
+    capture.cancel()  # the session closes, or Ctrl-C, before the capture ends
+    assert capture.done.wait(30)
+    assert capture.result is None and capture.error == STOPPED
+    assert not list(tmp_path.iterdir())
 
 
 # -- (d) vcam / stream: --capture-reference before restoring ----------------------------------

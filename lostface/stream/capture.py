@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 NO_OPEN_FACE = (
     "No unmasked face seen during the capture; look at the camera without the mask and try again."
 )
+STOPPED = "The capture was stopped before it ended; nothing was learned."
 DEFAULT_NAME = "me"
 KEEP = 4  # references kept from one capture
 EVERY = 3  # live: one frame in this many is looked at
@@ -440,7 +441,7 @@ class LiveCapture:
             self._cond.notify()
 
     def cancel(self) -> None:
-        """Stop without learning (the session closes)."""
+        """Stop without learning or saving (the session closes, the command is stopped)."""
         self._cancelled = True
         self.end()
 
@@ -458,12 +459,16 @@ class LiveCapture:
                     while not self._queue and not self._ended:
                         self._cond.wait()
                     if self._cancelled:
+                        self.error = STOPPED
                         return
                     if not self._queue:
                         break
                     order, image = self._queue.pop(0)
                 self.builder.look(image, order)
             result = self.builder.finish()
+            if self._cancelled:
+                self.error = STOPPED
+                return
             if self.save_dir is not None:
                 try:
                     save_references(result, self.save_dir)
