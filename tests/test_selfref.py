@@ -212,3 +212,23 @@ def test_live_the_bank_grows_as_the_call_goes_on(detector) -> None:
     assert stages.painter.selfref is not None and stages.painter.selfref.people == ["self-1"]
     late = [ref for i, ref in sources if i >= 45]
     assert late and all(ref == "self" for ref in late), sources[-20:]
+
+
+def test_a_face_captured_later_takes_over_from_the_person_learned(detector) -> None:
+    """Given faces take precedence: a person captured live (Painter.adopt) who was learned
+    from the footage before replaces the learned person, whose masked track is then painted
+    from the captured faces; someone else learned stays."""
+    painter = _painter()
+    painter.paint(_job(detector, 1, _photo("obama", 1), masked=False))
+    painter.paint(_job(detector, 2, _photo("biden", 1), masked=False))
+    masked = _job(detector, 3, _photo("obama", 3), masked=True)
+    before = [painter.paint(masked) for _ in range(2)][-1]
+    obama, biden = painter.selfref.person_of(1), painter.selfref.person_of(2)
+    assert (before.identity, before.source) == (obama, "self")
+    captured = ReferenceBank.from_image("me", _photo("obama", 2), detector)
+    painter.adopt("me", [captured])
+    assert painter.selfref.people == [biden] and sorted(painter.gate.people) == sorted(
+        ["me", biden]
+    )
+    after = [painter.paint(masked) for _ in range(2)][-1]
+    assert (after.identity, after.source, after.patch.reference) == ("me", "given", "me")

@@ -231,12 +231,19 @@ class Painter:
 
     def adopt(self, person: str, references: Sequence[Reference]) -> None:
         """Paint `person` from these references from now on, as if given as photos (a face
-        captured live): the restorer paints from them and the gate tells them apart."""
+        captured live): the restorer paints from them and the gate tells them apart; a person
+        learned from the footage who is them is dropped (given faces take precedence)."""
         self.restorer.learn(person, references)
         if self.gate is not None:
             from lostface.restore.identity import embed
 
-            self.gate.learn(person, [embed(r.image) for r in references])
+            embeddings = [embed(r.image) for r in references]
+            self.gate.learn(person, embeddings)
+            if self.selfref is not None:
+                # the same person learned from the footage before: the given faces take over
+                for name in self.selfref.give_way(person, embeddings):
+                    self.gate.learn(name, [])
+                    self.restorer.learn(name, [])
 
     def study(self, job: PaintJob) -> Painted | None:
         """Judge a face and, when it is open, offer it to the self-reference banks, without

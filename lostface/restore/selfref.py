@@ -25,7 +25,7 @@ before the unmasked moment benefit too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -225,6 +225,25 @@ class SelfReferences:
 
     def forget(self, track_id: int) -> None:
         self._track_person.pop(track_id, None)
+
+    def give_way(self, person: str, embeddings: Sequence[np.ndarray]) -> list[str]:
+        """A person given now (a face captured live): drop the learned people who are them
+        (within `join` of their faces), so the given photos paint them (precedence), and
+        let their tracks be that person. Returns the learned people dropped (the painter
+        makes the gate and the restorer forget them)."""
+        dropped = []
+        for name, p in list(self._people.items()):
+            own = p.embeddings()
+            if (
+                own
+                and min(float(np.linalg.norm(a - b)) for a in own for b in embeddings) < self.join
+            ):
+                del self._people[name]
+                dropped.append(name)
+        for track_id, name in list(self._track_person.items()):
+            if name in dropped:
+                self._track_person[track_id] = person
+        return dropped
 
     def export(self) -> Learned:
         """What was learned, to hand to another painter (a batch segment on another worker):
