@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -47,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import CLIP, CLIP_REFERENCE, box_iou, masked_person, smooth_landmarks  # noqa: E402
-from throughput import plain_process  # noqa: E402
+from throughput import enlarge, plain_process  # noqa: E402
 
 from lostface.benchmark.common import face_tiles, stack_rows  # noqa: E402
 from lostface.config import load_settings  # noqa: E402
@@ -108,18 +107,6 @@ def restore(masked: Path, out: Path, overrides: list[str], detector, refs: list)
 def face_at(record: dict, box: np.ndarray) -> dict | None:
     faces = [f for f in record["faces"] if box_iou(np.array(f["box"]), box) > 0.3]
     return faces[0] if faces else None
-
-
-def enlarge(src: Path, dst: Path, settings) -> None:
-    """The clip scaled to 1280x720 (as bench/throughput.py makes its large clip)."""
-    with VideoReader(src) as r:
-        info = replace(r.info, width=1280, height=720)
-        w = VideoWriter(dst, info, settings.video, None)
-        for item in r.items():
-            if isinstance(item, Frame):
-                item.image = cv2.resize(item.image, (1280, 720), interpolation=cv2.INTER_CUBIC)
-                w.write(item)
-        w.commit()
 
 
 def judge_people(rows: list[dict], anchors: dict, originals: list, learned: dict, ref) -> None:
@@ -280,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             mask_frames(base, detector, args.kind, span, masked)
             result["throughput"] = {"640x360": throughput(masked, tmp, args.runs, args.overrides)}
             big = tmp / "masked_720p.mp4"
-            enlarge(masked, big, base)
+            enlarge(masked, big, base.video)
             result["throughput"]["1280x720"] = throughput(big, tmp, args.runs, args.overrides)
     print(
         f"masked frames {args.frames}; learned: {result['learned']} "

@@ -48,17 +48,22 @@ def prepare(src: Path) -> tuple[Path, Path]:
     if not masked.exists():
         mask_video(src, masked, settings, build_detector(settings), "surgical")
     if not big.exists():
-        with VideoReader(masked) as r:
-            from dataclasses import replace
-
-            info = replace(r.info, width=1280, height=720)
-            w = VideoWriter(big, info, settings.video, None)
-            for item in r.items():
-                if isinstance(item, Frame):
-                    item.image = cv2.resize(item.image, (1280, 720), interpolation=cv2.INTER_CUBIC)
-                    w.write(item)
-            w.commit()
+        enlarge(masked, big, settings.video)
     return masked, big
+
+
+def enlarge(src: Path, dst: Path, vs: VideoSettings) -> None:
+    """The clip scaled to 1280x720."""
+    from dataclasses import replace
+
+    with VideoReader(src) as r:
+        info = replace(r.info, width=1280, height=720)
+        w = VideoWriter(dst, info, vs, None)
+        for item in r.items():
+            if isinstance(item, Frame):
+                item.image = cv2.resize(item.image, (1280, 720), interpolation=cv2.INTER_CUBIC)
+                w.write(item)
+        w.commit()
 
 
 def plain(src: Path, dst: Path, vs: VideoSettings) -> float:

@@ -38,6 +38,7 @@ from lostface.restore import align
 from lostface.restore.identity import IdentityGate, embed
 from lostface.restore.reference import Reference, lab_stats, skin_weight
 from lostface.restore.regions import lower_face_mask, upper_skin_mask
+from lostface.tracking.detectors import box_iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -355,14 +356,6 @@ class SelfReferences:
 _IOU = 0.3  # a sampled face continues the previous sample's face it overlaps this much
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 class ScanTracks:
     """Ids for faces on frames sampled every few frames: a face continues the previous
     sample's face it overlaps most (IoU), else gets a new id; a scene cut starts afresh.
@@ -373,23 +366,26 @@ class ScanTracks:
         self._next = -1
 
     def assign(self, boxes: np.ndarray, cut: bool = False) -> list[int]:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         prev = [] if cut else self._boxes
+        iou = (
+            box_iou_matrix(boxes, np.array([b for _, b in prev]))
+            if prev and len(boxes)
+            else np.zeros((len(boxes), 0))
+        )
         ids: list[int] = []
         taken: set[int] = set()
-        for box in boxes:
+        for row in iou:
             best, best_iou = None, _IOU
-            for tid, pbox in prev:
-                if tid in taken:
-                    continue
-                v = _iou(box, pbox)
-                if v >= best_iou:
-                    best, best_iou = tid, v
+            for (tid, _), v in zip(prev, row, strict=True):
+                if tid not in taken and v >= best_iou:
+                    best, best_iou = tid, float(v)
             if best is None:
                 best = self._next
                 self._next -= 1
             taken.add(best)
             ids.append(best)
-        self._boxes = list(zip(ids, (np.asarray(b, np.float64) for b in boxes), strict=True))
+        self._boxes = list(zip(ids, boxes, strict=True))
         return ids
 
 
