@@ -113,3 +113,11 @@ def tiny_x4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lostface.generative.random_init import save_upscale_model
 
     return save_upscale_model(tmp_path_factory.mktemp("x4") / "x4")
+
+
+@pytest.fixture
+def main():
+    """The `lostface` program's main(argv) (every command, the live ones included)."""
+    from lostface.cli import main
+
+    return main

@@ -5,7 +5,6 @@ vcam and stream commands capture before they restore."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from pathlib import Path
@@ -207,24 +206,6 @@ def test_a_stopped_capture_learns_and_saves_nothing(tmp_path, settings, detector
 
 
 # -- (d) vcam / stream: --capture-reference before restoring ----------------------------------
-@pytest.fixture
-def main(monkeypatch):
-    """lostface.cli.main with the live commands (as tests/test_live_cli.py registers them)."""
-    from lostface import cli
-    from lostface.cli_live import LIVE_COMMANDS, add_live_commands
-
-    if "serve" not in cli.COMMANDS:
-        original = cli.build_parser
-
-        def build() -> argparse.ArgumentParser:
-            parser = original()
-            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            add_live_commands(sub)
-            return parser
-
-        monkeypatch.setattr(cli, "build_parser", build)
-        monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, **LIVE_COMMANDS})
-    return cli.main
 
 
 def _clip(path: Path, frames: list) -> Path:

@@ -4,7 +4,6 @@ without a token each end with one clear sentence and their exit code."""
 
 from __future__ import annotations
 
-import argparse
 import socket
 import threading
 import time
@@ -12,27 +11,7 @@ import time
 import av
 import pytest
 
-from lostface.cli_live import LIVE_COMMANDS, add_live_commands
 from tests.conftest import shared_path
-
-
-@pytest.fixture
-def main(monkeypatch):
-    """lostface.cli.main with the live commands (registered here until cli.py wires them)."""
-    from lostface import cli
-
-    if "serve" not in cli.COMMANDS:
-        original = cli.build_parser
-
-        def build() -> argparse.ArgumentParser:
-            parser = original()
-            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            add_live_commands(sub)
-            return parser
-
-        monkeypatch.setattr(cli, "build_parser", build)
-        monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, **LIVE_COMMANDS})
-    return cli.main
 
 
 def _free_udp_port() -> int:
