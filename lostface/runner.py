@@ -152,11 +152,8 @@ def learn_people(
 
     def study(track_id: int, index: int, image, landmarks) -> None:  # noqa: ANN001
         job = PaintJob.from_frame(track_id, index, image, landmarks)
-        if job is None or selfref.person_of(track_id) not in (None, *selfref.people):
-            return  # a given person's face: their photos paint it
-        if not selfref.could_learn(job.to_canonical, job.landmarks):
-            return
-        painter.study(job)
+        if job is not None and selfref.could_learn(job.to_canonical, job.landmarks):
+            painter.study(job)  # judged only when it could improve its person's bank
 
     with VideoReader(src) as reader:
         total = -(-reader.info.frames // every) if reader.info.frames else None
