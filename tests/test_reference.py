@@ -563,3 +563,44 @@ def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
     face = align.warp_to_canonical(obama.pixels, obama.local_to_canonical)
     assert session.observe(7, face) == "obama" and session.looks == 1
     assert painter.gate.observe(7, face) == "biden"  # the painter's gate kept its own decision
+
+
+def test_embeddings_come_from_dlib_s_own_process_and_survive_its_loss(
+    detector: CenterFaceDetector,
+) -> None:
+    """The gate's embeddings are computed in a child process (dlib holds the GIL for each one):
+    the same numbers as dlib in this process, on real faces; when that process is gone (killed)
+    the next embedding is made here, with the same numbers again."""
+    pytest.importorskip("dlib")
+    from lostface.restore import identity
+    from lostface.restore.identity import _BOX, _covered, _dlib_models, _EmbedProcess, embed
+
+    faces = []
+    for person, k in (("obama", 1), ("biden", 2)):
+        img = read_image(shared_path("identity", person, f"{person}{k}.jpg"))
+        det = detector.detect(img)
+        i = int(np.argmax(det.boxes[:, 2] - det.boxes[:, 0]))
+        faces.append(align.warp_to_canonical(img, align.to_canonical(det.landmarks[i][:5])))
+
+    def here(face: np.ndarray) -> np.ndarray:
+        rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
+        dlib, shape_model, rec = _dlib_models()
+        return np.asarray(rec.compute_face_descriptor(rgb, shape_model(rgb, dlib.rectangle(*_BOX))))
+
+    own = _EmbedProcess()
+    saved, identity._WORKER = identity._WORKER, own
+    try:
+        first = [embed(f) for f in faces]
+        assert own._proc is not None and own._proc.poll() is None and own._failed is None
+        for a, f in zip(first, faces, strict=True):
+            np.testing.assert_array_equal(a, here(f))
+        assert np.linalg.norm(first[0] - first[1]) > 0.45  # two people, told apart
+        own._proc.kill()
+        own._proc.wait()
+        again = [embed(f) for f in faces]
+        assert own._failed is not None and own._proc is None
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        identity._WORKER = saved
+        own.close()

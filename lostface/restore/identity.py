@@ -11,6 +11,11 @@ kept until it rises above `keep`, so one odd keyframe (a turn, a blur) does not 
 track that matches nobody gets no person: the painter then asks for the neutral fill, never
 someone else's mouth.
 
+dlib computes each embedding in a process of its own (lostface.restore.dlib_worker), started
+when a gate is built: its binding holds the GIL for the whole embedding, which in this process
+would stop the frame loop and every other thread meanwhile. Without that process (it cannot
+start, or dies) the embedding is made here, with the same numbers.
+
 An embedding costs tens of milliseconds on a CPU, so a track is looked at on each of its
 first `settle` keyframes, on every keyframe while its decision is a close call, and then only
 on every `every`-th: a decided face keeps its person between looks. The painter owns the
@@ -19,12 +24,18 @@ gate (lostface.restore.painter) and runs it on the keyframe worker, never in the
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +59,10 @@ _SURE = 0.04
 # dlib's network keeps buffers between calls: one computation at a time (live sessions each
 # have a keyframe thread, and they share the loaded models)
 _LOCK = threading.Lock()
+# lostface.restore.dlib_worker's protocol
+_WORKER_HEADER = struct.Struct("<II")
+_WORKER_ERROR = struct.Struct("<I")
+_WORKER_DIMS = 128
 
 
 @lru_cache(maxsize=1)
@@ -89,10 +104,103 @@ def _covered(face: np.ndarray) -> np.ndarray:
     return out
 
 
+class _EmbedProcess:
+    """dlib's embedding in a child process (lostface.restore.dlib_worker): in this process its
+    binding would hold the GIL for each 75 ms embedding and stop the frame loop meanwhile.
+    Started once per process and shared; descriptor() answers None once the child cannot
+    run (no dlib there, killed), and the caller embeds here instead."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._ready = False
+        self._failed: str | None = None
+
+    def start(self) -> None:
+        """Start the child if it is not running (it loads while the caller goes on)."""
+        if self._proc is not None or self._failed is not None:
+            return
+        from lostface.models import dlib_model_paths
+
+        try:
+            shape_path, rec_path = dlib_model_paths(points=5)
+            cmd = [sys.executable, str(Path(__file__).with_name("dlib_worker.py"))]
+            cmd += [str(shape_path), str(rec_path), *(str(v) for v in _BOX)]
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        except (OSError, ModelError) as exc:
+            self._fail(f"it could not start ({exc})")
+            return
+        atexit.register(self.close)
+
+    def descriptor(self, rgb: np.ndarray) -> np.ndarray | None:
+        """dlib's 128-d descriptor of an RGB canonical crop, or None (embed here instead)."""
+        self.start()
+        proc = self._proc
+        if proc is None or self._failed is not None:
+            return None
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            if not self._ready:
+                if proc.stdout.read(1) != b"\0":
+                    raise EOFError("it ended while loading dlib's models")
+                self._ready = True
+            h, w = rgb.shape[:2]
+            proc.stdin.write(_WORKER_HEADER.pack(h, w))
+            proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+            proc.stdin.flush()
+            status = proc.stdout.read(1)
+            if status == b"\0":
+                data = proc.stdout.read(_WORKER_DIMS * 8)
+                if len(data) == _WORKER_DIMS * 8:
+                    return np.frombuffer(data, np.float64).copy()
+            elif status == b"\1":
+                (n,) = _WORKER_ERROR.unpack(proc.stdout.read(_WORKER_ERROR.size))
+                raise RuntimeError(proc.stdout.read(n).decode(errors="replace"))
+            raise EOFError("it ended")
+        except (OSError, EOFError, RuntimeError, ValueError, struct.error) as exc:
+            self._fail(str(exc))
+            return None
+
+    def _fail(self, why: str) -> None:
+        if self._failed is None:
+            log.info("dlib's embedding process stopped (%s); embedding in this process.", why)
+        self._failed = why
+        self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()  # the child ends at the end of its input
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+_WORKER = _EmbedProcess()
+
+
+def start_embedding() -> None:
+    """Start dlib's embedding process now, so its models are loaded by the first embed()."""
+    with _LOCK:
+        _WORKER.start()
+
+
 def embed(face: np.ndarray) -> np.ndarray:
-    """128-d embedding of a canonical crop wearing the neutral covering."""
+    """128-d embedding of a canonical crop wearing the neutral covering (dlib's, computed in
+    its own process; here when that cannot run)."""
     rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-    with _LOCK:  # also loads the models once when two threads need them first together
+    with _LOCK:  # one at a time; also loads the models once when two threads need them first
+        d = _WORKER.descriptor(rgb)
+        if d is not None:
+            return d
         dlib, shape_model, rec = _dlib_models()
         shape = shape_model(rgb, dlib.rectangle(*_BOX))
         return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
@@ -222,6 +330,7 @@ def build_gate(
     try:
         if not people:
             _dlib_installed()  # loaded at the first face to learn from (a clip may have none)
+        start_embedding()  # dlib's process loads while the rest is built
         return IdentityGate(people, match, keep)
     except (ImportError, ModelError):
         if people:
