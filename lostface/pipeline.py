@@ -75,6 +75,16 @@ class Output:
     frame: Frame
     faces: list[FaceView]
     scene_cut: bool = False
+    # the frame's compositing, when the pipeline leaves it to the caller's thread
+    # (Pipeline(composite_later=True)); finish() runs it once
+    pending: Callable[[], None] | None = None
+
+    def finish(self) -> Frame:
+        """Composite the frame now if that was left for later; returns the frame."""
+        if self.pending is not None:
+            run, self.pending = self.pending, None
+            run()
+        return self.frame
 
     def record(self) -> dict:
         """The per-frame JSON line of `--tracks`."""
@@ -294,8 +304,13 @@ class Pipeline:
         synchronous: bool = False,
         delay_frames: int | None = None,
         detect_ahead: int | None = None,
+        composite_later: bool = False,
     ):
+        """composite_later: outputs leave with their faces decided (what --tracks records) and
+        their compositing left to Output.finish(), which the caller runs in frame order on
+        another thread (files: the encoder's), so the frame loop's thread does not paint."""
         self.settings = settings
+        self.composite_later = composite_later
         self.stages = stages
         self.timings = Timings()
         self.worker = KeyframeWorker(
@@ -485,10 +500,11 @@ class Pipeline:
         self.keyframes += 1
 
     def _finish(self, out: Output) -> Output:
-        t0 = time.perf_counter()
-        image = out.frame.image
-        self.stages.compositor.begin_frame(out.frame.index)
+        """Decide each face of a frame leaving the delay line (the newest patch of its track)
+        and composite it, now or in out.finish() (composite_later)."""
         out.faces = [v for v in out.faces if v.track_id in self._confirmed]
+        paints: list[tuple[FaceTrack, Patch]] = []
+        patches: dict[int, Patch | None] = {}
         for view in out.faces:
             res = self.worker.result(view.track_id)
             if res is None:
@@ -496,14 +512,29 @@ class Pipeline:
             view.masked = res.covered
             view.identity = res.identity
             view.reference = res.source
+            patches[view.track_id] = res.patch
             if res.patch is not None and self.restore_enabled:
-                track = FaceTrack(view.track_id, view.box, view.landmarks)
-                self.stages.compositor.composite(image, track, res.patch)
+                paints.append((FaceTrack(view.track_id, view.box, view.landmarks), res.patch))
                 self.painted_faces += 1
-        if self.debug_overlay:
-            draw_overlay(image, out, self._patch_of)
-        self._forget_dead(out)
-        self.timings.add("composite", time.perf_counter() - t0)
+        dead = self._forget_dead(out)
+        overlay = self.debug_overlay
+
+        def composite() -> None:
+            t0 = time.perf_counter()
+            compositor = self.stages.compositor
+            compositor.begin_frame(out.frame.index)
+            for track, patch in paints:
+                compositor.composite(out.frame.image, track, patch)
+            if overlay:
+                draw_overlay(out.frame.image, out, patches.get)
+            for t in dead:
+                compositor.forget(t)
+            self.timings.add("composite", time.perf_counter() - t0)
+
+        if self.composite_later:
+            out.pending = composite
+        else:
+            composite()
         return out
 
     def _first_patch_pending(self, out: Output) -> bool:
@@ -512,13 +543,11 @@ class Pipeline:
             for v in out.faces
         )
 
-    def _patch_of(self, track_id: int) -> Patch | None:
-        res = self.worker.result(track_id)
-        return None if res is None else res.patch
-
-    def _forget_dead(self, out: Output) -> None:
+    def _forget_dead(self, out: Output) -> set[int]:
+        """Every 32 frames: drop the work of tracks gone from the loop and the delay line;
+        returns them, for the compositor to forget after this frame."""
         if out.frame.index % 32:
-            return
+            return set()
         alive = set(self._live_ids)
         for o in self._line:
             alive.update(v.track_id for v in o.faces)
@@ -528,8 +557,7 @@ class Pipeline:
         self._submitted &= alive
         if dead:
             self.worker.drop(dead)
-            for t in dead:
-                self.stages.compositor.forget(t)
+        return dead
 
 
 def draw_overlay(image: np.ndarray, out: Output, patch_of: Callable[[int], Patch | None]) -> None:

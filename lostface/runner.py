@@ -157,10 +157,15 @@ def learn_people(
 
     with VideoReader(src) as reader:
         total = -(-reader.info.frames // every) if reader.info.frames else None
-        frames = progress(
-            reader.sample(every), settings, f"{label or src.name}: learning faces", total, "frame"
-        )
-        stats.frames, stats.faces, ids = scan(frames, detector, study, stages.scene_cut, every)
+        # decoded on a thread (FFmpeg releases the GIL) while this one judges the faces
+        decoded = ThreadedReader(reader, 4, lambda: reader.sample(every))
+        try:
+            frames = progress(
+                decoded, settings, f"{label or src.name}: learning faces", total, "frame"
+            )
+            stats.frames, stats.faces, ids = scan(frames, detector, study, stages.scene_cut, every)
+        finally:
+            decoded.close()
     if isinstance(detector, _Remembered):
         stages.detector = detector.second_pass()
     for track_id in ids:
@@ -225,7 +230,9 @@ def _process(
     scanned: ScanStats | None,
 ) -> RunStats:
     reader = VideoReader(src)
-    pipe = Pipeline(settings, stages, synchronous=synchronous)
+    # the encoder's thread composites each frame before encoding it: the frame loop's thread
+    # only detects, tracks and decides
+    pipe = Pipeline(settings, stages, synchronous=synchronous, composite_later=True)
     try:
         tags = provenance.video_tags() if provenance is not None else None
         writer = VideoWriter(out, reader.info, settings.video, reader.audio, tags)
@@ -248,7 +255,7 @@ def _process(
 
     def emit(outs: list[Output]) -> None:
         for o in outs:
-            twriter.put(o.frame)
+            twriter.put(o)
             if tracks_file is not None:
                 tracks_file.write(json.dumps(o.record()) + "\n")
             stats.frames += 1

@@ -118,10 +118,13 @@ class Segmenter(KeyframeEngine, Protocol):
         face: np.ndarray,
         landmarks: np.ndarray | None = None,
         was_covered: bool | None = None,
+        outline: bool = True,
     ) -> CoverMask:
         """Covered region of one aligned face (canonical crop, see restore.align); landmarks:
         its 5 points in canonical space (the head turn narrows the far side); was_covered:
-        the same face's previous decision, if any (a decision is kept unless clearly wrong)."""
+        the same face's previous decision, if any (a decision is kept unless clearly wrong).
+        outline=False: the decision and its score only, with empty masks (a covered face
+        that is judged, not painted: self-reference's first pass)."""
         ...
 
 

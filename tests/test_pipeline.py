@@ -80,6 +80,32 @@ def test_masked_faces_restored_from_first_frame(masked_frames, astronaut_bgr, se
     assert sum(v.masked is True for o in outs for v in o.faces) >= len(frames) - 2
 
 
+def test_compositing_left_for_later_paints_the_same_frames(masked_frames, astronaut_bgr, settings):
+    """composite_later (files: the encoder's thread composites): outputs leave decided but
+    untouched, and finish() paints each exactly as the pipeline would have, in frame order."""
+    frames, covered = masked_frames
+
+    def pipe(later: bool) -> Pipeline:
+        stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+        return Pipeline(settings, stages, synchronous=True, composite_later=later)
+
+    now = _run(pipe(False), frames)
+    later = _run(pipe(True), frames)
+    assert [o.frame.index for o in later] == list(range(len(frames)))
+    for a, b, f in zip(now, later, frames, strict=True):
+        assert np.array_equal(b.frame.image, f)  # nothing painted yet
+        assert [(v.track_id, v.masked, v.identity) for v in a.faces] == [
+            (v.track_id, v.masked, v.identity) for v in b.faces
+        ]
+    painted = 0
+    for a, b, f, c in zip(now, later, frames, covered, strict=True):
+        assert b.finish() is b.frame and b.pending is None
+        b.finish()  # once only
+        assert np.array_equal(a.frame.image, b.frame.image)
+        painted += not np.array_equal(b.frame.image[c], f[c])
+    assert painted >= len(frames) - 5
+
+
 class _Gate(Restorer):
     """Wraps the real restorer and holds every job until released (the worker's clock)."""
 
@@ -280,9 +306,9 @@ class _Recorder(Segmenter):
         self.inner = inner
         self.calls: list[bool | None] = []
 
-    def segment(self, face, landmarks=None, was_covered=None):
+    def segment(self, face, landmarks=None, was_covered=None, outline=True):
         self.calls.append(was_covered)
-        return self.inner.segment(face, landmarks, was_covered)
+        return self.inner.segment(face, landmarks, was_covered, outline)
 
 
 def test_keyframes_hand_the_face_s_previous_decision_to_the_segmenter(masked_frames, astronaut_bgr):

@@ -11,7 +11,13 @@ import pytest
 from lostface.config import MaskSettings
 from lostface.errors import InputError
 from lostface.restore import regions
-from lostface.restore.align import CANON_DSIZE, CANON_SHAPE, to_canonical, warp_to_canonical
+from lostface.restore.align import (
+    CANON_DSIZE,
+    CANON_SHAPE,
+    apply,
+    to_canonical,
+    warp_to_canonical,
+)
 from lostface.restore.segment import GeometrySegmenter
 from lostface.synthetic import KINDS, draw_mask
 from tests.conftest import shared_path
@@ -152,6 +158,25 @@ def presence_rate(detector, segmenter: GeometrySegmenter, folder: str, n: int) -
 
 def test_real_masked_photos_are_covered(detector, segmenter: GeometrySegmenter) -> None:
     assert presence_rate(detector, segmenter, "masked", 60) >= 0.9
+
+
+def test_a_judgement_without_outline_decides_the_same(detector, segmenter) -> None:
+    """outline=False (self-reference's first pass) gives each face the same decision and score
+    as the full segmentation, with empty masks: real masked and open photos."""
+    covered = 0
+    for folder in ("masked", "unmasked"):
+        for path in sample(folder, 6):
+            photo = cv2.imread(str(path))
+            lm = faces(detector, photo)[0]
+            m = to_canonical(lm)
+            face = warp_to_canonical(photo, m)
+            points = apply(m, lm[:5]).astype(np.float32)
+            full = segmenter.segment(face, points)
+            quick = segmenter.segment(face, points, outline=False)
+            assert (quick.covered, quick.score) == (full.covered, full.score)
+            assert not quick.hard.any() and not quick.alpha.any()
+            covered += full.covered and full.hard.any()
+    assert covered >= 4  # most masked photos were outlined by the full segmentation
 
 
 def test_real_unmasked_photos_are_not_covered(detector, segmenter: GeometrySegmenter) -> None:

@@ -247,11 +247,12 @@ class SamSegmenter(Segmenter):
         face: np.ndarray,
         landmarks: np.ndarray | None = None,
         was_covered: bool | None = None,
+        outline: bool = True,
     ) -> CoverMask:
         import cv2
 
-        base = self.embedded.segment(face, landmarks, was_covered)
-        if not base.covered or landmarks is None or not base.hard.any():
+        base = self.embedded.segment(face, landmarks, was_covered, outline)
+        if not outline or not base.covered or landmarks is None or not base.hard.any():
             return base
         box, points, labels = prompts(landmarks, base.hard)
         masks, ious = self.model.masks(face, box, points, labels)

@@ -254,7 +254,7 @@ class Painter:
             span = align.CANON_SIZE / align.scale_of(job.to_canonical)
             if not self.selfref.worth_judging(job.track_id, face, landmarks, span):
                 return None
-        a = self._segment(job)
+        a = self._segment(job, outline=False)  # a covered face teaches nothing: no outline
         if not a.cover.covered:
             self._offer(a)
         return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
@@ -352,7 +352,7 @@ class Painter:
         a.seconds["identity"] = time.perf_counter() - t0
         return NOBODY if person is None else person
 
-    def _segment(self, job: PaintJob) -> _Aligned:
+    def _segment(self, job: PaintJob, outline: bool = True) -> _Aligned:
         t0 = time.perf_counter()
         if job.scene_cut:
             # a new shot: nothing carries over but the id (whose face it is, is asked afresh)
@@ -377,7 +377,9 @@ class Painter:
                 dense = self.mesh.points(face, min_score=0.0)  # covered faces score low
                 if dense is not None:
                     points = np.vstack([landmarks, dense[:, :2].astype(np.float32)])
-            cover = self.segmenter.segment(face, points, self._covered.get(job.track_id))
+            cover = self.segmenter.segment(
+                face, points, self._covered.get(job.track_id), outline=outline
+            )
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:

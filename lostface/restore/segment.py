@@ -313,8 +313,10 @@ class GeometrySegmenter(Segmenter):
         face: np.ndarray,
         landmarks: np.ndarray | None = None,
         was_covered: bool | None = None,
+        outline: bool = True,
     ) -> CoverMask:
-        """Covered region of an aligned face; empty masks when it wears no covering.
+        """Covered region of an aligned face; empty masks when it wears no covering (and
+        with outline=False: the decision and its score only).
 
         landmarks: the face's 5 points in canonical space, when known: the head turn they
         show narrows the search on the far side, leaves the far cheek out of the presence
@@ -380,6 +382,9 @@ class GeometrySegmenter(Segmenter):
             return _uncovered(0.0)
         if score <= threshold:
             return _uncovered(score)
+        if not outline:
+            empty = _uncovered(score)
+            return CoverMask(True, empty.alpha, empty.hard, score)
         bound = self._bound(landmarks)
         if landmarks is not None and len(landmarks) >= 5 + MESH_POINTS:
             bound = bound & self._mesh_bound(np.asarray(landmarks, np.float64)[5:])

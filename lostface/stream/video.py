@@ -19,12 +19,12 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import Any, Protocol, cast
 
 import av
 import cv2
@@ -274,10 +274,14 @@ class VideoReader:
 
 
 class ThreadedReader:
-    """Decodes on a background thread into a bounded queue (the frame loop never decodes)."""
+    """Decodes on a background thread into a bounded queue (the frame loop never decodes).
+    items: what to decode (default reader.items(); e.g. lambda: reader.sample(12))."""
 
-    def __init__(self, reader: VideoReader, maxsize: int = 16):
+    def __init__(
+        self, reader: VideoReader, maxsize: int = 16, items: Callable[[], Iterable] | None = None
+    ):
         self.reader = reader
+        self._items = items or reader.items
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lostface-decode", daemon=True)
@@ -285,7 +289,7 @@ class ThreadedReader:
 
     def _run(self) -> None:
         try:
-            for item in self.reader.items():
+            for item in self._items():
                 while not self._stop.is_set():
                     try:
                         self.q.put(item, timeout=0.1)
@@ -306,7 +310,7 @@ class ThreadedReader:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> Iterator[Frame | av.Packet]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             item = self.q.get()
             if item is _END:
@@ -520,6 +524,12 @@ class VideoWriter:
             self.tmp.unlink()
 
 
+class Finishing(Protocol):
+    """A frame with work left before it is written (lostface.pipeline.Output)."""
+
+    def finish(self) -> Frame: ...
+
+
 class ThreadedWriter:
     """Encodes on a background thread from a bounded queue; errors surface on put/commit."""
 
@@ -540,12 +550,16 @@ class ThreadedWriter:
             try:
                 if isinstance(item, Frame):
                     self.writer.write(item)
-                else:
+                elif isinstance(item, av.Packet):
                     self.writer.write_audio(item)
+                else:  # a frame still to be composited (lostface.pipeline.Output)
+                    self.writer.write(item.finish())
             except BaseException as exc:
                 self.error = exc
 
-    def put(self, item: Frame | av.Packet) -> None:
+    def put(self, item: Frame | av.Packet | Finishing) -> None:
+        """A frame, an audio packet, or an object whose finish() returns the frame to write
+        (run on this thread, in order: the pipeline's compositing, Pipeline(composite_later))."""
         if self.error is not None:
             raise OutputError(f"Encoding failed: {self.error}") from self.error
         self.q.put(item)
