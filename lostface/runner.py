@@ -280,10 +280,11 @@ def _process(
     finally:
         bar.close()
         treader.close()
+        if not ok:
+            twriter.abort()  # first: its thread composites with the pipeline's compositor
         pipe.close()
         reader.close()
         if not ok:
-            twriter.abort()
             if tracks_file is not None:
                 tracks_file.close()
                 Path(tracks_tmp).unlink(missing_ok=True)  # type: ignore[arg-type]
