@@ -328,8 +328,7 @@ def build_gate(
     if not people and not learns:
         return None
     try:
-        if not people:
-            _dlib_installed()  # loaded at the first face to learn from (a clip may have none)
+        _dlib_installed()  # nothing loaded yet (a clip may have no face to learn from)
         start_embedding()  # dlib's process loads while the rest is built
         return IdentityGate(people, match, keep)
     except (ImportError, ModelError):
