@@ -35,12 +35,12 @@ from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lostface.errors import ModelError
+from lostface.restore import dlib_worker  # its protocol (it imports numpy and dlib only when run)
 from lostface.restore.regions import lower_face_mask
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,6 @@ _SURE = 0.04
 # dlib's network keeps buffers between calls: one computation at a time (live sessions each
 # have a keyframe thread, and they share the loaded models)
 _LOCK = threading.Lock()
-# lostface.restore.dlib_worker's protocol
-_WORKER_HEADER = struct.Struct("<II")
-_WORKER_ERROR = struct.Struct("<I")
-_WORKER_DIMS = 128
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +119,7 @@ class _EmbedProcess:
 
         try:
             shape_path, rec_path = dlib_model_paths(points=5)
-            cmd = [sys.executable, str(Path(__file__).with_name("dlib_worker.py"))]
+            cmd = [sys.executable, dlib_worker.__file__]
             cmd += [str(shape_path), str(rec_path), *(str(v) for v in _BOX)]
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -146,16 +142,16 @@ class _EmbedProcess:
                     raise EOFError("it ended while loading dlib's models")
                 self._ready = True
             h, w = rgb.shape[:2]
-            proc.stdin.write(_WORKER_HEADER.pack(h, w))
+            proc.stdin.write(dlib_worker.HEADER.pack(h, w))
             proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
             proc.stdin.flush()
             status = proc.stdout.read(1)
             if status == b"\0":
-                data = proc.stdout.read(_WORKER_DIMS * 8)
-                if len(data) == _WORKER_DIMS * 8:
+                data = proc.stdout.read(dlib_worker.DIMS * 8)
+                if len(data) == dlib_worker.DIMS * 8:
                     return np.frombuffer(data, np.float64).copy()
             elif status == b"\1":
-                (n,) = _WORKER_ERROR.unpack(proc.stdout.read(_WORKER_ERROR.size))
+                (n,) = dlib_worker.ERROR.unpack(proc.stdout.read(dlib_worker.ERROR.size))
                 raise RuntimeError(proc.stdout.read(n).decode(errors="replace"))
             raise EOFError("it ended")
         except (OSError, EOFError, RuntimeError, ValueError, struct.error) as exc:
