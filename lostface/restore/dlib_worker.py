@@ -4,7 +4,9 @@ dlib's Python binding holds the GIL for the whole of a face embedding (about 75 
 core), so in the same process every other thread (the frame loop, the detector's) stops for
 it. Run here, the embedding costs the frame loop nothing but the wait of the thread that asked.
 
-    python -m lostface.restore.dlib_worker SHAPE_MODEL RECOGNITION_MODEL LEFT TOP RIGHT BOTTOM
+    python lostface/restore/dlib_worker.py SHAPE_MODEL RECOGNITION_MODEL LEFT TOP RIGHT BOTTOM
+
+(run by its path, so the lostface package is not imported there).
 
 Reads requests from stdin: a header (height, width as two little-endian uint32) and the RGB
 uint8 pixels; answers each on stdout with one status byte, then either 128 float64 values (0)
