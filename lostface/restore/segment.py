@@ -132,6 +132,35 @@ _SCORE_ZONES = (
 )
 
 
+def _nearest(
+    values: np.ndarray,
+    models: list[tuple[np.ndarray, np.ndarray]],
+    where: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per pixel of values (H, W, C), the distance to the nearest of the skin's colour models
+    ((median, spread) pairs) in robust z units; with where (H, W), computed only there and
+    NaN elsewhere."""
+    px = values if where is None else values[where]
+    dists = []
+    for med, spread in models:
+        z = (px - med) / spread
+        dists.append(np.sqrt((z * z).sum(axis=-1)))
+    nearest = np.minimum.reduce(dists)
+    if where is None:
+        return nearest
+    out = np.full(values.shape[:2], np.nan, np.float32)
+    out[where] = nearest
+    return out
+
+
+def _chromaticity(bgr: np.ndarray) -> np.ndarray:
+    """(r, g) over r + g + b of (N, 3) BGR pixels, each channel raised by 8 (dark pixels'
+    chromaticity is noise)."""
+    f = bgr.astype(np.float32) + 8.0
+    total = f.sum(axis=-1)
+    return np.stack([f[:, 2] / total, f[:, 1] / total], axis=-1)
+
+
 def _uncovered(score: float) -> CoverMask:
     """No covering: empty masks, so nothing downstream can touch this face."""
     empty = np.zeros(CANON_SHAPE, bool)
@@ -198,6 +227,14 @@ class GeometrySegmenter(Segmenter):
         tip = np.zeros(CANON_SHAPE, bool)
         tip[ny - 8 : ny + 2, nx - 8 : nx + 8] = True
         self._nostrils, self._tip = nostrils[self._y0 :], tip[self._y0 :]
+        # every pixel the decision reads (the distances are computed there only)
+        self._judged = np.logical_or.reduce(
+            [self._zones, self._lips, self._lip_ring, self._nostrils, self._tip]
+            + self._zones_turned
+            + self._near_cheek
+            + self._cheeks
+        )
+        self._judged_at = np.nonzero(self._judged.reshape(-1))[0] + self._y0 * CANON_SIZE
         # The search bound (all rows): the prior grown, reaching below the chin where masks do.
         self._bound_poly = regions.LOWER_FACE_POLYGON.astype(np.float64)
         self._bound_poly[:, 0] = 128.0 + (self._bound_poly[:, 0] - 128.0) * 1.12
@@ -272,41 +309,38 @@ class GeometrySegmenter(Segmenter):
 
     def skin_distance(self, face: np.ndarray) -> np.ndarray:
         """Robust colour distance to the face's visible skin, rows y0..S of the crop (float32)."""
-        return self._distance_lab(face)[0]
+        lab, models = self._skin_lab(face)
+        return _nearest(lab, models)
 
-    def _distance_lab(self, face: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Skin distance, Lab a* (redness) and Lab with log L, for rows y0..S of the crop, and
-        the visible skin's log L (the forehead sample's median)."""
+    def _skin_lab(self, face: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Rows y0..S of the crop in Lab with log L, and the visible skin's colour models
+        (per skin sample: its median and robust spread)."""
         lab = cv2.cvtColor(cv2.blur(face, (3, 3)), cv2.COLOR_BGR2LAB).astype(np.float32)
         lab[..., 0] = np.log(lab[..., 0] + _LOG_L_OFFSET)
         lo = np.array([_LOG_L_SPREAD[0], _AB_SPREAD[0], _AB_SPREAD[0]], np.float32)
         hi = np.array([_LOG_L_SPREAD[1], _AB_SPREAD[1], _AB_SPREAD[1]], np.float32)
-        lower = lab[self._y0 :]
-        dists, medians = [], []
+        models = []
         for idx in self._skin_samples:
             skin = lab.reshape(-1, 3)[idx]
             med = np.median(skin, axis=0)
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
-            z = (lower - med) / np.clip(spread, lo, hi)
-            dists.append(np.sqrt((z * z).sum(axis=2)))
-            medians.append(float(med[0]))
-        return np.minimum.reduce(dists), lower[..., 1], lower, medians[0]
+            models.append((med, np.clip(spread, lo, hi)))
+        return lab[self._y0 :], models
 
     def _chroma_distance(self, face: np.ndarray) -> np.ndarray:
         """Robust distance of each pixel's chromaticity (r, g over r+g+b) to the visible
-        skin's, rows y0..S: blind to shading, which scales all three channels alike."""
-        f = cv2.blur(face, (3, 3)).astype(np.float32) + 8.0
-        total = f.sum(axis=2)
-        ch = np.stack([f[..., 2] / total, f[..., 1] / total], axis=-1)
-        lower = ch[self._y0 :]
-        dists = []
+        skin's, rows y0..S: blind to shading, which scales all three channels alike. Only
+        the pixels the decision reads are computed (NaN elsewhere)."""
+        f = cv2.blur(face, (3, 3)).reshape(-1, 3)
+        models = []
         for idx in self._skin_samples:
-            skin = ch.reshape(-1, 2)[idx]
+            skin = _chromaticity(f[idx])
             med = np.median(skin, axis=0)
             spread = np.maximum(1.4826 * np.median(np.abs(skin - med), axis=0), _CHROMA_SPREAD)
-            z = (lower - med) / spread
-            dists.append(np.sqrt((z * z).sum(axis=2)))
-        return np.minimum.reduce(dists)
+            models.append((med, spread))
+        out = np.full(self._judged.shape, np.nan, np.float32)
+        out[self._judged] = _nearest(_chromaticity(f[self._judged_at]), models)
+        return out
 
     def segment(
         self,
@@ -345,8 +379,10 @@ class GeometrySegmenter(Segmenter):
                 # the far cheek's zone shows the background or hair beside a turned face
                 zones = self._zones_turned[0 if yaw < 0 else 1]
                 near = self._near_cheek[0 if yaw < 0 else 1]
-        dist, chroma_a, lab, skin_l = self._distance_lab(face)
-        nonskin = dist > _NONSKIN_Z
+        # the decision reads few pixels (the zones, lips, nostrils): distances there only
+        lab, models = self._skin_lab(face)
+        dist = _nearest(lab, models, self._judged)
+        chroma_a, skin_l = lab[..., 1], float(models[0][0][0])
         chroma = self._evidence(self._chroma_distance(face), zones, near)
         dim = not self._judgeable(face)
         if dim:
@@ -388,6 +424,7 @@ class GeometrySegmenter(Segmenter):
         bound = self._bound(landmarks)
         if landmarks is not None and len(landmarks) >= 5 + MESH_POINTS:
             bound = bound & self._mesh_bound(np.asarray(landmarks, np.float64)[5:])
+        nonskin = _nearest(lab, models) > _NONSKIN_Z
         hard = self._shape(nonskin, lab, bound)
         if self.settings.refine:
             hard = self._cut(face, hard, bound)
