@@ -221,6 +221,8 @@ class Painter:
     def use(self, restorer: Restorer, gate: IdentityGate | None) -> None:
         """Paint with these engines from now on (a live session choosing another reference);
         people learned from the footage carry over to them."""
+        if self.selfref is not None:
+            self.selfref.settle()
         self.restorer, self.gate = restorer, gate
         self._person.clear()
         if self.selfref is not None:
@@ -233,6 +235,8 @@ class Painter:
         """Paint `person` from these references from now on, as if given as photos (a face
         captured live): the restorer paints from them and the gate tells them apart; a person
         learned from the footage who is them is dropped (given faces take precedence)."""
+        if self.selfref is not None:
+            self.selfref.settle()
         self.restorer.learn(person, references)
         if self.gate is not None:
             from lostface.restore.identity import embed
@@ -256,6 +260,8 @@ class Painter:
                 return None
         a = self._segment(job, outline=False)  # a covered face teaches nothing: no outline
         if not a.cover.covered:
+            if a.dense is None and self.mesh is not None:
+                a.dense = self.mesh.points(a.face, min_score=0.0)  # as _segment finds it
             self._offer(a)
         return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
 
@@ -330,7 +336,9 @@ class Painter:
         dense = a.dense
         if dense is None and self.mesh is not None:
             dense = self.mesh.points(a.face)
-        self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense)
+        # embedded in dlib's process while this thread goes on; settled by the next question
+        # asked of the banks (the next offer, whose face it is, the end of a pass)
+        self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense, wait=False)
         a.seconds["self_reference"] = time.perf_counter() - t0
 
     def _identify(self, a: _Aligned) -> str | None:
@@ -339,6 +347,8 @@ class Painter:
         if self.gate is None:
             return None
         t0 = time.perf_counter()
+        if self.selfref is not None:
+            self.selfref.settle()  # the gate knows every face offered before this one
         tid = a.job.track_id
         if self.look_later and tid not in self._person:
             # live: a new face is painted at once with the neutral fill; whose face it is, is
@@ -373,8 +383,9 @@ class Painter:
             cover = _too_small()
         else:
             points = landmarks
-            if self.mesh is not None:
-                dense = self.mesh.points(face, min_score=0.0)  # covered faces score low
+            if self.mesh is not None and outline:
+                # covered faces score low (without an outline the decision needs no mesh)
+                dense = self.mesh.points(face, min_score=0.0)
                 if dense is not None:
                     points = np.vstack([landmarks, dense[:, :2].astype(np.float32)])
             cover = self.segmenter.segment(
