@@ -497,16 +497,28 @@ class ReferenceRestorer(Restorer):
     def learn(self, person: str, references: Sequence[Reference]) -> None:
         """Paint `person` from these references from now on (replacing what was learned of
         them before; an empty list forgets them). The bank's own photos are kept as given."""
-        for old in self._learned.pop(person, []):
-            self._meshes.pop(id(old), None)
+        old = self._learned.pop(person, [])
+        meshes = {id(r): self._meshes.pop(id(r), None) for r in old}
+        # a bank that grew keeps its faces: their mirrors and meshes are reused, not redone
+        half = len(old) // 2  # old: the references, then their mirrors
+        kept = {id(r.image): (r, m) for r, m in zip(old[:half], old[half:], strict=True)}
         refs = [replace(r, person=person) for r in references]
         if not refs:
             self._people = {r.person or r.name for r in self.bank.references} | set(self._learned)
             return
-        refs += [r.mirror() for r in refs]
+        pairs = []
+        for r in refs:
+            before = kept.get(id(r.image))
+            if before is not None and before[0].image is r.image:
+                pairs.append((r, before[1], meshes[id(before[0])], meshes[id(before[1])]))
+            else:
+                pairs.append((r, r.mirror(), None, None))
+        refs = [r for r, *_ in pairs] + [m for _, m, *_ in pairs]
         if self.mesh is not None:
-            for r in refs:
-                self._meshes[id(r)] = self.mesh.points(r.image)
+            for r, m, r_mesh, m_mesh in pairs:
+                fresh = r_mesh is None and m_mesh is None
+                self._meshes[id(r)] = self.mesh.points(r.image) if fresh else r_mesh
+                self._meshes[id(m)] = self.mesh.points(m.image) if fresh else m_mesh
         self._learned[person] = refs
         self._people.add(person)
 
