@@ -359,26 +359,40 @@ class Pipeline:
         pending = self._detect_async(frame.image) if scheduled else None
         self._arrivals.append(_Arrival(frame, cut, pending))
         self._frame_no += 1
+        out: list[Output] = []
+        leaving = 0.0  # the frames leaving (timed as "composite" when composited here)
         while self._trackable():
             self._track(self._arrivals.popleft())
-        self.timings.add("loop", time.perf_counter() - t0)
-        out = []
+            t1 = time.perf_counter()
+            self._release(out)
+            leaving += time.perf_counter() - t1
+        self.timings.add("loop", time.perf_counter() - t0 - leaving)
+        return out
+
+    def _release(self, out: list[Output]) -> None:
+        """Frames past the delay line leave it, decided from the results known now.
+
+        Called after each tracked frame: a frame leaves when the frame `delay` later is
+        tracked, however many frames one push tracks (detections come back from their thread
+        at any time), so with synchronous keyframes what each frame is painted with does not
+        depend on timing."""
         while len(self._line) > self.delay:
             # a face whose first patch is still being painted holds its frame a little longer
             # (up to 4x the delay): nothing blocks, the frame just leaves later
             if len(self._line) <= 4 * self.delay and self._first_patch_pending(self._line[0]):
                 break
             out.append(self._finish(self._line.popleft()))
-        return out
 
     def flush(self) -> list[Output]:
         """End of stream: track what is pending, let keyframes land, release the delay line."""
+        out: list[Output] = []
         while self._arrivals:
             self._track(self._arrivals.popleft())
+            self._release(out)
         self.worker.wait_idle()
         if self.worker.error is not None:
             raise self.worker.error
-        out = [self._finish(o) for o in self._line]
+        out += [self._finish(o) for o in self._line]
         self._line.clear()
         return out
 
