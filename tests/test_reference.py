@@ -573,14 +573,7 @@ def test_embeddings_come_from_dlib_s_own_process_and_survive_its_loss(
     the next embedding is made here, with the same numbers again."""
     pytest.importorskip("dlib")
     from lostface.restore import identity
-    from lostface.restore.identity import (
-        _BOX,
-        _covered,
-        _dlib_models,
-        _EmbedProcess,
-        embed,
-        embed_later,
-    )
+    from lostface.restore.identity import _BOX, _covered, _dlib_models, _EmbedProcess, embed
 
     faces = []
     for person, k in (("obama", 1), ("biden", 2)):
@@ -602,10 +595,6 @@ def test_embeddings_come_from_dlib_s_own_process_and_survive_its_loss(
         for a, f in zip(first, faces, strict=True):
             np.testing.assert_array_equal(a, here(f))
         assert np.linalg.norm(first[0] - first[1]) > 0.45  # two people, told apart
-        # several asked before any is waited for: answered in the order asked
-        later = [embed_later(f) for f in faces[::-1] + faces]
-        for a, b in zip(later, first[::-1] + first, strict=True):
-            np.testing.assert_array_equal(a.result(), b)
         own._proc.kill()
         own._proc.wait()
         again = [embed(f) for f in faces]

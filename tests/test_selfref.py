@@ -143,42 +143,6 @@ def test_faces_not_fit_to_learn_from_are_refused(detector) -> None:
     assert selfref.offer(1, face, lm, covered, span) is None and selfref.people == []
 
 
-def test_offers_are_embedded_while_the_caller_goes_on_and_learned_as_if_waited_for(
-    detector,
-) -> None:
-    """The first pass's open faces are embedded in dlib's process while the painter goes on
-    (the offer stays pending); the next question asked of the banks settles it, and the banks
-    end exactly as offers waited for one at a time leave them."""
-    later, waited = _painter(), _painter()
-    pending = 0
-    for tid, (person, k) in enumerate(
-        (("obama", 1), ("obama", 2), ("biden", 1), ("obama", 4), ("biden", 2)), start=10
-    ):
-        job = _job(detector, tid, _photo(person, k), masked=False)
-        looks = later.selfref.looks
-        later.study(job)
-        if later.selfref.looks > looks:
-            pending += 1
-            assert later.selfref._pending is not None  # in flight: nobody waited for it
-        a = waited._segment(job, outline=False)
-        dense = waited.mesh.points(a.face, min_score=0.0) if waited.mesh is not None else None
-        span = align.CANON_SIZE / align.scale_of(job.to_canonical)
-        waited.selfref.offer(tid, a.face, a.landmarks, a.cover, span, dense, wait=True)
-        assert waited.selfref._pending is None
-    assert pending >= 3
-    assert later.selfref.people == waited.selfref.people and len(waited.selfref.people) == 2
-    assert later.selfref._pending is None  # `people` settled the last offer
-    for tid in range(10, 15):
-        assert later.selfref.person_of(tid) == waited.selfref.person_of(tid)
-    a, b = later.selfref.export(), waited.selfref.export()
-    for person in b:
-        assert [e[0] for e in a[person]] == [e[0] for e in b[person]]  # the same bands
-        for (_, ra, ea, qa), (_, rb, eb, qb) in zip(a[person], b[person], strict=True):
-            np.testing.assert_array_equal(ra.image, rb.image)
-            np.testing.assert_array_equal(ea, eb)
-            assert qa == qb
-
-
 def test_self_reference_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match="self_reference"):
         load_settings(overrides=['restore.self_reference="sometimes"'])

@@ -31,9 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections import deque
 from collections.abc import Collection, Sequence
-from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -102,31 +100,19 @@ def _covered(face: np.ndarray) -> np.ndarray:
     return out
 
 
-class _ChildGone(Exception):
-    """dlib's embedding process cannot answer (it could not start, or ended)."""
-
-
 class _EmbedProcess:
     """dlib's embedding in a child process (lostface.restore.dlib_worker): in this process its
     binding would hold the GIL for each 75 ms embedding and stop the frame loop meanwhile.
-    Started once per process and shared. Requests are answered in order: submit() writes one
-    and returns a Future that a reader thread completes with the child's answer (or with
-    _ChildGone once the child cannot run: no dlib there, killed); the caller then embeds here
-    instead. submit() returns None when the child is already known to be gone."""
+    Started once per process and shared; descriptor() answers None once the child cannot
+    run (no dlib there, killed), and the caller embeds here instead."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
-        self._reader: threading.Thread | None = None
-        self._waiting: deque[Future] = deque()  # requests written, oldest first
-        self._lock = threading.Lock()  # writing a request and queueing its Future: one unit
+        self._ready = False
         self._failed: str | None = None
 
     def start(self) -> None:
         """Start the child if it is not running (it loads while the caller goes on)."""
-        with self._lock:
-            self._start()
-
-    def _start(self) -> None:
         if self._proc is not None or self._failed is not None:
             return
         from lostface.models import dlib_model_paths
@@ -141,92 +127,48 @@ class _EmbedProcess:
         except (OSError, ModelError) as exc:
             self._fail(f"it could not start ({exc})")
             return
-        self._reader = threading.Thread(
-            target=self._read, args=(self._proc,), name="lostface-dlib", daemon=True
-        )
-        self._reader.start()
         atexit.register(self.close)
 
-    def submit(self, rgb: np.ndarray) -> Future | None:
-        """Ask for dlib's 128-d descriptor of an RGB canonical crop; None: embed here."""
-        with self._lock:
-            self._start()
-            proc = self._proc
-            if proc is None or self._failed is not None:
-                return None
-            assert proc.stdin is not None
-            fut: Future = Future()
-            self._waiting.append(fut)
-            try:
-                h, w = rgb.shape[:2]
-                proc.stdin.write(dlib_worker.HEADER.pack(h, w))
-                proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
-                proc.stdin.flush()
-            except (OSError, ValueError) as exc:
-                self._fail(str(exc))  # fails every Future waiting, this one too
-            return fut
-
     def descriptor(self, rgb: np.ndarray) -> np.ndarray | None:
-        """submit() and wait: the descriptor, or None (embed here instead)."""
-        fut = self.submit(rgb)
-        if fut is None:
+        """dlib's 128-d descriptor of an RGB canonical crop, or None (embed here instead)."""
+        self.start()
+        proc = self._proc
+        if proc is None or self._failed is not None:
             return None
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            return fut.result()
-        except _ChildGone:
+            if not self._ready:
+                if proc.stdout.read(1) != b"\0":
+                    raise EOFError("it ended while loading dlib's models")
+                self._ready = True
+            h, w = rgb.shape[:2]
+            proc.stdin.write(dlib_worker.HEADER.pack(h, w))
+            proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+            proc.stdin.flush()
+            status = proc.stdout.read(1)
+            if status == b"\0":
+                data = proc.stdout.read(dlib_worker.DIMS * 8)
+                if len(data) == dlib_worker.DIMS * 8:
+                    return np.frombuffer(data, np.float64).copy()
+            elif status == b"\1":
+                (n,) = dlib_worker.ERROR.unpack(proc.stdout.read(dlib_worker.ERROR.size))
+                raise RuntimeError(proc.stdout.read(n).decode(errors="replace"))
+            raise EOFError("it ended")
+        except (OSError, EOFError, RuntimeError, ValueError, struct.error) as exc:
+            self._fail(str(exc))
             return None
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        """The reader thread: the child's answers, in order, into the waiting Futures."""
-        stdout = proc.stdout
-        assert stdout is not None
-        try:
-            if stdout.read(1) != b"\0":
-                raise EOFError("it ended while loading dlib's models")
-            while True:
-                status = stdout.read(1)
-                if not status:
-                    if self._waiting:
-                        raise EOFError("it ended")
-                    return  # closed with nothing asked
-                if status == b"\0":
-                    data = stdout.read(dlib_worker.DIMS * 8)
-                    if len(data) != dlib_worker.DIMS * 8:
-                        raise EOFError("it ended")
-                    self._waiting.popleft().set_result(np.frombuffer(data, np.float64).copy())
-                elif status == b"\1":
-                    (n,) = dlib_worker.ERROR.unpack(stdout.read(dlib_worker.ERROR.size))
-                    raise RuntimeError(stdout.read(n).decode(errors="replace"))
-                else:
-                    raise EOFError("it answered out of protocol")
-        except (OSError, EOFError, RuntimeError, ValueError, struct.error, IndexError) as exc:
-            with self._lock:
-                self._fail(str(exc))
-        finally:
-            stdout.close()
 
     def _fail(self, why: str) -> None:
-        """The child cannot be used (any more): every request waiting is answered
-        _ChildGone. Called with self._lock held."""
         if self._failed is None:
             log.info("dlib's embedding process stopped (%s); embedding in this process.", why)
         self._failed = why
-        while self._waiting:
-            self._waiting.popleft().set_exception(_ChildGone(why))
-        self._stop()
+        self.close()
 
     def close(self) -> None:
-        with self._lock:
-            self._stop()
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(timeout=2)
-
-    def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        with suppress(OSError, ValueError):
+        with suppress(OSError):
             assert proc.stdin is not None
             proc.stdin.close()  # the child ends at the end of its input
         try:
@@ -234,6 +176,8 @@ class _EmbedProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 _WORKER = _EmbedProcess()
@@ -241,44 +185,18 @@ _WORKER = _EmbedProcess()
 
 def start_embedding() -> None:
     """Start dlib's embedding process now, so its models are loaded by the first embed()."""
-    _WORKER.start()
-
-
-class Embedding:
-    """An embedding being computed in dlib's process (embed_later); result() waits for it
-    (or makes it here when that process is gone)."""
-
-    def __init__(self, rgb: np.ndarray, future: Future | None) -> None:
-        self._rgb = rgb
-        self._future = future
-        self._value: np.ndarray | None = None
-
-    def result(self) -> np.ndarray:
-        if self._value is None:
-            if self._future is not None:
-                with suppress(_ChildGone):
-                    self._value = self._future.result()
-            if self._value is None:
-                self._value = _embed_here(self._rgb)
-            self._rgb = None  # type: ignore[assignment]
-        return self._value
-
-
-def embed_later(face: np.ndarray) -> Embedding:
-    """Start the 128-d embedding of a canonical crop wearing the neutral covering (dlib's, in
-    its own process); the caller goes on and asks result() when it needs it."""
-    rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-    return Embedding(rgb, _WORKER.submit(rgb))
+    with _LOCK:
+        _WORKER.start()
 
 
 def embed(face: np.ndarray) -> np.ndarray:
     """128-d embedding of a canonical crop wearing the neutral covering (dlib's, computed in
     its own process; here when that cannot run)."""
-    return embed_later(face).result()
-
-
-def _embed_here(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
     with _LOCK:  # one at a time; also loads the models once when two threads need them first
+        d = _WORKER.descriptor(rgb)
+        if d is not None:
+            return d
         dlib, shape_model, rec = _dlib_models()
         shape = shape_model(rgb, dlib.rectangle(*_BOX))
         return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)

@@ -221,8 +221,6 @@ class Painter:
     def use(self, restorer: Restorer, gate: IdentityGate | None) -> None:
         """Paint with these engines from now on (a live session choosing another reference);
         people learned from the footage carry over to them."""
-        if self.selfref is not None:
-            self.selfref.settle()
         self.restorer, self.gate = restorer, gate
         self._person.clear()
         if self.selfref is not None:
@@ -235,8 +233,6 @@ class Painter:
         """Paint `person` from these references from now on, as if given as photos (a face
         captured live): the restorer paints from them and the gate tells them apart; a person
         learned from the footage who is them is dropped (given faces take precedence)."""
-        if self.selfref is not None:
-            self.selfref.settle()
         self.restorer.learn(person, references)
         if self.gate is not None:
             from lostface.restore.identity import embed
@@ -336,9 +332,7 @@ class Painter:
         dense = a.dense
         if dense is None and self.mesh is not None:
             dense = self.mesh.points(a.face)
-        # embedded in dlib's process while this thread goes on; settled by the next question
-        # asked of the banks (the next offer, whose face it is, the end of a pass)
-        self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense, wait=False)
+        self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense)
         a.seconds["self_reference"] = time.perf_counter() - t0
 
     def _identify(self, a: _Aligned) -> str | None:
@@ -347,8 +341,6 @@ class Painter:
         if self.gate is None:
             return None
         t0 = time.perf_counter()
-        if self.selfref is not None:
-            self.selfref.settle()  # the gate knows every face offered before this one
         tid = a.job.track_id
         if self.look_later and tid not in self._person:
             # live: a new face is painted at once with the neutral fill; whose face it is, is

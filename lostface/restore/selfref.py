@@ -35,7 +35,7 @@ import numpy as np
 from lostface.config import Settings
 from lostface.frame import CoverMask
 from lostface.restore import align
-from lostface.restore.identity import Embedding, IdentityGate, embed_later
+from lostface.restore.identity import IdentityGate, embed
 from lostface.restore.reference import Reference, lab_stats, skin_weight
 from lostface.restore.regions import lower_face_mask, upper_skin_mask
 from lostface.tracking.detectors import box_iou_matrix
@@ -64,19 +64,6 @@ class _Entry:
     reference: Reference
     embedding: np.ndarray
     quality: float
-
-
-@dataclass(slots=True)
-class _Offer:
-    """An open face offered whose embedding is still being computed (see offer)."""
-
-    track_id: int
-    face: np.ndarray
-    landmarks: np.ndarray
-    quality: float
-    band: int
-    known: str | None
-    embedding: Embedding
 
 
 @dataclass
@@ -151,29 +138,22 @@ class SelfReferences:
         self._track_person: dict[int, str] = {}  # tracks seen open -> the person they are
         self._count = 0
         self.looks = 0  # embeddings computed (benchmarks report the cost)
-        self._pending: _Offer | None = None
 
     # -- what the painter asks --------------------------------------------------------------
-    # Every question settles the offer still pending first, so the answers are those of
-    # offers taken one after the other; only the waiting for dlib moves.
     @property
     def people(self) -> list[str]:
-        self.settle()
         return list(self._people)
 
     def owns(self, person: str | None) -> bool:
         """Whether `person` was learned here (not given by the user)."""
-        self.settle()
         return person is not None and person in self._people
 
     def references(self, person: str) -> list[Reference]:
-        self.settle()
         p = self._people.get(person)
         return p.references() if p else []
 
     def person_of(self, track_id: int) -> str | None:
         """The person an open track was found to be (a learned or a given one), if any."""
-        self.settle()
         return self._track_person.get(track_id)
 
     def offer(
@@ -184,16 +164,10 @@ class SelfReferences:
         cover: CoverMask,
         span: float,
         mesh: np.ndarray | None = None,
-        wait: bool = True,
     ) -> str | None:
         """Consider one open keyframe face (canonical crop, its 5 canonical landmarks, the
         covered decision, the frame pixels its crop spans, its face-mesh points); returns the
-        learned person whose bank it joined, or None.
-
-        wait=False: a face worth embedding is embedded in dlib's process while the caller goes
-        on, and the offer is settled (the bank and the gate learn it) by the next question
-        asked here (settle() asks none); the return value is then None."""
-        self.settle()
+        learned person whose bank it joined, or None."""
         quality = self.quality(face, landmarks, cover, span, mesh)
         if quality is None:
             return None
@@ -205,20 +179,9 @@ class SelfReferences:
             old = self._people[known].bands.get(band)
             if old is not None and quality <= _BETTER * old.quality:
                 return None  # no better than what the bank has: not even embedded
+        emb = embed(face)
         self.looks += 1
-        self._pending = _Offer(track_id, face, landmarks, quality, band, known, embed_later(face))
-        return self.settle() if wait else None
-
-    def settle(self) -> str | None:
-        """Finish the offer whose embedding was pending (wait for it); returns the learned
-        person whose bank it joined, or None."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return None
-        track_id, face, landmarks = pending.track_id, pending.face, pending.landmarks
-        quality, band = pending.quality, pending.band
-        emb = pending.embedding.result()
-        person = self._whose(track_id, emb, pending.known)
+        person = self._whose(track_id, emb, known)
         if person is None or person not in self._people:
             return None
         bank = self._people[person]
@@ -242,11 +205,7 @@ class SelfReferences:
         """Whether an open face of this track could still improve its person's bank, judged
         before its covering is (the costly part): False when the track's person already has
         a reference in this face's head-turn band that even a perfectly open, closed-mouth
-        face this sharp would not beat. Settles only this track's pending offer: another
-        track's can only make this answer a needless True (a face judged that its bank then
-        turns down), never a wrong False."""
-        if self._pending is not None and self._pending.track_id == track_id:
-            self.settle()
+        face this sharp would not beat."""
         known = self._track_person.get(track_id)
         if known is None:
             return True
@@ -266,7 +225,6 @@ class SelfReferences:
         return width >= self.min_face and abs(align.yaw_proxy(landmarks)) <= _MAX_YAW
 
     def forget(self, track_id: int) -> None:
-        self.settle()
         self._track_person.pop(track_id, None)
 
     def give_way(self, person: str, embeddings: Sequence[np.ndarray]) -> list[str]:
@@ -274,7 +232,6 @@ class SelfReferences:
         (within `join` of their faces), so the given photos paint them (precedence), and
         let their tracks be that person. Returns the learned people dropped (the painter
         makes the gate and the restorer forget them)."""
-        self.settle()
         dropped = []
         for name, p in list(self._people.items()):
             own = p.embeddings()
@@ -292,7 +249,6 @@ class SelfReferences:
     def export(self) -> Learned:
         """What was learned, to hand to another painter (a batch segment on another worker):
         person -> their (head-turn band, reference, embedding, quality)."""
-        self.settle()
         return {
             name: [(b, e.reference, e.embedding, e.quality) for b, e in sorted(p.bands.items())]
             for name, p in self._people.items()
@@ -300,7 +256,6 @@ class SelfReferences:
 
     def load(self, learned: Learned) -> None:
         """Start from what another painter learned (see export)."""
-        self.settle()
         for name, entries in learned.items():
             person = self._people.setdefault(name, _Person())
             for band, reference, embedding, quality in entries:
@@ -313,7 +268,6 @@ class SelfReferences:
     def teach(self, gate: IdentityGate) -> None:
         """Hand every learned person to another gate (and use it from now on): a live session
         that swaps its engines keeps what it learned."""
-        self.settle()
         self.gate = gate
         for name, p in self._people.items():
             gate.learn(name, p.embeddings())
