@@ -284,6 +284,7 @@ def run_video(
     away = np.zeros(originals[0].shape[:2], bool)
     outside: list[float] = []
     painted: list[bool] = []
+    per_frame: list[dict] = []
     for i in range(n):
         region = covered[i]
         variants = {"original": originals[i], "restored": restored[i], "masked": masked[i]}
@@ -315,6 +316,14 @@ def run_video(
         use = anchor if i % id_every == 0 else None
         items.append(measure(f"frame{i}", originals[i], region, judged, identity, use))
         items[-1].main = main
+        per_frame.append(
+            {
+                "frame": i,
+                "main_person": bool(main),
+                "painted": bool(painted[-1]),
+                "psnr": {k: round(items[-1].psnr[k], 2) for k in ("restored", "telea")},
+            }
+        )
         if i in grid_at and boxes[i] is not None:
             grid_rows.append(
                 face_tiles(
@@ -352,6 +361,7 @@ def run_video(
         "main_person_flicker_median": meter_main.percentile(50),
         "main_person_flicker_pairs": meter_main.pairs,
         "items": items,
+        "per_frame": per_frame,  # which frames were painted, and their PSNR against Telea's
     }
 
 
