@@ -157,6 +157,7 @@ class KeyframeWorker:
         self.batch = max(1, batch)
         self._jobs: deque[PaintJob] = deque(maxlen=queue_size)
         self._results: dict[int, Painted] = {}
+        self._working: set[int] = set()  # tracks whose job is being painted now
         self._forgets: set[int] = set()
         self._reset = False
         self._adopt: list[tuple[str, list]] = []  # people to paint from (painter.adopt)
@@ -198,6 +199,7 @@ class KeyframeWorker:
                 if self._closed and not self._jobs:
                     return
                 jobs = [self._jobs.popleft() for _ in range(min(self.batch, len(self._jobs)))]
+                self._working = {j.track_id for j in jobs}
                 self._busy += 1
             try:
                 self._housekeeping()
@@ -208,6 +210,7 @@ class KeyframeWorker:
                 self.error = exc
             finally:
                 with self._wake:
+                    self._working = set()
                     self._busy -= 1
                     self._wake.notify_all()
 
@@ -247,6 +250,11 @@ class KeyframeWorker:
     def result(self, track_id: int) -> Painted | None:
         with self._lock:
             return self._results.get(track_id)
+
+    def pending(self, track_id: int) -> bool:
+        """Whether a job of this face is queued or being painted."""
+        with self._lock:
+            return track_id in self._working or any(j.track_id == track_id for j in self._jobs)
 
     def drop(self, track_ids: set[int]) -> None:
         """Forget these faces: their results now, the painter's state on its thread."""
@@ -377,9 +385,10 @@ class Pipeline:
         at any time), so with synchronous keyframes what each frame is painted with does not
         depend on timing."""
         while len(self._line) > self.delay:
-            # a face whose first patch is still being painted holds its frame a little longer
-            # (up to 4x the delay): nothing blocks, the frame just leaves later
-            if len(self._line) <= 4 * self.delay and self._first_patch_pending(self._line[0]):
+            # a face whose keyframe is still being painted holds its frame a little longer
+            # (up to 4x the delay), so the frame gets the patch (and the person) of the
+            # keyframe the loop already sent: nothing blocks, the frame just leaves later
+            if len(self._line) <= 4 * self.delay and self._patch_pending(self._line[0]):
                 break
             out.append(self._finish(self._line.popleft()))
 
@@ -551,10 +560,9 @@ class Pipeline:
             composite()
         return out
 
-    def _first_patch_pending(self, out: Output) -> bool:
+    def _patch_pending(self, out: Output) -> bool:
         return any(
-            v.track_id in self._submitted and self.worker.result(v.track_id) is None
-            for v in out.faces
+            v.track_id in self._submitted and self.worker.pending(v.track_id) for v in out.faces
         )
 
     def _forget_dead(self, out: Output) -> set[int]:

@@ -178,7 +178,7 @@ def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):
         outs += pipe.push(Frame(img.copy(), i, i, None))
     # every frame past the delay line came out while the restorer was still blocked
     # frames held: the detect-ahead window, and the delay line, which stretches to 4x its
-    # length while a face's first patch is being painted
+    # length while a face's keyframe is being painted
     held = 4 * settings.keyframe.delay_frames + pipe.detect_ahead
     assert len(frames) - held <= len(outs) <= len(frames) - settings.keyframe.delay_frames
     # the loop returned while the restorer was still held at the gate: nothing waited on it
@@ -191,6 +191,45 @@ def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):
     assert gate.calls >= 1
     last, c = outs[-1].frame.image, covered[-1]
     assert not np.array_equal(last[c], frames[-1][c])
+
+
+def test_frames_wait_in_the_line_for_their_face_s_keyframe_being_painted(
+    masked_frames, astronaut_bgr
+):
+    """A face's newer keyframe still being painted holds its frames in the delay line (up to
+    4x its length), so they leave with that keyframe's patch; the worker says which faces
+    have a job queued or being painted."""
+    settings = load_settings(overrides=["keyframe.delay_frames=2", "keyframe.max_age=4"])
+    frames, covered = masked_frames
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
+    pipe = Pipeline(settings, stages)
+    gate.open.set()  # the first keyframe is painted at once
+    outs = []
+    i = 0
+    while not outs:
+        outs += pipe.push(Frame(frames[i].copy(), i, i, None))
+        i += 1
+    pipe.worker.wait_idle()
+    (tid,) = {v.track_id for o in outs for v in o.faces}
+    assert not pipe.worker.pending(tid)
+    gate.open.clear()  # the next keyframes wait at the gate
+    start = gate.calls
+    while gate.calls == start and i < len(frames):
+        outs += pipe.push(Frame(frames[i].copy(), i, i, None))
+        i += 1
+    assert pipe.worker.pending(tid) and not pipe.worker.pending(tid + 1000)
+    before = len(outs)
+    for j in range(i, min(i + 3, len(frames))):
+        outs += pipe.push(Frame(frames[j].copy(), j, j, None))
+    held = len(pipe._line)  # frames waiting in the line for that keyframe
+    assert held > settings.keyframe.delay_frames and len(outs) - before <= 1
+    gate.open.set()
+    outs += pipe.flush()
+    pipe.close()
+    assert not pipe.worker.pending(tid)
+    assert [o.frame.index for o in outs] == list(range(len(outs)))
 
 
 def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
