@@ -178,6 +178,7 @@ def learn_file(src: str, settings_text: str) -> Learned | None:
     from lostface.factory import build_stages
     from lostface.runner import learn_people
 
+    _worker_threads()
     settings, detector, bank = _settings_and_engines(settings_text)
     stages = build_stages(settings, detector=detector, bank=bank)
     selfref = stages.painter.selfref
@@ -198,12 +199,12 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
     from lostface.pipeline import Pipeline
 
     seg = task.segment
+    cores = _worker_threads()
     settings, detector, bank = _settings_and_engines(task.settings)
     # the references are aligned once per worker; each segment gets its own engines and gate
     stages = build_stages(settings, detector=detector, bank=bank)
     if learned and stages.painter.selfref is not None:
         stages.painter.selfref.load(learned)
-    cores = _worker_threads()
     settings = replace(settings, video=replace(settings.video, threads=cores))
     reader = VideoReader(seg.src, threads=cores)
     if seg.warm is not None:
@@ -212,7 +213,9 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
     tb = reader.info.time_base
     ahead = int(round(settings.keyframe.delay_frames * 2 / reader.info.rate / tb)) + 1
     first_pts = reader.video.start_time or 0
-    pipe = Pipeline(settings, stages)
+    # a worker of one thread paints each keyframe in its frame loop: a keyframe thread beside
+    # it would take a share of a core the worker was not given (see _worker_threads)
+    pipe = Pipeline(settings, stages, synchronous=cores == 1)
     writer = VideoWriter(task.out, reader.info, settings.video, None)
     t0 = time.perf_counter()
     written = 0
@@ -248,8 +251,11 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
 
 
 def _worker_threads() -> int:
-    """The threads the Dask worker running this task has: decoder, encoder and OpenCV keep to
-    them, so workers side by side do not fight over the cores."""
+    """The threads the Dask worker running this task has (0 outside a worker): decoder,
+    encoder and OpenCV keep to them, so workers side by side do not fight over the cores. A
+    worker of one thread also keeps to one core: its keyframes are painted in the frame loop
+    and dlib's embeddings made in its own process (lostface.restore.identity.embed_here), not
+    in a thread and a process of their own beside it."""
     try:
         from distributed import get_worker
 
@@ -259,6 +265,10 @@ def _worker_threads() -> int:
     import cv2
 
     cv2.setNumThreads(n)
+    if n == 1:
+        from lostface.restore.identity import embed_here
+
+        embed_here()
     return n
 
 

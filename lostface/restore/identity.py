@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import hashlib
 import logging
 import struct
 import subprocess
@@ -110,10 +111,15 @@ class _EmbedProcess:
         self._proc: subprocess.Popen | None = None
         self._ready = False
         self._failed: str | None = None
+        self._here = False  # embed_here(): this process's only thread does all the work
+
+    def stay_here(self) -> None:
+        self._here = True
+        self.close()
 
     def start(self) -> None:
         """Start the child if it is not running (it loads while the caller goes on)."""
-        if self._proc is not None or self._failed is not None:
+        if self._proc is not None or self._failed is not None or self._here:
             return
         from lostface.models import dlib_model_paths
 
@@ -189,6 +195,14 @@ def start_embedding() -> None:
         _WORKER.start()
 
 
+def embed_here() -> None:
+    """Make this process's embeddings in this process, not in dlib's own: for a process that
+    is given one core and does all its work on one thread (a batch worker of one thread), where
+    holding the GIL stops nothing and a second process would take a core nobody gave it."""
+    with _LOCK:
+        _WORKER.stay_here()
+
+
 def embed(face: np.ndarray) -> np.ndarray:
     """128-d embedding of a canonical crop wearing the neutral covering (dlib's, computed in
     its own process; here when that cannot run)."""
@@ -200,6 +214,27 @@ def embed(face: np.ndarray) -> np.ndarray:
         dlib, shape_model, rec = _dlib_models()
         shape = shape_model(rgb, dlib.rectangle(*_BOX))
         return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
+
+
+_REFERENCES: dict[bytes, np.ndarray] = {}  # digest of a reference crop -> its embedding
+_REFERENCES_KEPT = 64
+
+
+def _reference_embedding(face: np.ndarray) -> np.ndarray:
+    """embed() of a reference photo's crop, made once per process: every gate built for the
+    same references (each batch segment, each live session) reads them again."""
+    key = hashlib.sha256(np.ascontiguousarray(face).tobytes()).digest() + bytes(
+        str(face.shape), "ascii"
+    )
+    with _LOCK:
+        known = _REFERENCES.get(key)
+    if known is None:
+        known = embed(face)
+        with _LOCK:
+            if len(_REFERENCES) >= _REFERENCES_KEPT:
+                _REFERENCES.pop(next(iter(_REFERENCES)))
+            _REFERENCES[key] = known
+    return known.copy()
 
 
 @dataclass
@@ -230,7 +265,11 @@ class IdentityGate:
         self.keep = float(keep)
         self.settle = max(1, int(settle))
         self.every = max(1, int(every))
-        self._people = {name: [embed(c) for c in crops] for name, crops in people.items() if crops}
+        self._people = {
+            name: [_reference_embedding(c) for c in crops]
+            for name, crops in people.items()
+            if crops
+        }
         self._tracks: dict[int, _Track] = {}
         self.looks = 0  # embeddings computed for faces (benchmarks report the cost)
 
