@@ -1,9 +1,18 @@
 """The invisible watermark: which placement survives compositing, re-encoding, scaling and
 cutting, what it costs in PSNR, and how often unmarked pictures pass for marked.
 
-Placements (each computes the mark of the painted patch on keyframes, off the frame loop;
-the compositor adds it over the face's whole crop on every frame the patch reaches):
-- riva (the default): RivaGAN on the canonical crop resized so that one pixel of its pattern
+Placements:
+- frame (the default, provenance.engine "frame"): the spread-spectrum mark in the whole frame
+  of every painted frame (lostface.provenance.framemark). Restored twice (unmarked and
+  marked) from the masked stage clip and from the demo's masked carphone clip, each read by
+  `lostface verify`'s own code directly, after H.264 CRF 28, after scaling to half size (at
+  CRF 20 and at CRF 28) and in its middle 3 seconds; PSNR and pixels moved by more than 2
+  levels against the unmarked run; its frame-loop cost at 640x480 and 1280x720; false
+  positives over the unmarked clips and frames below.
+The face placements (provenance.engine "faces": each computes the mark of the painted patch on
+keyframes, off the frame loop; the compositor adds it over the face's whole crop on every
+frame the patch reaches):
+- riva: RivaGAN on the canonical crop resized so that one pixel of its pattern
   covers about 2 frame pixels (watermark.geometry_for), its residual doubled
   (DEFAULT_STRENGTH); rivax3 / rivax1: tripled / as RivaGAN makes it;
 - riva64 / riva128: the crop resized to 64 / 128 pixels wide whatever the face's size;
@@ -22,7 +31,7 @@ masked version re-encoded, carphone, and clips cut from ../shared/data photos, 1
 frames each) judged as files, and
 1,000+ unmarked frames (the same photos and video frames) judged one by one as photos.
 
-    python bench/provenance.py [--placements riva,rivax3,riva128,dwtdct] [--frames 96]
+    python bench/provenance.py [--placements frame,riva,rivax3,riva128,dwtdct] [--frames 96]
 
 Writes bench/results/provenance.json.
 """
@@ -449,11 +458,177 @@ def compositor_cost(detector, runs: int = 400) -> dict:
     return out
 
 
+# --- the frame mark ----------------------------------------------------------------------------
+FRAME_VARIANTS = (
+    ("direct", None),
+    ("crf28", {"crf": 28}),
+    ("half", {"scale": 0.5}),
+    ("half_crf28", {"scale": 0.5, "crf": 28}),
+    ("cut3s", {"cut": 3.0}),
+)
+
+
+def _demo_masked() -> Path:
+    """The demo's footage (carphone, 176x144) with synthetic masks, as `make demo` makes it."""
+    from lostface.demo import carphone_path, mask_video
+
+    out = RESULTS / "provenance" / "carphone_masked.mp4"
+    if not out.exists():
+        settings = load_settings(overrides=["output.progress=false"])
+        tmp = out.with_name(".carphone_masked.mp4")
+        mask_video(carphone_path(), tmp, settings, build_detector(settings), "surgical")
+        tmp.rename(out)
+    return out
+
+
+def run_frame(name: str, masked: Path, ref: Path | None, detector, max_frames: int) -> dict:
+    """One clip restored unmarked and with the frame mark; PSNR, pixels moved, and verify's
+    verdict on the marked file and what a viewer's tools make of it."""
+    from lostface.provenance.framemark import FrameMarker
+    from lostface.provenance.verify import FRAME_READS, read_frame_mark
+
+    work = RESULTS / "provenance"
+    work.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(overrides=["output.progress=false", "provenance.watermark=false"])
+    outs = {}
+    rows: dict = {}
+    for marked in (False, True):
+        stages = build_stages(settings, [ref] if ref else [], detector=detector)
+        stages.marker = FrameMarker(RUN_ID) if marked else None
+        out = work / f"frame_{name}_{'marked' if marked else 'plain'}.mp4"
+        stats = process_video(masked, out, settings, stages, synchronous=True)
+        outs[marked] = out
+        if marked:
+            rows["frames"] = stats.frames
+            rows["frames_marked"] = stages.marker.marked  # type: ignore[union-attr]
+    a, b = read_frames(outs[False]), read_frames(outs[True])
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if not np.array_equal(x, y)]
+    # the mark itself: added to the unmarked output's frames, before any encoder sees it
+    mark = FrameMarker(RUN_ID)
+    raw = []
+    for x in a[:: max(1, len(a) // 30)]:
+        y = x.copy()
+        mark.apply(y)
+        raw.append(psnr(x, y))
+    rows["psnr_mark_on_frames_median_db"] = float(np.median(raw))
+    rows["psnr_mark_on_frames_min_db"] = float(np.min(raw))
+    # the two files: the mark and what the encoder makes of two different inputs
+    frame_psnr = [psnr(x, y) for x, y in pairs]
+    moved = [float((np.abs(x.astype(np.int16) - y).max(2) > 2).mean()) for x, y in pairs]
+    rows["psnr_marked_frames_median_db"] = float(np.median(frame_psnr)) if pairs else None
+    rows["psnr_marked_frames_min_db"] = float(np.min(frame_psnr)) if pairs else None
+    rows["share_of_pixels_moved_over_2_levels_max"] = float(np.max(moved)) if pairs else None
+    if pairs:
+        k = len(pairs) // 2
+        x, y = pairs[k]
+        d = np.clip(128 + 32 * (y.astype(np.int16) - x.astype(np.int16)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(work / f"frame_{name}_mark.png"), np.hstack([x, y, d]))
+    rows["read"] = {}
+    for variant, kw in FRAME_VARIANTS:
+        path = outs[True]
+        if kw is not None:
+            path = work / f"frame_{name}_{variant}.mp4"
+            transcode(outs[True], path, **kw)
+        t0 = time.perf_counter()
+        r = read_frame_mark(path, "video", FRAME_READS * max_frames)
+        rows["read"][variant] = {
+            "found": r.found,
+            "z": r.z,
+            "chance": r.chance,
+            "run_id": None if r.run_id is None else f"{r.run_id:03x}",
+            "header_errors": r.header_errors,
+            "frames_read": r.frames,
+            "per_frame_bit_accuracy": r.bit_accuracy,
+            "read_s": time.perf_counter() - t0,
+        }
+        x = rows["read"][variant]
+        print(
+            f"  frame {name:<9} {variant:<10} {'FOUND' if x['found'] else 'missed'} z {x['z']:5.1f}"
+            f" chance {x['chance']:.1e} run {x['run_id']} ({x['header_errors']} header bits off;"
+            f" each frame alone {x['per_frame_bit_accuracy'] or 0:.2f} of the bits), "
+            f"{x['frames_read']} frames read in {x['read_s']:.1f} s",
+            flush=True,
+        )
+    print(
+        f"  frame {name:<9} PSNR of the mark on frames {rows['psnr_mark_on_frames_median_db']:.1f}"
+        f" dB median ({rows['psnr_mark_on_frames_min_db']:.1f} lowest); the two files "
+        f"{rows['psnr_marked_frames_median_db']:.1f} dB median, "
+        f"{rows['psnr_marked_frames_min_db']:.1f} lowest over {len(pairs)} frames that differ; "
+        "pixels moved by more than 2 levels: "
+        f"{rows['share_of_pixels_moved_over_2_levels_max']:.4f}",
+        flush=True,
+    )
+    return rows
+
+
+def frame_false_positives(masked: Path, max_frames: int) -> dict:
+    """The frame mark's verdict on the unmarked clips (as files, verify's code) and frames (as
+    photos, one by one)."""
+    from lostface.provenance.framemark import frame_cells
+    from lostface.provenance.verify import FRAME_READS, judge_frame_mark, read_frame_mark
+
+    clips, frames = unmarked_sets(masked)
+    clip_rows = []
+    for name, path in clips:
+        r = read_frame_mark(path, "video", FRAME_READS * max_frames)
+        clip_rows.append({"clip": name, "found": r.found, "z": r.z, "chance": r.chance})
+    zs, found = [], 0
+    # one by one: the photos and every frame of every unmarked clip
+    pictures = [img for name, img in frames if "#" not in name]
+    for _name, path in clips:
+        pictures += read_frames(path)
+    for img in pictures:
+        r = judge_frame_mark([frame_cells(img)], 1)
+        zs.append(r.z)
+        found += int(r.found)
+    z = np.array([v for v in zs if v is not None])
+    row = {
+        "clips": len(clips),
+        "clips_judged_marked": sum(r["found"] for r in clip_rows),
+        "largest_z_clips": max(r["z"] for r in clip_rows if r["z"] is not None),
+        "frames": len(pictures),
+        "frames_judged_marked": found,
+        "frame_z_mean": float(z.mean()),
+        "frame_z_std": float(z.std()),
+        "frame_z_max": float(z.max()),
+        "clip_rows": clip_rows,
+    }
+    print(
+        f"  frame false positives: {row['clips_judged_marked']} of {row['clips']} clips "
+        f"(largest z {row['largest_z_clips']:.1f}), {found} of {len(pictures)} frames (z mean "
+        f"{row['frame_z_mean']:.2f}, sd {row['frame_z_std']:.2f}, largest "
+        f"{row['frame_z_max']:.1f})",
+        flush=True,
+    )
+    return row
+
+
+def frame_cost(runs: int = 300) -> dict:
+    """What marking a frame costs in the frame loop (FrameMarker.apply), 640x480 and 1280x720."""
+    from lostface.provenance.framemark import FrameMarker
+
+    out = {}
+    photo = cv2.imread(str(SHARED / "identity" / "stage_clip_reference.png"))
+    for w, h in ((640, 480), (1280, 720)):
+        frame = cv2.resize(photo, (w, h))
+        marker = FrameMarker(RUN_ID)
+        marker.apply(frame.copy())  # the pattern of this size, made once
+        times = []
+        for _ in range(runs):
+            img = frame.copy()
+            t0 = time.perf_counter()
+            marker.apply(img)
+            times.append(time.perf_counter() - t0)
+        out[f"{w}x{h}"] = 1000 * float(np.median(times))
+        print(f"  frame mark at {w}x{h}: {out[f'{w}x{h}']:.2f} ms per frame", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--placements", default="riva,rivax3,riva128,dwtdct")
+    ap.add_argument("--placements", default="frame,riva,rivax3,riva128,dwtdct")
     ap.add_argument("--frames", type=int, default=96, help="frames verify samples per clip")
     ap.add_argument("--no-false-positives", action="store_true")
     args = ap.parse_args()
@@ -467,13 +642,32 @@ def main() -> None:
     masked, _ = prepare(src)
     detector = build_detector(load_settings())
     report: dict = {"run_id": f"{RUN_ID:03x}", "frames_sampled": args.frames, "placements": {}}
+    names = args.placements.split(",")
+    unknown = [n for n in names if n != "frame" and n not in PLACEMENTS]
+    if unknown:
+        sys.exit(f"--placements takes frame, {', '.join(PLACEMENTS)}; not {', '.join(unknown)}.")
     print("frame loop cost:", flush=True)
-    report["compositor"] = compositor_cost(detector)
-    for name in args.placements.split(","):
+    if "frame" in names:
+        report["frame_mark_ms"] = frame_cost()
+    if any(n != "frame" for n in names):
+        report["compositor"] = compositor_cost(detector)
+    for name in names:
+        if name == "frame":
+            print("frame:", flush=True)
+            row = {
+                "stage_clip": run_frame("stage", masked, ref, detector, args.frames),
+                "carphone": run_frame("carphone", _demo_masked(), None, detector, args.frames),
+            }
+            if not args.no_false_positives:
+                row["false_positives"] = frame_false_positives(masked, args.frames)
+            report["placements"]["frame"] = row
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / "provenance.json").write_text(json.dumps(report, indent=2))
+            continue
         p = PLACEMENTS[name]
         print(f"{name}:", flush=True)
         row = run_placement(p, masked, ref, detector, args.frames)
-        if not args.no_false_positives and name == args.placements.split(",")[0]:
+        if not args.no_false_positives and name == [n for n in names if n != "frame"][0]:
             row["false_positives"] = false_positives(p, detector, masked, args.frames)
         report["placements"][name] = row
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -589,8 +589,12 @@ def run_batch(
     t0 = time.perf_counter()
     client = cluster = None
     try:
+        shash = settings_hash(settings)  # before a random run id is drawn: reruns resume
+        if settings.provenance.watermark:
+            from lostface.provenance import settle_run_id
+
+            settle_run_id(settings)  # one id for every segment of every file of the batch
         text = dump_toml(settings)
-        shash = settings_hash(settings)
         taken: set[Path] = set()
         todo: list[tuple[Path, Path, str, list[Segment]]] = []
         for src in files:

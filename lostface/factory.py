@@ -11,6 +11,7 @@ import numpy as np
 
 from lostface.config import Settings
 from lostface.pipeline import Pipeline, Stages
+from lostface.provenance import build_frame_marker
 from lostface.registry import (
     build_detector,
     build_painter,
@@ -121,6 +122,7 @@ def build_stages(
         policy=ThresholdKeyframePolicy(settings.keyframe),
         painter=build_painter(settings, bank, restorer, footage=footage),
         compositor=PatchCompositor(settings, build_follow(settings)),
+        marker=build_frame_marker(settings),
     )
 
 

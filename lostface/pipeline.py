@@ -32,6 +32,7 @@ import numpy as np
 
 from lostface.config import Settings
 from lostface.frame import Detections, FaceTrack, Frame, Patch
+from lostface.provenance.framemark import FrameMarker
 from lostface.restore import align
 from lostface.restore.painter import Painted, Painter, PaintJob
 from lostface.stages import (
@@ -55,6 +56,8 @@ class Stages:
     policy: KeyframePolicy
     painter: Painter  # the keyframe work: segment, upscale, restore
     compositor: Compositor
+    # marks every frame a face was painted on (provenance.watermark; a FrameMarker)
+    marker: FrameMarker | None = None
 
 
 @dataclass(slots=True)
@@ -548,6 +551,8 @@ class Pipeline:
             compositor.begin_frame(out.frame.index)
             for track, patch in paints:
                 compositor.composite(out.frame.image, track, patch)
+            if paints and self.stages.marker is not None:
+                self.stages.marker.apply(out.frame.image)
             if overlay:
                 draw_overlay(out.frame.image, out, patches.get)
             for t in dead:

@@ -22,7 +22,9 @@ class ImageResult:
 
 
 def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> ImageResult:
-    """Restore every masked face of one BGR image; unmasked faces stay pixel for pixel.
+    """Restore every masked face of one BGR image; unmasked faces stay pixel for pixel (a
+    photo where a face was painted carries the watermark, stages.marker: no pixel moved by
+    more than 2 levels).
 
     Faces are numbered by their detection order; nothing is carried over from an earlier call
     (the painter's and the compositor's per-face state is reset first)."""
@@ -45,6 +47,8 @@ def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> Imag
             stages.compositor.composite(
                 out, FaceTrack(i, dets.boxes[i], dets.landmarks[i]), painted.patch
             )
+    if patches and stages.marker is not None:
+        stages.marker.apply(out)
     if settings.output.debug_overlay:
         by_id = {p.track_id: p for p in patches}
         draw_overlay(out, Output(Frame(out), views), by_id.get)

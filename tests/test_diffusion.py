@@ -181,8 +181,8 @@ def test_a_whole_photo_changes_only_under_the_patch(tiny_models, masked):
     from lostface.restore_image import restore_image
 
     image, lm, covered = masked
-    # by default (no invisible watermark) nothing changes beyond the patch
-    settings = tiny_settings(tiny_models)
+    # without the invisible watermark nothing changes beyond the patch
+    settings = tiny_settings(tiny_models, "provenance.watermark=false")
     result = restore_image(image, build_stages(settings), settings)
     assert result.masked == 1 and len(result.patches) == 1
     patch = result.patches[0]
@@ -200,9 +200,16 @@ def test_a_whole_photo_changes_only_under_the_patch(tiny_models, masked):
     changed = np.any(result.image != image, axis=2)
     assert changed[covered].mean() > 0.9
     assert not changed[~support].any()
-    # with the watermark (provenance.watermark), the rest of the face's crop changes by a level
-    # or two and nothing outside it changes
-    marked = tiny_settings(tiny_models, "provenance.watermark=true")
+    # with the default watermark (the frame mark) every pixel outside the patch moves by at
+    # most 2 levels, and the painting is the same
+    framed = restore_image(image, build_stages(tiny_settings(tiny_models)), settings).image
+    diff = np.abs(framed.astype(np.int16) - image.astype(np.int16)).max(axis=2)
+    assert diff[~support].max() <= 2 and diff[~support].any()
+    again = np.abs(framed.astype(np.int16) - result.image.astype(np.int16)).max(axis=2)
+    assert again.max() <= 2
+    # with RivaGAN's mark in the faces (provenance.engine "faces"), the rest of the face's crop
+    # changes by a level or two and nothing outside it changes
+    marked = tiny_settings(tiny_models, 'provenance.engine="faces"')
     out = restore_image(image, build_stages(marked), marked).image
     crop = footprint(np.ones(align.CANON_SHAPE, bool))
     diff = np.abs(out.astype(np.int16) - image.astype(np.int16)).max(axis=2)

@@ -155,7 +155,9 @@ def test_loop_restores_a_masked_face(astronaut_bgr):
     for f in late:
         c = covered[f.index]
         assert not np.array_equal(f.image[c], frames[f.index][c])
-        assert np.array_equal(f.image[~_near(c)], frames[f.index][~_near(c)])
+        # beyond the covering only the invisible watermark (at most 2 levels) moves a pixel
+        away = ~_near(c)
+        assert np.abs(f.image[away].astype(np.int16) - frames[f.index][away]).max() <= 2
 
 
 def _near(covered: np.ndarray) -> np.ndarray:

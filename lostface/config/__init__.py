@@ -300,15 +300,18 @@ class ProvenanceSettings:
     """How outputs say that their faces were painted (lostface.provenance; `lostface verify`
     reads it back)."""
 
-    # RivaGAN's invisible 32-bit mark in every painted patch (keyframes only, off the frame
-    # loop); it reaches files, photos and live output with the patch. Off by default: the mark
-    # spans the face's whole crop, so it changes the visible eyes and brows by a level or two
-    # (bench/paint_region.py), where lostface otherwise leaves every pixel the covering does
-    # not hide as it was
-    watermark: bool = False
+    # an invisible 32-bit mark in every frame where a face was painted (files, photos and live
+    # output alike); lostface verify reads it back
+    watermark: bool = True
+    # "frame": a spread-spectrum mark in the whole frame's brightness, no pixel moved by more
+    # than 2 levels (lostface.provenance.framemark); "faces": RivaGAN's learned mark in every
+    # painted patch, which spans the face's crop and so changes the visible eyes and brows too,
+    # and is lost when the file is scaled to half size (bench/provenance.py)
+    engine: str = "frame"
     # the mark's run id (3 hex digits); empty: a new random one per run, saved with the config
     run_id: str = ""
-    strength: float = 2.0  # RivaGAN's residual scaled (1: as trained; bench/provenance.py)
+    amplitude: float = 2.0  # frame: the mark's strength in levels (clipped at 2; less in the dark)
+    strength: float = 2.0  # faces: RivaGAN's residual scaled (1: as trained)
     metadata: bool = True  # files: a tag in the container (comment) or the photo (PNG/JPEG)
     c2pa: bool = False  # files: signed C2PA content credentials (needs cert and key)
     cert: str = ""  # PEM certificate chain (signing certificate first) for c2pa
@@ -580,6 +583,14 @@ def validate(s: Settings) -> None:
         (
             0.25 <= s.provenance.strength <= 4.0,
             "provenance.strength must lie between 0.25 and 4",
+        ),
+        (
+            s.provenance.engine in ("frame", "faces"),
+            f"provenance.engine must be frame or faces, not {s.provenance.engine!r}",
+        ),
+        (
+            0.5 <= s.provenance.amplitude <= 3.0,
+            "provenance.amplitude must lie between 0.5 and 3 (levels)",
         ),
         (
             _is_run_id(s.provenance.run_id),

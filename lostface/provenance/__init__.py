@@ -1,7 +1,8 @@
 """Marking what is painted: an invisible watermark in every painted patch, a metadata tag and
 optional C2PA content credentials on output files, and `lostface verify` to read them back.
 
-    marker = build_marker(settings)            # the painter marks each patch (keyframes only)
+    frame_marker = build_frame_marker(settings)   # marks every frame a face was painted on
+    marker = build_marker(settings)            # provenance.engine="faces": each painted patch
     prov = OutputProvenance.from_settings(settings, run_id)   # before any work: certs checked
     writer_metadata = prov.video_tags()        # written into the container's header
     prov.finish_video(tmp_path, painted, title)   # untag (nothing painted) and/or sign
@@ -31,26 +32,40 @@ def _say_once(text: str, level: int = logging.WARNING) -> None:
         log.log(level, text)
 
 
-def build_marker(settings: Settings):
-    """The patch marker of provenance.watermark (a PatchMarker), or None when it is off or its
-    weights are not installed (one warning that says how to add them).
+def settle_run_id(settings: Settings) -> int:
+    """The run's id; a run without provenance.run_id gets a random one, written back into the
+    settings so that the configuration saved beside the output reproduces the run exactly."""
+    from lostface.provenance.watermark import new_run_id
 
-    A run without provenance.run_id gets a random one, written back into the settings so that
-    the configuration saved beside the output reproduces the run exactly."""
-    if not settings.provenance.watermark:
+    if not settings.provenance.run_id:
+        settings.provenance.run_id = f"{new_run_id():03x}"
+    return int(settings.provenance.run_id, 16)
+
+
+def build_frame_marker(settings: Settings):
+    """The frame marker (lostface.provenance.framemark.FrameMarker) of provenance.watermark
+    with the "frame" engine, or None."""
+    if not settings.provenance.watermark or settings.provenance.engine != "frame":
         return None
-    from lostface.provenance.watermark import PatchMarker, new_run_id
+    from lostface.provenance.framemark import FrameMarker
+
+    return FrameMarker(settle_run_id(settings), settings.provenance.amplitude)
+
+
+def build_marker(settings: Settings):
+    """The patch marker of provenance.watermark with the "faces" engine (a PatchMarker), or
+    None when it is off, another engine, or its weights are not installed (one warning that
+    says how to add them)."""
+    if not settings.provenance.watermark or settings.provenance.engine != "faces":
+        return None
+    from lostface.provenance.watermark import PatchMarker
 
     try:
         model = shared_rivagan()
     except ModelError as exc:
         _say_once(f"No invisible watermark in painted faces: {exc}")
         return None
-    if not settings.provenance.run_id:
-        settings.provenance.run_id = f"{new_run_id():03x}"
-    return PatchMarker(
-        model, int(settings.provenance.run_id, 16), strength=settings.provenance.strength
-    )
+    return PatchMarker(model, settle_run_id(settings), strength=settings.provenance.strength)
 
 
 _RIVAGAN = None

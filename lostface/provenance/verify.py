@@ -1,7 +1,13 @@
-"""Whether a file carries lostface's marks: the invisible watermark in its faces, the
-metadata tag, and C2PA content credentials.
+"""Whether a file carries lostface's marks: the invisible watermark, the metadata tag, and
+C2PA content credentials.
 
-The watermark is judged for the whole file from many faces: frames are sampled evenly, every
+The frame watermark (provenance.engine "frame", the default) is read from whole frames: up to
+FRAME_READS frames spread evenly over the file, judged together and in windows
+(lostface.provenance.framemark). Where it is not found, the faces are read for RivaGAN's mark
+(engine "faces"). Each test has its own false-alarm level (FRAME_FALSE_ALARM, FALSE_ALARM): an
+unmarked file passes one of them at most 1.1 times in 1,000.
+
+RivaGAN's watermark is judged for the whole file from many faces: frames are sampled evenly, every
 face found is aligned and read (lostface.provenance.watermark), and each face is followed over
 the sampled frames (boxes that overlap) and judged once, from its reads averaged over each of
 the mark's two turns (payload and complement): H.264 spoils single reads, the averages
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 # (bench/provenance.py counts how many do). A stricter level misses marks H.264 left 17 of 20
 # header bits of; 20 check bits make one face no surer than 2**-20 in any case
 FALSE_ALARM = 1e-3
+FRAME_FALSE_ALARM = 1e-4  # the frame mark's level (its bound already counts its windows)
+FRAME_READS = 4  # the frame mark is read from this many times --frames frames (cheap to read)
 MIN_CROP = 40  # frame pixels: faces whose canonical crop is narrower carry no readable mark
 MAX_FACES = 8  # faces read per frame, largest first
 PHASE_STEP = 2  # frames between the turn phases tried (neighbouring phases read alike)
@@ -70,10 +78,14 @@ class WatermarkReading:
     marked_faces: int = 0  # reads of the faces that carry the mark
     share: float = 0.0  # marked_faces / faces
     bit_accuracy: float | None = None  # mean share of a face's 32 bits equal to the payload
+    engine: str = "faces"  # which mark was read: "frame" or "faces" (provenance.engine)
+    z: float | None = None  # frame: the header's correlation in standard deviations
 
     def to_json(self) -> dict:
         return {
             "found": self.found,
+            "engine": self.engine,
+            "z": None if self.z is None else round(self.z, 2),
             "payload": None
             if self.mark is None
             else {
@@ -240,6 +252,62 @@ def judge(reads: list[FaceRead], frames: int) -> WatermarkReading:
     return r
 
 
+def judge_frame_mark(cells: list[np.ndarray], frames: int) -> WatermarkReading:
+    """The frame watermark's verdict from the cells (framemark.frame_cells) of a file's sampled
+    frames, in order; bit_accuracy: the mean share of each frame's own 32 bits that agree with
+    the payload read, over the frames of the best test."""
+    from lostface.provenance import framemark
+
+    r = WatermarkReading(frames=frames, engine="frame")
+    best, _ = framemark.judge_frames(cells)
+    if best is None:
+        return r
+    r.z, r.chance = best.z, best.chance
+    r.found = best.chance <= FRAME_FALSE_ALARM
+    r.mark, r.version, r.run_id = split_payload(best.bits)
+    r.header_errors = best.header_errors
+    if r.found:
+        r.marked_faces = best.frames  # frames of the best test (there are no faces here)
+        r.share = best.frames / max(1, frames)
+        each = cells[best.start : best.start + best.frames]
+        r.bit_accuracy = float(
+            np.mean([(framemark.mark_test(c).bits == best.bits).mean() for c in each])
+        )
+    return r
+
+
+def read_frame_mark(path: Path, kind: str, max_frames: int) -> WatermarkReading:
+    """The frame watermark of a photo, or of up to max_frames frames spread evenly over a
+    video."""
+    from lostface.frame import Frame
+    from lostface.provenance.framemark import frame_cells
+    from lostface.stream.image import read_image
+    from lostface.stream.video import VideoReader
+
+    if kind == "image":
+        return judge_frame_mark([frame_cells(read_image(path).bgr)], 1)
+    reader = VideoReader(path)
+    cells: list[np.ndarray] = []
+    try:
+        total = reader.info.frames or _estimate_frames(reader)
+        wanted = (
+            set(np.linspace(0, total - 1, min(total, max_frames)).round().astype(int).tolist())
+            if total
+            else None
+        )
+        for item in reader.items():
+            if not isinstance(item, Frame) or (wanted is not None and item.index not in wanted):
+                continue
+            cells.append(frame_cells(item.image))
+            if len(cells) >= max_frames:
+                break
+    finally:
+        reader.close()
+    if not cells:
+        raise InputError(f"{path} has no decodable video frames; the file looks corrupt.")
+    return judge_frame_mark(cells, len(cells))
+
+
 class WatermarkReader:
     """Reads lostface's watermark from the faces of photos and video frames."""
 
@@ -378,7 +446,15 @@ class Verdict:
             return f"{self.path}: error: {self.error}"
         parts = []
         wm = self.watermark
-        if wm is not None and wm.found:
+        if wm is not None and wm.found and wm.engine == "frame":
+            off = f", {wm.header_errors} of 20 header bits off" if wm.header_errors else ""
+            parts.append(
+                f"lostface watermark (run id read as {wm.run_id:03x}{off}; {wm.marked_faces} "
+                f"of {wm.frames} {'frames' if self.kind == 'video' else 'photo'} read together "
+                f"at {wm.z:.1f} standard deviations, each frame alone reads "
+                f"{(wm.bit_accuracy or 0):.0%} of the bits)"
+            )
+        elif wm is not None and wm.found:
             off = f", {wm.header_errors} of 20 header bits off" if wm.header_errors else ""
             parts.append(
                 f"lostface watermark (run id read as {wm.run_id:03x}{off}; "
@@ -387,7 +463,9 @@ class Verdict:
                 f"{(wm.bit_accuracy or 0):.0%} of their bits read)"
             )
         elif wm is not None:
-            parts.append(f"no watermark ({wm.faces} faces read in {wm.frames} frames)")
+            parts.append(
+                f"no watermark (read in {wm.frames} {'frames' if wm.frames > 1 else 'frame'})"
+            )
         elif self.watermark_error:
             parts.append("watermark not read (" + self.watermark_error.rstrip(".") + ")")
         parts.append(f"tag: lostface {self.tag_version}" if self.tag_version else "no lostface tag")
@@ -435,18 +513,24 @@ def verify_file(
     from lostface.stream.image import read_image
 
     kind = check_media(path)
-    v = Verdict(str(path), kind, watermark_error=watermark_error or None)
+    v = Verdict(str(path), kind)
     if kind == "image":
         data = path.read_bytes()
         image = read_image(path)  # InputError for a corrupt photo
         texts = metadata.image_texts(data)
-        if reader is not None:
-            v.watermark = judge(reader.read_image(image.bgr, jitter=True), 1)
     else:
         texts = list(metadata.video_tags(path).values())
+    v.watermark = read_frame_mark(path, kind, FRAME_READS * max_frames)
+    if not v.watermark.found:
+        # RivaGAN's mark in the faces (provenance.engine "faces"), when its weights are here
+        v.watermark_error = watermark_error or None
         if reader is not None:
-            reads, frames = reader.read_video(path, max_frames)
-            v.watermark = judge(reads, frames)
+            if kind == "image":
+                faces = judge(reader.read_image(image.bgr, jitter=True), 1)
+            else:
+                faces = judge(*reader.read_video(path, max_frames))
+            if faces.found:
+                v.watermark = faces
     for text in texts:
         version = metadata.parse_tag(text)
         if version is not None:
