@@ -213,9 +213,10 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
     tb = reader.info.time_base
     ahead = int(round(settings.keyframe.delay_frames * 2 / reader.info.rate / tb)) + 1
     first_pts = reader.video.start_time or 0
-    # a worker of one thread paints each keyframe in its frame loop: a keyframe thread beside
-    # it would take a share of a core the worker was not given (see _worker_threads)
-    pipe = Pipeline(settings, stages, synchronous=cores == 1)
+    # a worker of one thread detects and paints each keyframe in its frame loop: a detector or
+    # keyframe thread beside it would take a share of a core the worker was not given
+    one = cores == 1
+    pipe = Pipeline(settings, stages, synchronous=one, detect_ahead=0 if one else None)
     writer = VideoWriter(task.out, reader.info, settings.video, None)
     t0 = time.perf_counter()
     written = 0
