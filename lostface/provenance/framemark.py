@@ -7,10 +7,12 @@ aspect asks (about 11 pixels at 640x360), each cell a little brighter or darker:
 the three colour channels alike (so only brightness moves), smoothed across cells, `amplitude`
 levels strong where the picture is lit and fainter where it is dark (FrameMarker), and never
 more than LIMIT levels: no pixel moves by more than 2 levels (bench/paint_region.py counts a
-pixel as changed from 3); PSNR 46-52 dB. The cells are fractions of the frame, not pixels, so
-the mark scales with the picture; cells of 1/32 of the height survive H.264 at CRF 28 and a
-half-size scaling at 640x360 (bench/provenance.py). Marking a frame costs two saturating
-additions (the mark is made again only when the frame's size or brightness changes).
+pixel as changed from 3); PSNR about 50 dB at 640x360. Frames under 192 rows high (cells of
+under 6 pixels) get it stronger, still within 2 levels (SMALL): about 43 dB at 176x144. The
+cells are fractions of the frame, not pixels, so the mark scales with the picture; cells of
+1/32 of the height survive H.264 at CRF 28 and a half-size scaling (bench/provenance.py).
+Marking a frame costs two saturating additions (the mark is made again only when the frame's
+size or brightness changes).
 
 Reading: each frame's brightness is averaged per cell and each cell's mean minus the median of
 its four neighbours' kept (what the picture puts in a cell is mostly shared with its
@@ -46,6 +48,12 @@ _EPS = 0.05  # levels**2: floor of a cell's local magnitude (a flat, noiseless p
 _LOCAL = 0.7  # cells: the scale over which a cell's local magnitude is measured
 DARK = (16.0, 80.0)  # brightness (levels) from which the mark grows, and at which it is whole
 DARK_GAIN = 0.35  # the mark's share where the picture is darkest
+# frames under SMALL rows high have cells of under 6 pixels, which a codec's 4x4 and 8x8 blocks
+# smooth away: there the mark is SMALL_BOOST times as strong (up to LIMIT all the same, so most
+# of its pixels sit at +-2) and keeps SMALL_DARK_GAIN of it in the dark
+SMALL = 192
+SMALL_BOOST = 3.0
+SMALL_DARK_GAIN = 0.6
 GAIN_STEP = 8.0  # levels of a cell's brightness between the gains it can take
 REGAIN = 15  # frames between looks at the brightness (half a second at 30 frames/s)
 WINDOW = 48  # frames per window a file is also judged on (a clip painted only in part)
@@ -100,7 +108,8 @@ class FrameMarker:
         if gain is not None:
             cells = cells * gain
         smooth = cv2.resize(cells, (width, height), interpolation=cv2.INTER_CUBIC)
-        return np.clip(smooth * self.amplitude, -LIMIT, LIMIT)
+        boost = SMALL_BOOST if height < SMALL else 1.0
+        return np.clip(smooth * self.amplitude * boost, -LIMIT, LIMIT)
 
     def apply(self, image: np.ndarray) -> None:
         """Mark a BGR uint8 frame in place (saturating at black and white)."""
@@ -128,7 +137,8 @@ class FrameMarker:
         small = cv2.resize(image[::step, ::step], (cols, rows), interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
         steps = np.clip(np.round((grey - DARK[0]) / GAIN_STEP), 0, None)
-        return np.clip(steps * GAIN_STEP / (DARK[1] - DARK[0]), DARK_GAIN, 1.0)
+        floor = SMALL_DARK_GAIN if h < SMALL else DARK_GAIN
+        return np.clip(steps * GAIN_STEP / (DARK[1] - DARK[0]), floor, 1.0)
 
 
 def frame_cells(image: np.ndarray, grid_size: tuple[int, int] | None = None) -> np.ndarray:
