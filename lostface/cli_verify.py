@@ -1,5 +1,6 @@
 """`lostface verify FILE...`: whether each file says its faces were painted by lostface: the
-invisible watermark in its faces, the metadata tag, a valid C2PA manifest.
+invisible watermark in its frames (or RivaGAN's in its faces), the metadata tag, a valid C2PA
+manifest.
 
 Exit code: 0 when every file is marked, 1 when one is not, 2 when one could not be read (a
 missing, corrupt or non-media file); each file gets one summary line (or, with --json, one JSON
@@ -25,9 +26,10 @@ def add_verify_command(sub: argparse._SubParsersAction) -> None:
         "verify",
         help="say whether files carry lostface's marks (watermark, tag, C2PA)",
         description="For each video or photo: whether lostface's invisible watermark is in its "
-        "faces (with its payload and the share of faces that read it), whether it carries a "
-        "lostface metadata tag or a valid C2PA manifest, and one summary line. Exit code 0 when "
-        "every file is marked, 1 when one is not, 2 when one cannot be read.",
+        'frames (or, with provenance.engine="faces", in its faces), with its payload and how '
+        "strongly it reads, whether it carries a lostface metadata tag or a valid C2PA "
+        "manifest, and one summary line. Exit code 0 when every file is marked, 1 when one is "
+        "not, 2 when one cannot be read.",
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help="videos or photos")
     p.add_argument("--json", action="store_true", help="one JSON object per file and line")
@@ -36,7 +38,8 @@ def add_verify_command(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=96,
         metavar="N",
-        help="video frames read, spread evenly over the file (default 96)",
+        help="video frames read for the mark in faces, spread evenly over the file (default "
+        "96); the frame mark is read from 4 times as many",
     )
     add_config_args(p)
 
@@ -58,7 +61,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         reader = WatermarkReader(build_detector(settings), model)
     except ModelError as exc:
         reader_error = str(exc)
-        log.warning("The watermark is not read: %s", exc)
+        log.warning("RivaGAN's watermark in faces is not read: %s", exc)
     worst = 0
     for name in args.inputs:
         path = Path(name)
