@@ -530,7 +530,7 @@ def run_frame(name: str, masked: Path, ref: Path | None, detector, max_frames: i
             path = work / f"frame_{name}_{variant}.mp4"
             transcode(outs[True], path, **kw)
         t0 = time.perf_counter()
-        r = read_frame_mark(path, "video", FRAME_READS * max_frames)
+        r = read_frame_mark(path, FRAME_READS * max_frames)
         rows["read"][variant] = {
             "found": r.found,
             "z": r.z,
@@ -570,7 +570,7 @@ def frame_false_positives(masked: Path, max_frames: int) -> dict:
     clips, frames = unmarked_sets(masked)
     clip_rows = []
     for name, path in clips:
-        r = read_frame_mark(path, "video", FRAME_READS * max_frames)
+        r = read_frame_mark(path, FRAME_READS * max_frames)
         clip_rows.append({"clip": name, "found": r.found, "z": r.z, "chance": r.chance})
     zs, found = [], 0
     # one by one: the photos and every frame of every unmarked clip

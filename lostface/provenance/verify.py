@@ -19,6 +19,7 @@ together. How often unmarked footage passes is measured by bench/provenance.py.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import av
 import numpy as np
 
 from lostface.errors import InputError
+from lostface.frame import Frame
 from lostface.provenance import metadata
 from lostface.provenance.credentials import Credentials, read_credentials
 from lostface.provenance.watermark import (
@@ -276,35 +278,11 @@ def judge_frame_mark(cells: list[np.ndarray], frames: int) -> WatermarkReading:
     return r
 
 
-def read_frame_mark(path: Path, kind: str, max_frames: int) -> WatermarkReading:
-    """The frame watermark of a photo, or of up to max_frames frames spread evenly over a
-    video."""
-    from lostface.frame import Frame
+def read_frame_mark(path: Path, max_frames: int) -> WatermarkReading:
+    """The frame watermark of up to max_frames frames spread evenly over a video."""
     from lostface.provenance.framemark import frame_cells
-    from lostface.stream.image import read_image
-    from lostface.stream.video import VideoReader
 
-    if kind == "image":
-        return judge_frame_mark([frame_cells(read_image(path).bgr)], 1)
-    reader = VideoReader(path)
-    cells: list[np.ndarray] = []
-    try:
-        total = reader.info.frames or _estimate_frames(reader)
-        wanted = (
-            set(np.linspace(0, total - 1, min(total, max_frames)).round().astype(int).tolist())
-            if total
-            else None
-        )
-        for item in reader.items():
-            if not isinstance(item, Frame) or (wanted is not None and item.index not in wanted):
-                continue
-            cells.append(frame_cells(item.image))
-            if len(cells) >= max_frames:
-                break
-    finally:
-        reader.close()
-    if not cells:
-        raise InputError(f"{path} has no decodable video frames; the file looks corrupt.")
+    cells = [frame_cells(f.image) for f in sampled_frames(path, max_frames)]
     return judge_frame_mark(cells, len(cells))
 
 
@@ -361,31 +339,39 @@ class WatermarkReader:
     def read_video(self, path: Path, max_frames: int = 96) -> tuple[list[FaceRead], int]:
         """The faces of up to `max_frames` frames spread evenly over the video, read, and the
         number of frames sampled."""
-        from lostface.frame import Frame
-        from lostface.stream.video import VideoReader
-
-        reader = VideoReader(path)
-        try:
-            total = reader.info.frames or _estimate_frames(reader)
-            wanted = (
-                set(np.linspace(0, total - 1, min(total, max_frames)).round().astype(int).tolist())
-                if total
-                else set(range(0, 3 * max_frames, 3))
-            )
-            reads: list[FaceRead] = []
-            sampled = 0
-            for item in reader.items():
-                if not isinstance(item, Frame) or item.index not in wanted:
-                    continue
-                reads += self.read_image(item.image, item.index)
-                sampled += 1
-                if sampled >= max_frames:
-                    break
-        finally:
-            reader.close()
-        if sampled == 0:
-            raise InputError(f"{path} has no decodable video frames; the file looks corrupt.")
+        reads: list[FaceRead] = []
+        sampled = 0
+        for frame in sampled_frames(path, max_frames):
+            reads += self.read_image(frame.image, frame.index)
+            sampled += 1
         return reads, sampled
+
+
+def sampled_frames(path: Path, max_frames: int) -> Iterator[Frame]:
+    """Up to `max_frames` decoded frames spread evenly over a video (every third frame from the
+    start when its length is unknown); an InputError when none decodes."""
+    from lostface.stream.video import VideoReader
+
+    reader = VideoReader(path)
+    sampled = 0
+    try:
+        total = reader.info.frames or _estimate_frames(reader)
+        wanted = (
+            set(np.linspace(0, total - 1, min(total, max_frames)).round().astype(int).tolist())
+            if total
+            else set(range(0, 3 * max_frames, 3))
+        )
+        for item in reader.items():
+            if not isinstance(item, Frame) or item.index not in wanted:
+                continue
+            yield item
+            sampled += 1
+            if sampled >= max_frames:
+                break
+    finally:
+        reader.close()
+    if sampled == 0:
+        raise InputError(f"{path} has no decodable video frames; the file looks corrupt.")
 
 
 def _crop_width(landmarks: np.ndarray) -> float:
@@ -510,6 +496,7 @@ def verify_file(
     path: Path, reader: WatermarkReader | None, max_frames: int = 96, watermark_error: str = ""
 ) -> Verdict:
     """Watermark, tag and credentials of one file; bad input is an InputError."""
+    from lostface.provenance.framemark import frame_cells
     from lostface.stream.image import read_image
 
     kind = check_media(path)
@@ -518,9 +505,10 @@ def verify_file(
         data = path.read_bytes()
         image = read_image(path)  # InputError for a corrupt photo
         texts = metadata.image_texts(data)
+        v.watermark = judge_frame_mark([frame_cells(image.bgr)], 1)
     else:
         texts = list(metadata.video_tags(path).values())
-    v.watermark = read_frame_mark(path, kind, FRAME_READS * max_frames)
+        v.watermark = read_frame_mark(path, FRAME_READS * max_frames)
     if not v.watermark.found:
         # RivaGAN's mark in the faces (provenance.engine "faces"), when its weights are here
         v.watermark_error = watermark_error or None
