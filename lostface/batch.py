@@ -254,9 +254,9 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
 def _worker_threads() -> int:
     """The threads the Dask worker running this task has (0 outside a worker): decoder,
     encoder and OpenCV keep to them, so workers side by side do not fight over the cores. A
-    worker of one thread also keeps to one core: its keyframes are painted in the frame loop
-    and dlib's embeddings made in its own process (lostface.restore.identity.embed_here), not
-    in a thread and a process of their own beside it."""
+    worker of one thread also keeps to one core: dlib's embeddings are made in the worker
+    itself (lostface.restore.identity.embed_here), not in a process beside it, and
+    process_segment detects and paints keyframes in its frame loop."""
     try:
         from distributed import get_worker
 

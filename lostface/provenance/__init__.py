@@ -1,5 +1,6 @@
-"""Marking what is painted: an invisible watermark in every painted patch, a metadata tag and
-optional C2PA content credentials on output files, and `lostface verify` to read them back.
+"""Marking what is painted: an invisible watermark in every frame a face was painted on, a
+metadata tag and optional C2PA content credentials on output files, and `lostface verify` to
+read them back.
 
     frame_marker = build_frame_marker(settings)   # marks every frame a face was painted on
     marker = build_marker(settings)            # provenance.engine="faces": each painted patch

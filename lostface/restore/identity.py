@@ -205,7 +205,7 @@ def embed_here() -> None:
 
 def embed(face: np.ndarray) -> np.ndarray:
     """128-d embedding of a canonical crop wearing the neutral covering (dlib's, computed in
-    its own process; here when that cannot run)."""
+    its own process; here when that cannot run, or after embed_here)."""
     rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
     with _LOCK:  # one at a time; also loads the models once when two threads need them first
         d = _WORKER.descriptor(rgb)
