@@ -7,8 +7,10 @@ Placements:
   marked) from the masked stage clip and from the demo's masked carphone clip, each read by
   `lostface verify`'s own code directly, after H.264 CRF 28, after scaling to half size (at
   CRF 20 and at CRF 28) and in its middle 3 seconds; PSNR and pixels moved by more than 2
-  levels against the unmarked run; its frame-loop cost at 640x480 and 1280x720; false
-  positives over the unmarked clips and frames below.
+  levels against the unmarked run; the unmarked output's frames through H.264 (CRF 18) with
+  and without the mark, against those frames (what a viewer sees); 40 masked photos marked
+  and read one by one (PNG, JPEG, halved JPEG); its frame-loop cost at 640x480 and 1280x720;
+  false positives over the unmarked clips and frames below.
 The face placements (provenance.engine "faces": each computes the mark of the painted patch on
 keyframes, off the frame loop; the compositor adds it over the face's whole crop on every
 frame the patch reaches):
@@ -517,6 +519,17 @@ def run_frame(name: str, masked: Path, ref: Path | None, detector, max_frames: i
     moved = [float((np.abs(x.astype(np.int16) - y).max(2) > 2).mean()) for x, y in pairs]
     rows["psnr_marked_frames_median_db"] = float(np.median(frame_psnr)) if pairs else None
     rows["psnr_marked_frames_min_db"] = float(np.min(frame_psnr)) if pairs else None
+    # what a viewer sees: the unmarked output's frames through H.264 (CRF 18) as they are and
+    # with the mark, each against those frames before the encoder
+    marked_a = []
+    for x in a:
+        y = x.copy()
+        mark.apply(y)
+        marked_a.append(y)
+    for key, frames in (("psnr_encoded_unmarked_db", a), ("psnr_encoded_marked_db", marked_a)):
+        enc = work / f"frame_{name}_{key}.mp4"
+        encode_frames(frames, enc, crf=18)
+        rows[key] = float(np.median([psnr(x, y) for x, y in zip(a, read_frames(enc), strict=True)]))
     rows["share_of_pixels_moved_over_2_levels_max"] = float(np.max(moved)) if pairs else None
     if pairs:
         k = len(pairs) // 2
@@ -550,6 +563,12 @@ def run_frame(name: str, masked: Path, ref: Path | None, detector, max_frames: i
             flush=True,
         )
     print(
+        f"  frame {name:<9} through H.264 CRF 18 against the unmarked frames: "
+        f"{rows['psnr_encoded_unmarked_db']:.1f} dB unmarked, {rows['psnr_encoded_marked_db']:.1f}"
+        " dB marked",
+        flush=True,
+    )
+    print(
         f"  frame {name:<9} PSNR of the mark on frames {rows['psnr_mark_on_frames_median_db']:.1f}"
         f" dB median ({rows['psnr_mark_on_frames_min_db']:.1f} lowest); the two files "
         f"{rows['psnr_marked_frames_median_db']:.1f} dB median, "
@@ -559,6 +578,60 @@ def run_frame(name: str, masked: Path, ref: Path | None, detector, max_frames: i
         flush=True,
     )
     return rows
+
+
+def encode_frames(frames: list[np.ndarray], dst: Path, crf: int) -> None:
+    """BGR frames into an H.264 file (30 frames/s)."""
+    with av.open(str(dst), "w") as o:
+        s = o.add_stream("libx264", rate=30)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        s.codec_context.options = {"crf": str(crf), "preset": "veryfast"}
+        for k, img in enumerate(frames):
+            g = av.VideoFrame.from_ndarray(img, format="bgr24")
+            g.pts = k
+            for p in s.encode(g):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+
+
+def frame_photos(n: int = 40) -> dict:
+    """The frame mark in single photos: n masked photos (spread over the folder) marked, read
+    as PNG, as JPEG (quality 80) and halved as JPEG, each photo alone."""
+    from lostface.provenance.framemark import FrameMarker, frame_cells
+    from lostface.provenance.verify import judge_frame_mark
+
+    paths = sorted(p for p in (SHARED / "masked").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    paths = paths[:: max(1, len(paths) // n)][:n]
+    marker = FrameMarker(RUN_ID)
+
+    def jpeg(img: np.ndarray) -> np.ndarray:
+        return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])[1], 1)
+
+    found = {"png": 0, "jpeg80": 0, "half_jpeg80": 0}
+    zs: dict[str, list[float]] = {k: [] for k in found}
+    for p in paths:
+        img = cv2.imread(str(p))
+        marker.apply(img)
+        h, w = img.shape[:2]
+        half = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        for key, seen in (("png", img), ("jpeg80", jpeg(img)), ("half_jpeg80", jpeg(half))):
+            r = judge_frame_mark([frame_cells(seen)], 1)
+            found[key] += int(r.found)
+            zs[key].append(r.z or 0.0)
+    row = {
+        "photos": len(paths),
+        "found": found,
+        "median_z": {k: float(np.median(v)) for k, v in zs.items()},
+    }
+    print(
+        f"  frame mark in single photos: found in {found['png']} of {len(paths)} as PNG, "
+        f"{found['jpeg80']} as JPEG, {found['half_jpeg80']} halved as JPEG (median z "
+        f"{row['median_z']['png']:.1f})",
+        flush=True,
+    )
+    return row
 
 
 def frame_false_positives(masked: Path, max_frames: int) -> dict:
@@ -657,6 +730,7 @@ def main() -> None:
             row = {
                 "stage_clip": run_frame("stage", masked, ref, detector, args.frames),
                 "carphone": run_frame("carphone", _demo_masked(), None, detector, args.frames),
+                "photos": frame_photos(),
             }
             if not args.no_false_positives:
                 row["false_positives"] = frame_false_positives(masked, args.frames)
