@@ -314,6 +314,32 @@ def test_masks_on_turned_faces_in_real_footage_are_found(
     assert min(ious) > 0.5 and np.mean(ious) > 0.8, ious
 
 
+def test_open_faces_in_profile_in_real_footage_are_not_covered(
+    detector, segmenter: GeometrySegmenter
+) -> None:
+    """A man seen nearly in profile (the stage clip's second shot), unmasked: the chin zone
+    beside his jaw shows his beard and the dark crowd behind him, his near cheek his skin.
+    A covering would hide the near cheek too, so that cheek must agree before the face is
+    judged covered."""
+    from lostface.restore.align import apply, yaw_proxy
+    from lostface.stream.video import read_frames
+
+    frames = read_frames(shared_path("video", "stage_clip.mp4"))
+    judged = 0
+    for i in (46, 48, 50, 70, 72, 74):
+        dets = detector.detect(frames[i])
+        wide = (dets.boxes[:, 0] > 380) & (dets.boxes[:, 2] - dets.boxes[:, 0] > 70)
+        for k in np.nonzero(wide)[0]:
+            lm = dets.landmarks[k]
+            if yaw_proxy(lm) > -0.4:
+                continue
+            m = to_canonical(lm)
+            cover = segmenter.segment(warp_to_canonical(frames[i], m), apply(m, lm[:5]))
+            assert not cover.covered, (i, cover.score)
+            judged += 1
+    assert judged >= 4  # the detector finds him turned on most of these frames
+
+
 def _zones_painted(face: np.ndarray, zones: list[int], colour=(40, 40, 40)) -> np.ndarray:
     """The face with some of the presence zones (0 left cheek, 1 right cheek, 2 chin) painted
     over with a flat, dark colour: a microphone or a hand held in front of part of the face."""

@@ -59,6 +59,8 @@ _CHROMA_SPREAD = 0.01  # floor of the skin's chromaticity spread
 # (a glasses rim, a crease) steps up and down again and adds little.
 _EDGE_ROWS = (114, 162)
 _EDGE_COLS = (*range(66, 108, 2), *range(150, 192, 2))
+# a turned face's near side alone (index: 0 when the nose points to the image's left)
+_EDGE_COLS_NEAR = (tuple(range(150, 192, 2)), tuple(range(66, 108, 2)))
 _EDGE_SPAN = 8
 _FOREHEAD = np.s_[52:80, 100:156]  # rows, columns of the crop
 _EDGE_FROM = 0.3
@@ -369,7 +371,7 @@ class GeometrySegmenter(Segmenter):
                 f"segment needs an aligned {CANON_SIZE}x{CANON_HEIGHT} BGR uint8 face crop "
                 "(see lostface.restore.align.warp_to_canonical)"
             )
-        zones, near = self._zones, None
+        zones, near, edge_cols = self._zones, None, _EDGE_COLS
         if landmarks is not None:
             yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
             if abs(yaw) > _MAX_TURN:
@@ -379,6 +381,9 @@ class GeometrySegmenter(Segmenter):
                 # the far cheek's zone shows the background or hair beside a turned face
                 zones = self._zones_turned[0 if yaw < 0 else 1]
                 near = self._near_cheek[0 if yaw < 0 else 1]
+                # and the far side's columns cross the face's outline against what lies
+                # beside it: only the near cheek's rim counts
+                edge_cols = _EDGE_COLS_NEAR[0 if yaw < 0 else 1]
         # the decision reads few pixels (the zones, lips, nostrils): distances there only
         lab, models = self._skin_lab(face)
         dist = _nearest(lab, models, self._judged)
@@ -394,7 +399,7 @@ class GeometrySegmenter(Segmenter):
             evidence = far if lower_l >= _MIN_COVER_L else 0.0
         else:
             evidence = self._evidence(dist, zones, near)
-            edge = self._edge_step(face)
+            edge = self._edge_step(face, edge_cols)
             evidence += _EDGE_WEIGHT * float(np.clip(edge - _EDGE_FROM, 0.0, _EDGE_CAP))
             brighter = float(np.median(lab[..., 0][zones])) - skin_l
             if chroma < _SHADE_CHROMA and brighter > _SHADE_LOG_L:
@@ -430,13 +435,13 @@ class GeometrySegmenter(Segmenter):
             hard = self._cut(face, hard, bound)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
 
-    def _edge_step(self, face: np.ndarray) -> float:
+    def _edge_step(self, face: np.ndarray, columns: tuple[int, ...] = _EDGE_COLS) -> float:
         """How sharply lightness steps across the cheeks (median over columns of each
         column's largest step), over the forehead's lightness: a covering's rim."""
         lab_l = cv2.cvtColor(face, cv2.COLOR_BGR2LAB)[..., 0].astype(np.float32)
         light = np.asarray(cv2.GaussianBlur(lab_l, (0, 0), 1.5), np.float32)
         forehead = float(np.median(light[_FOREHEAD])) + _LOG_L_OFFSET
-        cols = light[:, np.asarray(_EDGE_COLS)]
+        cols = light[:, np.asarray(columns)]
         c = np.vstack([np.zeros((1, cols.shape[1]), np.float32), np.cumsum(cols, axis=0)])
         y = np.arange(*_EDGE_ROWS)
         k = _EDGE_SPAN
@@ -449,7 +454,10 @@ class GeometrySegmenter(Segmenter):
         if near is not None:
             # The 5 points a detector finds on a turned, masked face are rough, and the chin
             # zone can land beside the chin; the near cheek alone is evidence enough there.
-            return max(evidence, float(np.median(dist[near])))
+            # It must also agree: a covering hides the near cheek, while the chin zone of an
+            # open face in profile shows the beard, the neck's shadow or the background.
+            cheek = float(np.median(dist[near]))
+            return min(max(evidence, cheek), _CHEEK_AGREEMENT * cheek)
         # A covering hides both cheeks beside the nose; a microphone, a hand, a cup or a
         # moustache in front of the mouth leaves at least one of them showing skin.
         cheeks = min(float(np.median(dist[z])) for z in self._cheeks)
