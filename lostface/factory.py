@@ -41,6 +41,7 @@ def load_references(
     is refused (skipped with a warning when it comes from a folder)."""
     from lostface.restore.reference import ReferenceBank
 
+    detector = detector.large_faces()  # a reference's face is large: no small-face search
     paths: list[str | Path] = []
     seen: set[Path] = set()
     for p in [*settings.restore.references, *(references or [])]:

@@ -42,11 +42,17 @@ class Frame:
 
 @dataclass(slots=True)
 class Detections:
-    """Faces found in one image. boxes (N,4) x1,y1,x2,y2; scores (N,); landmarks (N,K,2)."""
+    """Faces found in one image. boxes (N,4) x1,y1,x2,y2; scores (N,); landmarks (N,K,2).
+
+    `weak`, when a detector gives it, holds the candidates that scored under its threshold
+    but above `detect.track_threshold`: too weak to start a track, strong enough to continue
+    one the tracker already follows (a face that a covering, a turn or its small size makes
+    hard to see). Everything that is not the tracker reads the faces above threshold only."""
 
     boxes: np.ndarray
     scores: np.ndarray
     landmarks: np.ndarray
+    weak: Detections | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)

@@ -97,8 +97,9 @@ class _Remembered:
 
     LIMIT = 50_000  # frames remembered at most (a long file's later frames are detected again)
 
-    def __init__(self, inner: Detector) -> None:
+    def __init__(self, inner: Detector, full: Detector | None = None) -> None:
         self.inner = inner
+        self.full = full if full is not None else inner  # what the second pass detects with
         self.found: dict[bytes, Detections] = {}
 
     @staticmethod
@@ -114,12 +115,12 @@ class _Remembered:
 
     def second_pass(self) -> Detector:
         """The detector for the second pass: remembered frames first."""
-        found, inner = self.found, self.inner
+        found, full = self.found, self.full
 
         class _Reuse(Detector):
             def detect(self, image: np.ndarray) -> Detections:
                 dets = found.pop(_Remembered.key(image), None) if found else None
-                return dets if dets is not None else inner.detect(image)
+                return full.complete(image, dets) if dets is not None else full.detect(image)
 
             def close(self) -> None:
                 found.clear()  # the detector itself belongs to the stages
@@ -145,8 +146,11 @@ def learn_people(
     from lostface.restore.selfref import ScanStats, scan
 
     every = settings.restore.self_scan_every or 3 * settings.tracking.detect_every
+    # faces too small to learn from are not looked for here; the second pass adds the
+    # small-face search to what this one found (Detector.complete)
+    large = stages.detector.large_faces()
     reuse = every % settings.tracking.detect_every == 0
-    detector = _Remembered(stages.detector) if reuse else stages.detector
+    detector = _Remembered(large, stages.detector) if reuse else large
     t0 = time.perf_counter()
     stats = ScanStats()
 

@@ -38,6 +38,17 @@ class Detector(Protocol):
         """Release the detector's threads; a detector shared by several pipelines ignores it."""
         return None
 
+    def large_faces(self) -> Detector:
+        """The detector for photos and passes that only use faces large enough to paint
+        from (reference photos, self-reference's first pass): one that also searches for
+        small faces hands back its plain pass."""
+        return self
+
+    def complete(self, image: np.ndarray, found: Detections) -> Detections:
+        """What `detect(image)` gives, from what `large_faces().detect(image)` gave (a pass
+        that reuses an earlier one's detections adds only the small-face search)."""
+        return found
+
 
 class SceneCutDetector(Protocol):
     def is_cut(self, image: np.ndarray) -> bool:

@@ -193,9 +193,11 @@ def test_nms_keeps_only_boxes_no_better_box_overlaps() -> None:
 
 
 def test_the_registry_builds_detectors_by_name() -> None:
-    assert isinstance(build_detector(load_settings()), CenterFaceDetector)
-    small = build_detector(load_settings(overrides=["detect.small_faces=true"]))
+    plain = build_detector(load_settings(overrides=["detect.small_faces=false"]))
+    assert type(plain) is CenterFaceDetector
+    small = build_detector(load_settings())  # the default also looks for small faces
     assert isinstance(small, SmallFaceDetector)
+    assert small.large_faces() is small.plain and plain.large_faces() is plain
     with pytest.raises(
         ConfigError, match="Unknown detect.engine 'mtcnn'; known engines: centerface, yolov8"
     ):
@@ -367,3 +369,33 @@ def test_small_masked_faces_are_found_at_the_resolution_they_need(
     small = SmallFaceDetector(DetectSettings())
     per_call = [found(small.detect(frame)) for _ in range(small.every + 1)]
     assert all(n == 4 for n in per_call), per_call
+    # a pass that reuses the plain pass's detections adds the same small-face search
+    again = SmallFaceDetector(DetectSettings())
+    first = again.complete(frame, again.large_faces().detect(frame))
+    fresh = SmallFaceDetector(DetectSettings()).detect(frame)
+    assert found(first) == 4 and np.allclose(first.boxes, fresh.boxes)
+
+
+def test_the_enlarged_look_backs_off_while_it_finds_nothing_new(
+    detector: CenterFaceDetector, astronaut_bgr: np.ndarray
+) -> None:
+    """A 640x360 shot with one large face: the frame enlarged twice is looked at on the first
+    call, then ever less often (every small_every calls while it finds small faces nobody
+    knew of, up to _BACKOFF times that while it finds none)."""
+    frame = np.full((360, 640, 3), 90, np.uint8)
+    frame[:, 200:440] = cv2.resize(astronaut_bgr[:300, 136:376], (240, 360))
+    small = SmallFaceDetector(DetectSettings())
+    looks: list[int] = []
+    calls = [0]
+    inner = small.full.detect
+
+    def counted(image: np.ndarray) -> Detections:
+        looks.append(calls[0])
+        return inner(image)
+
+    small.full.detect = counted  # type: ignore[method-assign]
+    for _ in range(60):
+        assert len(small.detect(frame)) == 1
+        calls[0] += 1
+    every = small.every
+    assert looks == [0, 4 * every, 4 * every + small._BACKOFF * every], looks

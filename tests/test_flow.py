@@ -106,3 +106,45 @@ def test_flow_keeps_landmarks_on_a_face_that_changes_speed(astronaut_bgr, face):
     assert with_flow[predicted].mean() < 0.4 * without[predicted].mean()
     # a face named still is only predicted, exactly as without flow
     np.testing.assert_allclose(still, without, atol=1e-4)
+
+
+def test_a_face_passing_behind_another_keeps_its_id(astronaut_bgr, face):
+    """Two real faces cross, the second passing in front of the first, detected every 4th
+    frame and the hidden one not at all while it is mostly covered. The pixels in the hidden
+    face's box move as the front face does, so following them by flow would carry the hidden
+    track off with the front face (and swap the ids): overlapping tracks are predicted from
+    their own motion instead, and keep it while the face behind is missed."""
+    x0, y0, x1, y1 = (int(round(v)) for v in face[0])
+    a = np.ascontiguousarray(astronaut_bgr[y0:y1, x0:x1])
+    b = np.ascontiguousarray(cv2.flip(a, 1)[:, :, ::-1])  # another face: mirrored, recoloured
+    h, w = a.shape[:2]
+    back = cv2.GaussianBlur(cv2.resize(astronaut_bgr, (640, 360)), (0, 0), 9)
+    tracker = KalmanTracker(TrackingSettings(flow=True))
+    ids: dict[str, set[int]] = {"a": set(), "b": set()}
+    for t in range(90):
+        xa, xb = int(80 + 5 * t), int(480 - 5 * t)  # they meet near frame 40
+        ya, yb = 120, 135
+        img = back.copy()
+        img[ya : ya + h, xa : xa + w] = a
+        img[yb : yb + h, xb : xb + w] = b  # b is drawn last: in front
+        box_a = np.array([xa, ya, xa + w, ya + h], np.float32)
+        box_b = np.array([xb, yb, xb + w, yb + h], np.float32)
+        dets = None
+        if t % 4 == 0:
+            hidden = max(0, w - abs(xa - xb)) * max(0, h - abs(ya - yb)) / (w * h)
+            boxes = [box_b] + ([box_a] if hidden < 0.4 else [])
+            lms = [
+                apply_similarity(
+                    np.float32([[1, 0, bx[0] - x0], [0, 1, bx[1] - y0]]), face[1].astype(np.float32)
+                )
+                for bx in boxes
+            ]
+            dets = Detections(np.array(boxes), np.full(len(boxes), 0.9), np.array(lms))
+        tracks = tracker.update(dets, image=img)
+        if t < 4:
+            continue
+        for tr in tracks:
+            c = (tr.box[:2] + tr.box[2:]) / 2
+            ca, cb = (box_a[:2] + box_a[2:]) / 2, (box_b[:2] + box_b[2:]) / 2
+            ids["a" if np.hypot(*(c - ca)) < np.hypot(*(c - cb)) else "b"].add(tr.track_id)
+    assert len(ids["a"]) == 1 and len(ids["b"]) == 1 and ids["a"] != ids["b"], ids

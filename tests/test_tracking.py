@@ -403,3 +403,45 @@ def test_deferred_tracker_calls_back_before_it_is_ready() -> None:
     assert seen == [False]  # ran before `ready` turned true
     t.when_ready(lambda: seen.append(t.ready))  # already built: runs at once
     assert seen == [False, True]
+
+
+def _weak(faces: list[tuple[float, float, float]], rng: np.random.Generator) -> Detections:
+    """Detections under the detector's threshold: an empty strong set carrying `weak`."""
+    found = Detections.empty()
+    found.weak = detect(faces, rng, 1.0)
+    found.weak.scores[:] = 0.15
+    return found
+
+
+def test_a_followed_face_moves_with_weak_detections() -> None:
+    """A face the detector stops being sure of (a covering, a turn, its small size) is moved
+    toward where weak detections see it, at its own size (a weak box is loose); those rounds
+    still count as misses (the track ends after max_misses without a sure sighting) and are
+    not 'detected' (no keyframe is painted on them)."""
+    x = {}
+    for weak_too in (True, False):
+        rng = np.random.default_rng(11)
+        tracker, tid = confirmed_tracker(max_misses=3)
+        for k in range(1, 4):
+            face = (320 + 12 * k, 200, 70)  # moving, and seen smaller than it is
+            tracks = tracker.update(_weak([face], rng) if weak_too else Detections.empty())
+            assert [t.track_id for t in tracks] == [tid] and tracks[0].misses == k
+            assert not tracks[0].detected
+        x[weak_too] = centre(tracks[0].box)[0]
+        assert abs(tracks[0].box[2] - tracks[0].box[0] - 100) < 6  # its size is kept
+        assert tracker.update(_weak([(400, 200, 70)], rng)) == []  # the 4th miss ends it
+    assert x[False] < 325 and x[False] + 8 < x[True] < 360, x  # it follows, with lag
+
+
+def test_weak_detections_start_and_confirm_nothing() -> None:
+    rng = np.random.default_rng(12)
+    tracker = KalmanTracker(TrackingSettings(birth_hits=2))
+    for _ in range(5):
+        assert tracker.update(_weak([(200, 150, 60)], rng)) == []
+    # a tentative face is kept by weak detections but confirmed only by strong ones
+    tracks = tracker.update(detect([(400, 150, 60)], rng, 1.0))
+    for _ in range(3):
+        tracks = tracker.update(_weak([(400, 150, 60)], rng))
+    assert len(tracks) == 1 and not tracks[0].confirmed
+    tracks = tracker.update(detect([(400, 150, 60)], rng, 1.0))
+    assert tracks[0].confirmed and tracks[0].hits == 2

@@ -27,6 +27,9 @@ class DetectSettings:
     engine: str = "centerface"  # centerface (embedded) | yolov8
     model: str = ""  # yolov8: weights path or hub id (a face model, ideally with 5 keypoints)
     threshold: float = 0.3
+    # least score of a face that only continues a track already followed (new faces need
+    # `threshold`); at or above threshold: no second look (centerface; bench/small_faces.py)
+    track_threshold: float = 0.1
     input_size: int = 320  # long side of the image the detector sees, pixels
     pad: float = 0.15  # border added around the image (fraction of its long side) before detection
     min_size: float = 12.0  # smallest face side kept, pixels in the input image
@@ -36,10 +39,10 @@ class DetectSettings:
     half: bool = False  # yolov8: half-precision inference (on a cuda device only)
     threads: int = 1  # detector threads (0 = all cores); decode and encode use the other core
     # centerface: also look for faces too small for input_size (the frame enlarged twice on
-    # every small_every-th detection, and passes at small_region pixels around the small faces
-    # found in between; bench/small_faces.py). Off by default: it costs more than the 640x360
-    # throughput target leaves on a 2-core CPU
-    small_faces: bool = False
+    # every small_every-th detection while that finds faces, less often while it finds none,
+    # and passes at small_region pixels around the small faces found in between;
+    # bench/small_faces.py)
+    small_faces: bool = True
     small_every: int = 4
     small_region: int = 256
 
@@ -478,6 +481,7 @@ def validate(s: Settings) -> None:
         (s.tracking.detect_every >= 1, "tracking.detect_every must be 1 or more"),
         (s.tracking.detect_ahead >= 0, "tracking.detect_ahead must be 0 or more"),
         (0 < s.detect.threshold < 1, "detect.threshold must lie between 0 and 1"),
+        (0 < s.detect.track_threshold < 1, "detect.track_threshold must lie between 0 and 1"),
         (s.detect.input_size >= 64, "detect.input_size must be 64 pixels or more"),
         (
             not s.detect.half or s.detect.device.startswith("cuda"),

@@ -168,7 +168,7 @@ class Builder:
     ) -> None:
         self.name = check_name(name)
         self.mesh = mesh
-        self.detector = detector
+        self.detector = detector.large_faces()  # faces under min_face are not kept anyway
         self.segmenter = segmenter
         self.keep = max(1, int(keep))
         self.min_face = float(min_face)

@@ -88,6 +88,8 @@ class CenterFaceDetector(Detector):
             else load_centerface(settings.device, settings.threads or None)
         )
         self.long_side = max(32, int(round(settings.input_size / 32)) * 32)
+        # candidates down to track_threshold are decoded; those under threshold are `weak`
+        self._floor = min(settings.threshold, settings.track_threshold)
         self._canvas: np.ndarray | None = None  # uint8 HxWx3, reused while the shape holds
         self._blob: np.ndarray | None = None  # float32 1x3xHxW
 
@@ -117,7 +119,7 @@ class CenterFaceDetector(Detector):
     def _decode(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (N,4), scores (N,), landmarks (N,5,2) in blob pixels, before NMS."""
         heat, scale, offset, lms = (o[0] for o in outputs)
-        ys, xs = np.nonzero(heat[0] > self.settings.threshold)
+        ys, xs = np.nonzero(heat[0] > self._floor)
         scores = heat[0, ys, xs]
         if len(scores) > MAX_CANDIDATES:
             top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
@@ -147,8 +149,13 @@ class CenterFaceDetector(Detector):
         side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         big = side >= self.settings.min_size
         boxes, scores, landmarks = boxes[big], scores[big], landmarks[big]
-        keep = nms(boxes, scores, self.settings.nms_iou)[: self.settings.max_faces]
-        return _clipped(boxes[keep], scores[keep], landmarks[keep], w, h)
+        keep = nms(boxes, scores, self.settings.nms_iou)
+        strong = keep[scores[keep] > self.settings.threshold][: self.settings.max_faces]
+        found = _clipped(boxes[strong], scores[strong], landmarks[strong], w, h)
+        if len(strong) < len(keep):
+            weak = keep[scores[keep] <= self.settings.threshold][: self.settings.max_faces]
+            found.weak = _clipped(boxes[weak], scores[weak], landmarks[weak], w, h)
+        return found
 
 
 def _clipped(
@@ -245,19 +252,27 @@ class SmallFaceDetector(Detector):
     At the default input size a masked face 50 px wide in a 640x360 frame shrinks to under
     20 px, where CenterFace finds it in few frames; even at the frame's own resolution it finds
     only two thirds of them, and nearly all at twice it (bench/small_faces.py). Running every
-    detection on the frame enlarged twice costs ten times the plain pass, so: every
-    `small_every`-th call (the first included) runs the whole frame enlarged twice (at most
-    `input_size` * 4 on the long side, no border), which finds new small faces; the calls
-    between look again only where small faces were last found and the plain pass found none
-    now (a crop _REGION_FACES faces wide around each, detected at `small_region` pixels, which
-    enlarges it about twice), which keeps them. A face counts as small when it would be
-    narrower than _SMALL_INPUT_PX in the plain pass.
+    detection on the frame enlarged twice costs ten times the plain pass, so:
+    - the whole frame enlarged twice (at most `input_size` * 4 on the long side, no border)
+      is looked at on the first call and then every `small_every`-th call while that look
+      finds small faces nobody knew of; while it finds none, it is looked at half as often
+      each time, down to every _BACKOFF * `small_every`-th call (footage without small faces,
+      or whose small faces are all followed, pays little for it);
+    - the calls between look again only where small faces were last found and the plain pass
+      found none now (a crop _REGION_FACES faces wide around each, detected at
+      `small_region` pixels, which enlarges it about twice), which keeps them.
+    A face counts as small when it would be narrower than _SMALL_INPUT_PX in the plain pass.
+    The plain pass's weak candidates (`Detections.weak`) go on to the tracker.
     """
 
     _SMALL_INPUT_PX = 32.0
     _ZOOM = 2.0
     _REGION_FACES = 2.5  # a region crop's side, in face widths
     _MAX_REGIONS = 6  # region passes per call (the best-scoring small faces)
+    _SLOWER = 4  # after an enlarged look that found nothing new, the wait grows this much
+    _BACKOFF = 8  # the enlarged look waits at most this many times small_every calls
+    _NEW_IOU = 0.3  # a small face overlapping a known one less than this is news
+    _KEEP_CALLS = 2  # calls a lost small face is still looked for around where it was
 
     def __init__(self, settings: DetectSettings, session: Any = None) -> None:
         from dataclasses import replace
@@ -270,37 +285,97 @@ class SmallFaceDetector(Detector):
             replace(settings, pad=0.0, input_size=settings.small_region, min_size=8.0), shared
         )
         self.every = max(1, int(settings.small_every))
-        self._calls = 0
-        self._small = np.zeros((0, 4), np.float32)
+        self._wait = 0  # calls until the next enlarged look
+        self._interval = self.every
+        self._small = np.zeros((0, 4), np.float32)  # small faces to look around
+        self._ages = np.zeros((0,), np.int64)  # calls since each was last found
         self._shape: tuple[int, ...] = ()
 
     def detect(self, image: np.ndarray) -> Detections:
         _check_image(image)
+        return self.complete(image, self.plain.detect(image))
+
+    def complete(self, image: np.ndarray, plain: Detections) -> Detections:
+        """The small-face search added to the plain pass's detections of `image`."""
         h, w = image.shape[:2]
-        plain = self.plain.detect(image)
         long_side = max(h, w)
         # frame px -> px of the plain pass (its input holds the frame plus a border)
         plain_scale = self.plain.long_side / (long_side * (1 + 2 * self.settings.pad))
         if plain_scale >= 0.75:
             return plain  # the plain pass sees the frame at (nearly) its own resolution
         if image.shape != self._shape:
-            self._shape, self._small, self._calls = image.shape, self._small[:0], 0
+            self._shape, self._small, self._ages = image.shape, self._small[:0], self._ages[:0]
+            self._wait, self._interval = 0, self.every
         found = [plain]
-        if self._calls % self.every == 0:
+        if self._wait <= 0:
             full_side = min(self._ZOOM * long_side, 4 * self.plain.long_side)
             self.full.long_side = max(32, int(round(full_side / 32)) * 32)
-            found.append(self.full.detect(image))
+            zoomed = self._only_small(self.full.detect(image), plain, plain_scale)
+            found.append(zoomed)
+            news = self._news(zoomed, plain, plain_scale)
+            self._interval = (
+                self.every
+                if news
+                else min(self._SLOWER * self._interval, self._BACKOFF * self.every)
+            )
+            self._wait = self._interval
         else:
             kept = self._small
             if len(plain) and len(kept):
                 kept = kept[box_iou_matrix(kept, plain.boxes).max(axis=1) < 0.3]
             for box in kept[: self._MAX_REGIONS]:
-                found.append(self._around(image, box))
-        self._calls += 1
+                found.append(self._only_small(self._around(image, box), plain, plain_scale))
+        self._wait -= 1
         merged = _merge(found, self.settings.nms_iou, self.settings.max_faces)
-        widths = merged.boxes[:, 2] - merged.boxes[:, 0]
-        self._small = merged.boxes[widths * plain_scale < self._SMALL_INPUT_PX]
+        self._remember_small(merged, plain_scale)
+        weak = plain.weak
+        if weak is not None and len(weak) and len(merged):
+            weak = weak.subset(
+                np.nonzero(box_iou_matrix(weak.boxes, merged.boxes).max(axis=1) < 0.3)[0]
+            )
+        merged.weak = weak
         return merged
+
+    def _remember_small(self, merged: Detections, plain_scale: float) -> None:
+        """The small faces to look around on the next calls: those found now, and for
+        _KEEP_CALLS more calls those lost (hidden a moment, or missed once)."""
+        widths = merged.boxes[:, 2] - merged.boxes[:, 0]
+        now = merged.boxes[widths * plain_scale < self._SMALL_INPUT_PX]
+        old, ages = self._small, self._ages + 1
+        if len(old):
+            lost = ages <= self._KEEP_CALLS
+            if len(merged):
+                lost &= box_iou_matrix(old, merged.boxes).max(axis=1) < self._NEW_IOU
+            old, ages = old[lost], ages[lost]
+        self._small = np.concatenate([now, old]).astype(np.float32)
+        self._ages = np.concatenate([np.zeros(len(now), np.int64), ages])
+
+    def _only_small(self, found: Detections, plain: Detections, plain_scale: float) -> Detections:
+        """The small faces of an enlarged look that the plain pass did not find: a face the
+        plain pass sees well keeps the plain pass's box and landmarks (enlarged past the
+        scale CenterFace learned, a large face's landmarks are worse)."""
+        if not len(found):
+            return found
+        widths = found.boxes[:, 2] - found.boxes[:, 0]
+        keep = widths * plain_scale < 2 * self._SMALL_INPUT_PX
+        if len(plain):
+            keep &= box_iou_matrix(found.boxes, plain.boxes).max(axis=1) < self._NEW_IOU
+            # enlarged, a part of a face the plain pass found (an eye and a brow) can look
+            # like a small face of its own: a face inside a much larger one is none
+            keep &= ~_inside_larger(found.boxes, plain.boxes)
+        return found.subset(np.nonzero(keep)[0])
+
+    def _news(self, zoomed: Detections, plain: Detections, plain_scale: float) -> bool:
+        """Whether the enlarged look found a small face that neither the plain pass nor the
+        small faces looked for since the last calls already held."""
+        widths = zoomed.boxes[:, 2] - zoomed.boxes[:, 0]
+        small = zoomed.boxes[widths * plain_scale < self._SMALL_INPUT_PX]
+        if not len(small):
+            return False
+        known_boxes = np.concatenate([self._small, plain.boxes])
+        if not len(known_boxes):
+            return True
+        return bool((box_iou_matrix(small, known_boxes).max(axis=1) < self._NEW_IOU).any())
 
     def _around(self, image: np.ndarray, box: np.ndarray) -> Detections:
         """Detections in a crop around one small face, in frame pixels."""
@@ -315,8 +390,29 @@ class SmallFaceDetector(Detector):
         shift = np.array([x0, y0], np.float32)
         return Detections(d.boxes + np.tile(shift, 2), d.scores, d.landmarks + shift)
 
+    def large_faces(self) -> Detector:
+        return self.plain
+
     def close(self) -> None:
-        self._small = self._small[:0]
+        self._small, self._ages = self._small[:0], self._ages[:0]
+
+
+def _inside_larger(small: np.ndarray, large: np.ndarray) -> np.ndarray:
+    """(N,) bool: which `small` boxes lie mostly (_INSIDE of their area) within a `large` box
+    at least _LARGER times their area."""
+    ix1 = np.maximum(small[:, None, 0], large[None, :, 0])
+    iy1 = np.maximum(small[:, None, 1], large[None, :, 1])
+    ix2 = np.minimum(small[:, None, 2], large[None, :, 2])
+    iy2 = np.minimum(small[:, None, 3], large[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_s = (small[:, 2] - small[:, 0]) * (small[:, 3] - small[:, 1])
+    area_l = (large[:, 2] - large[:, 0]) * (large[:, 3] - large[:, 1])
+    inside = inter >= _INSIDE * np.maximum(area_s[:, None], 1e-6)
+    return (inside & (area_l[None, :] >= _LARGER * area_s[:, None])).any(axis=1)
+
+
+_INSIDE = 0.6
+_LARGER = 2.5
 
 
 def _merge(parts: list[Detections], iou: float, limit: int) -> Detections:

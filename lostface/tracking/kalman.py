@@ -114,10 +114,15 @@ class BoxKalman:
             x[6, 0] = 0.0
         x[3, 0] = min(max(x[3, 0], 0.2), 5.0)
 
-    def update(self, box: np.ndarray) -> None:
+    def update(self, box: np.ndarray, doubt: float = 1.0) -> None:
+        """Correct with a measured box; `doubt` multiplies the measurement's standard
+        deviation (a loose measurement moves the estimate less)."""
         z = box_to_z(box, self._z)
         self._rescale(max(0.5 * (self.scale + float(z[2])), _MIN_SCALE))
-        self.kf.update(z)
+        if doubt == 1.0:
+            self.kf.update(z)
+        else:
+            self.kf.update(z, R=self.kf.R * doubt**2)
 
     def damp(self, factor: float) -> None:
         """Shrink the velocities: a face lost to the detector is more likely to have

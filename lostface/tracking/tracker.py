@@ -27,7 +27,7 @@ import numpy as np
 from lostface.config import TrackingSettings
 from lostface.frame import N_LANDMARKS, Detections, FaceTrack
 from lostface.stages import Tracker
-from lostface.tracking.association import associate
+from lostface.tracking.association import associate, iou_matrix
 from lostface.tracking.flow import FaceFlow, apply_similarity, move_box
 from lostface.tracking.kalman import BoxKalman
 
@@ -41,6 +41,9 @@ _DEFAULT_REL = np.array(
 _DUPLICATE_IOU = 0.5  # an unmatched detection overlapping a matched track this much is a duplicate
 _COAST_DAMPING = 0.5  # velocity kept after each detection round a track missed
 CORRECTION_DECAY = 0.4  # share of a correction still to be shown one frame later
+_CROSSING_IOU = 0.05  # boxes of two tracks overlapping this much are not followed by flow
+_WEAK_DOUBT = 3.0  # a weak detection's position counts as this many times less precise
+_WEAK_IOU = 0.3  # least IoU of a weak detection (under detect.threshold) with a track it continues
 
 
 @dataclass(slots=True)
@@ -103,9 +106,10 @@ class KalmanTracker(Tracker):
             return self.tracks
 
         flow = self._flow if image is not None else None
-        for t in self._tracks:
+        crossing = self._crossing()
+        for i, t in enumerate(self._tracks):
             t.moved = None
-            if flow is not None:
+            if flow is not None and i not in crossing:
                 m = flow.motion(image, t.face.track_id, t.face.box)  # type: ignore[arg-type]
                 if m is not None:
                     t.moved = apply_similarity(m, t.face.landmarks).astype(np.float32)
@@ -117,12 +121,23 @@ class KalmanTracker(Tracker):
                 t.kf.update(moved_box - t.offset)
 
         if detections is not None:
-            self._correct(detections)
+            self._correct(detections, crossing)
 
         for t in self._tracks:
             self._place(t)
         self._remember(image, still)
         return self.tracks
+
+    def _crossing(self) -> set[int]:
+        """Tracks whose box overlaps another's: one face passes in front of the other, and
+        the pixels in both boxes move as the front face does, so flow would carry the face
+        behind along with it. These are predicted from their own motion until a detection."""
+        if len(self._tracks) < 2:
+            return set()
+        boxes = np.stack([t.face.box for t in self._tracks])
+        overlap = iou_matrix(boxes, boxes)
+        np.fill_diagonal(overlap, 0.0)
+        return set(np.nonzero(overlap.max(axis=1) > _CROSSING_IOU)[0].tolist())
 
     def _remember(self, image: np.ndarray | None, still: Collection[int]) -> None:
         if self._flow is not None and image is not None:
@@ -133,38 +148,37 @@ class KalmanTracker(Tracker):
             }
             self._flow.remember(image, followed)
 
-    def _correct(self, dets: Detections) -> None:
+    def _correct(self, dets: Detections, crossing: Collection[int] = ()) -> None:
         s = self.settings
         boxes = np.empty((len(self._tracks), 4), np.float64)
         for i, t in enumerate(self._tracks):
             t.kf.box(boxes[i])
         matches, lost, new, iou = associate(boxes, dets.boxes, s.match_iou, s.match_distance)
         for i, j in matches:
-            t = self._tracks[i]
-            t.offset += boxes[i]
-            t.kf.update(dets.boxes[j])
-            t.offset -= t.kf.box(boxes[i])
-            f = t.face
+            self._measured(self._tracks[i], boxes[i], dets, j, strong=True)
+            f = self._tracks[i].face
             f.hits += 1
-            f.misses = 0
-            f.detected = True
-            f.score = float(dets.scores[j])
             if f.hits >= s.birth_hits:
                 f.confirmed = True
-            if t.moved is not None and len(t.moved) == len(dets.landmarks[j]):
-                # smoothing from where the face moved to, in image coordinates
-                a = float(np.clip(s.landmark_smoothing, 0.0, 1.0))
-                t.moved *= 1.0 - a
-                t.moved += a * np.asarray(dets.landmarks[j], np.float32)
-            else:
-                t.moved = None
-                self._smooth_landmarks(t, dets.boxes[j], dets.landmarks[j])
+        weak = dets.weak
+        held: set[int] = set()  # lost tracks a weak detection holds where they are seen
+        if weak is not None and len(weak) and lost:
+            # second look (as ByteTrack does): a face the strong detections missed is moved
+            # to a weak one that overlaps where it is predicted. The round still counts as a
+            # miss (a face seen only weakly ends after max_misses), and weak ones start and
+            # confirm nothing, so a weak false detection never becomes a face
+            again, _, _, _ = associate(boxes[lost], weak.boxes, _WEAK_IOU, 0.0)
+            for a, j in again:
+                self._measured(self._tracks[lost[a]], boxes[lost[a]], weak, j, strong=False)
+                held.add(lost[a])
         dead: set[int] = set()
         for i in lost:
             t = self._tracks[i]
             t.face.misses += 1
-            t.kf.damp(_COAST_DAMPING)
-            if not t.face.confirmed or t.face.misses > s.max_misses:
+            if i not in crossing:  # a face behind another keeps going as it went
+                t.kf.damp(_COAST_DAMPING)
+            if not (t.face.confirmed or i in held) or t.face.misses > s.max_misses:
+                # a tentative face dies at its first round unseen
                 dead.add(i)
         matched_rows = [i for i, _ in matches]
         for j in new:
@@ -174,6 +188,38 @@ class KalmanTracker(Tracker):
         if dead:
             log.debug("ending tracks %s", [self._tracks[i].face.track_id for i in sorted(dead)])
             self._tracks = [t for i, t in enumerate(self._tracks) if i not in dead]
+
+    def _measured(
+        self, t: _Track, predicted: np.ndarray, dets: Detections, j: int, strong: bool
+    ) -> None:
+        """Correct a track with detection j (its box was `predicted`). Only a strong detection
+        marks the face `detected`: a keyframe is painted, and a patch bent, only on landmarks
+        the detector is sure of; a weak one keeps the face followed until then."""
+        s = self.settings
+        box = np.asarray(dets.boxes[j], np.float64)
+        if not strong:
+            # a weak detection's box and points are loose (a part of the face, a
+            # covering's outline): it says where the face is, the track keeps its size
+            half = (predicted[2:] - predicted[:2]) / 2
+            mid = (box[:2] + box[2:]) / 2
+            box = np.concatenate([mid - half, mid + half])
+        t.offset += predicted
+        t.kf.update(box, 1.0 if strong else _WEAK_DOUBT)
+        t.offset -= t.kf.box(predicted)
+        f = t.face
+        f.detected = strong
+        f.score = float(dets.scores[j])
+        if not strong:
+            return  # the landmarks move with the box
+        f.misses = 0
+        if t.moved is not None and len(t.moved) == len(dets.landmarks[j]):
+            # smoothing from where the face moved to, in image coordinates
+            a = float(np.clip(s.landmark_smoothing, 0.0, 1.0))
+            t.moved *= 1.0 - a
+            t.moved += a * np.asarray(dets.landmarks[j], np.float32)
+        else:
+            t.moved = None
+            self._smooth_landmarks(t, dets.boxes[j], dets.landmarks[j])
 
     def _birth(self, dets: Detections, j: int) -> None:
         s = self.settings
