@@ -367,7 +367,7 @@ class Pipeline:
             # every earlier frame is tracked, so this is the frame that confirms a tentative
             # face: start its detection now instead of waiting for it in _track
             scheduled = True
-        pending = self._detect_async(frame.image) if scheduled else None
+        pending = self._detect_async(frame.image, cut) if scheduled else None
         self._arrivals.append(_Arrival(frame, cut, pending))
         self._frame_no += 1
         out: list[Output] = []
@@ -431,17 +431,20 @@ class Pipeline:
         self._frame_no = 0
 
     # -- internals ----------------------------------------------------------------------
-    def _timed_detect(self, image: np.ndarray) -> Detections | None:
+    def _timed_detect(self, image: np.ndarray, cut: bool = False) -> Detections | None:
         td = time.perf_counter()
+        if cut:
+            self.stages.detector.new_shot()
         dets = self.stages.detector.detect(image)
         self.timings.add("detect", time.perf_counter() - td)
         return dets
 
-    def _detect_async(self, image: np.ndarray) -> Future | Detections | None:
-        """Start a detection: on the detector thread (detect-ahead) or right here."""
+    def _detect_async(self, image: np.ndarray, cut: bool = False) -> Future | Detections | None:
+        """Start a detection (of the first frame of a shot, with cut): on the detector thread
+        (detect-ahead) or right here."""
         if self._detector_pool is None:
-            return self._timed_detect(image)
-        return self._detector_pool.submit(self._timed_detect, image)
+            return self._timed_detect(image, cut)
+        return self._detector_pool.submit(self._timed_detect, image, cut)
 
     def _trackable(self) -> bool:
         """The oldest arrival is tracked now when its detection is back or the detector is

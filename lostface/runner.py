@@ -122,6 +122,9 @@ class _Remembered:
                 dets = found.pop(_Remembered.key(image), None) if found else None
                 return full.complete(image, dets) if dets is not None else full.detect(image)
 
+            def new_shot(self) -> None:
+                full.new_shot()
+
             def close(self) -> None:
                 found.clear()  # the detector itself belongs to the stages
 

@@ -44,6 +44,11 @@ class Detector(Protocol):
         small faces hands back its plain pass."""
         return self
 
+    def new_shot(self) -> None:
+        """The next image starts a new shot (a scene cut): a detector that remembers where
+        faces were forgets it."""
+        return None
+
     def complete(self, image: np.ndarray, found: Detections) -> Detections:
         """What `detect(image)` gives, from what `large_faces().detect(image)` gave (a pass
         that reuses an earlier one's detections adds only the small-face search)."""
