@@ -110,6 +110,7 @@ class FaceTrack:
     )
     confirmed: bool = False
     detected: bool = False  # matched a detection on the current frame
+    hidden: bool = False  # overlaps another face and was not found on its last detection round
     masked: bool | None = None  # None until the first keyframe decided it
 
     @property

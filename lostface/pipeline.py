@@ -71,6 +71,7 @@ class FaceView:
     masked: bool | None = None
     identity: str | None = None
     reference: str | None = None  # what painted it: "given", "self" or None (Painted.source)
+    hidden: bool = False  # behind another face (FaceTrack.hidden): its patch is not drawn
 
 
 @dataclass(slots=True)
@@ -501,7 +502,9 @@ class Pipeline:
                 self._submit(frame, tr, cut)
                 self.stages.policy.painted(tr, frame.index)
                 key = True
-            views.append(FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), key))
+            views.append(
+                FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), key, hidden=tr.hidden)
+            )
         for gone in self._live_ids - live:
             self.stages.policy.forget(gone)
         self._live_ids = live
@@ -542,7 +545,7 @@ class Pipeline:
             view.identity = res.identity
             view.reference = res.source
             patches[view.track_id] = res.patch
-            if res.patch is not None and self.restore_enabled:
+            if res.patch is not None and self.restore_enabled and not view.hidden:
                 paints.append((FaceTrack(view.track_id, view.box, view.landmarks), res.patch))
                 self.painted_faces += 1
         dead = self._forget_dead(out)

@@ -121,6 +121,7 @@ def test_a_face_passing_behind_another_keeps_its_id(astronaut_bgr, face):
     back = cv2.GaussianBlur(cv2.resize(astronaut_bgr, (640, 360)), (0, 0), 9)
     tracker = KalmanTracker(TrackingSettings(flow=True))
     ids: dict[str, set[int]] = {"a": set(), "b": set()}
+    behind: dict[str, int] = {"a": 0, "b": 0}  # frames each face's track was marked hidden
     for t in range(90):
         xa, xb = int(80 + 5 * t), int(480 - 5 * t)  # they meet near frame 40
         ya, yb = 120, 135
@@ -146,5 +147,9 @@ def test_a_face_passing_behind_another_keeps_its_id(astronaut_bgr, face):
         for tr in tracks:
             c = (tr.box[:2] + tr.box[2:]) / 2
             ca, cb = (box_a[:2] + box_a[2:]) / 2, (box_b[:2] + box_b[2:]) / 2
-            ids["a" if np.hypot(*(c - ca)) < np.hypot(*(c - cb)) else "b"].add(tr.track_id)
+            who = "a" if np.hypot(*(c - ca)) < np.hypot(*(c - cb)) else "b"
+            ids[who].add(tr.track_id)
+            behind[who] += tr.hidden
     assert len(ids["a"]) == 1 and len(ids["b"]) == 1 and ids["a"] != ids["b"], ids
+    # the face behind is marked hidden (its patch is not drawn over the face in front)
+    assert behind["a"] >= 4 and behind["b"] == 0, behind

@@ -107,6 +107,7 @@ class KalmanTracker(Tracker):
 
         flow = self._flow if image is not None else None
         crossing = self._crossing()
+        crossing_ids = {self._tracks[i].face.track_id for i in crossing}
         for i, t in enumerate(self._tracks):
             t.moved = None
             if flow is not None and i not in crossing:
@@ -125,8 +126,24 @@ class KalmanTracker(Tracker):
 
         for t in self._tracks:
             self._place(t)
+        self._mark_hidden(crossing_ids)
         self._remember(image, still)
         return self.tracks
+
+    def _mark_hidden(self, crossing_ids: set[int]) -> None:
+        """A face crossing another that the detector lost while it found the other is behind
+        that one (FaceTrack.hidden: its patch is not drawn over the face in front)."""
+        for t in self._tracks:
+            t.face.hidden = False
+        missed = [t for t in self._tracks if t.face.track_id in crossing_ids and t.face.misses]
+        seen = [t for t in self._tracks if t.face.confirmed and not t.face.misses]
+        if not missed or not seen:
+            return
+        overlap = iou_matrix(
+            np.stack([t.face.box for t in missed]), np.stack([t.face.box for t in seen])
+        )
+        for t, row in zip(missed, overlap, strict=True):
+            t.face.hidden = bool(row.max() > _CROSSING_IOU)
 
     def _crossing(self) -> set[int]:
         """Tracks whose box overlaps another's: one face passes in front of the other, and
