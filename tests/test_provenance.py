@@ -548,17 +548,19 @@ def test_jpeg_photo_carries_the_tag_as_a_comment(tmp_path):
 
 def test_verify_bad_input_is_one_sentence(tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
-    corrupt.write_bytes(os.urandom(4096))
+    # random bytes (fixed: FFmpeg takes some draws for a container without a video stream)
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
     text = tmp_path / "notes.txt"
     text.write_text("not a video\n" * 50)
     for path, what in (
-        (tmp_path / "missing.mp4", "does not exist"),
-        (corrupt, "not a video or photo"),
-        (text, "not a video or photo"),
+        (tmp_path / "missing.mp4", ("does not exist",)),
+        (corrupt, ("not a video or photo", "has no video stream")),
+        (text, ("not a video or photo",)),
     ):
         proc = _cli("verify", str(path))
         assert proc.returncode == 2
-        assert what in _one_sentence(proc)
+        line = _one_sentence(proc)
+        assert any(w in line for w in what), line
 
 
 @pytest.mark.parametrize("case", ["mismatch", "expired", "unreadable"])
