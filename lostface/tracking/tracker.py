@@ -14,6 +14,11 @@ correction at a detection round is shown partly at once and partly over the next
 
 FaceTrack.misses counts detection rounds (not frames) without a match, the unit that
 `max_misses` is given in; frames where the detector did not run count no miss.
+
+A face the strong detections missed may be moved to a weak one (Detections.weak) where it is
+predicted; that round is still a miss. Tracks whose boxes overlap (one face passing in front
+of another) are predicted from their own motion rather than followed by flow, keep their speed
+while missed, and one lost while the other was found is marked `hidden`.
 """
 
 from __future__ import annotations
