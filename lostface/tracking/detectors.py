@@ -255,12 +255,13 @@ class SmallFaceDetector(Detector):
     detection on the frame enlarged twice costs ten times the plain pass, so:
     - the whole frame enlarged twice (at most `input_size` * 4 on the long side, no border)
       is looked at on the first call and then every `small_every`-th call while that look
-      finds small faces nobody knew of; while it finds none, it is looked at half as often
-      each time, down to every _BACKOFF * `small_every`-th call (footage without small faces,
-      or whose small faces are all followed, pays little for it);
-    - the calls between look again only where small faces were last found and the plain pass
-      found none now (a crop _REGION_FACES faces wide around each, detected at
-      `small_region` pixels, which enlarges it about twice), which keeps them.
+      finds small faces nobody knew of; while it finds none, the wait grows _SLOWER times
+      each time, up to _BACKOFF * `small_every` calls (footage without small faces, or whose
+      small faces are all followed, pays little for it);
+    - the calls between look again where small faces were found lately (up to _KEEP_CALLS
+      calls ago) and the plain pass does not see them even weakly (a crop _REGION_FACES faces
+      wide around each, detected at `small_region` pixels, which enlarges it about twice),
+      which keeps them.
     A face counts as small when it would be narrower than _SMALL_INPUT_PX in the plain pass.
     The plain pass's weak candidates (`Detections.weak`) go on to the tracker.
     """
@@ -409,13 +410,10 @@ class SmallFaceDetector(Detector):
 def _inside_larger(small: np.ndarray, large: np.ndarray) -> np.ndarray:
     """(N,) bool: which `small` boxes lie mostly (_INSIDE of their area) within a `large` box
     at least _LARGER times their area."""
-    ix1 = np.maximum(small[:, None, 0], large[None, :, 0])
-    iy1 = np.maximum(small[:, None, 1], large[None, :, 1])
-    ix2 = np.minimum(small[:, None, 2], large[None, :, 2])
-    iy2 = np.minimum(small[:, None, 3], large[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
     area_s = (small[:, 2] - small[:, 0]) * (small[:, 3] - small[:, 1])
     area_l = (large[:, 2] - large[:, 0]) * (large[:, 3] - large[:, 1])
+    iou = box_iou_matrix(small, large)
+    inter = iou * (area_s[:, None] + area_l[None, :]) / (1.0 + iou)  # from IoU = I / (A + B - I)
     inside = inter >= _INSIDE * np.maximum(area_s[:, None], 1e-6)
     return (inside & (area_l[None, :] >= _LARGER * area_s[:, None])).any(axis=1)
 
