@@ -485,8 +485,16 @@ def engines_check(folder: Path, device: str, quick: bool, iters: int, frames: in
         ]
     )
     pipe = live_pipeline(settings, build_stages(settings))
-    source = ArraySource(masked_clip(1280, 720, frames, small_scale), rate=30.0)
-    loop = LiveLoop(source, pipe, [], badge=True, max_seconds=frames / 30.0 + 30)
+    # The clip plays on until `frames` frames are out and a keyframe was asked for: on a busy
+    # CPU the background detector may not confirm the small face within one play.
+    source = ArraySource(masked_clip(1280, 720, frames, small_scale), rate=30.0, loops=100)
+    loop = LiveLoop(source, pipe, [], badge=True, max_seconds=frames / 30.0 + 60)
+
+    def enough(_frame, _latency, loop=loop, pipe=pipe) -> None:
+        if loop.stats.frames >= frames and pipe.keyframes >= 1:
+            loop.stop()
+
+    loop.on_frame = enough
     with source:
         stats = loop.run()
     pipe.worker.wait_idle()  # a keyframe still painting finishes before the models go
