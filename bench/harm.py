@@ -8,7 +8,10 @@ coverings are missed.
   the demo's carphone clip) through the video pipeline (runner.process_video, `--tracks`):
   the frames with a face judged covered are frames with a painted face.
 
-    python bench/harm.py [--photos N] [--no-clips] [--set KEY=VALUE ...] [--tiles DIR]
+    python bench/harm.py [--photos N] [--no-clips] [--dim K] [--set KEY=VALUE ...] [--tiles DIR]
+
+--dim K also judges every photo darkened K times (a night scene, a dim stage): the faces are
+found on the photo as it is, so only the decision changes.
 
 Prints the figures and writes bench/results/harm.json; --tiles writes PNG mosaics of the
 faces that were judged wrongly (aligned crops, with their scores).
@@ -38,8 +41,9 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 
 
-def photos(settings: Settings, folder: Path, limit: int) -> dict:
-    """The covered/not-covered decision on the largest face of each photo in `folder`."""
+def photos(settings: Settings, folder: Path, limit: int, dim: float = 1.0) -> dict:
+    """The covered/not-covered decision on the largest face of each photo in `folder`
+    (darkened `dim` times after the face was found)."""
     detector = build_detector(settings)
     painter = build_painter(settings)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -59,6 +63,8 @@ def photos(settings: Settings, folder: Path, limit: int) -> dict:
             continue
         area = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
         i = int(np.argmax(area))
+        if dim != 1.0:
+            image = (image.astype(np.float32) / dim).astype(np.uint8)
         job = PaintJob.from_frame(0, 0, image, dets.landmarks[i])
         if job is None:
             no_face.append(path.name)
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-clips", action="store_true", help="photos only")
     ap.add_argument("--synchronous", action="store_true", help="keyframe work in the loop")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--dim", type=float, default=0.0, help="also judge photos darkened K times")
     ap.add_argument("--tiles", type=Path, default=None, help="write mosaics of wrong decisions")
     ap.add_argument("--out", type=Path, default=RESULTS / "harm.json")
     args = ap.parse_args(argv)
@@ -152,6 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         f"({100 * m['share_judged_covered']:.1f}%, target >= 97%); no face found on "
         f"{len(m['no_face'])}"
     )
+    if args.dim:
+        result["dim"] = {"darkened": args.dim}
+        for kind in ("unmasked", "masked"):
+            r = photos(settings, DATA / kind, args.photos, args.dim)
+            r.pop("_tiles")
+            result["dim"][kind] = r
+        du, dm = result["dim"]["unmasked"], result["dim"]["masked"]
+        print(
+            f"darkened {args.dim:g} times: unmasked judged covered {du['judged_covered']}/"
+            f"{du['faces']} ({', '.join(du['covered'])}), masked {dm['judged_covered']}/"
+            f"{dm['faces']}"
+        )
     if not args.no_clips:
         result["clips"] = {}
         for name, path in (("stage_clip", DATA / "video" / "stage_clip.mp4"), ("carphone", None)):

@@ -391,3 +391,26 @@ def test_dark_or_blurred_faces_are_judged_by_colour_alone(
         for f in (shade, cv2.GaussianBlur(shade, (0, 0), 14.0)):
             cover = segmenter.segment(warp_to_canonical(f, m))
             assert not cover.covered and not cover.hard.any(), k
+
+
+def test_a_dark_covering_on_a_dim_face_is_found(detector, segmenter: GeometrySegmenter) -> None:
+    """Real masked photos whose covering is dark, darkened five times (a night scene, a dim
+    stage): nothing is left of the covering's colour, only its darkness against the visible
+    skin, and they are judged covered; open photos darkened the same way, those whose lower
+    face is darkest beside their skin among the 300 (shadow, beards, a dark moustache on dark
+    skin), stay open."""
+    masked = ("0001.jpg", "0084.jpg", "0095.jpg", "0132.jpg", "0134.jpg", "0152.jpg")
+    darkest_open = ("0233.jpg", "0140.jpg", "0120.jpg", "0239.jpg", "0238.jpg", "0257.jpg")
+    darkest_open += ("0223.jpg", "0029.jpg", "0078.jpg", "0092.jpg", "0082.jpg", "0081.jpg")
+    darkest_open += ("0263.jpg",)
+
+    def judged(folder: str, name: str) -> bool:
+        photo = cv2.imread(str(shared_path(folder, name)))
+        lm = faces(detector, photo)[0]
+        m = to_canonical(lm)
+        assert segmenter.segment(warp_to_canonical(photo, m)).covered == (folder == "masked")
+        dim = (photo.astype(np.float32) * 0.2).astype(np.uint8)
+        return segmenter.segment(warp_to_canonical(dim, m), apply(m, lm[:5])).covered
+
+    assert [n for n in masked if not judged("masked", n)] == []
+    assert [n for n in darkest_open if judged("unmasked", n)] == []
