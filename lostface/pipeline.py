@@ -45,6 +45,10 @@ from lostface.stages import (
 
 log = logging.getLogger(__name__)
 
+# results kept per face: keyframes come at most once per detection (every 4th frame by default),
+# so these span the delay line
+_RESULTS_KEPT = 8
+
 
 @dataclass
 class Stages:
@@ -160,7 +164,9 @@ class KeyframeWorker:
         self.synchronous = synchronous
         self.batch = max(1, batch)
         self._jobs: deque[PaintJob] = deque(maxlen=queue_size)
-        self._results: dict[int, Painted] = {}
+        # per face, its newest results with the frame each was painted on: a frame leaving the
+        # delay line takes the one of its own time (result(track_id, frame_index))
+        self._results: dict[int, deque[tuple[int, Painted]]] = {}
         self._working: set[int] = set()  # tracks whose job is being painted now
         self._forgets: set[int] = set()
         self._reset = False
@@ -245,15 +251,29 @@ class KeyframeWorker:
             self._housekeeping()
 
     def _work(self, jobs: list[PaintJob]) -> None:
-        for painted in self.painter.paint_many(jobs):
+        for job, painted in zip(jobs, self.painter.paint_many(jobs), strict=True):
             for step, seconds in painted.seconds.items():
                 self.timings.add(step, seconds)
             with self._lock:
-                self._results[painted.track_id] = painted
+                kept = self._results.setdefault(painted.track_id, deque(maxlen=_RESULTS_KEPT))
+                kept.append((job.frame_index, painted))
 
-    def result(self, track_id: int) -> Painted | None:
+    def result(self, track_id: int, frame_index: int | None = None) -> Painted | None:
+        """The face's newest result. With frame_index (a frame leaving the delay line), the
+        newest too when it decides that frame's face as the result of its own time did (the
+        newest painted on it or before; the first for a frame before the face's first
+        keyframe): a patch asked for on a head turn reaches the frames of the turn. Where the
+        two decide differently, the frame keeps the decision of its time: a face open on it
+        and covered later in the shot (someone putting a covering on) is not painted there."""
         with self._lock:
-            return self._results.get(track_id)
+            kept = self._results.get(track_id)
+            if not kept:
+                return None
+            newest = kept[-1][1]
+            if frame_index is None:
+                return newest
+            own = next((p for i, p in reversed(kept) if i <= frame_index), kept[0][1])
+            return newest if newest.covered == own.covered else own
 
     def pending(self, track_id: int) -> bool:
         """Whether a job of this face is queued or being painted."""
@@ -538,7 +558,7 @@ class Pipeline:
         paints: list[tuple[FaceTrack, Patch]] = []
         patches: dict[int, Patch | None] = {}
         for view in out.faces:
-            res = self.worker.result(view.track_id)
+            res = self.worker.result(view.track_id, out.frame.index)
             if res is None:
                 continue
             view.masked = res.covered

@@ -407,3 +407,28 @@ def test_keyframes_hand_the_face_s_previous_decision_to_the_segmenter(masked_fra
     assert rec.calls[0] is None
     assert all(c is True for c in rec.calls[1:])  # the masked face stays covered
     assert all(v.masked for o in outs for v in o.faces)
+
+
+def test_a_covering_put_on_mid_shot_is_not_painted_on_the_frames_before(astronaut_bgr):
+    """A face open at first and covered later in the same shot (someone putting a covering
+    on): each frame leaving the delay line takes the decision of its own time, so the frames
+    before the keyframe that found the covering leave as they came (the newest patch used to
+    reach back over the whole delay line), and the covered ones are painted."""
+    from lostface.synthetic import draw_mask
+
+    settings = load_settings(overrides=["keyframe.max_age=6"])
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    frames, on = _moving(astronaut_bgr, 40), 20
+    for i in range(on, len(frames)):
+        d = stages.detector.detect(frames[i])
+        k = int(np.argmax(d.scores))
+        rng = np.random.default_rng(1)
+        frames[i] = draw_mask(frames[i], d.landmarks[k], kind="cloth", rng=rng).image
+    assert settings.keyframe.delay_frames > 6  # the line holds frames from before the covering
+    outs = _run(Pipeline(settings, stages, synchronous=True), frames)
+    assert [o.frame.index for o in outs] == list(range(len(frames)))
+    for o, f in zip(outs[:on], frames[:on], strict=True):
+        assert np.array_equal(o.frame.image, f), o.frame.index
+        assert all(v.masked is not True for v in o.faces)
+    painted = [not np.array_equal(o.frame.image, f) for o, f in zip(outs, frames, strict=True)]
+    assert all(painted[on + 8 :])
