@@ -245,11 +245,12 @@ def test_a_mesh_posed_unlike_the_face_does_not_bound_the_region(mesh, detector, 
     """A covered face turned far aside (the stage clip's woman in three-quarter profile, with a
     synthetic covering) gets a mesh sitting frontal on the covering, far from the detector's
     eyes and nose: the painter leaves it out of the covered region's bound
-    (painter.mesh_fits), and more of the covering is found. Meshes of open faces agree with
+    (restore.mesh.fits), and more of the covering is found. Meshes of open faces agree with
     the detector's points, frontal (the astronaut) or turned (the man beside her)."""
     from lostface.config import MaskSettings, load_settings
     from lostface.registry import build_painter
-    from lostface.restore.painter import PaintJob, mesh_fits
+    from lostface.restore.mesh import fits as mesh_fits
+    from lostface.restore.painter import PaintJob
     from lostface.restore.segment import GeometrySegmenter
     from lostface.stream.video import read_frames
     from tests.conftest import shared_path

@@ -32,6 +32,7 @@ import numpy as np
 
 from lostface.errors import ModelError
 from lostface.models import file_sha256
+from lostface.restore.align import CANON_LANDMARKS
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,25 @@ class FaceMesh:
 
 
 _WARNED: set[str] = set()
+
+
+# A mesh whose eyes and nose tip lie further than this many eye distances from the detector's
+# (canonical space) is posed unlike the face: on a covered face turned far aside it often sits
+# frontal on the covering. It then does not bound the covered region (painter), which would
+# stop short of the covering.
+MAX_MISS = 0.5
+_EYE_DISTANCE = float(np.hypot(*(CANON_LANDMARKS[1] - CANON_LANDMARKS[0])))
+
+
+def fits(dense: np.ndarray, landmarks: np.ndarray) -> bool:
+    """Whether a face mesh (canonical points) agrees with the face's 5 landmarks (canonical):
+    its eye centres and nose tip within MAX_MISS eye distances of theirs."""
+    eyes = np.array([dense[list(LEFT_EYE), :2].mean(axis=0), dense[list(RIGHT_EYE), :2].mean(0)])
+    points = np.vstack([eyes[np.argsort(eyes[:, 0])], dense[NOSE_TIP, :2]])
+    lm = np.asarray(landmarks, np.float64)[:3].copy()
+    lm[:2] = lm[:2][np.argsort(lm[:2, 0])]  # the image's left eye first on both sides
+    miss = np.hypot(*(points - lm).T).max()
+    return bool(miss <= MAX_MISS * _EYE_DISTANCE)
 
 
 def load_face_mesh(spec: str = "", threads: int = 1) -> FaceMesh | None:

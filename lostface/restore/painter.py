@@ -37,6 +37,7 @@ import numpy as np
 from lostface.frame import CoverMask, Patch
 from lostface.restore import align
 from lostface.restore.compositor import skin_mean
+from lostface.restore.mesh import fits as mesh_fits
 from lostface.stages import NOBODY, RestoreItem, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
@@ -49,26 +50,6 @@ if TYPE_CHECKING:
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
 _FACE_SHARE = 0.65  # a face box's width over its canonical crop's span (median on real photos)
-
-
-# the face mesh bounds the covered region only where its eyes and nose tip lie within this
-# many eye distances of the detector's (canonical space); further off, it is posed unlike the
-# face (on a covered face turned far aside it often sits frontal on the covering) and would
-# cut the region short of the covering
-_MESH_MISS = 0.5
-_EYE_DISTANCE = float(np.hypot(*(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0])))
-
-
-def mesh_fits(dense: np.ndarray, landmarks: np.ndarray) -> bool:
-    """Whether a face mesh (canonical points) agrees with the face's 5 landmarks."""
-    from lostface.restore.mesh import LEFT_EYE, NOSE_TIP, RIGHT_EYE
-
-    eyes = np.array([dense[list(LEFT_EYE), :2].mean(axis=0), dense[list(RIGHT_EYE), :2].mean(0)])
-    points = np.vstack([eyes[np.argsort(eyes[:, 0])], dense[NOSE_TIP, :2]])
-    lm = np.asarray(landmarks, np.float64)[:3]
-    lm[:2] = lm[:2][np.argsort(lm[:2, 0])]  # the image's left eye first on both sides
-    miss = np.hypot(*(points - lm).T).max()
-    return bool(miss <= _MESH_MISS * _EYE_DISTANCE)
 
 
 @dataclass(slots=True)
