@@ -46,8 +46,9 @@ from lostface.stages import (
 log = logging.getLogger(__name__)
 
 # results kept per face: keyframes come at most once per detection (every 4th frame by default),
-# so these span the delay line
-_RESULTS_KEPT = 8
+# so these span the delay line, which holds a frame up to 4 times its length while its face's
+# keyframe is painted
+_RESULTS_KEPT = 16
 
 
 @dataclass
@@ -260,20 +261,30 @@ class KeyframeWorker:
 
     def result(self, track_id: int, frame_index: int | None = None) -> Painted | None:
         """The face's newest result. With frame_index (a frame leaving the delay line), the
-        newest too when it decides that frame's face as the result of its own time did (the
-        newest painted on it or before; the first for a frame before the face's first
-        keyframe): a patch asked for on a head turn reaches the frames of the turn. Where the
-        two decide differently, the frame keeps the decision of its time: a face open on it
-        and covered later in the shot (someone putting a covering on) is not painted there."""
+        result of that frame's time (the newest painted on it or before), or the next one
+        when it decides the face the same way (a patch asked for on a head turn reaches the
+        frames of the turn) or no earlier one exists (the frames before a face's first
+        keyframe). Never a later one that decides otherwise: a face open on the frame and
+        covered later in the shot (someone putting a covering on) is not painted there. A
+        frame that waited long in the line takes the patch nearest its time, not the newest
+        (painted far later, on another pose)."""
         with self._lock:
             kept = self._results.get(track_id)
             if not kept:
                 return None
-            newest = kept[-1][1]
             if frame_index is None:
-                return newest
-            own = next((p for i, p in reversed(kept) if i <= frame_index), kept[0][1])
-            return newest if newest.covered == own.covered else own
+                return kept[-1][1]
+            own = nxt = None
+            for index, painted in kept:
+                if index <= frame_index:
+                    own = painted
+                elif nxt is None:
+                    nxt = painted
+            if own is None:
+                return nxt
+            if nxt is not None and nxt.covered == own.covered:
+                return nxt
+            return own
 
     def pending(self, track_id: int) -> bool:
         """Whether a job of this face is queued or being painted."""

@@ -432,3 +432,40 @@ def test_a_covering_put_on_mid_shot_is_not_painted_on_the_frames_before(astronau
         assert all(v.masked is not True for v in o.faces)
     painted = [not np.array_equal(o.frame.image, f) for o, f in zip(outs, frames, strict=True)]
     assert all(painted[on + 8 :])
+
+
+def test_a_frame_leaving_the_line_takes_the_keyframe_nearest_its_time(
+    masked_frames, astronaut_bgr, settings
+):
+    """KeyframeWorker.result for a frame that waited in the delay line: the next keyframe's
+    result when it decides the face as the frame's own time did (a head turn's patch reaches
+    the frames of the turn), never one painted far later on another pose, and never a later
+    decision that differs (a covering put on or taken off after the frame)."""
+    from lostface.pipeline import KeyframeWorker, Timings
+    from lostface.restore.painter import PaintJob
+
+    frames, _ = masked_frames
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    worker = KeyframeWorker(stages.painter, 8, Timings(), synchronous=True)
+    open_face = _moving(astronaut_bgr, 20)[8]
+    for index in (2, 8, 14, 17, 19):
+        image = open_face if index == 8 else frames[index]
+        d = stages.detector.detect(image)
+        job = PaintJob.from_frame(1, index, image, d.landmarks[int(np.argmax(d.scores))])
+        assert job is not None
+        worker.submit(job)
+
+    def painted_on(frame_index: int | None) -> tuple[bool, int | None]:
+        res = worker.result(1, frame_index)
+        assert res is not None
+        return res.covered, None if res.patch is None else res.patch.frame_index
+
+    assert painted_on(None) == (True, 19)  # the newest
+    assert painted_on(0) == (True, 2)  # before the first keyframe: the first
+    assert painted_on(4) == (True, 2)  # the next one (8) judged the face open
+    assert painted_on(9) == (False, None)  # open at 8; covered again only from 14 on
+    assert painted_on(12) == (False, None)
+    assert painted_on(15) == (True, 17)  # the next one, not the newest
+    assert painted_on(17) == (True, 19)
+    assert painted_on(19) == (True, 19)
+    worker.close()
