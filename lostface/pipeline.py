@@ -261,30 +261,35 @@ class KeyframeWorker:
 
     def result(self, track_id: int, frame_index: int | None = None) -> Painted | None:
         """The face's newest result. With frame_index (a frame leaving the delay line), the
-        result of that frame's time (the newest painted on it or before), or the next one
-        when it decides the face the same way (a patch asked for on a head turn reaches the
-        frames of the turn) or no earlier one exists (the frames before a face's first
-        keyframe). Never a later one that decides otherwise: a face open on the frame and
-        covered later in the shot (someone putting a covering on) is not painted there. A
-        frame that waited long in the line takes the patch nearest its time, not the newest
-        (painted far later, on another pose)."""
+        result nearest that frame's time that decides the face as its time did:
+        - the next keyframe's when it decides alike (a patch asked for on a head turn reaches
+          the frames of the turn), else the newest painted on the frame or before it; a
+          frame before the face's first keyframe takes that one;
+        - never a later one that decides otherwise (a face open on the frame and covered
+          later in the shot, someone putting a covering on, is not painted there);
+        - not the newest either when the frame waited long in the line (a patch painted far
+          later is of another pose), unless the person the face was found to be is only
+          known later: then the first result that paints that person (the delay line hides
+          the identity gate's first looks)."""
         with self._lock:
-            kept = self._results.get(track_id)
-            if not kept:
-                return None
-            if frame_index is None:
-                return kept[-1][1]
-            own = nxt = None
-            for index, painted in kept:
-                if index <= frame_index:
-                    own = painted
-                elif nxt is None:
-                    nxt = painted
-            if own is None:
-                return nxt
-            if nxt is not None and nxt.covered == own.covered:
-                return nxt
-            return own
+            kept = list(self._results.get(track_id, ()))
+        if not kept:
+            return None
+        if frame_index is None:
+            return kept[-1][1]
+        own = max((k for k, (i, _) in enumerate(kept) if i <= frame_index), default=None)
+        nxt = own + 1 if own is not None else 0
+        pick = own
+        if own is None or (nxt < len(kept) and kept[nxt][1].covered == kept[own][1].covered):
+            pick = nxt if nxt < len(kept) else own
+        assert pick is not None
+        run = pick
+        while run + 1 < len(kept) and kept[run + 1][1].covered == kept[pick][1].covered:
+            run += 1
+        person = kept[run][1].identity
+        while kept[pick][1].identity != person and pick < run:
+            pick += 1
+        return kept[pick][1]
 
     def pending(self, track_id: int) -> bool:
         """Whether a job of this face is queued or being painted."""
