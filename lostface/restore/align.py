@@ -35,6 +35,8 @@ CANON_SCALE = 2.0 * CANON_SIZE / 256
 CANON_LANDMARKS = (
     (_TEMPLATE_112 - _EYE_MID_112) * CANON_SCALE + np.array([128.0, 100.0]) * CANON_SIZE / 256
 ).astype(np.float32)
+# the template's eye distance (canonical px): the unit of distances between faces' points
+CANON_EYE_DISTANCE = float(np.hypot(*(CANON_LANDMARKS[1] - CANON_LANDMARKS[0])))
 
 # Eyes and nose stay visible above a face mask; mouth corners under a mask are only the
 # detector's guess, so they pull the alignment far less.

@@ -32,7 +32,7 @@ import numpy as np
 
 from lostface.errors import ModelError
 from lostface.models import file_sha256
-from lostface.restore.align import CANON_LANDMARKS
+from lostface.restore.align import CANON_EYE_DISTANCE
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,6 @@ _WARNED: set[str] = set()
 # frontal on the covering. It then does not bound the covered region (painter), which would
 # stop short of the covering.
 MAX_MISS = 0.5
-_EYE_DISTANCE = float(np.hypot(*(CANON_LANDMARKS[1] - CANON_LANDMARKS[0])))
 
 
 def fits(dense: np.ndarray, landmarks: np.ndarray) -> bool:
@@ -226,7 +225,7 @@ def fits(dense: np.ndarray, landmarks: np.ndarray) -> bool:
     lm = np.asarray(landmarks, np.float64)[:3].copy()
     lm[:2] = lm[:2][np.argsort(lm[:2, 0])]  # the image's left eye first on both sides
     miss = np.hypot(*(points - lm).T).max()
-    return bool(miss <= MAX_MISS * _EYE_DISTANCE)
+    return bool(miss <= MAX_MISS * CANON_EYE_DISTANCE)
 
 
 def load_face_mesh(spec: str = "", threads: int = 1) -> FaceMesh | None:

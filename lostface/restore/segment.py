@@ -121,10 +121,10 @@ _MIN_COVER_L = 12.0  # Lab L (0..255) a dim face's lower face needs for its colo
 # A dim face whose lower face is at most this share of its visible skin's lightness (Lab L,
 # linear) wears a dark covering, where that skin is light enough to read (_MIN_DARK_SKIN_L):
 # a black covering in the dark has no colour to tell it by, only its darkness. Shadow and
-# beards leave more light: of the real open photos darkened five times, 1 in 300 measures
-# under 0.41 (a dark moustache on dark skin, 0.27), against 0.25 or less for most dark
-# coverings; a stage crowd's open faces darker than _MIN_DARK_SKIN_L go down to 0.2, so
-# fainter faces are not judged this way.
+# beards leave more light: with the real photos darkened five times (bench/harm.py --dim 5)
+# no open face is judged covered at 0.25, and one at 0.3 (a dark moustache on dark skin);
+# faces darker than _MIN_DARK_SKIN_L are not judged this way (the faint open faces of a stage
+# crowd can measure like coverings).
 _DARK_COVER = 0.25
 _MIN_DARK_SKIN_L = 20.0
 

@@ -51,7 +51,6 @@ _BETTER = 1.1  # a face replaces its band's reference only when this much better
 # MediaPipe face-mesh points of the inner lips (upper, lower): the mouth's opening
 _LIPS = (13, 14)
 _MOUTH, _MOUTH_AXES = (128, 181), (40, 18)  # the lips on the canonical crop
-_EYE_DISTANCE = float(np.linalg.norm(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0]))
 
 
 # what a painter learned, as export() hands it over: person -> (band, reference, embedding,
@@ -111,7 +110,7 @@ def mouth_opening(points: np.ndarray | None) -> float:
     if points is None or len(points) <= max(_LIPS):
         return 0.0
     a, b = (np.asarray(points[i][:2], np.float64) for i in _LIPS)
-    return float(np.linalg.norm(a - b)) / _EYE_DISTANCE
+    return float(np.linalg.norm(a - b)) / align.CANON_EYE_DISTANCE
 
 
 class SelfReferences:

@@ -57,7 +57,6 @@ _SMOOTHING = 2.0  # the spline's smoothing (canonical px^2): the mesh's own jitt
 # the spline is refused when the meshes disagree with the similarity this much (median point
 # distance, in eye distances): one of the meshes is wrong
 MAX_DISAGREEMENT = 0.35
-_EYE_DISTANCE = float(np.hypot(*(align.CANON_LANDMARKS[1] - align.CANON_LANDMARKS[0])))
 
 
 def _grid() -> np.ndarray:
@@ -124,7 +123,7 @@ def thin_plate(src: np.ndarray, dst: np.ndarray, at: np.ndarray) -> np.ndarray:
 def disagreement(src_mesh: np.ndarray, dst_mesh: np.ndarray, m: np.ndarray) -> float:
     """Median distance (eye distances) between dst's mesh and src's mapped by similarity m."""
     d = align.apply(m, src_mesh[CONTROL, :2]) - dst_mesh[CONTROL, :2]
-    return float(np.median(np.hypot(d[:, 0], d[:, 1]))) / _EYE_DISTANCE
+    return float(np.median(np.hypot(d[:, 0], d[:, 1]))) / align.CANON_EYE_DISTANCE
 
 
 def posed_disagreement(
@@ -135,7 +134,7 @@ def posed_disagreement(
     posed = pose_fit(src_mesh, dst_mesh, depth)
     miss = np.hypot(*(posed[_UPPER, :2] - np.asarray(dst_mesh)[_UPPER, :2]).T)
     move = np.hypot(*(targets(src_mesh, dst_mesh, depth) - np.asarray(src_mesh)[CONTROL, :2]).T)
-    return float(np.median(move)), float(np.median(miss)) / _EYE_DISTANCE
+    return float(np.median(move)), float(np.median(miss)) / align.CANON_EYE_DISTANCE
 
 
 def targets(src_mesh: np.ndarray, dst_mesh: np.ndarray, depth: bool = True) -> np.ndarray:
