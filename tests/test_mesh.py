@@ -289,4 +289,6 @@ def test_a_mesh_posed_unlike_the_face_does_not_bound_the_region(mesh, detector, 
         found = painter._segment(job).cover  # the painter, with the mesh model, leaves it out
         assert found.covered and np.array_equal(found.hard, alone.hard)
         gains.append(((alone.hard & truth).sum() - (bounded.hard & truth).sum()) / truth.sum())
-    assert min(gains) >= 0.0 and max(gains) >= 0.05, gains
+    # (the region of a turned face also grows to the covering's own edge past its bound,
+    # segment._extend, which wins back part of what such a mesh cuts: 0.05 before that)
+    assert min(gains) >= 0.0 and max(gains) > 0.01, gains

@@ -102,6 +102,18 @@ _CUT_REACH = 9
 _CUT_BELOW = 8
 _CUT_SURE = 12
 
+# On a turned face (head turn beyond _TURNED) the covering stands off the face in front of the
+# nose, mouth and chin, past where the 5 points put the face: the region then also takes what
+# lies beside it, within _EXTEND_REACH canonical px and from _EXTEND_BELOW_NOSE px under the
+# nose tip down (above lie the eyes), that is unlike the skin and within _EXTEND_Z (robust z)
+# of the material found over the nose tip and mouth, in pieces that end inside that reach
+# (the covering's own edge shows). A piece that runs on to the reach's end or the crop's is
+# something else of the covering's colour (hair, a collar, a dark background) and is left.
+_EXTEND_REACH = 40
+_EXTEND_RIM = 3
+_EXTEND_Z = 2.0
+_EXTEND_BELOW_NOSE = 10
+
 # A frontal face's evidence is at most this times its less covered-looking cheek's.
 _CHEEK_AGREEMENT = 1.25
 # A face whose visible upper face (brows, eyes, nose bridge: these rows and columns of the
@@ -265,6 +277,11 @@ class GeometrySegmenter(Segmenter):
         self._mat_hi = np.array(
             [_MAT_LOG_L_SPREAD[1], _MAT_AB_SPREAD[1], _MAT_AB_SPREAD[1]], np.float32
         )
+        r = _EXTEND_REACH
+        self._extend_reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        r -= _EXTEND_RIM
+        self._extend_inner = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        self._extend_y0 = int(round(CANON_LANDMARKS[2, 1])) + _EXTEND_BELOW_NOSE - self._y0
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         self._reach = cv2.getStructuringElement(
@@ -380,7 +397,7 @@ class GeometrySegmenter(Segmenter):
                 f"segment needs an aligned {CANON_SIZE}x{CANON_HEIGHT} BGR uint8 face crop "
                 "(see lostface.restore.align.warp_to_canonical)"
             )
-        zones, near, edge_cols = self._zones, None, _EDGE_COLS
+        zones, near, edge_cols, yaw = self._zones, None, _EDGE_COLS, 0.0
         if landmarks is not None:
             yaw = yaw_proxy(np.asarray(landmarks, np.float64)[:5])
             if abs(yaw) > _MAX_TURN:
@@ -445,6 +462,8 @@ class GeometrySegmenter(Segmenter):
         hard = self._shape(nonskin, lab, bound)
         if self.settings.refine:
             hard = self._cut(face, hard, bound)
+        if abs(yaw) > _TURNED:
+            hard = self._extend(hard, nonskin, lab)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
 
     def _edge_step(self, face: np.ndarray, columns: tuple[int, ...] = _EDGE_COLS) -> float:
@@ -494,13 +513,9 @@ class GeometrySegmenter(Segmenter):
         nose tip and mouth, connected to it, inside the geometric bound."""
         s = CANON_SIZE
         cand = nonskin & bound
-        core = cand & self._core
-        if int(core.sum()) >= 40:
-            mat = lab[core]
-            med = np.median(mat, axis=0)
-            spread = 1.4826 * np.median(np.abs(mat - med), axis=0)
-            z = (lab - med) / np.clip(spread, self._mat_lo, self._mat_hi)
-            cand &= (z * z).sum(axis=2) < _MAT_Z * _MAT_Z
+        z = self._material(lab, cand)
+        if z is not None:
+            cand &= z < _MAT_Z
         m: np.ndarray = cand.astype(np.uint8) * 255
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, self._close)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, self._open)
@@ -519,6 +534,46 @@ class GeometrySegmenter(Segmenter):
         cv2.fillConvexPoly(filled, hull, 255)
         hard[self._y0 :] = (filled > 0) & bound
         return hard
+
+    def _material(self, lab: np.ndarray, where: np.ndarray) -> np.ndarray | None:
+        """Robust z distance (rows y0..S) to the colour of the covering at `where` (the
+        material zone over the nose tip and mouth), or None when too little of it shows."""
+        core = where & self._core
+        if int(core.sum()) < 40:
+            return None
+        mat = lab[core]
+        med = np.median(mat, axis=0)
+        spread = 1.4826 * np.median(np.abs(mat - med), axis=0)
+        z = (lab - med) / np.clip(spread, self._mat_lo, self._mat_hi)
+        return np.sqrt((z * z).sum(axis=2))
+
+    def _extend(self, hard: np.ndarray, nonskin: np.ndarray, lab: np.ndarray) -> np.ndarray:
+        """The covering of a turned face grown to its own edge where that edge lies beyond
+        the region (see _EXTEND_REACH)."""
+        h = hard[self._y0 :]
+        z = self._material(lab, h)
+        if z is None:
+            return hard
+        h8 = h.astype(np.uint8)
+        reach = cv2.dilate(h8, self._extend_reach) > 0
+        rim = reach & ~(cv2.dilate(h8, self._extend_inner) > 0)
+        rim[:, :2] = rim[:, -2:] = rim[-2:] = True  # the crop's edge: what lies past it is unknown
+        cand = reach & ~h & nonskin & (z < _EXTEND_Z)
+        cand[: max(self._extend_y0, 0)] = False
+        n, labels = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return hard
+        touching = cv2.dilate(h8, np.ones((3, 3), np.uint8)) > 0
+        beside = np.bincount(labels[touching & cand], minlength=n) > 0
+        running = np.bincount(labels[rim & cand], minlength=n) > 0
+        keep = np.nonzero(beside & ~running)[0]
+        keep = keep[keep > 0]
+        if not len(keep):
+            return hard
+        grown = (np.isin(labels, keep) | h).astype(np.uint8)
+        out = hard.copy()
+        out[self._y0 :] = cv2.morphologyEx(grown, cv2.MORPH_CLOSE, self._close) > 0
+        return out
 
     def _cut(self, face: np.ndarray, hard: np.ndarray, bound: np.ndarray) -> np.ndarray:
         """Move the covering's outline onto its real edge with GrabCut (cv2.grabCut).
