@@ -534,9 +534,10 @@ class Pipeline:
             self._confirmed.add(tr.track_id)
             live.add(tr.track_id)
             key = False
-            if self.restore_enabled and self.stages.policy.due(tr, frame.index, cut) is not None:
+            policy = self.stages.policy
+            if self.restore_enabled and policy.due(tr, frame.index, cut, frame.image) is not None:
                 self._submit(frame, tr, cut)
-                self.stages.policy.painted(tr, frame.index)
+                policy.painted(tr, frame.index, frame.image)
                 key = True
             views.append(
                 FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), key, hidden=tr.hidden)

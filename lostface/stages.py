@@ -96,15 +96,24 @@ class Tracker(Protocol):
 
 
 class KeyframePolicy(Protocol):
-    def due(self, track: FaceTrack, frame_index: int, scene_cut: bool) -> str | None:
+    def due(
+        self,
+        track: FaceTrack,
+        frame_index: int,
+        scene_cut: bool,
+        image: np.ndarray | None = None,
+    ) -> str | None:
         """Why this track needs a fresh patch now, or None.
 
-        Reasons: "new", "cut", "pose", "roll", "scale", "age".
+        Reasons: "new", "cut", "pose", "roll", "scale", "look" (the lower face looks unlike
+        its last keyframe's: a covering put on or taken off; needs image, the frame as it
+        came in), "age".
         """
         ...
 
-    def painted(self, track: FaceTrack, frame_index: int) -> None:
-        """Record that a keyframe job was taken for this track at its current geometry."""
+    def painted(self, track: FaceTrack, frame_index: int, image: np.ndarray | None = None) -> None:
+        """Record that a keyframe job was taken for this track at its current geometry (and,
+        with image, its look)."""
         ...
 
     def forget(self, track_id: int) -> None: ...

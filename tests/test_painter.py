@@ -246,7 +246,7 @@ def test_a_covering_standing_off_a_turned_face_is_painted_to_its_edge():
     for index in (222, 228, 234, 258):
         image = frames[index]
         det = stages.detector.detect(image)
-        lm = det.landmarks[int(np.argmax((det.boxes[:, 2] - det.boxes[:, 0])))][:5]
+        lm = det.landmarks[int(np.argmax(det.boxes[:, 2] - det.boxes[:, 0]))][:5]
         assert abs(align.yaw_proxy(lm)) > 0.25, index  # turned aside
         k = index // 3
         syn = draw_mask(image, lm, KINDS[k % len(KINDS)], rng=k)

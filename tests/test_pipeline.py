@@ -469,3 +469,35 @@ def test_a_frame_leaving_the_line_takes_the_keyframe_nearest_its_time(
     assert painted_on(17) == (True, 19)
     assert painted_on(19) == (True, 19)
     worker.close()
+
+
+@pytest.mark.parametrize("put_on", [True, False])
+def test_a_covering_put_on_or_taken_off_mid_shot_is_seen_at_once(astronaut_bgr, put_on):
+    """A face covered from frame 20 on (or uncovered from frame 20 on) with the pose and
+    size the same: its lower face's look changes, so the next detection frame takes a
+    keyframe (reason 'look') instead of the old decision holding until the patch ages out
+    (keyframe.max_age, 45 frames): the covering is painted, or the open face left alone,
+    from there on. With keyframe.look_change=0 (never) the old decision holds."""
+    from lostface.synthetic import draw_mask
+
+    frames, change = _moving(astronaut_bgr, 60), 20
+    detector = build_stages(load_settings()).detector
+    covered = range(change, 60) if put_on else range(change)
+    for i in covered:
+        d = detector.detect(frames[i])
+        k = int(np.argmax(d.scores))
+        rng = np.random.default_rng(1)
+        frames[i] = draw_mask(frames[i], d.landmarks[k], kind="cloth", rng=rng).image
+
+    def painted(overrides: list[str]) -> list[bool]:
+        settings = load_settings(overrides=overrides)
+        assert settings.keyframe.max_age == 45
+        stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+        outs = _run(Pipeline(settings, stages, synchronous=True), frames)
+        return [not np.array_equal(o.frame.image, f) for o, f in zip(outs, frames, strict=True)]
+
+    seen = painted([])
+    after = seen[change + 4 :]  # from the detection frame after the change
+    assert all(after) if put_on else not any(after), np.nonzero(seen)[0]
+    held = painted(["keyframe.look_change=0"])[change + 4 : 45]
+    assert not any(held) if put_on else all(held)

@@ -68,6 +68,9 @@ class KeyframeSettings:
     pose_change: float = 0.12  # yaw/pitch change (eye distances) that calls for a new patch
     scale_change: float = 0.25  # relative face-size change that calls for a new patch
     roll_change: float = 0.2  # radians
+    # change of the lower face's look (median Lab distance over a 4x3 grid, 8-bit units) that
+    # calls for a new patch: a covering put on or taken off mid-shot (0 = never)
+    look_change: float = 25.0
     queue_size: int = 4  # pending keyframe jobs; the newest job replaces the oldest when full
     batch: int = 1  # faces painted in one call of the restorer (a GPU engine batches them)
     # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
@@ -490,6 +493,7 @@ def validate(s: Settings) -> None:
         (s.keyframe.queue_size >= 1, "keyframe.queue_size must be 1 or more"),
         (s.keyframe.batch >= 1, "keyframe.batch must be 1 or more"),
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
+        (s.keyframe.look_change >= 0, "keyframe.look_change must be 0 or more (0: never)"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
         (s.upscale.threads >= 1, "upscale.threads must be 1 or more"),

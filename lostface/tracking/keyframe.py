@@ -4,6 +4,16 @@ A patch painted on one keyframe is warped onto later frames by a similarity tran
 that holds while the head keeps roughly the same pose and size. The policy compares the
 track's current geometry with the geometry recorded when its last keyframe job was taken
 and asks for a new one when the difference would show (or when the patch is simply old).
+
+It also compares how the lower face looks (the mean Lab colour of a 4x3 grid between the
+nose and the chin, from the frame as it came in): a covering put on or taken off mid-shot
+changes it at once, while the pose and size stay, so without this the face would keep its
+old decision until the patch ages out (`max_age`, a second and a half): a covering left
+unpainted, or a painted patch over a face that took its covering off. Between a face's
+keyframes, open faces' looks move by about 3 units (median; on the stage clip, with its
+stage lights and singing, 20 on one detection in ten and 25 on one in twenty, where the
+default `look_change` of 25 adds 4 keyframes to its 62), and a synthetic covering drawn
+on a face moves it by 40-60 (median; lostface.synthetic).
 """
 
 from __future__ import annotations
@@ -11,11 +21,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from lostface.config import KeyframeSettings
 from lostface.frame import FaceTrack
-from lostface.restore.align import pitch_proxy, yaw_proxy
+from lostface.restore.align import pitch_proxy, to_canonical, yaw_proxy
+
+# the lower face in canonical pixels (x0, y0, x1, y1: beside the nose tip down to the chin),
+# sampled at _THUMB pixels and averaged over a _GRID of cells
+_LOWER_FACE = (72.0, 136.0, 184.0, 232.0)
+_THUMB = (32, 24)
+_GRID = (4, 3)
 
 
 @dataclass(slots=True)
@@ -25,6 +42,30 @@ class _Painted:
     pitch: float
     roll: float
     size: float
+    look: np.ndarray | None  # lower_face_look on that keyframe
+
+
+def lower_face_look(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
+    """(12, 3) float32: the mean Lab colour (8-bit units) of each cell of a 4x3 grid over the
+    lower face, or None when the landmarks give no alignment."""
+    try:
+        m = to_canonical(np.asarray(landmarks, np.float64)[:5])
+    except ValueError:
+        return None
+    x0, y0, x1, y1 = _LOWER_FACE
+    sx, sy = _THUMB[0] / (x1 - x0), _THUMB[1] / (y1 - y0)
+    to_thumb = np.array([[sx, 0.0, -x0 * sx], [0.0, sy, -y0 * sy]]) @ np.vstack([m, [0, 0, 1]])
+    thumb = cv2.warpAffine(
+        image, to_thumb, _THUMB, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    cells = cv2.resize(thumb, _GRID, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(cells, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+
+
+def look_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How differently two lower faces look: the median over the grid's cells of their Lab
+    distance (a mouth that opens changes a few cells; a covering, most)."""
+    return float(np.median(np.linalg.norm(a - b, axis=1)))
 
 
 def roll_angle(landmarks: np.ndarray) -> float:
@@ -48,8 +89,15 @@ class ThresholdKeyframePolicy:
         self.settings = settings
         self._painted: dict[int, _Painted] = {}
 
-    def due(self, track: FaceTrack, frame_index: int, scene_cut: bool) -> str | None:
-        """'new', 'cut', 'pose', 'roll', 'scale' or 'age' (first that applies), or None."""
+    def due(
+        self,
+        track: FaceTrack,
+        frame_index: int,
+        scene_cut: bool,
+        image: np.ndarray | None = None,
+    ) -> str | None:
+        """'new', 'cut', 'pose', 'roll', 'scale', 'look' or 'age' (first that applies), or
+        None. image: the frame as it came in (the 'look' reason needs it)."""
         if not (track.confirmed and track.detected):
             return None
         last = self._painted.get(track.track_id)
@@ -68,14 +116,19 @@ class ThresholdKeyframePolicy:
             return "roll"
         if abs(track.size / max(last.size, 1e-6) - 1.0) > s.scale_change:
             return "scale"
+        if image is not None and last.look is not None and s.look_change > 0:
+            now = lower_face_look(image, lm)
+            if now is not None and look_change(now, last.look) > s.look_change:
+                return "look"
         if frame_index - last.frame_index >= s.max_age:
             return "age"
         return None
 
-    def painted(self, track: FaceTrack, frame_index: int) -> None:
+    def painted(self, track: FaceTrack, frame_index: int, image: np.ndarray | None = None) -> None:
         lm = track.landmarks
+        look = lower_face_look(image, lm) if image is not None else None
         self._painted[track.track_id] = _Painted(
-            frame_index, yaw_proxy(lm), pitch_proxy(lm), roll_angle(lm), track.size
+            frame_index, yaw_proxy(lm), pitch_proxy(lm), roll_angle(lm), track.size, look
         )
 
     def forget(self, track_id: int) -> None:
