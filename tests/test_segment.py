@@ -414,3 +414,23 @@ def test_a_dark_covering_on_a_dim_face_is_found(detector, segmenter: GeometrySeg
 
     assert [n for n in masked if not judged("masked", n)] == []
     assert [n for n in darkest_open if judged("unmasked", n)] == []
+
+
+def test_a_grey_skin_sample_beside_a_coloured_one_is_left_out(detector, segmenter) -> None:
+    """The visible skin is sampled twice (forehead and nose bridge, and the nose bridge
+    alone). A white cap over the forehead made the first sample white, so a white covering
+    looked like skin: real masked photos with a white hood or cap are judged covered now
+    (each was judged open). Open faces whose forehead is painted white (a cap) are judged by
+    their nose bridge's skin and stay open."""
+    for name in ("0069.jpg", "0139.jpg", "0292.jpg"):
+        image = cv2.imread(str(shared_path("masked", name)))
+        face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
+        assert segmenter.segment(face).covered, name
+    forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
+    judged = []
+    for path in sample("unmasked", 30):
+        image = cv2.imread(str(path))
+        face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
+        face[forehead] = (235, 235, 235)
+        judged.append(segmenter.segment(face).covered)
+    assert sum(judged) <= 1, judged

@@ -3,7 +3,8 @@
 Geometry gives the prior (a mask sits on the lower face, regions.lower_face_mask); the
 face's own visible skin gives the colour model (two samples: forehead plus nose bridge,
 regions.upper_skin_mask, and the nose bridge alone, regions.mid_skin_mask, for faces whose
-forehead hides under hair or a brim), so "covered" means "unlike this face's skin" and
+forehead hides under hair or a brim; a light grey sample beside a coloured one, a white
+cap or hood, is left out), so "covered" means "unlike this face's skin" and
 works for every skin tone and lighting. The score also asks whether the covering's rim
 steps across the cheeks, whether lips or nostrils show, and whether a difference is only
 shading (chromaticity), and judges dark or defocused faces by colour alone. Everything is a
@@ -31,6 +32,11 @@ from lostface.stages import Segmenter
 _LOG_L_SPREAD = (0.2, 0.3)
 _AB_SPREAD = (4.0, 6.0)
 _LOG_L_OFFSET = 12.0
+# A skin sample whose Lab a and b lie within _GREY of neutral (8-bit units), lighter than the
+# other sample whose a or b reach _COLOURED, is no skin (a white cap or hood, grey hair) and
+# is left out.
+_GREY = 4.0
+_COLOURED = 8.0
 # Skin distance (robust z units) above which a pixel is taken as covering material.
 _NONSKIN_Z = 3.0
 # Presence evidence: the median skin distance over the score zones, less a discount when
@@ -182,6 +188,21 @@ def _chromaticity(bgr: np.ndarray) -> np.ndarray:
     f = bgr.astype(np.float32) + 8.0
     total = f.sum(axis=-1)
     return np.stack([f[:, 2] / total, f[:, 1] / total], axis=-1)
+
+
+def _colourful(models: list[tuple[np.ndarray, np.ndarray]]) -> list[int]:
+    """Which skin samples to trust: all, unless one is grey (Lab a and b within _GREY of
+    neutral) and lighter than another that has colour (beyond _COLOURED): a white cap,
+    hood or grey hair, not skin. (A photo in black and white keeps both; so does a face
+    whose grey sample is darker, hair or a dark cap: taken for skin it keeps beards and
+    shadows from looking like a covering.)"""
+    colour = [float(np.abs(med[1:] - 128.0).max()) for med, _ in models]
+    skin_l = [float(med[0]) for med, _ in models]
+    lit_colour = [skin_l[k] for k in range(len(models)) if colour[k] >= _COLOURED]
+    if not lit_colour:
+        return list(range(len(models)))
+    out = [k for k in range(len(models)) if not (colour[k] < _GREY and skin_l[k] > max(lit_colour))]
+    return out or list(range(len(models)))
 
 
 def _uncovered(score: float) -> CoverMask:
@@ -337,12 +358,14 @@ class GeometrySegmenter(Segmenter):
 
     def skin_distance(self, face: np.ndarray) -> np.ndarray:
         """Robust colour distance to the face's visible skin, rows y0..S of the crop (float32)."""
-        lab, models = self._skin_lab(face)
+        lab, models, _ = self._skin_lab(face)
         return _nearest(lab, models)
 
-    def _skin_lab(self, face: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-        """Rows y0..S of the crop in Lab with log L, and the visible skin's colour models
-        (per skin sample: its median and robust spread)."""
+    def _skin_lab(
+        self, face: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[int]]:
+        """Rows y0..S of the crop in Lab with log L, the visible skin's colour models (per
+        skin sample trusted: its median and robust spread) and which samples those are."""
         lab = cv2.cvtColor(cv2.blur(face, (3, 3)), cv2.COLOR_BGR2LAB).astype(np.float32)
         lab[..., 0] = np.log(lab[..., 0] + _LOG_L_OFFSET)
         lo = np.array([_LOG_L_SPREAD[0], _AB_SPREAD[0], _AB_SPREAD[0]], np.float32)
@@ -353,16 +376,18 @@ class GeometrySegmenter(Segmenter):
             med = np.median(skin, axis=0)
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
             models.append((med, np.clip(spread, lo, hi)))
-        return lab[self._y0 :], models
+        kept = _colourful(models)
+        return lab[self._y0 :], [models[k] for k in kept], kept
 
-    def _chroma_distance(self, face: np.ndarray) -> np.ndarray:
+    def _chroma_distance(self, face: np.ndarray, samples: list[int]) -> np.ndarray:
         """Robust distance of each pixel's chromaticity (r, g over r+g+b) to the visible
-        skin's, rows y0..S: blind to shading, which scales all three channels alike. Only
-        the pixels the decision reads are computed (NaN elsewhere)."""
+        skin's (the skin samples trusted), rows y0..S: blind to shading, which scales all
+        three channels alike. Only the pixels the decision reads are computed (NaN
+        elsewhere)."""
         f = cv2.blur(face, (3, 3)).reshape(-1, 3)
         models = []
-        for idx in self._skin_samples:
-            skin = _chromaticity(f[idx])
+        for k in samples:
+            skin = _chromaticity(f[self._skin_samples[k]])
             med = np.median(skin, axis=0)
             spread = np.maximum(1.4826 * np.median(np.abs(skin - med), axis=0), _CHROMA_SPREAD)
             models.append((med, spread))
@@ -411,10 +436,10 @@ class GeometrySegmenter(Segmenter):
                 # beside it: only the near cheek's rim counts
                 edge_cols = _EDGE_COLS_NEAR[0 if yaw < 0 else 1]
         # the decision reads few pixels (the zones, lips, nostrils): distances there only
-        lab, models = self._skin_lab(face)
+        lab, models, samples = self._skin_lab(face)
         dist = _nearest(lab, models, self._judged)
         chroma_a, skin_l = lab[..., 1], float(models[0][0][0])
-        chroma = self._evidence(self._chroma_distance(face), zones, near)
+        chroma = self._evidence(self._chroma_distance(face, samples), zones, near)
         dim = not self._judgeable(face)
         if dim:
             # in the dark or a blur, edges tell shadow from covering no better than chance:
