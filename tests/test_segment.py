@@ -434,3 +434,27 @@ def test_a_grey_skin_sample_beside_a_coloured_one_is_left_out(detector, segmente
         face[forehead] = (235, 235, 235)
         judged.append(segmenter.segment(face).covered)
     assert sum(judged) <= 1, judged
+
+
+def test_the_neutral_fill_takes_its_colour_from_skin_not_from_a_white_cap(detector) -> None:
+    """A white cap over the forehead (painted on real open faces) is no skin to take the
+    fill's colour from: the fill of the lower face has the nose bridge's skin colour (it was
+    grey, the cap's colour pulled into the face)."""
+    from lostface.restore.fill import neutral_fill
+
+    forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
+    support = (regions.lower_face_mask() > 0).astype(np.uint8)
+    checked = 0
+    for path in sample("unmasked", 6):
+        image = cv2.imread(str(path))
+        face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
+        face[forehead] = (235, 235, 235)
+        lab = cv2.cvtColor(face, cv2.COLOR_BGR2LAB).astype(np.float32)
+        bridge = np.median(lab[regions.mid_skin_mask() > 0], axis=0)
+        if np.abs(bridge[1:] - 128).max() < 8:
+            continue  # a face in black and white, or too grey to tell from the cap
+        fill = np.clip(neutral_fill(face, support), 0, 255).astype(np.uint8)
+        painted = np.median(cv2.cvtColor(fill, cv2.COLOR_BGR2LAB)[support > 0], axis=0)
+        assert np.abs(painted[1:].astype(np.float32) - bridge[1:]).max() < 4, path.name
+        checked += 1
+    assert checked >= 3

@@ -2,7 +2,8 @@
 
 Classical and cheap: inpaint the covered region from its border for its shading, smooth it
 (inpainting streaks look worse than a soft face), and take its colour (Lab a, b) from the
-face's own visible skin alone: the border also holds the covering's rim, and a green or blue
+face's own visible skin alone (the forehead with the nose bridge, or the nose bridge where a
+white cap hides the forehead): the border also holds the covering's rim, and a green or blue
 covering must not leave a green or blue face.
 """
 
@@ -12,7 +13,7 @@ import cv2
 import numpy as np
 
 from lostface.frame import CoverMask
-from lostface.restore.regions import upper_skin_mask
+from lostface.restore.regions import mid_skin_mask, trusted_skin, upper_skin_mask
 from lostface.stages import Restorer
 
 _WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper than 256
@@ -76,10 +77,17 @@ def neutral_fill(
     fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
     fill = cv2.GaussianBlur(fill, (0, 0), blur_sigma)
     lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    skin_sel = (upper_skin_mask() > 0) & (support == 0)
-    if int(skin_sel.sum()) >= 32:
-        skin = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[skin_sel]
-        mu = np.median(skin, axis=0)  # hair, glasses or a fringe in the sample do not drag it
+    face_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    medians = []
+    for sample in (upper_skin_mask(), mid_skin_mask()):
+        sel = (sample > 0) & (support == 0)
+        if int(sel.sum()) >= 32:
+            # hair, glasses or a fringe in the sample do not drag the median
+            medians.append(np.median(face_lab[sel], axis=0))
+    if medians:
+        # the forehead with the nose bridge, unless it is a white cap (regions.trusted_skin)
+        kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians])
+        mu = medians[kept[0]]
         if lightness is not None:
             mu[0] = lightness
         lab[..., 1:] = (1 - chroma_pull) * lab[..., 1:] + chroma_pull * mu[1:]

@@ -54,6 +54,31 @@ def mid_skin_mask() -> np.ndarray:
     return _poly_mask(*MID_SKIN_POLYGONS)
 
 
+# A skin sample whose Lab a and b lie within _GREY of neutral (8-bit units), lighter than
+# another sample whose a or b reach _COLOURED, is no skin (a white cap or hood, grey hair).
+_GREY = 4.0
+_COLOURED = 8.0
+
+
+def trusted_skin(samples: list[tuple[float, float, float]]) -> list[int]:
+    """Which visible-skin samples (upper_skin_mask, mid_skin_mask) to trust, from each one's
+    median (lightness on any increasing scale, Lab a and b as offsets from neutral): all,
+    unless one is grey and lighter than another that has colour, a white cap, hood or grey
+    hair over the forehead rather than skin. (A photo in black and white keeps both; so does a
+    face whose grey sample is darker, hair or a dark cap: taken for skin it keeps beards and
+    shadows from looking like a covering.)"""
+    colour = [max(abs(a), abs(b)) for _, a, b in samples]
+    coloured = [light for (light, _, _), c in zip(samples, colour, strict=True) if c >= _COLOURED]
+    if not coloured:
+        return list(range(len(samples)))
+    kept = [
+        k
+        for k, (light, _, _) in enumerate(samples)
+        if not (colour[k] < _GREY and light > max(coloured))
+    ]
+    return kept or list(range(len(samples)))
+
+
 def feather(hard: np.ndarray, dilate: int, radius: int) -> np.ndarray:
     """Soft alpha of a covered region: 1 on `hard` and `dilate` pixels beyond it, then a smooth
     ramp to 0 over `radius` pixels, all outside the covering, so no rim of the material stays

@@ -32,11 +32,6 @@ from lostface.stages import Segmenter
 _LOG_L_SPREAD = (0.2, 0.3)
 _AB_SPREAD = (4.0, 6.0)
 _LOG_L_OFFSET = 12.0
-# A skin sample whose Lab a and b lie within _GREY of neutral (8-bit units), lighter than the
-# other sample whose a or b reach _COLOURED, is no skin (a white cap or hood, grey hair) and
-# is left out.
-_GREY = 4.0
-_COLOURED = 8.0
 # Skin distance (robust z units) above which a pixel is taken as covering material.
 _NONSKIN_Z = 3.0
 # Presence evidence: the median skin distance over the score zones, less a discount when
@@ -188,21 +183,6 @@ def _chromaticity(bgr: np.ndarray) -> np.ndarray:
     f = bgr.astype(np.float32) + 8.0
     total = f.sum(axis=-1)
     return np.stack([f[:, 2] / total, f[:, 1] / total], axis=-1)
-
-
-def _colourful(models: list[tuple[np.ndarray, np.ndarray]]) -> list[int]:
-    """Which skin samples to trust: all, unless one is grey (Lab a and b within _GREY of
-    neutral) and lighter than another that has colour (beyond _COLOURED): a white cap,
-    hood or grey hair, not skin. (A photo in black and white keeps both; so does a face
-    whose grey sample is darker, hair or a dark cap: taken for skin it keeps beards and
-    shadows from looking like a covering.)"""
-    colour = [float(np.abs(med[1:] - 128.0).max()) for med, _ in models]
-    skin_l = [float(med[0]) for med, _ in models]
-    lit_colour = [skin_l[k] for k in range(len(models)) if colour[k] >= _COLOURED]
-    if not lit_colour:
-        return list(range(len(models)))
-    out = [k for k in range(len(models)) if not (colour[k] < _GREY and skin_l[k] > max(lit_colour))]
-    return out or list(range(len(models)))
 
 
 def _uncovered(score: float) -> CoverMask:
@@ -376,7 +356,7 @@ class GeometrySegmenter(Segmenter):
             med = np.median(skin, axis=0)
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
             models.append((med, np.clip(spread, lo, hi)))
-        kept = _colourful(models)
+        kept = regions.trusted_skin([(m[0], m[1] - 128.0, m[2] - 128.0) for m, _ in models])
         return lab[self._y0 :], [models[k] for k in kept], kept
 
     def _chroma_distance(self, face: np.ndarray, samples: list[int]) -> np.ndarray:
