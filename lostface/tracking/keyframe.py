@@ -11,9 +11,11 @@ changes it at once, while the pose and size stay, so without this the face would
 old decision until the patch ages out (`max_age`, a second and a half): a covering left
 unpainted, or a painted patch over a face that took its covering off. Between a face's
 keyframes, open faces' looks move by about 3 units (median; on the stage clip, with its
-stage lights and singing, 20 on one detection in ten and 25 on one in twenty, where the
-default `look_change` of 25 adds 4 keyframes to its 62), and a synthetic covering drawn
-on a face moves it by 40-60 (median; lostface.synthetic).
+stage lights and singing, 20 on one detection in ten and 25 on one in twenty), and a
+synthetic covering drawn on a face moves it by 40-60 (median; lostface.synthetic): measured
+with a probe, not a bench. What it costs shows in `lostface run`'s keyframe count with and
+without `--set keyframe.look_change=0` (a few keyframes more on the unmasked stage clip's
+60 or so; the count moves by a few between runs, keyframes being painted beside the loop).
 """
 
 from __future__ import annotations
