@@ -140,6 +140,18 @@ _MIN_COVER_L = 12.0  # Lab L (0..255) a dim face's lower face needs for its colo
 # crowd can measure like coverings).
 _DARK_COVER = 0.25
 _MIN_DARK_SKIN_L = 20.0
+# Skin samples far darker than a lower face of skin's own colour are no skin: a hair fringe
+# over the forehead and sunglasses over the nose bridge. The lower face is then the only skin
+# in sight, and nothing says it is covered: it is left as it is. "Far darker": the lower
+# face at least _SAMPLES_DARKER times as light (Lab L) as the lighter trusted sample; "skin's
+# colour": Lab a and b (8-bit, 0 = neutral) within _SKIN_A and _SKIN_B. Lighting rarely
+# makes a lower face twice as light as the forehead and nose bridge above it, and a covering
+# of skin's colour that light, under a dark fringe and sunglasses, is rare; on the photos of
+# ../shared/data the rule changes one decision, a smiling face in sunglasses under a fringe
+# (a warm-lit mask measured 1.85 times as light, a pink respirator a = 47).
+_SAMPLES_DARKER = 2.0
+_SKIN_A = (6.0, 30.0)
+_SKIN_B = (6.0, 35.0)
 
 # Head turn (align.yaw_proxy, eye distances) beyond which the far cheek's score zone is left
 # out (it shows what lies beside the face), and beyond which a face is not judged at all
@@ -359,6 +371,22 @@ class GeometrySegmenter(Segmenter):
         kept = regions.trusted_skin([(m[0], m[1] - 128.0, m[2] - 128.0) for m, _ in models])
         return lab[self._y0 :], [models[k] for k in kept], kept
 
+    @staticmethod
+    def _samples_not_skin(
+        lab: np.ndarray, models: list[tuple[np.ndarray, np.ndarray]], zones: np.ndarray
+    ) -> bool:
+        """Whether the skin samples are far darker than a lower face of skin's own colour
+        (see _SAMPLES_DARKER): hair and sunglasses, not skin."""
+        lit = max(float(np.exp(m[0])) for m, _ in models) - _LOG_L_OFFSET
+        lower = np.median(lab[zones], axis=0)
+        lower_l = float(np.exp(lower[0])) - _LOG_L_OFFSET
+        a, b = float(lower[1]) - 128.0, float(lower[2]) - 128.0
+        return (
+            lower_l >= _SAMPLES_DARKER * max(lit, 1.0)
+            and _SKIN_A[0] <= a <= _SKIN_A[1]
+            and _SKIN_B[0] <= b <= _SKIN_B[1]
+        )
+
     def _chroma_distance(self, face: np.ndarray, samples: list[int]) -> np.ndarray:
         """Robust distance of each pixel's chromaticity (r, g over r+g+b) to the visible
         skin's (the skin samples trusted), rows y0..S: blind to shading, which scales all
@@ -417,6 +445,8 @@ class GeometrySegmenter(Segmenter):
                 edge_cols = _EDGE_COLS_NEAR[0 if yaw < 0 else 1]
         # the decision reads few pixels (the zones, lips, nostrils): distances there only
         lab, models, samples = self._skin_lab(face)
+        if not was_covered and self._samples_not_skin(lab, models, zones):
+            return _uncovered(0.0)
         dist = _nearest(lab, models, self._judged)
         chroma_a, skin_l = lab[..., 1], float(models[0][0][0])
         chroma = self._evidence(self._chroma_distance(face, samples), zones, near)
