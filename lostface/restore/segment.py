@@ -146,9 +146,10 @@ _MIN_DARK_SKIN_L = 20.0
 # face at least _SAMPLES_DARKER times as light (Lab L) as the lighter trusted sample; "skin's
 # colour": Lab a and b (8-bit, 0 = neutral) within _SKIN_A and _SKIN_B. Lighting rarely
 # makes a lower face twice as light as the forehead and nose bridge above it, and a covering
-# of skin's colour that light, under a dark fringe and sunglasses, is rare; on the photos of
-# ../shared/data the rule changes one decision, a smiling face in sunglasses under a fringe
-# (a warm-lit mask measured 1.85 times as light, a pink respirator a = 47).
+# of skin's colour that light, under a dark fringe and sunglasses, is rare. On the photos of
+# ../shared/data the rule changes one decision (bench/harm.py), a smiling face in sunglasses
+# under a fringe; the masked photos nearest to it (a warm-lit mask, a pink respirator) stay
+# covered (tests/test_segment.py).
 _SAMPLES_DARKER = 2.0
 _SKIN_A = (6.0, 30.0)
 _SKIN_B = (6.0, 35.0)
