@@ -58,7 +58,7 @@ def photos(
     no_face: list[str] = []
     tiles: dict[str, np.ndarray] = {}
     others_found = 0
-    others_covered: list[str] = []  # "photo#k": face k (detector order) of that photo
+    others_covered: dict[str, float] = {}  # "photo#k" (face k, detector order): its score
     for path in files:
         image = cv2.imread(str(path))
         if image is None:
@@ -89,12 +89,11 @@ def photos(
             decision = painter.judge(other)
             others_found += 1  # (faces narrower than mask.min_face count, never covered)
             if decision.covered:
-                others_covered.append(f"{path.name}#{k}")
+                others_covered[f"{path.name}#{k}"] = round(float(decision.score), 4)
                 tiles[f"{path.name}#{k}"] = align.warp_to_canonical(
                     image, align.to_canonical(dets.landmarks[k])
                 )
-                scores[f"{path.name}#{k}"] = round(float(decision.score), 4)
-    judged = len(scores) - len(others_covered)
+    judged = len(scores)
     extra = {}
     if every_face:
         with_any = {n.split("#")[0] for n in others_covered} | set(covered)
@@ -167,16 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         tiles = r.pop("_tiles")
         result[kind] = r
         wrong = (
-            r["covered"] + r["other_faces_covered"]
+            r["covered"] + list(r["other_faces_covered"])
             if kind == "unmasked"
             else [n for n in r["scores"] if n not in set(r["covered"])]
         )
         if args.tiles is not None:
             args.tiles.mkdir(parents=True, exist_ok=True)
-            mosaic(
-                [(n, r["scores"][n], tiles[n]) for n in wrong],
-                args.tiles / f"wrong_{kind}.png",
-            )
+            score = {**r["scores"], **r.get("other_faces_covered", {})}
+            mosaic([(n, score[n], tiles[n]) for n in wrong], args.tiles / f"wrong_{kind}.png")
     u, m = result["unmasked"], result["masked"]
     print(
         f"unmasked photos judged covered: {u['judged_covered']}/{u['faces']} "
