@@ -420,20 +420,23 @@ def test_a_grey_skin_sample_beside_a_coloured_one_is_left_out(detector, segmente
     """The visible skin is sampled twice (forehead and nose bridge, and the nose bridge
     alone). A white cap over the forehead made the first sample white, so a white covering
     looked like skin: real masked photos with a white hood or cap are judged covered now
-    (each was judged open). Open faces whose forehead is painted white (a cap) are judged by
-    their nose bridge's skin and stay open."""
-    for name in ("0069.jpg", "0139.jpg", "0292.jpg"):
+    (each was judged open). Materials are rarely quite neutral: a bluish surgical cap (0235),
+    a white visor (0088) and a grey respirator drawn up over the nose bridge (0216) were
+    taken for skin too, and are left out now. Open faces whose forehead is painted white or
+    bluish white (a cap) are judged by their nose bridge's skin and stay open."""
+    for name in ("0069.jpg", "0139.jpg", "0292.jpg", "0088.jpg", "0216.jpg", "0235.jpg"):
         image = cv2.imread(str(shared_path("masked", name)))
         face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
         assert segmenter.segment(face).covered, name
     forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
-    judged = []
-    for path in sample("unmasked", 30):
-        image = cv2.imread(str(path))
-        face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
-        face[forehead] = (235, 235, 235)
-        judged.append(segmenter.segment(face).covered)
-    assert sum(judged) <= 1, judged
+    for cap in ((235, 235, 235), (245, 235, 228)):  # BGR: white; bluish (Lab b -6)
+        judged = []
+        for path in sample("unmasked", 30):
+            image = cv2.imread(str(path))
+            face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
+            face[forehead] = cap
+            judged.append(segmenter.segment(face).covered)
+        assert sum(judged) <= 1, (cap, judged)
 
 
 def test_the_neutral_fill_takes_its_colour_from_skin_not_from_a_white_cap(detector) -> None:
