@@ -58,8 +58,8 @@ def mid_skin_mask() -> np.ndarray:
 # another sample whose a or b reach _COLOURED, is no skin: a white cap or hood, grey hair, a
 # white visor, a grey covering drawn up over the nose bridge. Such materials are rarely quite
 # neutral (a bluish surgical cap measures a = b = -6, a grey respirator b = 5). Widening this
-# from 4 to 7 changed no decision on the open photos of bench/harm.py and won three masked
-# ones (bench/README.md, Do no harm).
+# from 4 to 7 changed no open photo's score in bench/harm.py and won three masked photos
+# (bench/README.md, Do no harm).
 _GREY = 7.0
 _COLOURED = 8.0
 
