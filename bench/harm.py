@@ -9,10 +9,12 @@ coverings are missed.
   the demo's carphone clip) through the video pipeline (runner.process_video, `--tracks`):
   the frames with a face judged covered are frames with a painted face.
 
-    python bench/harm.py [--photos N] [--no-clips] [--dim K] [--set KEY=VALUE ...] [--tiles DIR]
+    python bench/harm.py [--photos N] [--no-clips] [--dim K] [--bright K] [--set KEY=VALUE ...]
+                         [--tiles DIR]
 
---dim K also judges every photo darkened K times (a night scene, a dim stage): the faces are
-found on the photo as it is, so only the decision changes.
+--dim K also judges every photo darkened K times (a night scene, a dim stage), and --bright K
+every photo brightened K times, clipped to white (an overexposed webcam, a face in the sun):
+the faces are found on the photo as it is, so only the decision changes.
 
 Prints the figures and writes bench/results/harm.json; --tiles writes PNG mosaics of the
 faces that were judged wrongly (aligned crops, with their scores).
@@ -43,11 +45,17 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def photos(
-    settings: Settings, folder: Path, limit: int, dim: float = 1.0, every_face: bool = False
+    settings: Settings,
+    folder: Path,
+    limit: int,
+    dim: float = 1.0,
+    every_face: bool = False,
+    bright: float = 1.0,
 ) -> dict:
     """The covered/not-covered decision on the largest face of each photo in `folder`
-    (darkened `dim` times after the face was found); with every_face, also on each other
-    face found (in an unmasked photo none may be judged covered)."""
+    (darkened `dim` times, or brightened `bright` times and clipped, after the face was
+    found); with every_face, also on each other face found (in an unmasked photo none may be
+    judged covered)."""
     detector = build_detector(settings)
     painter = build_painter(settings)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -71,6 +79,8 @@ def photos(
         i = int(np.argmax(area))
         if dim != 1.0:
             image = (image.astype(np.float32) / dim).astype(np.uint8)
+        if bright != 1.0:
+            image = np.clip(image.astype(np.float32) * bright, 0, 255).astype(np.uint8)
         job = PaintJob.from_frame(0, 0, image, dets.landmarks[i])
         if job is None:
             no_face.append(path.name)
@@ -152,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synchronous", action="store_true", help="keyframe work in the loop")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--dim", type=float, default=0.0, help="also judge photos darkened K times")
+    ap.add_argument(
+        "--bright", type=float, default=0.0, help="also judge photos brightened K times, clipped"
+    )
     ap.add_argument("--tiles", type=Path, default=None, help="write mosaics of wrong decisions")
     ap.add_argument("--out", type=Path, default=RESULTS / "harm.json")
     args = ap.parse_args(argv)
@@ -201,6 +214,18 @@ def main(argv: list[str] | None = None) -> int:
             f"darkened {args.dim:g} times: unmasked judged covered {du['judged_covered']}/"
             f"{du['faces']} ({', '.join(du['covered'])}), masked {dm['judged_covered']}/"
             f"{dm['faces']}"
+        )
+    if args.bright:
+        result["bright"] = {"brightened": args.bright}
+        for kind in ("unmasked", "masked"):
+            r = photos(settings, DATA / kind, args.photos, bright=args.bright)
+            r.pop("_tiles")
+            result["bright"][kind] = r
+        bu, bm = result["bright"]["unmasked"], result["bright"]["masked"]
+        print(
+            f"brightened {args.bright:g} times: unmasked judged covered {bu['judged_covered']}/"
+            f"{bu['faces']} ({', '.join(bu['covered'])}), masked {bm['judged_covered']}/"
+            f"{bm['faces']}"
         )
     if not args.no_clips:
         result["clips"] = {}
