@@ -203,29 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         f"({100 * m['share_judged_covered']:.1f}%, target >= 97%); no face found on "
         f"{len(m['no_face'])}"
     )
-    if args.dim:
-        result["dim"] = {"darkened": args.dim}
+    # the same photos darkened or brightened (`photos`' argument of that name)
+    for key, word, k in (("dim", "darkened", args.dim), ("bright", "brightened", args.bright)):
+        if not k:
+            continue
+        result[key] = {word: k}
         for kind in ("unmasked", "masked"):
-            r = photos(settings, DATA / kind, args.photos, args.dim)
+            r = photos(settings, DATA / kind, args.photos, **{key: k})
             r.pop("_tiles")
-            result["dim"][kind] = r
-        du, dm = result["dim"]["unmasked"], result["dim"]["masked"]
+            result[key][kind] = r
+        u, v = result[key]["unmasked"], result[key]["masked"]
         print(
-            f"darkened {args.dim:g} times: unmasked judged covered {du['judged_covered']}/"
-            f"{du['faces']} ({', '.join(du['covered'])}), masked {dm['judged_covered']}/"
-            f"{dm['faces']}"
-        )
-    if args.bright:
-        result["bright"] = {"brightened": args.bright}
-        for kind in ("unmasked", "masked"):
-            r = photos(settings, DATA / kind, args.photos, bright=args.bright)
-            r.pop("_tiles")
-            result["bright"][kind] = r
-        bu, bm = result["bright"]["unmasked"], result["bright"]["masked"]
-        print(
-            f"brightened {args.bright:g} times: unmasked judged covered {bu['judged_covered']}/"
-            f"{bu['faces']} ({', '.join(bu['covered'])}), masked {bm['judged_covered']}/"
-            f"{bm['faces']}"
+            f"{word} {k:g} times: unmasked judged covered {u['judged_covered']}/"
+            f"{u['faces']} ({', '.join(u['covered'])}), masked {v['judged_covered']}/{v['faces']}"
         )
     if not args.no_clips:
         result["clips"] = {}
