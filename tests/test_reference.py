@@ -565,6 +565,66 @@ def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
     assert painter.gate.observe(7, face) == "biden"  # the painter's gate kept its own decision
 
 
+def _canonical_face(detector: CenterFaceDetector, person: str, k: int) -> np.ndarray:
+    """The canonical crop of the largest face of an identity photo."""
+    img = read_image(shared_path("identity", person, f"{person}{k}.jpg"))
+    det = detector.detect(img)
+    i = int(np.argmax(det.boxes[:, 2] - det.boxes[:, 0]))
+    return align.warp_to_canonical(img, align.to_canonical(det.landmarks[i][:5]))
+
+
+def test_a_track_s_later_looks_decide_from_its_next_keyframe(
+    detector: CenterFaceDetector,
+) -> None:
+    """Only a track's first look holds its keyframe: a later one goes to dlib's process and is
+    folded in on the track's next keyframe, with dlib's own numbers, also when another
+    track's look was dropped before its answer came, and when dlib's process died before
+    answering (then the look is made here)."""
+    pytest.importorskip("dlib")
+    from lostface.restore import identity
+    from lostface.restore.identity import IdentityGate, _EmbedProcess, embed
+
+    refs = {p: [_canonical_face(detector, p, 1)] for p in ("obama", "biden")}
+    obama, other = _canonical_face(detector, "obama", 2), _canonical_face(detector, "biden", 2)
+    own = _EmbedProcess()
+    saved, identity._WORKER = identity._WORKER, own
+    try:
+        gate = IdentityGate(refs, settle=3, every=6)
+        to_obama = {n: float(np.linalg.norm(embed(obama) - e)) for n, e in gate._people.items()}
+        to_biden = {n: float(np.linalg.norm(embed(other) - e)) for n, e in gate._people.items()}
+        # the two faces' looks are told apart by their distance to biden's photo
+        assert to_biden["biden"] < to_obama["biden"] - 0.1
+        assert to_obama["obama"] < gate.match
+        assert gate.observe(1, obama) == "obama" and gate._tracks[1].pending is None
+        # a second look at biden's face: this keyframe keeps obama, the look is on its way
+        assert gate.observe(1, other) == "obama"
+        assert gate._tracks[1].pending is not None and gate.looks == 2
+        assert gate._tracks[1].distances["biden"] == [to_obama["biden"]]
+        # another track's look is dropped (its face left) before it was answered
+        gate.observe(2, other)
+        gate.observe(2, obama)
+        gate.forget(2)
+        # track 1's next keyframe folds its own look in (biden's face), not track 2's
+        gate.observe(1, other)
+        np.testing.assert_allclose(
+            gate._tracks[1].distances["biden"][:2], [to_obama["biden"], to_biden["biden"]]
+        )
+        assert gate._tracks[1].pending is not None  # its third look (settle=3) was sent
+        # dlib's process dies before answering: the look is made here, with the same numbers
+        assert own._proc is not None
+        own._proc.kill()
+        own._proc.wait()
+        gate.observe(1, obama)
+        np.testing.assert_allclose(
+            gate._tracks[1].distances["biden"][:3],
+            [to_obama["biden"], to_biden["biden"], to_biden["biden"]],
+        )
+        assert own._failed is not None
+    finally:
+        identity._WORKER = saved
+        own.close()
+
+
 def test_embeddings_come_from_dlib_s_own_process_and_survive_its_loss(
     detector: CenterFaceDetector,
 ) -> None:
@@ -575,12 +635,7 @@ def test_embeddings_come_from_dlib_s_own_process_and_survive_its_loss(
     from lostface.restore import identity
     from lostface.restore.identity import _BOX, _covered, _dlib_models, _EmbedProcess, embed
 
-    faces = []
-    for person, k in (("obama", 1), ("biden", 2)):
-        img = read_image(shared_path("identity", person, f"{person}{k}.jpg"))
-        det = detector.detect(img)
-        i = int(np.argmax(det.boxes[:, 2] - det.boxes[:, 0]))
-        faces.append(align.warp_to_canonical(img, align.to_canonical(det.landmarks[i][:5])))
+    faces = [_canonical_face(detector, "obama", 1), _canonical_face(detector, "biden", 2)]
 
     def here(face: np.ndarray) -> np.ndarray:
         rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])

@@ -18,8 +18,12 @@ start, or dies) the embedding is made here, with the same numbers.
 
 An embedding costs tens of milliseconds on a CPU, so a track is looked at on each of its
 first `settle` keyframes, on every keyframe while its decision is a close call, and then only
-on every `every`-th: a decided face keeps its person between looks. The painter owns the
-gate (lostface.restore.painter) and runs it on the keyframe worker, never in the frame loop.
+on every `every`-th: a decided face keeps its person between looks. Only a track's first look
+holds its keyframe (the face is painted from the person it finds); each later one is sent to
+dlib's process and folded in at the track's next keyframe, so the keyframes of a turning head
+are not held by it (a look cost 150-440 ms of a keyframe's time on a busy 2-core machine,
+against about 20 ms for the rest of the keyframe). The painter owns the gate
+(lostface.restore.painter) and runs it on the keyframe worker, never in the frame loop.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -112,6 +117,12 @@ class _EmbedProcess:
         self._ready = False
         self._failed: str | None = None
         self._here = False  # embed_here(): this process's only thread does all the work
+        # requests sent and not yet answered, oldest first (the child answers in order); the
+        # answers read while waiting for a later one; requests nobody will ask for again
+        self._sent: deque[int] = deque()
+        self._answers: dict[int, np.ndarray] = {}
+        self._dropped: set[int] = set()
+        self._tickets = 0
 
     def stay_here(self) -> None:
         self._here = True
@@ -137,6 +148,12 @@ class _EmbedProcess:
 
     def descriptor(self, rgb: np.ndarray) -> np.ndarray | None:
         """dlib's 128-d descriptor of an RGB canonical crop, or None (embed here instead)."""
+        ticket = self.send(rgb)
+        return None if ticket is None else self.receive(ticket)
+
+    def send(self, rgb: np.ndarray) -> int | None:
+        """Ask for an RGB canonical crop's descriptor without waiting for it: a ticket for
+        receive(), or None (the child cannot run: embed here instead)."""
         self.start()
         proc = self._proc
         if proc is None or self._failed is not None:
@@ -151,6 +168,39 @@ class _EmbedProcess:
             proc.stdin.write(dlib_worker.HEADER.pack(h, w))
             proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
             proc.stdin.flush()
+        except (OSError, EOFError, ValueError) as exc:
+            self._fail(str(exc))
+            return None
+        self._tickets += 1
+        self._sent.append(self._tickets)
+        return self._tickets
+
+    def receive(self, ticket: int) -> np.ndarray | None:
+        """The descriptor asked for by send() (waits for it), or None when the child stopped
+        before answering (embed here instead)."""
+        while ticket not in self._answers and ticket in self._sent:
+            oldest = self._sent.popleft()
+            answer = self._read()
+            if answer is None:
+                return None
+            if oldest in self._dropped:
+                self._dropped.discard(oldest)
+            else:
+                self._answers[oldest] = answer
+        return self._answers.pop(ticket, None)
+
+    def drop(self, ticket: int) -> None:
+        """Nobody will receive() this ticket: its answer is read and thrown away."""
+        if self._answers.pop(ticket, None) is None and ticket in self._sent:
+            self._dropped.add(ticket)
+
+    def _read(self) -> np.ndarray | None:
+        """The child's next answer (None, and the child stopped, when it cannot be read)."""
+        proc = self._proc
+        if proc is None or self._failed is not None:
+            return None
+        assert proc.stdout is not None
+        try:
             status = proc.stdout.read(1)
             if status == b"\0":
                 data = proc.stdout.read(dlib_worker.DIMS * 8)
@@ -171,6 +221,9 @@ class _EmbedProcess:
         self.close()
 
     def close(self) -> None:
+        self._sent.clear()  # no answer will come: their askers embed here
+        self._answers.clear()
+        self._dropped.clear()
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -209,11 +262,53 @@ def embed(face: np.ndarray) -> np.ndarray:
     rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
     with _LOCK:  # one at a time; also loads the models once when two threads need them first
         d = _WORKER.descriptor(rgb)
-        if d is not None:
-            return d
-        dlib, shape_model, rec = _dlib_models()
-        shape = shape_model(rgb, dlib.rectangle(*_BOX))
-        return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
+        return d if d is not None else _embed_here(rgb)
+
+
+def _embed_here(rgb: np.ndarray) -> np.ndarray:
+    """dlib's descriptor computed in this process (call with _LOCK held)."""
+    dlib, shape_model, rec = _dlib_models()
+    shape = shape_model(rgb, dlib.rectangle(*_BOX))
+    return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
+
+
+class Later:
+    """An embedding asked for now and taken later (embed_later)."""
+
+    def __init__(self, face: np.ndarray) -> None:
+        self._rgb: np.ndarray | None = np.ascontiguousarray(_covered(face)[:, :, ::-1])
+        self._value: np.ndarray | None = None
+        with _LOCK:
+            self._ticket = _WORKER.send(self._rgb)
+            if self._ticket is None:  # no child process: made here, now
+                self._value, self._rgb = _embed_here(self._rgb), None
+
+    def result(self) -> np.ndarray:
+        """The embedding (waits for dlib's process when it has not answered yet)."""
+        if self._value is None:
+            with _LOCK:
+                if self._ticket is not None:
+                    self._value = _WORKER.receive(self._ticket)
+                    self._ticket = None
+                if self._value is None:  # the child stopped before answering
+                    assert self._rgb is not None
+                    self._value = _embed_here(self._rgb)
+            self._rgb = None
+        return self._value
+
+    def cancel(self) -> None:
+        """Not wanted any more: dlib's answer is thrown away when it comes."""
+        with _LOCK:
+            if self._ticket is not None:
+                _WORKER.drop(self._ticket)
+                self._ticket = None
+        self._rgb = None
+
+
+def embed_later(face: np.ndarray) -> Later:
+    """embed() without waiting: the face goes to dlib's process now and Later.result() takes
+    its embedding (computed here at once, as embed() does, when that process cannot run)."""
+    return Later(face)
 
 
 _REFERENCES: dict[bytes, np.ndarray] = {}  # digest of a reference crop -> its embedding
@@ -243,6 +338,7 @@ class _Track:
     person: str | None = None
     looks: int = 0
     since: int = 0  # keyframes since the last look
+    pending: Later | None = None  # a look sent to dlib, folded in on the next keyframe
 
 
 class IdentityGate:
@@ -277,12 +373,6 @@ class IdentityGate:
     def people(self) -> list[str]:
         return list(self._people)
 
-    def distances(self, face: np.ndarray) -> dict[str, float]:
-        """Distance from this face to each person (their closest reference photo)."""
-        d = embed(face)
-        self.looks += 1
-        return self.distances_of(d)
-
     def distances_of(self, embedding: np.ndarray) -> dict[str, float]:
         """Distance from an embedding (see embed) to each person's closest one."""
         return {
@@ -307,28 +397,43 @@ class IdentityGate:
 
     def observe(self, track_id: int, face: np.ndarray) -> str | None:
         """The person this track is, as of this keyframe (None: nobody). The face is looked
-        at only while the track is new, and then on every `every`-th keyframe."""
+        at only while the track is new, and then on every `every`-th keyframe. The track's
+        first look decides this keyframe; a later one decides from the track's next keyframe
+        on (asynchronous: the face goes to dlib's process, and this keyframe keeps the person
+        decided so far)."""
         st = self._tracks.setdefault(track_id, _Track())
         if not self._people:
             return None  # nobody to tell apart yet (people learned later look at it then)
+        if st.pending is not None:
+            later, st.pending = st.pending, None
+            self._fold(st, later.result())  # sent a keyframe ago: answered by now, as a rule
         st.since += 1
         if st.looks >= self.settle and st.since < self.every and self._sure(st):
             return st.person
         st.since = 0
         st.looks += 1
-        for name, d in self.distances(face).items():
+        self.looks += 1
+        if st.looks > 1:
+            st.pending = embed_later(face)
+            return st.person
+        self._fold(st, embed(face))
+        return st.person
+
+    def _fold(self, st: _Track, embedding: np.ndarray) -> None:
+        """One look's distances into the track's history, and its decision (hysteresis)."""
+        for name, d in self.distances_of(embedding).items():
             hist = st.distances.setdefault(name, [])
             hist.append(d)
             del hist[:-_HISTORY]
         if not st.distances:
-            return None
+            st.person = None
+            return
         means = {name: float(np.mean(h)) for name, h in st.distances.items()}
         best = min(means, key=lambda n: means[n])
         if st.person is not None and means[st.person] < self.keep:
             if best == st.person or means[best] >= self.match:
-                return st.person
+                return
         st.person = best if means[best] < self.match else None
-        return st.person
 
     def _sure(self, st: _Track) -> bool:
         """Whether the track's decision is clear of the threshold (see _SURE)."""
@@ -349,10 +454,13 @@ class IdentityGate:
         return out
 
     def forget(self, track_id: int) -> None:
-        self._tracks.pop(track_id, None)
+        st = self._tracks.pop(track_id, None)
+        if st is not None and st.pending is not None:
+            st.pending.cancel()
 
     def reset(self) -> None:
-        self._tracks.clear()
+        for track_id in list(self._tracks):
+            self.forget(track_id)
 
 
 def build_gate(
