@@ -9,7 +9,9 @@ frame is told by dlib on the unmasked original (as bench/quality.py does).
 
     python bench/identity.py [--set KEY=VALUE ...]
 
-Prints the shares and writes bench/results/identity.json.
+Prints the shares, the gate's cost and how long covered keyframes take from being sent to
+being painted (the lag of a painted face behind its head), and writes
+bench/results/identity.json.
 """
 
 from __future__ import annotations
@@ -109,11 +111,22 @@ def main(argv: list[str] | None = None) -> int:
         "identity_s": float(ident.get("total_s", 0.0)),
         "segment_and_restore_s": float(sum(k.get("total_s", 0.0) for k in keyframe)),
     }
+    wait = t.get("keyframe_wait", {})
+    result["keyframe_wait"] = {
+        "count": int(wait.get("count", 0)),
+        "p50_s": float(wait.get("p50_ms", 0.0)) / 1000,
+        "p95_s": float(wait.get("p95_ms", 0.0)) / 1000,
+    }
     g = result["gate"]
     print(
         f"identity gate: {g['looks']} looks over {g['covered_keyframes']} covered keyframes, "
         f"{g['identity_s']:.2f} s against {g['segment_and_restore_s']:.2f} s of segmenting and "
         "painting (keyframe worker)"
+    )
+    w = result["keyframe_wait"]
+    print(
+        f"covered keyframes: {w['count']}, from sent to painted median {w['p50_s']:.2f} s, "
+        f"95th percentile {w['p95_s']:.2f} s (how long a painted face lags its keyframe)"
     )
     print(
         f"singer's masked frames painted from his reference: {counts['own'][0]}/"

@@ -165,6 +165,9 @@ class KeyframeWorker:
         self.synchronous = synchronous
         self.batch = max(1, batch)
         self._jobs: deque[PaintJob] = deque(maxlen=queue_size)
+        # when each queued job was sent (track id, frame index): a covered face's wait for its
+        # patch is timed as "keyframe_wait" (how long a painted face lags its keyframe)
+        self._sent: dict[tuple[int, int], float] = {}
         # per face, its newest results with the frame each was painted on: a frame leaving the
         # delay line takes the one of its own time (result(track_id, frame_index))
         self._results: dict[int, deque[tuple[int, Painted]]] = {}
@@ -188,16 +191,21 @@ class KeyframeWorker:
     def submit(self, job: PaintJob) -> int | None:
         """Queue a job; returns the track whose pending job it pushed out of a full queue."""
         if self.synchronous:
+            self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._work([job])
             return None
         with self._wake:
             # one pending job per track: a newer keyframe of the same face supersedes it
             for old in [j for j in self._jobs if j.track_id == job.track_id]:
                 self._jobs.remove(old)
+                self._sent.pop((old.track_id, old.frame_index), None)
             evicted = None
             if len(self._jobs) == self._jobs.maxlen:
                 self.dropped += 1
-                evicted = self._jobs[0].track_id  # append() pushes the oldest job out
+                oldest = self._jobs[0]  # append() pushes the oldest job out
+                evicted = oldest.track_id
+                self._sent.pop((oldest.track_id, oldest.frame_index), None)
+            self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._jobs.append(job)
             self._wake.notify()
             return evicted
@@ -258,6 +266,9 @@ class KeyframeWorker:
             with self._lock:
                 kept = self._results.setdefault(painted.track_id, deque(maxlen=_RESULTS_KEPT))
                 kept.append((job.frame_index, painted))
+                sent = self._sent.pop((job.track_id, job.frame_index), None)
+            if sent is not None and painted.patch is not None:
+                self.timings.add("keyframe_wait", time.perf_counter() - sent)
 
     def result(self, track_id: int, frame_index: int | None = None) -> Painted | None:
         """The face's newest result. With frame_index (a frame leaving the delay line), the
@@ -301,6 +312,8 @@ class KeyframeWorker:
         with self._wake:
             for t in track_ids:
                 self._results.pop(t, None)
+            for key in [k for k in self._sent if k[0] in track_ids]:
+                del self._sent[key]
             self._forgets |= track_ids
             self._wake.notify()
         if self.synchronous:
@@ -311,6 +324,7 @@ class KeyframeWorker:
         with self._wake:
             self._results.clear()
             self._jobs.clear()
+            self._sent.clear()
             self._forgets.clear()
             self._reset = True
             self._wake.notify()

@@ -64,6 +64,8 @@ def test_unmasked_faces_pass_pixel_for_pixel(astronaut_bgr, settings):
     for o, f in zip(outs, frames, strict=True):
         assert np.array_equal(o.frame.image, f)
         assert all(v.masked is not True for v in o.faces)
+    # only a painted face's keyframe is timed as a wait for its patch
+    assert pipe.keyframes >= 1 and "keyframe_wait" not in pipe.timings.samples
 
 
 def test_masked_faces_restored_from_first_frame(masked_frames, astronaut_bgr, settings):
@@ -185,10 +187,14 @@ def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):
     assert pipe.keyframes >= 1 and gate.finished == 0
     for o, f in zip(outs, frames, strict=False):
         assert np.array_equal(o.frame.image, f)  # no patch yet: frames pass unchanged
+    time.sleep(0.3)  # the restorer stays held a while after the last keyframe was sent
     gate.open.set()
     outs += pipe.flush()
     pipe.close()
     assert gate.calls >= 1
+    # the wait of a covered face's keyframe for its patch counts the time it was held
+    waits = pipe.timings.samples["keyframe_wait"]
+    assert 1 <= len(waits) <= pipe.keyframes and max(waits) >= 0.3
     last, c = outs[-1].frame.image, covered[-1]
     assert not np.array_equal(last[c], frames[-1][c])
 
