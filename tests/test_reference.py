@@ -578,8 +578,9 @@ def test_a_track_s_later_looks_decide_from_its_next_keyframe(
 ) -> None:
     """Only a track's first look holds its keyframe: a later one goes to dlib's process and is
     folded in on the track's next keyframe, with dlib's own numbers, also when another
-    track's look was dropped before its answer came, and when dlib's process died before
-    answering (then the look is made here)."""
+    track's look was dropped before its answer came, when many looks were sent before any was
+    taken (their answers are read before the child's output pipe could fill), and when dlib's
+    process died before answering (then the look is made here)."""
     pytest.importorskip("dlib")
     from lostface.restore import identity
     from lostface.restore.identity import IdentityGate, _EmbedProcess, embed
@@ -604,6 +605,13 @@ def test_a_track_s_later_looks_decide_from_its_next_keyframe(
         gate.observe(2, other)
         gate.observe(2, obama)
         gate.forget(2)
+        # many looks sent and none taken: their answers are read before the child's output
+        # pipe could fill, and each look still gets its own face's numbers
+        many = [identity.embed_later(f) for f in [obama, other] * 10]
+        assert len(own._sent) <= identity._UNREAD_MAX
+        for k, later in enumerate(many):
+            d = float(np.linalg.norm(later.result() - gate._people["biden"][0]))
+            assert d == pytest.approx(to_obama["biden"] if k % 2 == 0 else to_biden["biden"])
         # track 1's next keyframe folds its own look in (biden's face), not track 2's
         gate.observe(1, other)
         np.testing.assert_allclose(

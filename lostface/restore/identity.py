@@ -65,6 +65,9 @@ _SURE = 0.04
 # dlib's network keeps buffers between calls: one computation at a time (live sessions each
 # have a keyframe thread, and they share the loaded models)
 _LOCK = threading.Lock()
+# requests sent to dlib's process whose answers (1 KB each) may wait unread in its output pipe
+# (64 KB on Linux)
+_UNREAD_MAX = 16
 
 
 @lru_cache(maxsize=1)
@@ -159,6 +162,11 @@ class _EmbedProcess:
         if proc is None or self._failed is not None:
             return None
         assert proc.stdin is not None and proc.stdout is not None
+        # answers left unread fill the child's output pipe, and a child blocked writing one
+        # reads no more requests: read the oldest before there are too many
+        while len(self._sent) >= _UNREAD_MAX:
+            if not self._take_oldest():
+                return None
         try:
             if not self._ready:
                 if proc.stdout.read(1) != b"\0":
@@ -179,15 +187,22 @@ class _EmbedProcess:
         """The descriptor asked for by send() (waits for it), or None when the child stopped
         before answering (embed here instead)."""
         while ticket not in self._answers and ticket in self._sent:
-            oldest = self._sent.popleft()
-            answer = self._read()
-            if answer is None:
+            if not self._take_oldest():
                 return None
-            if oldest in self._dropped:
-                self._dropped.discard(oldest)
-            else:
-                self._answers[oldest] = answer
         return self._answers.pop(ticket, None)
+
+    def _take_oldest(self) -> bool:
+        """Read the oldest request's answer (kept for its receive(), or thrown away when
+        dropped); False when the child stopped."""
+        oldest = self._sent.popleft()
+        answer = self._read()
+        if answer is None:
+            return False
+        if oldest in self._dropped:
+            self._dropped.discard(oldest)
+        else:
+            self._answers[oldest] = answer
+        return True
 
     def drop(self, ticket: int) -> None:
         """Nobody will receive() this ticket: its answer is read and thrown away."""
