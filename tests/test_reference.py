@@ -607,7 +607,7 @@ def test_a_track_s_later_looks_decide_from_its_next_keyframe(
         gate.forget(2)
         # many looks sent and none taken: their answers are read before the child's output
         # pipe could fill, and each look still gets its own face's numbers
-        many = [identity.embed_later(f) for f in [obama, other] * 10]
+        many = [identity.Later(f) for f in [obama, other] * 10]
         assert len(own._sent) <= identity._UNREAD_MAX
         for k, later in enumerate(many):
             d = float(np.linalg.norm(later.result() - gate._people["biden"][0]))

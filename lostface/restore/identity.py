@@ -21,8 +21,8 @@ first `settle` keyframes, on every keyframe while its decision is a close call, 
 on every `every`-th: a decided face keeps its person between looks. Only a track's first look
 holds its keyframe (the face is painted from the person it finds); each later one is sent to
 dlib's process and folded in at the track's next keyframe, so the keyframes of a turning head
-are not held by it (a look cost 150-440 ms of a keyframe's time on a busy 2-core machine,
-against about 20 ms for the rest of the keyframe). The painter owns the gate
+are not held by it (bench/identity.py: covered keyframes' wait for their patch, median 0.29-0.32
+s when every look held its keyframe, 0.26-0.29 s since). The painter owns the gate
 (lostface.restore.painter) and runs it on the keyframe worker, never in the frame loop.
 """
 
@@ -112,8 +112,8 @@ def _covered(face: np.ndarray) -> np.ndarray:
 class _EmbedProcess:
     """dlib's embedding in a child process (lostface.restore.dlib_worker): in this process its
     binding would hold the GIL for each 75 ms embedding and stop the frame loop meanwhile.
-    Started once per process and shared; descriptor() answers None once the child cannot
-    run (no dlib there, killed), and the caller embeds here instead."""
+    Started once per process and shared; send() and receive() answer None once the child
+    cannot run (no dlib there, killed), and the caller embeds here instead."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
@@ -148,11 +148,6 @@ class _EmbedProcess:
             self._fail(f"it could not start ({exc})")
             return
         atexit.register(self.close)
-
-    def descriptor(self, rgb: np.ndarray) -> np.ndarray | None:
-        """dlib's 128-d descriptor of an RGB canonical crop, or None (embed here instead)."""
-        ticket = self.send(rgb)
-        return None if ticket is None else self.receive(ticket)
 
     def send(self, rgb: np.ndarray) -> int | None:
         """Ask for an RGB canonical crop's descriptor without waiting for it: a ticket for
@@ -274,21 +269,20 @@ def embed_here() -> None:
 def embed(face: np.ndarray) -> np.ndarray:
     """128-d embedding of a canonical crop wearing the neutral covering (dlib's, computed in
     its own process; here when that cannot run, or after embed_here)."""
-    rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-    with _LOCK:  # one at a time; also loads the models once when two threads need them first
-        d = _WORKER.descriptor(rgb)
-        return d if d is not None else _embed_here(rgb)
+    return Later(face).result()
 
 
 def _embed_here(rgb: np.ndarray) -> np.ndarray:
-    """dlib's descriptor computed in this process (call with _LOCK held)."""
+    """dlib's descriptor computed in this process (call with _LOCK held: one at a time, and
+    the models are loaded once when two threads need them first)."""
     dlib, shape_model, rec = _dlib_models()
     shape = shape_model(rgb, dlib.rectangle(*_BOX))
     return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
 
 
 class Later:
-    """An embedding asked for now and taken later (embed_later)."""
+    """embed() without waiting: the face goes to dlib's process now and result() takes its
+    embedding (computed here at once when that process cannot run)."""
 
     def __init__(self, face: np.ndarray) -> None:
         self._rgb: np.ndarray | None = np.ascontiguousarray(_covered(face)[:, :, ::-1])
@@ -318,12 +312,6 @@ class Later:
                 _WORKER.drop(self._ticket)
                 self._ticket = None
         self._rgb = None
-
-
-def embed_later(face: np.ndarray) -> Later:
-    """embed() without waiting: the face goes to dlib's process now and Later.result() takes
-    its embedding (computed here at once, as embed() does, when that process cannot run)."""
-    return Later(face)
 
 
 _REFERENCES: dict[bytes, np.ndarray] = {}  # digest of a reference crop -> its embedding
@@ -429,7 +417,7 @@ class IdentityGate:
         st.looks += 1
         self.looks += 1
         if st.looks > 1:
-            st.pending = embed_later(face)
+            st.pending = Later(face)
             return st.person
         self._fold(st, embed(face))
         return st.person
