@@ -77,6 +77,7 @@ class FaceView:
     identity: str | None = None
     reference: str | None = None  # what painted it: "given", "self" or None (Painted.source)
     hidden: bool = False  # behind another face (FaceTrack.hidden): its patch is not drawn
+    detected: bool = False  # measured by the detector on this frame: the patch is bent there
 
 
 @dataclass(slots=True)
@@ -270,12 +271,18 @@ class KeyframeWorker:
             if sent is not None and painted.patch is not None:
                 self.timings.add("keyframe_wait", time.perf_counter() - sent)
 
-    def result(self, track_id: int, frame_index: int | None = None) -> Painted | None:
+    def result(
+        self, track_id: int, frame_index: int | None = None, reach: int | None = None
+    ) -> Painted | None:
         """The face's newest result. With frame_index (a frame leaving the delay line), the
         result nearest that frame's time that decides the face as its time did:
-        - the next keyframe's when it decides alike (a patch asked for on a head turn reaches
-          the frames of the turn), else the newest painted on the frame or before it; a
-          frame before the face's first keyframe takes that one;
+        - the next keyframe's when it decides alike, is nearer in time than the newest
+          painted on the frame or before it, and was painted at most `reach` frames after
+          this one (a patch asked for on a head turn reaches the later frames of the turn;
+          `reach` is the delay line's length, so that a frame held longer for a pending
+          keyframe is painted as it would have been without the wait); else the newest
+          painted on the frame or before it; a frame before the face's first keyframe takes
+          that one;
         - never a later one that decides otherwise (a face open on the frame and covered
           later in the shot, someone putting a covering on, is not painted there);
         - not the newest either when the frame waited long in the line (a patch painted far
@@ -291,8 +298,13 @@ class KeyframeWorker:
         own = max((k for k, (i, _) in enumerate(kept) if i <= frame_index), default=None)
         nxt = own + 1 if own is not None else 0
         pick = own
-        if own is None or (nxt < len(kept) and kept[nxt][1].covered == kept[own][1].covered):
-            pick = nxt if nxt < len(kept) else own
+        if own is None:
+            pick = nxt
+        elif nxt < len(kept):
+            ahead, behind = kept[nxt][0] - frame_index, frame_index - kept[own][0]
+            alike = kept[nxt][1].covered == kept[own][1].covered
+            if alike and ahead < behind and (reach is None or ahead <= reach):
+                pick = nxt
         assert pick is not None
         run = pick
         while run + 1 < len(kept) and kept[run + 1][1].covered == kept[pick][1].covered:
@@ -554,7 +566,14 @@ class Pipeline:
                 policy.painted(tr, frame.index, frame.image)
                 key = True
             views.append(
-                FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), key, hidden=tr.hidden)
+                FaceView(
+                    tr.track_id,
+                    tr.box.copy(),
+                    tr.landmarks.copy(),
+                    key,
+                    hidden=tr.hidden,
+                    detected=tr.detected,
+                )
             )
         for gone in self._live_ids - live:
             self.stages.policy.forget(gone)
@@ -589,7 +608,7 @@ class Pipeline:
         paints: list[tuple[FaceTrack, Patch]] = []
         patches: dict[int, Patch | None] = {}
         for view in out.faces:
-            res = self.worker.result(view.track_id, out.frame.index)
+            res = self.worker.result(view.track_id, out.frame.index, self.delay)
             if res is None:
                 continue
             view.masked = res.covered
@@ -597,7 +616,8 @@ class Pipeline:
             view.reference = res.source
             patches[view.track_id] = res.patch
             if res.patch is not None and self.restore_enabled and not view.hidden:
-                paints.append((FaceTrack(view.track_id, view.box, view.landmarks), res.patch))
+                track = FaceTrack(view.track_id, view.box, view.landmarks, detected=view.detected)
+                paints.append((track, res.patch))
                 self.painted_faces += 1
         dead = self._forget_dead(out)
         overlay = self.debug_overlay

@@ -443,10 +443,11 @@ def test_a_covering_put_on_mid_shot_is_not_painted_on_the_frames_before(astronau
 def test_a_frame_leaving_the_line_takes_the_keyframe_nearest_its_time(
     masked_frames, astronaut_bgr, settings
 ):
-    """KeyframeWorker.result for a frame that waited in the delay line: the next keyframe's
-    result when it decides the face as the frame's own time did (a head turn's patch reaches
-    the frames of the turn), never one painted far later on another pose, and never a later
-    decision that differs (a covering put on or taken off after the frame)."""
+    """KeyframeWorker.result for a frame that waited in the delay line: the keyframe nearest
+    in time among the frame's own and the next one, the next only when it decides the face
+    as the frame's own time did (a head turn's patch reaches the later frames of the turn);
+    never one painted far later on another pose, and never a later decision that differs (a
+    covering put on or taken off after the frame)."""
     from lostface.pipeline import KeyframeWorker, Timings
     from lostface.restore.painter import PaintJob
 
@@ -471,10 +472,93 @@ def test_a_frame_leaving_the_line_takes_the_keyframe_nearest_its_time(
     assert painted_on(4) == (True, 2)  # the next one (8) judged the face open
     assert painted_on(9) == (False, None)  # open at 8; covered again only from 14 on
     assert painted_on(12) == (False, None)
-    assert painted_on(15) == (True, 17)  # the next one, not the newest
-    assert painted_on(17) == (True, 19)
+    assert painted_on(15) == (True, 14)  # nearer than the next one
+    assert painted_on(16) == (True, 17)  # the next one, nearer; not the newest
+    assert painted_on(17) == (True, 17)  # its own keyframe's
+    assert painted_on(18) == (True, 17)  # as near as the next one: its own time's
     assert painted_on(19) == (True, 19)
+    # the next one only within `reach` frames (the delay line's length): a frame held longer
+    # in the line is painted as it would have been without the wait
+    assert worker.result(1, 16, reach=1).patch.frame_index == 17
+    assert worker.result(1, 16, reach=0).patch.frame_index == 14
+    assert worker.result(1, 0, reach=1).patch.frame_index == 2  # before the first: the first
     worker.close()
+
+
+class _Slow(Restorer):
+    """Wraps the real restorer; each job after the first takes `seconds` longer (a busy
+    keyframe worker)."""
+
+    def __init__(self, inner, seconds):
+        self.inner, self.seconds, self.calls = inner, seconds, 0
+
+    def restore(self, face, cover, landmarks, track_id=None, person=None):
+        if self.calls:
+            time.sleep(self.seconds)
+        self.calls += 1
+        return self.inner.restore(face, cover, landmarks, track_id, person)
+
+
+class _Seen:
+    """Wraps the real compositor and records, per frame, the keyframe each patch came from
+    and whether the face was measured on that frame."""
+
+    def __init__(self, inner):
+        self.inner, self.frame, self.seen = inner, -1, []
+
+    def begin_frame(self, index):
+        self.frame = index
+        self.inner.begin_frame(index)
+
+    def composite(self, image, track, patch):
+        self.seen.append((self.frame, patch.frame_index, track.detected))
+        self.inner.composite(image, track, patch)
+
+    def forget(self, track_id):
+        self.inner.forget(track_id)
+
+    def reset(self):
+        self.inner.reset()
+
+
+def test_a_frame_held_for_a_pending_keyframe_is_not_painted_from_one_far_later(astronaut_bgr):
+    """A frame held in the delay line while its face's keyframe is painted (a slow keyframe
+    worker) takes the patch it would have taken without the wait: its own time's, or the next
+    keyframe's within the line's length, never one painted many frames later on another pose
+    that was done by the time the frame left. The compositor learns on which frames the
+    detector measured the face (it bends the patch onto the face's mesh there)."""
+    from lostface.synthetic import draw_mask
+
+    settings = load_settings(
+        overrides=[
+            "keyframe.delay_frames=2",
+            "keyframe.max_age=3",
+            "keyframe.queue_size=32",
+            "tracking.detect_every=2",
+        ]
+    )
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    frames = []
+    for img in _moving(astronaut_bgr, 40):
+        d = stages.detector.detect(img)
+        k = int(np.argmax(d.scores))
+        rng = np.random.default_rng(1)
+        frames.append(draw_mask(img, d.landmarks[k], kind="cloth", rng=rng).image)
+    stages.painter.restorer = _Slow(stages.painter.restorer, 0.1)
+    seen = _Seen(stages.compositor)
+    stages.compositor = seen
+    pipe = Pipeline(settings, stages)
+    for i, img in enumerate(frames):  # 25 frames/s
+        pipe.push(Frame(img.copy(), i, i, None))
+        time.sleep(0.04)
+    pipe.flush()
+    pipe.close()
+    delay = settings.keyframe.delay_frames
+    assert len(seen.seen) >= 30
+    assert all(key <= frame + delay for frame, key, _ in seen.seen), seen.seen
+    assert any(key > frame for frame, key, _ in seen.seen)  # the line works ahead
+    measured = [detected for _, _, detected in seen.seen]
+    assert any(measured) and not all(measured)  # detected every 2nd frame, predicted between
 
 
 @pytest.mark.parametrize("put_on", [True, False])
