@@ -79,8 +79,10 @@ class KeyframeSettings:
     crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
     # between keyframes, bend the patch onto the face's mesh on the frames the detector
     # measured it (lostface.restore.follow; needs models.face_mesh), not only carry it by the
-    # landmarks' similarity transform
-    follow_mesh: bool = True
+    # landmarks' similarity transform. Off: on covered faces the mesh found under the
+    # covering bends the patch off it (turned faces keep slivers of the covering; the stage
+    # clip's restored identity 0.453 against 0.414, bench/README.md "Face mesh")
+    follow_mesh: bool = False
 
 
 @dataclass
