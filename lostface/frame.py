@@ -154,6 +154,9 @@ class Patch:
     to_canonical: np.ndarray
     skin_mean: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
     reference: str | None = None  # which reference photo painted it (None: classical fill)
+    # median BGR of the covering at the keyframe: between keyframes the compositor paints the
+    # pixels of that colour just outside the patch (the covering moved against the face)
+    cover_colour: np.ndarray | None = None
     # the invisible watermark (lostface.provenance): float32 residuals (2,H,W,3) in canonical
     # space, the payload's and its complement's, that the compositor adds in turns over the
     # whole face crop; None when unmarked

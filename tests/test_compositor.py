@@ -10,7 +10,7 @@ import pytest
 
 from lostface.config import DetectSettings, Settings
 from lostface.frame import FaceTrack, Patch
-from lostface.restore import align
+from lostface.restore import align, regions
 from lostface.restore.compositor import PatchCompositor, skin_mean
 from lostface.restore.regions import lower_face_mask
 from lostface.tracking.detectors import CenterFaceDetector
@@ -193,3 +193,55 @@ def test_crossfade_never_uncovers_what_the_new_patch_covers(scene: dict) -> None
     assert float(diff.mean()) < 1.0
     # where both reach: still mostly the old patch's colours (a fade, not a jump)
     assert float(frame[both].mean()) > float(settled[both].mean()) + 10.0
+
+
+@pytest.mark.parametrize("knows_the_covering", [True, False])
+def test_a_sliver_of_the_covering_beside_the_patch_is_painted(
+    scene: dict, knows_the_covering: bool
+) -> None:
+    """Between keyframes the covering can move against the face's landmarks (a turning
+    head): here it reaches 6 canonical px higher than on the keyframe, beyond the patch's
+    solid part. Those pixels look like the keyframe's covering and the patch has skin there,
+    so they take the patch's pixels; nothing outside the patch's support that is not the
+    covering changes. A patch that does not know its covering's colour leaves the sliver."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    inv = align.invert(align.to_canonical(lm5))
+    key = lower_face_mask() > 0
+    now = key.copy()
+    now[:-6] |= key[6:]  # the covering's top edge 6 canonical px higher
+    covering = cv2.warpAffine(now.astype(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    frame = image.copy()
+    frame[covering] = MASK_BGR
+    before = frame.copy()
+    alpha = regions.feather(key, 0, 2)
+    colour = np.float32(MASK_BGR) if knows_the_covering else None
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        alpha,
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=colour,
+    )
+    settings = Settings()
+    settings.restore.relight = False
+    PatchCompositor(settings).composite(frame, FaceTrack(1, scene["box"], lm5), patch)
+
+    support = cv2.warpAffine((alpha > 0).astype(np.uint8), inv, (w, h)) > 0
+    support = cv2.dilate(support.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    sliver = covering & ~support  # the covering where the patch's alpha does not reach
+    assert sliver.sum() > 100
+    left = (frame[sliver] == MASK_BGR).all(axis=1).mean()
+    if knows_the_covering:
+        assert left < 0.05
+        # the patch's pixels there: the face as the keyframe saw it
+        truth = image[sliver].astype(np.float32)
+        assert np.abs(frame[sliver].astype(np.float32) - truth).mean() < 12.0
+        # elsewhere outside the support a pixel changes only to the keyframe's own (a
+        # covering-like colour of the suit below the chin, where the patch holds the same)
+        changed = (frame != before).any(axis=-1) & ~support & ~covering
+        assert np.abs(frame[changed].astype(np.float32) - image[changed]).max(initial=0) < 40
+    else:
+        assert left == 1.0

@@ -31,6 +31,18 @@ _SAMPLE_DSIZE = (_SAMPLE, round(_SAMPLE * align.CANON_HEIGHT / align.CANON_SIZE)
 _GAIN_RANGE = (0.67, 1.5)
 _GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
 _MARK_SEGMENT = 8  # = lostface.provenance.watermark.SEGMENT (not imported: no cycle)
+# Between keyframes the covering moves against the face's landmarks (a turning head), and a
+# sliver of its top edge can show just outside the carried patch. Pixels up to _REACH
+# canonical px beyond the patch's solid part, between the eyes' line (plus a quarter of their
+# distance) and the mouth's corners, that look like the keyframe's covering (nearer its colour
+# than _LIKE times their distance to the skin's, and within _NEAR of it) take the patch's
+# pixels there too, where those look like skin (the keyframe's own face where it painted
+# nothing): a dark eye or nostril is never pasted over the frame's.
+_REACH = 12.0
+_LIKE = 0.5
+_NEAR = 60.0
+_BAND = np.zeros(align.CANON_SHAPE, np.uint8)
+_BAND[int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8) :] = 255
 
 
 def skin_mean(face_canonical: np.ndarray) -> np.ndarray:
@@ -179,6 +191,10 @@ class PatchCompositor(Compositor):
             if st.gain is not None:
                 gain = st.gain + _GAIN_SMOOTHING * (gain - st.gain)
             st.gain = gain
+        cover = st.current.patch.cover_colour
+        if cover is not None:
+            lit = skin if gain is None else skin * gain
+            _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit)
         self._blend(image[y0:y1, x0:x1], warped, gain)
         mark = st.current.patch.mark
         if mark is not None:
@@ -269,6 +285,38 @@ def _roi(
     mt = inv.copy()
     mt[:, 2] -= (x0, y0)
     return x0, y0, x1, y1, mt
+
+
+def _reach_covering(
+    roi: np.ndarray, warped: np.ndarray, mt: np.ndarray, cover: np.ndarray, skin: np.ndarray
+) -> None:
+    """Make the warped patch (BGRA, in place) opaque on the pixels of `roi` just outside its
+    solid part that look like the keyframe's covering (see _REACH)."""
+    a8 = warped[:, :, 3]
+    solid = (a8 >= 128).astype(np.uint8)
+    if not solid.any():
+        return
+    size = (roi.shape[1], roi.shape[0])
+    px = _REACH * float(np.sqrt(abs(np.linalg.det(mt[:, :2]))))  # canonical -> ROI px
+    k = 2 * max(1, int(round(px))) + 1
+    near = cv2.dilate(solid, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    band = cv2.warpAffine(_BAND, mt, size, flags=cv2.INTER_NEAREST, borderValue=0)
+    ring = (near > 0) & (solid == 0) & (band > 0)
+    if not ring.any():
+        return
+    ys, xs = np.nonzero(ring)
+    cover = np.asarray(cover, np.float32)
+    skin = np.asarray(skin, np.float32)
+    like = _looks_like(roi[ys, xs], cover, skin) & ~_looks_like(warped[ys, xs, :3], cover, skin)
+    if like.any():
+        a8[ys[like], xs[like]] = 255
+
+
+def _looks_like(colour: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Which BGR pixels (N,3) look like the covering rather than the skin (_LIKE, _NEAR)."""
+    c = colour.astype(np.float32)
+    to_cover = np.linalg.norm(c - cover, axis=1)
+    return (to_cover < _LIKE * np.linalg.norm(c - skin, axis=1)) & (to_cover < _NEAR)
 
 
 def _warp(bgra: np.ndarray, mt: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -303,6 +303,7 @@ class Painter:
                 skin_mean=np.asarray(skin_mean(a.face), np.float32),
                 reference=reference,
                 mark=mark,
+                cover_colour=_cover_colour(a.face, a.cover.hard),
             )
         return [
             Painted(
@@ -425,3 +426,10 @@ class Painter:
     def close(self) -> None:
         for engine in (self.segmenter, self.upscaler, self.restorer):
             engine.close()
+
+
+def _cover_colour(face: np.ndarray, hard: np.ndarray) -> np.ndarray | None:
+    """Median BGR of a keyframe's covered pixels (Patch.cover_colour); None without any."""
+    if not hard.any():
+        return None
+    return np.median(face[hard], axis=0).astype(np.float32)
