@@ -203,7 +203,8 @@ def test_a_sliver_of_the_covering_beside_the_patch_is_painted(
     head): here it reaches 6 canonical px higher than on the keyframe, beyond the patch's
     solid part. Those pixels look like the keyframe's covering and the patch has skin there,
     so they take the patch's pixels; nothing outside the patch's support that is not the
-    covering changes. A patch that does not know its covering's colour leaves the sliver."""
+    covering changes. On the keyframe's own frame (a photo) nothing beyond the patch's
+    support changes; a patch that does not know its covering's colour leaves the sliver."""
     image, lm5 = scene["image"], scene["lm"]
     h, w = image.shape[:2]
     inv = align.invert(align.to_canonical(lm5))
@@ -227,12 +228,19 @@ def test_a_sliver_of_the_covering_beside_the_patch_is_painted(
     )
     settings = Settings()
     settings.restore.relight = False
-    PatchCompositor(settings).composite(frame, FaceTrack(1, scene["box"], lm5), patch)
+    comp = PatchCompositor(settings)
+    track = FaceTrack(1, scene["box"], lm5)
+    own = frame.copy()  # the keyframe's own frame (a photo): nothing beyond the patch moves
+    comp.begin_frame(0)
+    comp.composite(own, track, patch)
+    comp.begin_frame(5)  # a frame between keyframes
+    comp.composite(frame, track, patch)
 
     support = cv2.warpAffine((alpha > 0).astype(np.uint8), inv, (w, h)) > 0
     support = cv2.dilate(support.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     sliver = covering & ~support  # the covering where the patch's alpha does not reach
     assert sliver.sum() > 100
+    assert np.array_equal(own[~support], before[~support])
     left = (frame[sliver] == MASK_BGR).all(axis=1).mean()
     if knows_the_covering:
         assert left < 0.05

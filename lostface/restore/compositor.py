@@ -31,8 +31,9 @@ _SAMPLE_DSIZE = (_SAMPLE, round(_SAMPLE * align.CANON_HEIGHT / align.CANON_SIZE)
 _GAIN_RANGE = (0.67, 1.5)
 _GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
 _MARK_SEGMENT = 8  # = lostface.provenance.watermark.SEGMENT (not imported: no cycle)
-# Between keyframes the covering moves against the face's landmarks (a turning head), and a
-# sliver of its top edge can show just outside the carried patch. Pixels up to _REACH
+# Between keyframes (not on the keyframe's own frame) the covering moves against the face's
+# landmarks (a turning head), and a sliver of its top edge can show just outside the carried
+# patch. Pixels up to _REACH
 # canonical px beyond the patch's solid part, between the eyes' line (plus a quarter of their
 # distance) and the mouth's corners, that look like the keyframe's covering (nearer its colour
 # than _LIKE times their distance to the skin's, and within _NEAR of it) take the patch's
@@ -192,7 +193,9 @@ class PatchCompositor(Compositor):
                 gain = st.gain + _GAIN_SMOOTHING * (gain - st.gain)
             st.gain = gain
         cover = st.current.patch.cover_colour
-        if cover is not None:
+        if cover is not None and st.current.patch.frame_index != self._frame:
+            # between keyframes only: on its own frame (a photo) the patch is where the
+            # covering was found, and a generative engine's pixels beyond it are not the face's
             lit = skin if gain is None else skin * gain
             _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit)
         self._blend(image[y0:y1, x0:x1], warped, gain)
