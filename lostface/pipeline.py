@@ -77,7 +77,7 @@ class FaceView:
     identity: str | None = None
     reference: str | None = None  # what painted it: "given", "self" or None (Painted.source)
     hidden: bool = False  # behind another face (FaceTrack.hidden): its patch is not drawn
-    detected: bool = False  # measured by the detector on this frame: the patch is bent there
+    detected: bool = False  # measured by the detector here (keyframe.follow_mesh bends there)
 
 
 @dataclass(slots=True)
