@@ -354,3 +354,47 @@ def test_gpu_check_diffusion_sections_run_on_the_cpu(tmp_path):
         assert row["median_ms"] > 0
     live = result["live_loop_1280x720"]
     assert live["frames_out"] + live["dropped"] == 45 and live["keyframes"] >= 1
+
+
+_CUDA = pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(),
+    reason="CUDA graphs need a CUDA device (bench/gpu_check.py measures them on one)",
+)
+
+
+@_CUDA
+@pytest.mark.parametrize("lora", [True, False])
+def test_cuda_graphs_paint_what_the_eager_model_paints(tiny_models, masked, lora):
+    """diffusion.cuda_graphs records the UNet and VAE calls once per shape and replays them:
+    the painting is the eager one's (fp32: to rounding), for a first keyframe and a reuse."""
+    image, lm, _ = masked
+    item = _item(image, lm, track=1)
+    cuda = ("models.device=cuda", "models.dtype=float32")
+    eager = _restorer(tiny_models, *cuda, "diffusion.cuda_graphs=false", lora=lora)
+    graphed = _restorer(tiny_models, *cuda, lora=lora)
+    for _ in range(2):  # the face's first keyframe, then one that reuses its latents
+        a = eager.restore(*item)[0].astype(np.int16)
+        b = graphed.restore(*item)[0].astype(np.int16)
+        assert np.abs(a - b).max() <= 1
+    assert graphed._unet.recorded >= 1 and graphed._unet.replays >= 3
+    assert graphed._decode_vae.recorded == 1 and graphed._decode_vae.replays == 2
+
+
+@_CUDA
+def test_a_graphed_call_keeps_each_result_and_records_each_shape_once():
+    import torch
+
+    from lostface.generative.graphs import Graphed
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.SiLU()).cuda()
+    fn = Graphed(lambda x, c: conv(x) * c, "test")
+    x1, x2 = (torch.randn(1, 4, 16, 16, device="cuda") for _ in range(2))
+    c = torch.tensor(2.0, device="cuda")
+    with torch.inference_mode():
+        y1 = fn(x1, c)
+        y2 = fn(x2, c)
+        y3 = fn(torch.randn(3, 4, 8, 8, device="cuda"), c)
+        torch.testing.assert_close(y1, conv(x1) * 2)  # the first result outlives the second call
+        torch.testing.assert_close(y2, conv(x2) * 2)
+    assert y3.shape == (3, 8, 8, 8)
+    assert fn.recorded == 2 and fn.replays == 3

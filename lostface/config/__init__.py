@@ -218,6 +218,9 @@ class DiffusionSettings:
     reuse_strength: float = 0.6
     soft: bool = True  # soft inpainting: the feathered mask stays continuous inside the loop
     seed: int = 0
+    # on a CUDA device, the UNet and VAE calls replay CUDA graphs recorded per input shape
+    # (lostface.generative.graphs): a keyframe is bound by kernel launches, not by the GPU
+    cuda_graphs: bool = True
 
 
 @dataclass

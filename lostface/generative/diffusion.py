@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,6 +39,7 @@ import torch
 
 from lostface.config import DiffusionSettings
 from lostface.frame import CoverMask
+from lostface.generative.graphs import Graphed
 from lostface.generative.loading import InpaintModel
 from lostface.identities import Identity
 from lostface.restore.align import CANON_HEIGHT, CANON_SIZE
@@ -114,6 +115,13 @@ class DiffusionRestorer(Restorer):
         self.height = int(round(settings.size * CANON_HEIGHT / CANON_SIZE / 8.0)) * 8
         self._faces: dict[int, _FaceState] = {}
         self.profile: dict[str, list[float]] | None = None  # seconds per stage (benchmarks)
+        self._unet: Callable[..., torch.Tensor] = self._unet_eager
+        self._encode_vae: Callable[[torch.Tensor], torch.Tensor] = self._encode_eager
+        self._decode_vae: Callable[[torch.Tensor], torch.Tensor] = self._decode_eager
+        if settings.cuda_graphs and model.device.type == "cuda":
+            self._unet = Graphed(self._unet_eager, "unet")
+            self._encode_vae = Graphed(self._encode_eager, "vae encoder")
+            self._decode_vae = Graphed(self._decode_eager, "vae decoder")
 
     # -- lifecycle ------------------------------------------------------------------------
     def forget(self, track_id: int) -> None:
@@ -214,12 +222,7 @@ class DiffusionRestorer(Restorer):
                     z = w * z + (1.0 - w) * self.scheduler.add_noise(own, noise, t.repeat(n))
                 inp = torch.cat([z, cond_mask, blanked], dim=1)
                 with self._stage("unet"):
-                    eps = m.unet(
-                        torch.cat([inp, inp]) if cfg else inp,
-                        t,
-                        encoder_hidden_states=text,
-                        timestep_cond=cond,
-                    ).sample
+                    eps = self._unet(torch.cat([inp, inp]) if cfg else inp, t, text, cond)
                 if cfg:
                     uncond, cond_eps = eps.chunk(2)
                     eps = uncond + self.settings.guidance * (cond_eps - uncond)
@@ -227,7 +230,7 @@ class DiffusionRestorer(Restorer):
             keep = soft if self.settings.soft else (soft >= 0.5).to(soft.dtype)
             final = keep * denoised + (1.0 - keep) * own
             with self._stage("decode"):
-                images = m.vae.decode(final / m.latent_scale).sample
+                images = self._decode_vae(final / m.latent_scale)
         for j, lat in zip(jobs, final, strict=True):
             if j.state is not None:
                 j.state.latents = lat.detach().clone()
@@ -263,7 +266,19 @@ class DiffusionRestorer(Restorer):
         self.profile.setdefault(name, []).append(time.perf_counter() - t0)
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.vae.encode(pixels).latent_dist.mean * self.model.latent_scale
+        return self._encode_vae(pixels) * self.model.latent_scale
+
+    # the model's calls, as functions of tensors alone (what a CUDA graph records)
+    def _unet_eager(
+        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.model.unet(x, t, encoder_hidden_states=text, timestep_cond=cond).sample
+
+    def _encode_eager(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.encode(pixels).latent_dist.mean
+
+    def _decode_eager(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.decode(latents).sample
 
     def _text(self, n: int) -> tuple[torch.Tensor, bool]:
         """Prompt embeddings for n faces; with classifier-free guidance (a model without a
