@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import cv2
@@ -272,7 +273,15 @@ def _shift(width: int, height: int, shift: int, scale: float = 0.8) -> int:
     return (width - side) // 4 + shift % max(1, width - side - (width - side) // 4)
 
 
-def diffusion_check(folder: Path, device: str, quick: bool, iters: int, frames: int) -> dict:
+def diffusion_check(
+    folder: Path,
+    device: str,
+    quick: bool,
+    iters: int,
+    frames: int,
+    profile: bool = False,
+    candidates: bool = False,
+) -> dict:
     """The diffusion restorer at SD 1.5 size (tiny with quick): keyframe times per stage for 1
     and 4 faces, peak GPU memory, and a live loop with keyframes in flight."""
     import torch
@@ -310,8 +319,6 @@ def diffusion_check(folder: Path, device: str, quick: bool, iters: int, frames: 
     model = load_inpaint(settings)
     load_s = time.perf_counter() - t0
     weights_mb = (torch.cuda.memory_allocated() - base) / 2**20 if cuda else None
-    painter = build_painter(settings)
-    restorer = painter.restorer
     image = masked_clip(1280, 720, 1)[0]
     det = build_stages(settings).detector.detect(image)
     lm = det.landmarks[int(np.argmax(det.scores))]
@@ -323,33 +330,51 @@ def diffusion_check(folder: Path, device: str, quick: bool, iters: int, frames: 
         "build_random_model_s": round(build_s, 1),
         "load_and_fuse_s": round(load_s, 2),
         "weights_gpu_mb": round(weights_mb, 1) if weights_mb is not None else None,
-        "keyframe": {},
     }
-    for batch in (1, 4):
-        jobs = [PaintJob.from_frame(t, 0, image, lm) for t in range(batch)]
-        for kind in ("first", "reuse"):
-            times: list[float] = []
-            for call in range(2 + iters):  # two warm-up calls, then timed ones
-                if call == 2:
-                    restorer.profile = {}
-                if kind == "first":
-                    restorer.reset()  # every call a face's first keyframe (guide init)
-                t = time.perf_counter()
-                painted = painter.paint_many(jobs)  # type: ignore[arg-type]
-                if cuda:
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-            assert all(p.patch is not None for p in painted), "the masked face was not painted"
-            profile = restorer.profile or {}
-            stages = {k: round(sum(v) / iters * 1e3, 2) for k, v in profile.items()}
-            row = {
-                "median_ms": round(statistics.median(times[2:]) * 1e3, 1),
-                "per_face_ms": round(statistics.median(times[2:]) * 1e3 / batch, 1),
-                "stages_ms_per_call": stages,
-            }
-            out["keyframe"][f"batch{batch}_{kind}"] = row
-            print(f"  keyframe, {batch} face(s), {kind:5s}: {row['median_ms']:8.1f} ms  {stages}")
-        restorer.profile = None
+    # the baseline (CUDA graphs off) first, then the default, in the same run
+    variants = ("eager", "cuda_graphs") if cuda else ("eager",)
+    paintings = {}
+    for variant in variants:
+        graphs = str(variant == "cuda_graphs").lower()
+        painter = build_painter(
+            load_settings(overrides=[*overrides, f"diffusion.cuda_graphs={graphs}"])
+        )
+        print(f"  {variant}:")
+        out[f"keyframe_{variant}"] = keyframe_times(painter, image, lm, iters, cuda)
+        painter.restorer.reset()
+        painted = painter.paint(PaintJob.from_frame(0, 0, image, lm))  # type: ignore[arg-type]
+        assert painted.patch is not None
+        paintings[variant] = painted.patch.image.astype(np.int16)
+    out["keyframe"] = out[f"keyframe_{variants[-1]}"]
+    if cuda and profile:
+        out["cpu_profile_top"] = profile_keyframe(painter, image, lm)
+    if cuda and candidates:
+        # candidates, not settings: cuDNN's autotuner (torch.backends.cudnn.benchmark), then
+        # the UNet and VAE in channels-last memory format as well, each on CUDA graphs
+        def autotune() -> None:
+            torch.backends.cudnn.benchmark = True
+
+        def channels_last(fmt=torch.channels_last, m=model) -> None:
+            for module in (m.unet, m.vae):
+                module.to(memory_format=fmt)
+
+        for name, setup in (("cudnn_benchmark", autotune), ("channels_last", channels_last)):
+            setup()
+            painter = build_painter(settings)
+            print(f"  cuda_graphs, {name}{' (and cudnn_benchmark)' * (name != 'cudnn_benchmark')}:")
+            out[f"keyframe_{name}"] = keyframe_times(painter, image, lm, iters, cuda)
+            painter.restorer.reset()
+            painted = painter.paint(PaintJob.from_frame(0, 0, image, lm))  # type: ignore[arg-type]
+            assert painted.patch is not None
+            paintings[name] = painted.patch.image.astype(np.int16)
+        torch.backends.cudnn.benchmark = False  # the live loop below runs on the defaults
+        channels_last(torch.contiguous_format)
+    for variant in paintings:
+        if variant != "eager":
+            diff = np.abs(paintings["eager"] - paintings[variant])
+            px = {"max": int(diff.max()), "mean": round(float(diff.mean()), 3)}
+            out[f"{variant}_vs_eager_px"] = px
+            print(f"  {variant} vs eager, the same keyframe: {px} grey levels")
     if cuda:
         out["peak_gpu_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
     clip = masked_clip(1280, 720, frames)
@@ -381,6 +406,78 @@ def diffusion_check(folder: Path, device: str, quick: bool, iters: int, frames: 
     print(f"  targets: {out['targets']}")
     del model
     return out
+
+
+def keyframe_times(painter, image: np.ndarray, lm: np.ndarray, iters: int, cuda: bool) -> dict:
+    """Median time of painter.paint_many for 1 and 4 faces, a face's first keyframe (the
+    restorer reset: guide init) and a later one (latents reused), with the time per stage and
+    the rest (the CPU's part: segmenting, aligning, compositing)."""
+    import torch
+
+    from lostface.restore.painter import PaintJob
+
+    restorer = painter.restorer
+    rows: dict = {}
+    for batch in (1, 4):
+        jobs = [PaintJob.from_frame(t, 0, image, lm) for t in range(batch)]
+        for kind in ("first", "reuse"):
+
+            def call(jobs=jobs, kind=kind) -> float:
+                if kind == "first":
+                    restorer.reset()  # every call a face's first keyframe (guide init)
+                t = time.perf_counter()
+                painted = painter.paint_many(jobs)
+                if cuda:
+                    torch.cuda.synchronize()
+                assert all(p.patch is not None for p in painted), "the masked face was not painted"
+                return time.perf_counter() - t
+
+            for _ in range(2):  # warm-up (and, with CUDA graphs, their recording)
+                call()
+            # timed calls as the pipeline makes them (no synchronisation between stages) ...
+            median = statistics.median(call() for _ in range(iters)) * 1e3
+            # ... then as many with each stage synchronised and timed (slower: the CPU cannot
+            # queue the next stage while the GPU runs one)
+            restorer.profile = {}
+            profiled = statistics.median(call() for _ in range(iters)) * 1e3
+            stages = {k: round(sum(v) / iters * 1e3, 2) for k, v in restorer.profile.items()}
+            restorer.profile = None
+            row = {
+                "median_ms": round(median, 1),
+                "per_face_ms": round(median / batch, 1),
+                "profiled_median_ms": round(profiled, 1),
+                "stages_ms_per_call": stages,
+                "rest_ms": round(profiled - sum(stages.values()), 1),
+            }
+            rows[f"batch{batch}_{kind}"] = row
+            print(
+                f"    {batch} face(s), {kind:5s}: {row['median_ms']:8.1f} ms "
+                f"(stages timed: {row['profiled_median_ms']:.1f} ms, {stages})"
+            )
+    return rows
+
+
+def profile_keyframe(painter, image: np.ndarray, lm: np.ndarray, calls: int = 10) -> list[str]:
+    """The functions that take the most time (own time, cProfile) in a face's later keyframes:
+    where a keyframe's time goes besides the model."""
+    import cProfile
+    import io
+    import pstats
+
+    from lostface.restore.painter import PaintJob
+
+    job = PaintJob.from_frame(0, 0, image, lm)
+    painter.paint(job)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        painter.paint(job)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()]
+    print("\n".join(lines[-27:]))
+    return lines[-27:]
 
 
 def engines_check(folder: Path, device: str, quick: bool, iters: int, frames: int) -> dict:
@@ -588,6 +685,14 @@ def main() -> None:
         "--cli", action="store_true", help="also time `lostface run` end to end (needs PyAV)"
     )
     ap.add_argument(
+        "--profile", action="store_true", help="diffusion: print where a keyframe's time goes"
+    )
+    ap.add_argument(
+        "--candidates",
+        action="store_true",
+        help="diffusion: also time cuDNN's autotuner and channels-last memory format",
+    )
+    ap.add_argument(
         "--sections",
         default="detector,diffusion,engines,identity",
         help="comma-separated: detector (YOLOv8 and the frame loop), diffusion (the restorer), "
@@ -610,27 +715,52 @@ def main() -> None:
     }
     print(json.dumps(env))
     result: dict = {"env": env}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "gpu_check.json"
+
+    def section(name: str, title: str, run) -> None:
+        """One section; its failure is printed and recorded, and the next one still runs (a
+        device lease is short). The JSON is written after each section."""
+        print(f"\n{title}:")
+        try:
+            result[name] = run()
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
+            traceback.print_exc()
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        path.write_text(json.dumps(result, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
+        dev, quick, folder = args.device, args.quick, Path(tmp)
         if "diffusion" in sections:
-            print("\ndiffusion restorer (random init):")
-            result["diffusion"] = diffusion_check(
-                Path(tmp), args.device, args.quick, min(args.iters, 20), args.frames
+            section(
+                "diffusion",
+                "diffusion restorer (random init)",
+                lambda: diffusion_check(
+                    folder,
+                    dev,
+                    quick,
+                    min(args.iters, 20),
+                    args.frames,
+                    args.profile,
+                    args.candidates,
+                ),
             )
         if "identity" in sections:
-            print("\nidentity training (random init):")
-            result["identity"] = identity_check(
-                Path(tmp), args.device, args.quick, 5 if args.quick else 30
+            section(
+                "identity",
+                "identity training (random init)",
+                lambda: identity_check(folder, dev, quick, 5 if quick else 30),
             )
         if "engines" in sections:
-            print("\nSegment Anything and the SD x4 upscaler (random init):")
-            result["engines"] = engines_check(
-                Path(tmp), args.device, args.quick, min(args.iters, 10), args.frames
+            section(
+                "engines",
+                "Segment Anything and the SD x4 upscaler (random init)",
+                lambda: engines_check(folder, dev, quick, min(args.iters, 10), args.frames),
             )
         if "detector" in sections:
-            result.update(detector_section(args, Path(tmp)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out / 'gpu_check.json'}")
+            result.update(detector_section(args, folder))
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
 
 
 def detector_section(args: argparse.Namespace, tmp: Path) -> dict:
