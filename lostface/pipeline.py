@@ -160,8 +160,13 @@ class KeyframeWorker:
         timings: Timings,
         synchronous: bool = False,
         batch: int = 1,
+        keep_within: int = 0,
     ):
+        """keep_within: a face's pending job is superseded by its newer one only when that is
+        more than this many frames later (a delay line's length: the frames between the two
+        are still waiting for the older job's patch; 0, live: always)."""
         self.painter = painter
+        self.keep_within = keep_within
         self.timings = timings
         self.synchronous = synchronous
         self.batch = max(1, batch)
@@ -196,8 +201,12 @@ class KeyframeWorker:
             self._work([job])
             return None
         with self._wake:
-            # one pending job per track: a newer keyframe of the same face supersedes it
+            # a newer keyframe of the same face supersedes its pending one, unless the frames
+            # between them still wait in the delay line for the older one's patch
+            late = job.frame_index - self.keep_within
             for old in [j for j in self._jobs if j.track_id == job.track_id]:
+                if old.frame_index >= late and self.keep_within > 0:
+                    continue
                 self._jobs.remove(old)
                 self._sent.pop((old.track_id, old.frame_index), None)
             evicted = None
@@ -218,7 +227,14 @@ class KeyframeWorker:
                     self._wake.wait()
                 if self._closed and not self._jobs:
                     return
-                jobs = [self._jobs.popleft() for _ in range(min(self.batch, len(self._jobs)))]
+                jobs: list[PaintJob] = []
+                # a batch holds one job per face (a face's jobs are painted in order)
+                while (
+                    self._jobs
+                    and len(jobs) < self.batch
+                    and all(j.track_id != self._jobs[0].track_id for j in jobs)
+                ):
+                    jobs.append(self._jobs.popleft())
                 self._working = {j.track_id for j in jobs}
                 self._busy += 1
             try:
@@ -393,6 +409,7 @@ class Pipeline:
             self.timings,
             synchronous,
             settings.keyframe.batch,
+            settings.keyframe.delay_frames if delay_frames is None else delay_frames,
         )
         self.delay = settings.keyframe.delay_frames if delay_frames is None else delay_frames
         self._line: deque[Output] = deque()

@@ -262,6 +262,47 @@ def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
     assert gate.calls < pipe.keyframes  # superseded jobs were dropped, not queued
 
 
+@pytest.mark.parametrize("keep_within", [0, 16])
+def test_a_newer_keyframe_supersedes_a_pending_one_only_past_the_delay_line(
+    masked_frames, astronaut_bgr, keep_within
+):
+    """Files (a delay line of 16 frames): while the worker is busy, a face's newer keyframe
+    within the line's length is queued beside its pending one, whose patch the frames between
+    them still wait for; one further on replaces both. Live (no line): the newest replaces
+    the pending one at once."""
+    from lostface.pipeline import KeyframeWorker, Timings
+    from lostface.restore.painter import PaintJob
+
+    frames, _ = masked_frames
+    stages = build_stages(load_settings(), reference_images=[("a", astronaut_bgr)])
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
+    worker = KeyframeWorker(stages.painter, 8, Timings(), keep_within=keep_within)
+    d = stages.detector.detect(frames[0])
+    lm = d.landmarks[int(np.argmax(d.scores))]
+
+    def submit(index: int) -> None:
+        job = PaintJob.from_frame(1, index, frames[0], lm)
+        assert job is not None
+        worker.submit(job)
+
+    submit(0)
+    deadline = time.monotonic() + 30
+    while gate.calls == 0 and time.monotonic() < deadline:  # the worker took it: held
+        time.sleep(0.01)
+    submit(10)
+    submit(20)
+    queued = [j.frame_index for j in worker._jobs]
+    assert queued == ([10, 20] if keep_within else [20])
+    submit(50)  # 30 frames on: the frames waiting for 10 and 20 have left the line
+    assert [j.frame_index for j in worker._jobs] == [50]
+    gate.open.set()
+    worker.wait_idle()
+    worker.close()
+    assert gate.finished == 2  # frame 0's keyframe and frame 50's
+    assert worker.result(1, 50, 16).patch.frame_index == 50  # type: ignore[union-attr]
+
+
 class _CountingDetector:
     """Wraps the real detector and counts its calls (any thread)."""
 

@@ -71,7 +71,9 @@ class KeyframeSettings:
     # change of the lower face's look (median Lab distance over a 4x3 grid, 8-bit units) that
     # calls for a new patch: a covering put on or taken off mid-shot (0 = never)
     look_change: float = 25.0
-    queue_size: int = 4  # pending keyframe jobs; the newest job replaces the oldest when full
+    # pending keyframe jobs; the newest job replaces the oldest when full, and a face's newer
+    # job its pending one when more than delay_frames later (live: always)
+    queue_size: int = 4
     batch: int = 1  # faces painted in one call of the restorer (a GPU engine batches them)
     # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
     # for on a head turn reaches the frames of the turn rather than arriving after it
