@@ -234,7 +234,12 @@ def test_a_covering_standing_off_a_turned_face_is_painted_to_its_edge():
     """Faces of the stage clip's last shot, turned far aside, wearing synthetic coverings
     (lostface.synthetic, the true region known), restored as `lostface restore` does: the
     covering stands off the face in front of the mouth and chin, past where the face's
-    points put the face, and is painted up to its own edge there; the eyes are not touched."""
+    points put the face, and is painted up to its own edge there; the eyes are not touched.
+
+    On a face this far turned the region found can stop short at the standing-off edge or
+    reach it depending on a fraction of a pixel (frame 222: 0.82-0.96 of the covering with
+    its landmarks moved 0.05 px; the detector's own landmarks differ that much between
+    machines), so each face is judged on the median of five such placements."""
     from lostface.restore_image import restore_image
     from lostface.stream.video import read_frames
     from lostface.synthetic import KINDS
@@ -249,11 +254,16 @@ def test_a_covering_standing_off_a_turned_face_is_painted_to_its_edge():
         lm = det.landmarks[int(np.argmax(det.boxes[:, 2] - det.boxes[:, 0]))][:5]
         assert abs(align.yaw_proxy(lm)) > 0.25, index  # turned aside
         k = index // 3
-        syn = draw_mask(image, lm, KINDS[k % len(KINDS)], rng=k)
-        out = restore_image(syn.image, stages, settings).image
-        changed = np.abs(out.astype(np.int16) - syn.image).max(axis=2) > 2
-        recall = float(changed[syn.covered].mean())
-        assert recall > 0.95, (index, round(recall, 3))  # 0.83-0.94 before
+        jitter = np.random.default_rng(index).normal(0.0, 0.05, (5, *lm.shape))
+        jitter[0] = 0.0
+        recalls = []
+        for moved in lm + jitter:
+            syn = draw_mask(image, moved, KINDS[k % len(KINDS)], rng=k)
+            out = restore_image(syn.image, stages, settings).image
+            changed = np.abs(out.astype(np.int16) - syn.image).max(axis=2) > 2
+            recalls.append(float(changed[syn.covered].mean()))
+        recall = float(np.median(recalls))
+        assert recall > 0.95, (index, np.round(recalls, 3))  # 0.83-0.94 before
         # the brows and eyes (canonical rows 62-120) stay as they were, beside the covering
         # and the feather band that blends its edge
         m = align.to_canonical(lm)
