@@ -334,17 +334,22 @@ def diffusion_check(
     # the baseline (CUDA graphs off) first, then the default, in the same run
     variants = ("eager", "cuda_graphs") if cuda else ("eager",)
     paintings = {}
+
+    def measure(name: str, painter) -> None:
+        """Keyframe times of this painter, and its painting of a face's first keyframe."""
+        out[f"keyframe_{name}"] = keyframe_times(painter, image, lm, iters, cuda)
+        painter.restorer.reset()
+        painted = painter.paint(PaintJob.from_frame(0, 0, image, lm))  # type: ignore[arg-type]
+        assert painted.patch is not None
+        paintings[name] = painted.patch.image.astype(np.int16)
+
     for variant in variants:
         graphs = str(variant == "cuda_graphs").lower()
         painter = build_painter(
             load_settings(overrides=[*overrides, f"diffusion.cuda_graphs={graphs}"])
         )
         print(f"  {variant}:")
-        out[f"keyframe_{variant}"] = keyframe_times(painter, image, lm, iters, cuda)
-        painter.restorer.reset()
-        painted = painter.paint(PaintJob.from_frame(0, 0, image, lm))  # type: ignore[arg-type]
-        assert painted.patch is not None
-        paintings[variant] = painted.patch.image.astype(np.int16)
+        measure(variant, painter)
     out["keyframe"] = out[f"keyframe_{variants[-1]}"]
     if cuda and profile:
         out["cpu_profile_top"] = profile_keyframe(painter, image, lm)
@@ -360,13 +365,8 @@ def diffusion_check(
 
         for name, setup in (("cudnn_benchmark", autotune), ("channels_last", channels_last)):
             setup()
-            painter = build_painter(settings)
             print(f"  cuda_graphs, {name}{' (and cudnn_benchmark)' * (name != 'cudnn_benchmark')}:")
-            out[f"keyframe_{name}"] = keyframe_times(painter, image, lm, iters, cuda)
-            painter.restorer.reset()
-            painted = painter.paint(PaintJob.from_frame(0, 0, image, lm))  # type: ignore[arg-type]
-            assert painted.patch is not None
-            paintings[name] = painted.patch.image.astype(np.int16)
+            measure(name, build_painter(settings))
         torch.backends.cudnn.benchmark = False  # the live loop below runs on the defaults
         channels_last(torch.contiguous_format)
     for variant in paintings:
