@@ -339,6 +339,19 @@ async def _capture_state(messages: list, states: tuple, timeout: float = 40.0) -
     raise AssertionError(f"no capture {states} within {timeout} s: {messages[-1:]}")
 
 
+async def _reported(messages: list, key: str, value, timeout: float = 20.0) -> dict:
+    """The newest stats message once it reports `value` under `key` (the page learns of a
+    choice on the session's next stats message, not on the frame it takes effect), else the
+    newest one when the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = [m for m in messages if m["type"] == "stats"]
+        if stats and stats[-1].get(key) == value:
+            return stats[-1]
+        await asyncio.sleep(0.1)
+    return [m for m in messages if m["type"] == "stats"][-1]
+
+
 def _identities(server: LiveServer, after: int = 0) -> set:
     """(identity, source) of the faces the session's painter painted on frame `after` or
     later."""
@@ -399,7 +412,7 @@ def test_capture_over_the_data_channel_learns_saves_and_paints(tmp_path):
             channel.send(json.dumps({"reference": "singer"}))
             after = _frames_in(server)
             seen["chosen"] = await _painted_as(server, ("singer", "given"), after)
-            seen["last"] = [m for m in messages if m["type"] == "stats"][-1]
+            seen["last"] = await _reported(messages, "reference", "singer")
         finally:
             await pc.close()
             await server.close()
