@@ -205,7 +205,7 @@ class KeyframeWorker:
             # between them still wait in the delay line for the older one's patch
             late = job.frame_index - self.keep_within
             for old in [j for j in self._jobs if j.track_id == job.track_id]:
-                if old.frame_index >= late and self.keep_within > 0:
+                if old.frame_index >= late:
                     continue
                 self._jobs.remove(old)
                 self._sent.pop((old.track_id, old.frame_index), None)
@@ -403,15 +403,15 @@ class Pipeline:
         self.composite_later = composite_later
         self.stages = stages
         self.timings = Timings()
+        self.delay = settings.keyframe.delay_frames if delay_frames is None else delay_frames
         self.worker = KeyframeWorker(
             stages.painter,
             settings.keyframe.queue_size,
             self.timings,
             synchronous,
             settings.keyframe.batch,
-            settings.keyframe.delay_frames if delay_frames is None else delay_frames,
+            self.delay,
         )
-        self.delay = settings.keyframe.delay_frames if delay_frames is None else delay_frames
         self._line: deque[Output] = deque()
         self._frame_no = 0
         self._live_ids: set[int] = set()
