@@ -327,6 +327,53 @@ def test_reference_background_of_skin_hue_is_not_taken_for_skin(
     assert float(np.median(ref_skin[shade])) > 0.6
 
 
+def test_a_covering_standing_off_the_jaw_is_not_painted_as_skin(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """A covering wider than the face also hides what lies beside the jaw (here a plain
+    wall, in the reference photo too): that part comes back as the wall around the covering,
+    not as a skin-coloured bulge, while the face within the reference's outline (its face
+    mesh's oval) is skin."""
+    from lostface.restore import mesh as face_mesh
+
+    path = face_mesh.default_path()
+    if not path.exists():
+        pytest.skip(f"{path} is absent: run `lostface models pull models.face_mesh` (make does)")
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    m = align.to_canonical(lm5)
+    jaw = np.zeros(align.CANON_SHAPE, np.uint8)
+    cv2.ellipse(jaw, (128, 150), (72, 100), 0, 0, 360, 1, -1)
+    rows = np.arange(align.CANON_HEIGHT)[:, None]
+    beside = ((jaw == 0) & (rows > 120)).astype(np.uint8)  # below the eyes, beyond the jaw
+    size = (astronaut_bgr.shape[1], astronaut_bgr.shape[0])
+    photo = astronaut_bgr.copy()
+    wall_bgr = np.array([150, 110, 70], np.uint8)  # a blue-grey wall, far from skin's colour
+    photo[cv2.warpAffine(beside, align.invert(m), size, flags=cv2.INTER_NEAREST) > 0] = wall_bgr
+    bank = ReferenceBank.from_images([("photo", photo)], detector)
+    restorer = ReferenceRestorer(bank, RestoreSettings(), face_mesh.FaceMesh(path))
+    original = align.warp_to_canonical(photo, m)
+    hard = np.zeros(align.CANON_SHAPE, bool)
+    hard[140:250, 16:240] = True  # 40 px past the jaw on either side
+    face = original.copy()
+    face[hard] = MASK_BGR
+    painted, name = restorer.restore(face, cover_from_hard(hard), align.apply(m, lm5))
+    assert name == "photo"
+    lab = cv2.cvtColor(painted, cv2.COLOR_BGR2Lab).astype(np.float32)
+    wall_lab = cv2.cvtColor(wall_bgr[None, None], cv2.COLOR_BGR2Lab)[0, 0].astype(np.float32)
+    # clear of the strip beyond the outline that still counts as face (20 px)
+    off_jaw = hard & (cv2.distanceTransform(1 - jaw, cv2.DIST_L2, 3) > 24)
+    in_face = hard & (cv2.erode(jaw, np.ones((9, 9), np.uint8)) > 0)
+    skin_lab = np.median(lab[in_face], axis=0)
+    assert np.linalg.norm(skin_lab - wall_lab) > 40  # the face is skin, not wall
+    to_wall = np.linalg.norm(lab[off_jaw] - wall_lab, axis=1)
+    to_skin = np.linalg.norm(lab[off_jaw] - skin_lab, axis=1)
+    # before, the part beside the jaw was skin-toned: every pixel nearer the skin than the wall
+    assert int(off_jaw.sum()) > 1500
+    assert float(np.median(to_wall)) < 12.0
+    assert float(np.mean(to_wall < to_skin)) > 0.95
+
+
 def test_reference_fades_toward_the_fill_on_a_dim_low_contrast_face(
     astronaut_bgr: np.ndarray, detector: CenterFaceDetector
 ) -> None:

@@ -70,12 +70,7 @@ def neutral_fill(
     brightness is the forehead's, or `lightness` (Lab L, 0..100) where the caller knows the
     skin right around the covering, which is often darker than the forehead."""
     h, w = face.shape[:2]
-    work = (_WORK, max(1, round(_WORK * h / w)))
-    small = cv2.resize(face, work, interpolation=cv2.INTER_AREA)
-    msk = cv2.resize(support.astype(np.uint8), work, interpolation=cv2.INTER_NEAREST)
-    msk = cv2.dilate(msk, np.ones((3, 3), np.uint8))
-    fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
-    fill = cv2.GaussianBlur(fill, (0, 0), blur_sigma)
+    fill = _inpainted(face, support, blur_sigma)
     lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     face_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     medians = []
@@ -100,3 +95,24 @@ def neutral_fill(
             lab[..., 0] = np.clip(lab[..., 0], mu[0] - 25.0, mu[0] + 15.0)
     fill = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255.0
     return cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def border_fill(face: np.ndarray, support: np.ndarray, blur_sigma: float = 3.0) -> np.ndarray:
+    """What surrounds the support region, carried smoothly into it (float32 BGR in 0..255,
+    shaped like face): for the part of a covering that hides no face, such as the background
+    beside a jaw the covering stands off."""
+    h, w = face.shape[:2]
+    fill = _inpainted(face, support, blur_sigma).astype(np.float32)
+    return cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _inpainted(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
+    """The face at _WORK pixels wide, its support region inpainted from its border and the
+    whole smoothed (uint8 BGR)."""
+    h, w = face.shape[:2]
+    work = (_WORK, max(1, round(_WORK * h / w)))
+    small = cv2.resize(face, work, interpolation=cv2.INTER_AREA)
+    msk = cv2.resize(support.astype(np.uint8), work, interpolation=cv2.INTER_NEAREST)
+    msk = cv2.dilate(msk, np.ones((3, 3), np.uint8))
+    fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
+    return cv2.GaussianBlur(fill, (0, 0), blur_sigma)

@@ -35,10 +35,10 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import NeutralFill
-from lostface.restore.mesh import FaceMesh
+from lostface.restore.fill import NeutralFill, border_fill
+from lostface.restore.mesh import FACE_OVAL, FaceMesh
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
-from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, warp_by_mesh
+from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, mesh_maps
 from lostface.stages import Detector, Restorer, Segmenter
 from lostface.stream.image import read_image as load_image
 
@@ -62,6 +62,10 @@ _FIT_SHIFT = (24, 32)
 _FIT_SCALES = (0.95, 1.0, 1.05)
 _FIT_MIN_NCC = 0.4
 _FIT_GAIN = 0.15
+# Below the reference's face outline (its mesh's oval) the neck: this share of the face's
+# width, under the chin; the outline's soft edge (Gaussian sigma, canonical px).
+_NECK = 0.6
+_OUTLINE_EDGE = 2.0
 
 
 @dataclass(slots=True)
@@ -579,10 +583,10 @@ class ReferenceRestorer(Restorer):
             return self._fill.restore(face, cover, landmarks)
         # Reference canonical -> target canonical, by the points a mask leaves visible.
         m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
-        bent = self._bend(ref, face, m)
+        bend = self._bend(ref, face, m)
         warped = (
-            bent
-            if bent is not None
+            cv2.remap(ref.image, *bend, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if bend is not None
             else cv2.warpAffine(
                 ref.image, m, CANON_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
@@ -590,7 +594,7 @@ class ReferenceRestorer(Restorer):
         support = (alpha > 0.01).astype(np.uint8)
         grown = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
         visible = self._upper_band & (1 - grown)
-        if self.settings.refine and bent is None:
+        if self.settings.refine and bend is None:
             fit = fit_eyes(face, warped)
             if fit is not None:
                 m = compose(fit, m)
@@ -604,10 +608,18 @@ class ReferenceRestorer(Restorer):
         if self.settings.match_detail:
             warped = match_sharpness(face, warped, visible)
         matched, ref_skin, skin_l = self._match_colour(face, warped, support, grown)
-        # Where the aligned reference shows no skin (its background beyond a narrower jaw,
-        # its collar), a smooth fill from the target's own border looks far less wrong.
+        # Where the aligned reference shows no skin, a smooth fill looks far less wrong: within
+        # the reference's face outline (a shadow, a beard) skin-toned from the target's own
+        # skin; beyond it (its background past the jaw, its collar) what surrounds the
+        # covering carried inward, so a covering that stands off the jaw is not painted as a
+        # skin-coloured bulge over the background
         keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
         fill = self._fill.fill(face, support, skin_l)
+        outline = self._outline(ref, bend, m)
+        if outline is not None:
+            on_face = on_face_or_neck(outline)[..., None]
+            carried = border_fill(face, support)
+            fill = fill * on_face + carried * (1.0 - on_face)
         src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
         if self.settings.match_detail:
             # a dim or hazy face shows little contrast above its mask: the reference's
@@ -618,9 +630,12 @@ class ReferenceRestorer(Restorer):
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
         return self._blend(face, src, alpha, support), ref.person or ref.name
 
-    def _bend(self, ref: Reference, face: np.ndarray, m: np.ndarray) -> np.ndarray | None:
-        """The reference bent onto the face by both meshes (None: no mesh, or the meshes
-        disagree with the landmarks' placement so much that one of them is wrong)."""
+    def _bend(
+        self, ref: Reference, face: np.ndarray, m: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """cv2.remap maps that bend the reference onto the face by both meshes (None: no
+        mesh, or the meshes disagree with the landmarks' placement so much that one of them
+        is wrong)."""
         if self.mesh is None:
             return None
         src = self._meshes.get(id(ref))
@@ -630,7 +645,21 @@ class ReferenceRestorer(Restorer):
         if dst is None or disagreement(src, dst, m) > MAX_DISAGREEMENT:
             return None
         # posed in the image plane (restore.warp says why)
-        return warp_by_mesh(ref.image, src, dst, depth=False)
+        return mesh_maps(src, dst, depth=False)
+
+    def _outline(
+        self, ref: Reference, bend: tuple[np.ndarray, np.ndarray] | None, m: np.ndarray
+    ) -> np.ndarray | None:
+        """The reference's face outline (its mesh's oval, uint8 0/1) placed on the face as
+        its pixels are (bent, or by m); None without the reference's mesh."""
+        points = self._meshes.get(id(ref))
+        if points is None:
+            return None
+        oval = np.zeros(CANON_SHAPE, np.uint8)
+        cv2.fillPoly(oval, [np.round(points[list(FACE_OVAL), :2]).astype(np.int32)], 1)
+        if bend is not None:
+            return cv2.remap(oval, *bend, cv2.INTER_NEAREST)
+        return cv2.warpAffine(oval, m, CANON_DSIZE, flags=cv2.INTER_NEAREST)
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
@@ -703,6 +732,20 @@ class ReferenceRestorer(Restorer):
         a = alpha[..., None]
         out = face.astype(np.float32) * (1.0 - a) + src.astype(np.float32) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
+    """(H, W) float32 in 0..1: the face within its outline (uint8 0/1) and, below the chin, the
+    neck (_NECK of the face's widest span, under the chin); softened at the edge."""
+    inside = outline.astype(np.float32)
+    rows, cols = np.nonzero(outline)
+    if len(rows) == 0:
+        return np.ones(outline.shape, np.float32)
+    chin = int(rows.max())
+    lowest = cols[rows >= chin - (chin - int(rows.min())) // 8]
+    centre, half = float(lowest.mean()), _NECK * float(cols.max() - cols.min()) / 2
+    inside[chin:, max(0, int(centre - half)) : int(centre + half) + 1] = 1.0
+    return np.asarray(cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE), np.float32)
 
 
 def _keep_mean(cloned: np.ndarray, src: np.ndarray, support: np.ndarray) -> np.ndarray:
