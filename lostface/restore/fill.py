@@ -46,12 +46,17 @@ class NeutralFill(Restorer):
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
 
     def fill(
-        self, face: np.ndarray, support: np.ndarray, lightness: float | None = None
+        self,
+        face: np.ndarray,
+        support: np.ndarray,
+        lightness: float | None = None,
+        inpainted: np.ndarray | None = None,
     ) -> np.ndarray:
         """The smooth fill of the support region (float32 BGR, shaped like face); lightness
-        (Lab L, 0..100) is the skin brightness to pull toward, the forehead's when None."""
+        (Lab L, 0..100) is the skin brightness to pull toward, the forehead's when None;
+        inpainted: smooth_inpaint(face, support, self.blur_sigma) when the caller has it."""
         return neutral_fill(
-            face, support, self.chroma_pull, self.blur_sigma, self.light_pull, lightness
+            face, support, self.chroma_pull, self.blur_sigma, self.light_pull, lightness, inpainted
         )
 
 
@@ -62,6 +67,7 @@ def neutral_fill(
     blur_sigma: float = 3.0,
     light_pull: float = 0.0,
     lightness: float | None = None,
+    inpainted: np.ndarray | None = None,
 ) -> np.ndarray:
     """A smooth skin-toned fill of the support region: float32 BGR in 0..255, shaped like face.
 
@@ -70,7 +76,7 @@ def neutral_fill(
     brightness is the forehead's, or `lightness` (Lab L, 0..100) where the caller knows the
     skin right around the covering, which is often darker than the forehead."""
     h, w = face.shape[:2]
-    fill = _inpainted(face, support, blur_sigma)
+    fill = smooth_inpaint(face, support, blur_sigma) if inpainted is None else inpainted
     lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     face_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     medians = []
@@ -97,16 +103,15 @@ def neutral_fill(
     return cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def border_fill(face: np.ndarray, support: np.ndarray, blur_sigma: float = 3.0) -> np.ndarray:
-    """What surrounds the support region, carried smoothly into it (float32 BGR in 0..255,
-    shaped like face): for the part of a covering that hides no face, such as the background
-    beside a jaw the covering stands off."""
+def border_fill(face: np.ndarray, inpainted: np.ndarray) -> np.ndarray:
+    """What surrounds a region, carried smoothly into it (float32 BGR in 0..255, shaped like
+    face), from smooth_inpaint's result: for the part of a covering that hides no face, such as
+    the background beside a jaw the covering stands off."""
     h, w = face.shape[:2]
-    fill = _inpainted(face, support, blur_sigma).astype(np.float32)
-    return cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(inpainted.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _inpainted(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
+def smooth_inpaint(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
     """The face at _WORK pixels wide, its support region inpainted from its border and the
     whole smoothed (uint8 BGR)."""
     h, w = face.shape[:2]

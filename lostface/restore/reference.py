@@ -35,7 +35,7 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import NeutralFill, border_fill
+from lostface.restore.fill import NeutralFill, border_fill, smooth_inpaint
 from lostface.restore.mesh import FACE_OVAL, FaceMesh
 from lostface.restore.regions import mid_skin_mask, upper_skin_mask
 from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, mesh_maps
@@ -614,12 +614,12 @@ class ReferenceRestorer(Restorer):
         # covering carried inward, so a covering that stands off the jaw is not painted as a
         # skin-coloured bulge over the background
         keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
-        fill = self._fill.fill(face, support, skin_l)
+        inpainted = smooth_inpaint(face, support, self._fill.blur_sigma)
+        fill = self._fill.fill(face, support, skin_l, inpainted)
         outline = self._outline(ref, bend, m)
         if outline is not None:
             on_face = on_face_or_neck(outline)[..., None]
-            carried = border_fill(face, support)
-            fill = fill * on_face + carried * (1.0 - on_face)
+            fill = fill * on_face + border_fill(face, inpainted) * (1.0 - on_face)
         src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
         if self.settings.match_detail:
             # a dim or hazy face shows little contrast above its mask: the reference's
