@@ -490,7 +490,10 @@ def test_photo_is_tagged_signed_and_tampering_shows(restored, tmp_path):
     src = shared_path("masked")
     photo = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
     out = tmp_path / "restored.png"
-    proc = _cli("restore", str(photo), "-o", str(out), "-q", *_c2pa_sets(restored))
+    # one run id: on this photo the frame mark reads at z 4.2-5.1 with the payload (about one
+    # random run id in fifty falls under the threshold; bench/README.md, Provenance)
+    sets = ["--set", 'provenance.run_id="5a3"', *_c2pa_sets(restored)]
+    proc = _cli("restore", str(photo), "-o", str(out), "-q", *sets)
     assert proc.returncode == 0, proc.stderr
     texts = metadata.image_texts(out.read_bytes())
     assert any(metadata.parse_tag(t) for t in texts)
