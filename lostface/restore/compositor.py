@@ -41,6 +41,7 @@ _MARK_SEGMENT = 8  # = lostface.provenance.watermark.SEGMENT (not imported: no c
 _REACH = 12.0
 _LIKE = 0.5
 _NEAR = 60.0
+_RIM = np.ones((3, 3), np.uint8)
 _BAND = np.zeros(align.CANON_SHAPE, np.uint8)
 _BAND[int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8) :] = 255
 
@@ -292,8 +293,8 @@ def _roi(
 def _reach_covering(
     roi: np.ndarray, warped: np.ndarray, mt: np.ndarray, cover: np.ndarray, skin: np.ndarray
 ) -> None:
-    """Make the warped patch (BGRA, in place) opaque on the pixels of `roi` just outside its
-    solid part that look like the keyframe's covering (see _REACH)."""
+    """Make the warped patch (BGRA, in place) opaque on the pixels of `roi` near its solid
+    part that look like the keyframe's covering (see _REACH), and on the covering's rim."""
     a8 = warped[:, :, 3]
     solid = (a8 >= 128).astype(np.uint8)
     if not solid.any():
@@ -303,22 +304,35 @@ def _reach_covering(
     k = 2 * max(1, int(round(px))) + 1
     near = cv2.dilate(solid, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     band = cv2.warpAffine(_BAND, mt, size, flags=cv2.INTER_NEAREST, borderValue=0)
-    ring = (near > 0) & (solid == 0) & (band > 0)
-    if not ring.any():
+    # not yet opaque (the feather's band too: a half-opaque patch over the covering lets it
+    # show through), and the opaque part's outermost pixels, where the covering's edge can lie
+    see_through = (a8 < 255).astype(np.uint8)
+    looked = (near > 0) & (band > 0) & (cv2.dilate(see_through, _RIM) > 0)
+    if not looked.any():
         return
-    ys, xs = np.nonzero(ring)
+    ys, xs = np.nonzero(looked)
     cover = np.asarray(cover, np.float32)
     skin = np.asarray(skin, np.float32)
-    like = _looks_like(roi[ys, xs], cover, skin) & ~_looks_like(warped[ys, xs, :3], cover, skin)
-    if like.any():
-        a8[ys[like], xs[like]] = 255
+    open_ = see_through[ys, xs] > 0
+    covering = _looks_like(roi[ys, xs], cover, skin)
+    # where the patch shows skin (a dark eye, nostril or background is not pasted)
+    takes = open_ & ~_looks_like(warped[ys, xs, :3], cover, skin)
+    # the covering's rim, one pixel beyond it: its edge pixels (half covering, half skin) or
+    # a lighter rim of the material are like neither, but show as a line along the edge
+    seen = np.zeros(a8.shape, np.uint8)
+    seen[ys[covering], xs[covering]] = 1
+    take = takes & (cv2.dilate(seen, _RIM)[ys, xs] > 0)
+    a8[ys[take], xs[take]] = 255
 
 
 def _looks_like(colour: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """Which BGR pixels (N,3) look like the covering rather than the skin (_LIKE, _NEAR)."""
     c = colour.astype(np.float32)
-    to_cover = np.linalg.norm(c - cover, axis=1)
-    return (to_cover < _LIKE * np.linalg.norm(c - skin, axis=1)) & (to_cover < _NEAR)
+    d = c - cover
+    to_cover = np.einsum("ij,ij->i", d, d)  # squared distances: no square roots
+    d = c - skin
+    to_skin = np.einsum("ij,ij->i", d, d)
+    return (to_cover < _LIKE * _LIKE * to_skin) & (to_cover < _NEAR * _NEAR)
 
 
 def _warp(bgra: np.ndarray, mt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
