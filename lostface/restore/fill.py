@@ -1,7 +1,9 @@
 """Neutral fill: a plausible skin-toned lower face when no reference photo of the person exists.
 
-Classical and cheap: inpaint the covered region from its border for its shading, smooth it
-(inpainting streaks look worse than a soft face), and take its colour (Lab a, b) from the
+Classical and cheap: inpaint the covered region from its border for its shading, keep that
+shading to broad strokes (inpainting each pixel from its nearest border draws streaks and
+creases, such as an X where a hand or a collar lies below the covering, which look worse than
+a soft face), and take its colour (Lab a, b) from the
 face's own visible skin alone (the forehead with the nose bridge, or the nose bridge where a
 white cap hides the forehead): the border also holds the covering's rim, and a green or blue
 covering must not leave a green or blue face.
@@ -17,6 +19,10 @@ from lostface.restore.regions import mid_skin_mask, trusted_skin, upper_skin_mas
 from lostface.stages import Restorer
 
 _WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper than 256
+# the fill's shading smoothed this much more (pixels at _WORK wide; about 10 in all with the
+# inpainting's own blur): smaller left the stage clip's X of creases visible (6), the smooth
+# fills from the whole border tried instead lost the shade beside turned faces (bench/README)
+_SHADING_SIGMA = 9.5
 
 
 class NeutralFill(Restorer):
@@ -77,6 +83,8 @@ def neutral_fill(
     skin right around the covering, which is often darker than the forehead."""
     h, w = face.shape[:2]
     fill = smooth_inpaint(face, support, blur_sigma) if inpainted is None else inpainted
+    # the shading in broad strokes only (_SHADING_SIGMA)
+    fill = cv2.GaussianBlur(fill, (0, 0), _SHADING_SIGMA)
     lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     face_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     medians = []
