@@ -32,16 +32,17 @@ _GAIN_RANGE = (0.67, 1.5)
 _GAIN_SMOOTHING = 0.25  # share of the newest frame's relight gain (exponential average)
 _MARK_SEGMENT = 8  # = lostface.provenance.watermark.SEGMENT (not imported: no cycle)
 # Between keyframes (not on the keyframe's own frame) the covering moves against the face's
-# landmarks (a turning head), and a sliver of it can show just outside the carried patch.
-# Pixels up to _REACH canonical px beyond the patch's solid part, below the eyes' line (plus
-# an eighth of their distance: _BAND), that look like the keyframe's covering (nearer its
-# colour than _LIKE times their distance to the skin's, and within _NEAR of it) take the
-# patch's pixels there too, where those look like skin (the keyframe's own face where it
+# landmarks (a turning head), and a sliver of it can show beside the carried patch or through
+# its half-opaque feather band. Pixels up to _REACH canonical px beyond the patch's solid part
+# and not yet opaque, below the eyes' line (plus an eighth of their distance: _BAND), that look
+# like the keyframe's covering (nearer its colour than _LIKE times their distance to the
+# skin's, and within _NEAR of it), and the covering's rim one pixel (_RIM) beyond such pixels,
+# take the patch's pixels there, where those look like skin (the keyframe's own face where it
 # painted nothing): a dark eye, nostril or background is never pasted over the frame's.
 _REACH = 12.0
 _LIKE = 0.5
 _NEAR = 60.0
-_RIM = np.ones((3, 3), np.uint8)
+_RIM = np.ones((3, 3), np.uint8)  # the covering's rim: its edge pixels, like neither colour
 _BAND = np.zeros(align.CANON_SHAPE, np.uint8)
 _BAND[int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8) :] = 255
 
