@@ -195,6 +195,38 @@ def test_crossfade_never_uncovers_what_the_new_patch_covers(scene: dict) -> None
     assert float(frame[both].mean()) > float(settled[both].mean()) + 10.0
 
 
+def _covering_moved_up(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The keyframe's covered region (canonical), the covering now (frame pixels: its top
+    edge 6 canonical px higher, as on a turning head) and the canonical-to-frame transform."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    inv = align.invert(align.to_canonical(lm5))
+    key = lower_face_mask() > 0
+    now = key.copy()
+    now[:-6] |= key[6:]
+    covering = cv2.warpAffine(now.astype(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    return key, covering, inv
+
+
+def _between_keyframes_patch(
+    scene: dict, alpha: np.ndarray, cover: np.ndarray | None
+) -> tuple[Patch, PatchCompositor]:
+    """The scene's true face as a keyframe's patch with this alpha and covering colour, and a
+    compositor that does not relight."""
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        alpha,
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=cover,
+    )
+    settings = Settings()
+    settings.restore.relight = False
+    return patch, PatchCompositor(settings)
+
+
 @pytest.mark.parametrize("knows_the_covering", [True, False])
 def test_a_sliver_of_the_covering_beside_the_patch_is_painted(
     scene: dict, knows_the_covering: bool
@@ -207,28 +239,13 @@ def test_a_sliver_of_the_covering_beside_the_patch_is_painted(
     support changes; a patch that does not know its covering's colour leaves the sliver."""
     image, lm5 = scene["image"], scene["lm"]
     h, w = image.shape[:2]
-    inv = align.invert(align.to_canonical(lm5))
-    key = lower_face_mask() > 0
-    now = key.copy()
-    now[:-6] |= key[6:]  # the covering's top edge 6 canonical px higher
-    covering = cv2.warpAffine(now.astype(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    key, covering, inv = _covering_moved_up(scene)
     frame = image.copy()
     frame[covering] = MASK_BGR
     before = frame.copy()
     alpha = regions.feather(key, 0, 2)
     colour = np.float32(MASK_BGR) if knows_the_covering else None
-    patch = Patch(
-        0,
-        0,
-        scene["patch"].image,
-        alpha,
-        scene["patch"].to_canonical,
-        scene["patch"].skin_mean,
-        cover_colour=colour,
-    )
-    settings = Settings()
-    settings.restore.relight = False
-    comp = PatchCompositor(settings)
+    patch, comp = _between_keyframes_patch(scene, alpha, colour)
     track = FaceTrack(1, scene["box"], lm5)
     own = frame.copy()  # the keyframe's own frame (a photo): nothing beyond the patch moves
     comp.begin_frame(0)
@@ -263,11 +280,7 @@ def test_between_keyframes_no_line_of_the_covering_stays_along_its_edge(scene: d
     like neither the covering nor the skin, stayed as it was)."""
     image, lm5 = scene["image"], scene["lm"]
     h, w = image.shape[:2]
-    inv = align.invert(align.to_canonical(lm5))
-    key = lower_face_mask() > 0
-    now = key.copy()
-    now[:-6] |= key[6:]  # the covering's top edge 6 canonical px higher
-    covering = cv2.warpAffine(now.astype(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    key, covering, inv = _covering_moved_up(scene)
     ring = cv2.dilate(covering.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     rim = ring & ~covering
     frame = image.copy()
@@ -275,18 +288,7 @@ def test_between_keyframes_no_line_of_the_covering_stays_along_its_edge(scene: d
     frame[rim] = (image[rim] // 2 + np.array(MASK_BGR) // 2).astype(np.uint8)
     # the keyframe's region grown and feathered outward as the segmenter's is
     alpha = regions.feather(key, 2, 6)
-    patch = Patch(
-        0,
-        0,
-        scene["patch"].image,
-        alpha,
-        scene["patch"].to_canonical,
-        scene["patch"].skin_mean,
-        cover_colour=np.float32(MASK_BGR),
-    )
-    settings = Settings()
-    settings.restore.relight = False
-    comp = PatchCompositor(settings)
+    patch, comp = _between_keyframes_patch(scene, alpha, np.float32(MASK_BGR))
     comp.begin_frame(5)  # a frame between keyframes
     comp.composite(frame, track=FaceTrack(1, scene["box"], lm5), patch=patch)
 
