@@ -10,11 +10,12 @@ composite the newest patch of each face on every frame.
     pipe.close()
 
 Keyframe work (lostface.restore.painter: segment, upscale, restore) runs on a worker thread fed
-by a bounded queue; when the queue is full the newest job replaces the oldest, and the loop
-never waits for it.
+by a bounded queue; when the queue is full the newest job replaces the oldest.
 Frames wait in a short delay line before compositing, so a patch painted on a keyframe
 also reaches the frames just before it (a face is restored from its first frame on, in files);
-live sources set delay_frames = 0.
+a frame whose face's keyframe is still being painted stays up to _HOLD times the line's length,
+and past that the loop waits for it. Live sources set delay_frames = 0: the loop never waits
+for the worker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,9 +46,11 @@ from lostface.stages import (
 
 log = logging.getLogger(__name__)
 
+# a frame whose face's keyframe is still being painted is held in the delay line up to this
+# many times its length (files; live has no line)
+_HOLD = 4
 # results kept per face: keyframes come at most once per detection (every 4th frame by default),
-# so these span the delay line, which holds a frame up to 4 times its length while its face's
-# keyframe is painted
+# so these span the delay line held _HOLD times its length
 _RESULTS_KEPT = 16
 
 
@@ -163,8 +166,9 @@ class KeyframeWorker:
         keep_within: int = 0,
     ):
         """keep_within: a face's pending job is superseded by its newer one only when that is
-        more than this many frames later (a delay line's length: the frames between the two
-        are still waiting for the older job's patch; 0, live: always)."""
+        more than this many frames later (as long as a delay line holds a frame for its
+        face's keyframe: the frames between the two still wait for the older job's patch;
+        0, live: always)."""
         self.painter = painter
         self.keep_within = keep_within
         self.timings = timings
@@ -177,7 +181,7 @@ class KeyframeWorker:
         # per face, its newest results with the frame each was painted on: a frame leaving the
         # delay line takes the one of its own time (result(track_id, frame_index))
         self._results: dict[int, deque[tuple[int, Painted]]] = {}
-        self._working: set[int] = set()  # tracks whose job is being painted now
+        self._working: list[PaintJob] = []  # the jobs being painted now
         self._forgets: set[int] = set()
         self._reset = False
         self._adopt: list[tuple[str, list]] = []  # people to paint from (painter.adopt)
@@ -235,7 +239,7 @@ class KeyframeWorker:
                     and all(j.track_id != self._jobs[0].track_id for j in jobs)
                 ):
                     jobs.append(self._jobs.popleft())
-                self._working = {j.track_id for j in jobs}
+                self._working = jobs
                 self._busy += 1
             try:
                 self._housekeeping()
@@ -246,7 +250,7 @@ class KeyframeWorker:
                 self.error = exc
             finally:
                 with self._wake:
-                    self._working = set()
+                    self._working = []
                     self._busy -= 1
                     self._wake.notify_all()
 
@@ -333,7 +337,24 @@ class KeyframeWorker:
     def pending(self, track_id: int) -> bool:
         """Whether a job of this face is queued or being painted."""
         with self._lock:
-            return track_id in self._working or any(j.track_id == track_id for j in self._jobs)
+            return any(j.track_id == track_id for j in (*self._working, *self._jobs))
+
+    def _owed(self, track_ids: Collection[int], frame_index: int) -> bool:
+        """Whether a job that a frame of these faces takes its patch from is queued or being
+        painted: one sent on that frame or before, or a face's first (with the lock held)."""
+        return any(
+            j.track_id in track_ids
+            and (j.frame_index <= frame_index or j.track_id not in self._results)
+            for j in (*self._working, *self._jobs)
+        )
+
+    def wait_painted(self, track_ids: Collection[int], frame_index: int) -> None:
+        """Block until the jobs that frame `frame_index` of these faces takes its patch from
+        are painted (or dropped): those sent on it or before, and a face's first; or until
+        the worker failed or closed."""
+        with self._wake:
+            while self._owed(track_ids, frame_index) and self.error is None and not self._closed:
+                self._wake.wait(timeout=0.1)
 
     def drop(self, track_ids: set[int]) -> None:
         """Forget these faces: their results now, the painter's state on its thread."""
@@ -410,7 +431,7 @@ class Pipeline:
             self.timings,
             synchronous,
             settings.keyframe.batch,
-            self.delay,
+            _HOLD * self.delay,
         )
         self._line: deque[Output] = deque()
         self._frame_no = 0
@@ -468,11 +489,17 @@ class Pipeline:
         at any time), so with synchronous keyframes what each frame is painted with does not
         depend on timing."""
         while len(self._line) > self.delay:
-            # a face whose keyframe is still being painted holds its frame a little longer
-            # (up to 4x the delay), so the frame gets the patch (and the person) of the
-            # keyframe the loop already sent: nothing blocks, the frame just leaves later
-            if len(self._line) <= 4 * self.delay and self._patch_pending(self._line[0]):
-                break
+            # a face whose keyframe is still being painted holds its frame longer (up to
+            # _HOLD times the delay), so the frame gets the patch (and the person) of the
+            # keyframe the loop already sent; a frame held that long waits for the keyframes
+            # sent on it or before it, rather than leave with a patch of another pose
+            head = self._line[0]
+            if self.delay and self._patch_pending(head):  # live (no line): never
+                if len(self._line) <= _HOLD * self.delay:
+                    break
+                t0 = time.perf_counter()
+                self.worker.wait_painted(self._painted_faces(head), head.frame.index)
+                self.timings.add("keyframe_hold", time.perf_counter() - t0)
             out.append(self._finish(self._line.popleft()))
 
     def flush(self) -> list[Output]:
@@ -658,6 +685,17 @@ class Pipeline:
         else:
             composite()
         return out
+
+    def _painted_faces(self, out: Output) -> set[int]:
+        """The faces of a frame that are painted, or not decided yet (a face found open
+        on its last keyframe is left as it is whichever keyframe it takes)."""
+        faces = set()
+        for v in out.faces:
+            if v.track_id in self._submitted:
+                res = self.worker.result(v.track_id)
+                if res is None or res.covered:
+                    faces.add(v.track_id)
+        return faces
 
     def _patch_pending(self, out: Output) -> bool:
         return any(

@@ -168,35 +168,56 @@ class _Gate(Restorer):
         return self.inner.restore(face, cover, landmarks, track_id, person)
 
 
-def test_frame_loop_never_waits_for_keyframes(masked_frames, astronaut_bgr):
+def test_frame_loop_runs_ahead_of_keyframes_and_waits_only_past_the_line_s_hold(
+    masked_frames, astronaut_bgr
+):
+    """Files: while a covered face's keyframe is being painted, the loop goes on and frames
+    wait in the delay line, up to 4 times its length; past that, the loop waits for the
+    keyframes the line's oldest frame takes its patch from (the face's first, here), so no
+    frame leaves unpainted or with an older keyframe's patch. Live, with no line, the loop
+    never waits (test_queue_is_bounded_and_newest_wins pushes every frame past a held
+    restorer)."""
     settings = load_settings(overrides=["keyframe.delay_frames=2"])
     frames, covered = masked_frames
     stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
     gate = _Gate(stages.painter.restorer)
     stages.painter.restorer = gate
     pipe = Pipeline(settings, stages)
-    outs = []
-    for i, img in enumerate(frames):
-        outs += pipe.push(Frame(img.copy(), i, i, None))
-    # every frame past the delay line came out while the restorer was still blocked
-    # frames held: the detect-ahead window, and the delay line, which stretches to 4x its
-    # length while a face's keyframe is being painted
-    held = 4 * settings.keyframe.delay_frames + pipe.detect_ahead
-    assert len(frames) - held <= len(outs) <= len(frames) - settings.keyframe.delay_frames
-    # the loop returned while the restorer was still held at the gate: nothing waited on it
-    assert pipe.keyframes >= 1 and gate.finished == 0
-    for o, f in zip(outs, frames, strict=False):
-        assert np.array_equal(o.frame.image, f)  # no patch yet: frames pass unchanged
-    time.sleep(0.3)  # the restorer stays held a while after the last keyframe was sent
+    outs: list = []
+    pushed: list[int] = []
+
+    def feed() -> None:
+        for i, img in enumerate(frames):
+            outs.extend(pipe.push(Frame(img.copy(), i, i, None)))
+            pushed.append(i)
+
+    loop = threading.Thread(target=feed, daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the loop stops taking frames
+        seen = len(pushed)
+        time.sleep(0.5)
+        if len(pushed) == seen and gate.calls >= 1:
+            break
+    # the loop waits for the keyframe held at the gate, with the line at its hold
+    assert loop.is_alive() and gate.finished == 0
+    hold = 4 * settings.keyframe.delay_frames
+    assert len(pipe._line) == hold + 1 and not outs
+    assert len(pushed) < len(frames)
+    time.sleep(0.3)  # the restorer stays held a while
     gate.open.set()
+    loop.join(timeout=60)
+    assert not loop.is_alive()
     outs += pipe.flush()
     pipe.close()
-    assert gate.calls >= 1
+    assert [o.frame.index for o in outs] == list(range(len(frames)))
     # the wait of a covered face's keyframe for its patch counts the time it was held
     waits = pipe.timings.samples["keyframe_wait"]
     assert 1 <= len(waits) <= pipe.keyframes and max(waits) >= 0.3
-    last, c = outs[-1].frame.image, covered[-1]
-    assert not np.array_equal(last[c], frames[-1][c])
+    assert pipe.timings.samples["keyframe_hold"]  # the loop's waits are timed too
+    # every frame, the first ones too, left with a patch over its covering
+    for o, f, c in zip(outs, frames, covered, strict=True):
+        assert not np.array_equal(o.frame.image[c], f[c]), o.frame.index
 
 
 def test_frames_wait_in_the_line_for_their_face_s_keyframe_being_painted(
@@ -214,11 +235,11 @@ def test_frames_wait_in_the_line_for_their_face_s_keyframe_being_painted(
     gate.open.set()  # the first keyframe is painted at once
     outs = []
     i = 0
-    while not outs:
+    while not pipe.keyframes:
         outs += pipe.push(Frame(frames[i].copy(), i, i, None))
         i += 1
     pipe.worker.wait_idle()
-    (tid,) = {v.track_id for o in outs for v in o.faces}
+    (tid,) = pipe.worker.known()
     assert not pipe.worker.pending(tid)
     gate.open.clear()  # the next keyframes wait at the gate
     start = gate.calls
@@ -236,6 +257,66 @@ def test_frames_wait_in_the_line_for_their_face_s_keyframe_being_painted(
     pipe.close()
     assert not pipe.worker.pending(tid)
     assert [o.frame.index for o in outs] == list(range(len(outs)))
+
+
+def test_a_frame_held_past_the_line_s_hold_takes_the_keyframe_sent_on_it(
+    masked_frames, astronaut_bgr
+):
+    """Files: a frame that reaches the line's hold while the keyframe sent on it is still
+    being painted makes the loop wait for that keyframe, so it leaves with that keyframe's
+    patch, not the older one of another pose."""
+    settings = load_settings(overrides=["keyframe.delay_frames=2", "keyframe.max_age=4"])
+    frames, _ = masked_frames
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
+    pipe = Pipeline(settings, stages)
+    gate.open.set()  # the first keyframe is painted at once
+    i = 0
+    while not pipe.keyframes:
+        pipe.push(Frame(frames[i].copy(), i, i, None))
+        i += 1
+    pipe.worker.wait_idle()
+    (tid,) = pipe.worker.known()
+    gate.open.clear()  # the next keyframe waits at the gate
+    start = gate.calls
+    while not pipe.worker.pending(tid) and i < len(frames):
+        pipe.push(Frame(frames[i].copy(), i, i, None))
+        i += 1
+    deadline = time.monotonic() + 30
+    while gate.calls == start and time.monotonic() < deadline:  # the worker took it: held
+        time.sleep(0.01)
+    assert gate.calls > start, "no second keyframe: the clip is too short for this test"
+    (held,) = pipe.worker._working
+    left: list[tuple[int, bool]] = []  # (frame, whether the held keyframe was painted by then)
+    finish = pipe._finish
+
+    def recorded(out):
+        painted = [k for k, _ in pipe.worker._results.get(tid, ())]
+        left.append((out.frame.index, held.frame_index in painted))
+        return finish(out)
+
+    pipe._finish = recorded
+
+    def feed(start: int) -> None:
+        for j in range(start, len(frames)):
+            pipe.push(Frame(frames[j].copy(), j, j, None))
+        pipe.flush()  # the clip's end: its last frames are tracked and released too
+
+    loop = threading.Thread(target=feed, args=(i,), daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 30
+    while loop.is_alive() and time.monotonic() < deadline:
+        if len(pipe._line) > 4 * settings.keyframe.delay_frames:
+            time.sleep(0.5)  # the line at its hold: the loop waits
+            break
+        time.sleep(0.05)
+    assert loop.is_alive() and pipe._line[0].frame.index == held.frame_index
+    gate.open.set()
+    loop.join(timeout=60)
+    pipe.close()
+    later = [painted for index, painted in left if index >= held.frame_index]
+    assert later and all(later)
 
 
 def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
