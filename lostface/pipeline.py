@@ -10,7 +10,8 @@ composite the newest patch of each face on every frame.
     pipe.close()
 
 Keyframe work (lostface.restore.painter: segment, upscale, restore) runs on a worker thread fed
-by a bounded queue; when the queue is full the newest job replaces the oldest.
+by a bounded queue; when the queue is full the newest job replaces the oldest (files: the
+oldest of a face still in view, which asks again).
 Frames wait in a short delay line before compositing, so a patch painted on a keyframe
 also reaches the frames just before it (a face is restored from its first frame on, in files);
 a frame whose face's keyframe is still being painted stays up to _HOLD times the line's length,
@@ -198,8 +199,10 @@ class KeyframeWorker:
             )
             self._thread.start()
 
-    def submit(self, job: PaintJob) -> int | None:
-        """Queue a job; returns the track whose pending job it pushed out of a full queue."""
+    def submit(self, job: PaintJob, live: Collection[int] = ()) -> int | None:
+        """Queue a job; returns the track whose pending job it pushed out of a full queue: the
+        oldest; in files (keep_within), the oldest of a face still in the loop (`live`), which
+        asks again, before one whose frames are all sent and wait in the line for it."""
         if self.synchronous:
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._work([job])
@@ -216,7 +219,10 @@ class KeyframeWorker:
             evicted = None
             if len(self._jobs) == self._jobs.maxlen:
                 self.dropped += 1
-                oldest = self._jobs[0]  # append() pushes the oldest job out
+                oldest = self._jobs[0]
+                if self.keep_within:
+                    oldest = next((j for j in self._jobs if j.track_id in live), oldest)
+                self._jobs.remove(oldest)
                 evicted = oldest.track_id
                 self._sent.pop((oldest.track_id, oldest.frame_index), None)
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
@@ -637,7 +643,7 @@ class Pipeline:
         job = PaintJob.from_frame(track.track_id, frame.index, frame.image, track.landmarks, cut)
         if job is None:
             return
-        evicted = self.worker.submit(job)
+        evicted = self.worker.submit(job, self._live_ids | {track.track_id})
         if evicted is not None and self.worker.result(evicted) is None:
             # that face lost its first keyframe to a full queue: ask again on its next frame,
             # not only when its pose changes or its patch ages (a face with a patch keeps it)

@@ -384,6 +384,44 @@ def test_a_newer_keyframe_supersedes_a_pending_one_only_past_the_delay_line(
     assert worker.result(1, 50, 16).patch.frame_index == 50  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("keep_within", [0, 64])
+def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronaut_bgr, keep_within):
+    """Files: a full queue drops the oldest job of a face still in the loop (it asks again),
+    not the job of a face gone from it, whose frames wait in the delay line for that patch
+    and can have no other. Live: the oldest job, as the newest wins."""
+    from lostface.pipeline import KeyframeWorker, Timings
+    from lostface.restore.painter import PaintJob
+
+    frames, _ = masked_frames
+    stages = build_stages(load_settings(), reference_images=[("a", astronaut_bgr)])
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
+    worker = KeyframeWorker(stages.painter, 2, Timings(), keep_within=keep_within)
+    d = stages.detector.detect(frames[0])
+    lm = d.landmarks[int(np.argmax(d.scores))]
+
+    def submit(track_id: int, index: int, live: set[int]) -> int | None:
+        job = PaintJob.from_frame(track_id, index, frames[0], lm)
+        assert job is not None
+        return worker.submit(job, live)
+
+    submit(9, 0, {9})
+    deadline = time.monotonic() + 30
+    while gate.calls == 0 and time.monotonic() < deadline:  # the worker took it: held
+        time.sleep(0.01)
+    submit(1, 10, {1})  # face 1's last keyframe: it leaves the loop after this
+    submit(2, 20, {2})
+    dropped = submit(3, 30, {2, 3})  # the queue is full
+    queued = [j.track_id for j in worker._jobs]
+    if keep_within:
+        assert dropped == 2 and queued == [1, 3]
+    else:
+        assert dropped == 1 and queued == [2, 3]
+    gate.open.set()
+    worker.wait_idle()
+    worker.close()
+
+
 class _CountingDetector:
     """Wraps the real detector and counts its calls (any thread)."""
 
