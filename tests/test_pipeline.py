@@ -167,6 +167,43 @@ class _Gate(Restorer):
         self.finished += 1
         return self.inner.restore(face, cover, landmarks, track_id, person)
 
+    def wait_taken(self, calls: int) -> None:
+        """Until the worker has taken a job past `calls` calls (it is then held here)."""
+        deadline = time.monotonic() + 30
+        while self.calls == calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _gated(settings, astronaut_bgr):
+    """Stages with the astronaut as reference, whose restorer waits at a _Gate."""
+    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+    gate = _Gate(stages.painter.restorer)
+    stages.painter.restorer = gate
+    return stages, gate
+
+
+def _next_keyframe_held(pipe, gate, frames):
+    """A face's first keyframe painted at once, then frames pushed until its next keyframe is
+    sent and held at the gate; returns the face, the next frame to push, and the frames that
+    left meanwhile."""
+    gate.open.set()
+    outs = []
+    i = 0
+    while not pipe.keyframes:
+        outs += pipe.push(Frame(frames[i].copy(), i, i, None))
+        i += 1
+    pipe.worker.wait_idle()
+    (tid,) = pipe.worker.known()
+    assert not pipe.worker.pending(tid)
+    gate.open.clear()  # the next keyframes wait at the gate
+    start = gate.calls
+    while not pipe.worker.pending(tid) and i < len(frames):
+        outs += pipe.push(Frame(frames[i].copy(), i, i, None))
+        i += 1
+    gate.wait_taken(start)
+    assert gate.calls > start, "no second keyframe: the clip is too short for this test"
+    return tid, i, outs
+
 
 def test_frame_loop_runs_ahead_of_keyframes_and_waits_only_past_the_line_s_hold(
     masked_frames, astronaut_bgr
@@ -179,9 +216,7 @@ def test_frame_loop_runs_ahead_of_keyframes_and_waits_only_past_the_line_s_hold(
     restorer)."""
     settings = load_settings(overrides=["keyframe.delay_frames=2"])
     frames, covered = masked_frames
-    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)
     outs: list = []
     pushed: list[int] = []
@@ -228,24 +263,9 @@ def test_frames_wait_in_the_line_for_their_face_s_keyframe_being_painted(
     have a job queued or being painted."""
     settings = load_settings(overrides=["keyframe.delay_frames=2", "keyframe.max_age=4"])
     frames, covered = masked_frames
-    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)
-    gate.open.set()  # the first keyframe is painted at once
-    outs = []
-    i = 0
-    while not pipe.keyframes:
-        outs += pipe.push(Frame(frames[i].copy(), i, i, None))
-        i += 1
-    pipe.worker.wait_idle()
-    (tid,) = pipe.worker.known()
-    assert not pipe.worker.pending(tid)
-    gate.open.clear()  # the next keyframes wait at the gate
-    start = gate.calls
-    while gate.calls == start and i < len(frames):
-        outs += pipe.push(Frame(frames[i].copy(), i, i, None))
-        i += 1
+    tid, i, outs = _next_keyframe_held(pipe, gate, frames)
     assert pipe.worker.pending(tid) and not pipe.worker.pending(tid + 1000)
     before = len(outs)
     for j in range(i, min(i + 3, len(frames))):
@@ -267,26 +287,9 @@ def test_a_frame_held_past_the_line_s_hold_takes_the_keyframe_sent_on_it(
     patch, not the older one of another pose."""
     settings = load_settings(overrides=["keyframe.delay_frames=2", "keyframe.max_age=4"])
     frames, _ = masked_frames
-    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)
-    gate.open.set()  # the first keyframe is painted at once
-    i = 0
-    while not pipe.keyframes:
-        pipe.push(Frame(frames[i].copy(), i, i, None))
-        i += 1
-    pipe.worker.wait_idle()
-    (tid,) = pipe.worker.known()
-    gate.open.clear()  # the next keyframe waits at the gate
-    start = gate.calls
-    while not pipe.worker.pending(tid) and i < len(frames):
-        pipe.push(Frame(frames[i].copy(), i, i, None))
-        i += 1
-    deadline = time.monotonic() + 30
-    while gate.calls == start and time.monotonic() < deadline:  # the worker took it: held
-        time.sleep(0.01)
-    assert gate.calls > start, "no second keyframe: the clip is too short for this test"
+    tid, i, _ = _next_keyframe_held(pipe, gate, frames)
     (held,) = pipe.worker._working
     left: list[tuple[int, bool]] = []  # (frame, whether the held keyframe was painted by then)
     finish = pipe._finish
@@ -329,9 +332,7 @@ def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):
         ]
     )
     frames, _ = masked_frames
-    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)
     for i, img in enumerate(frames):
         pipe.push(Frame(img.copy(), i, i, None))
@@ -355,9 +356,7 @@ def test_a_newer_keyframe_supersedes_a_pending_one_only_past_the_delay_line(
     from lostface.restore.painter import PaintJob
 
     frames, _ = masked_frames
-    stages = build_stages(load_settings(), reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(load_settings(), astronaut_bgr)
     worker = KeyframeWorker(stages.painter, 8, Timings(), keep_within=keep_within)
     d = stages.detector.detect(frames[0])
     lm = d.landmarks[int(np.argmax(d.scores))]
@@ -368,9 +367,7 @@ def test_a_newer_keyframe_supersedes_a_pending_one_only_past_the_delay_line(
         worker.submit(job)
 
     submit(0)
-    deadline = time.monotonic() + 30
-    while gate.calls == 0 and time.monotonic() < deadline:  # the worker took it: held
-        time.sleep(0.01)
+    gate.wait_taken(0)
     submit(10)
     submit(20)
     queued = [j.frame_index for j in worker._jobs]
@@ -393,9 +390,7 @@ def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronau
     from lostface.restore.painter import PaintJob
 
     frames, _ = masked_frames
-    stages = build_stages(load_settings(), reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(load_settings(), astronaut_bgr)
     worker = KeyframeWorker(stages.painter, 2, Timings(), keep_within=keep_within)
     d = stages.detector.detect(frames[0])
     lm = d.landmarks[int(np.argmax(d.scores))]
@@ -406,9 +401,7 @@ def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronau
         return worker.submit(job, live)
 
     submit(9, 0, {9})
-    deadline = time.monotonic() + 30
-    while gate.calls == 0 and time.monotonic() < deadline:  # the worker took it: held
-        time.sleep(0.01)
+    gate.wait_taken(0)
     submit(1, 10, {1})  # face 1's last keyframe: it leaves the loop after this
     submit(2, 20, {2})
     dropped = submit(3, 30, {2, 3})  # the queue is full
@@ -529,9 +522,7 @@ def test_face_whose_job_a_full_queue_pushed_out_is_painted_soon(masked_frames, a
     )
     frames, _ = masked_frames
     crowd = [np.hstack([f, f, f]) for f in frames]  # the same masked face three times
-    stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-    gate = _Gate(stages.painter.restorer)
-    stages.painter.restorer = gate
+    stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)
     for i, img in enumerate(crowd[:6]):
         pipe.push(Frame(img.copy(), i, i, None))
