@@ -11,7 +11,7 @@ composite the newest patch of each face on every frame.
 
 Keyframe work (lostface.restore.painter: segment, upscale, restore) runs on a worker thread fed
 by a bounded queue; when the queue is full the newest job replaces the oldest (files: the
-oldest of a face still in view, which asks again).
+oldest of a face still in view, which asks again if it has no patch yet).
 Frames wait in a short delay line before compositing, so a patch painted on a keyframe
 also reaches the frames just before it (a face is restored from its first frame on, in files);
 a frame whose face's keyframe is still being painted stays up to _HOLD times the line's length,
@@ -202,7 +202,7 @@ class KeyframeWorker:
     def submit(self, job: PaintJob, live: Collection[int] = ()) -> int | None:
         """Queue a job; returns the track whose pending job it pushed out of a full queue: the
         oldest; in files (keep_within), the oldest of a face still in the loop (`live`), which
-        asks again, before one whose frames are all sent and wait in the line for it."""
+        can ask again, before one whose frames are all sent and wait in the line for it."""
         if self.synchronous:
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._work([job])
