@@ -254,9 +254,8 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
 def _worker_threads() -> int:
     """The threads the Dask worker running this task has (0 outside a worker): decoder,
     encoder and OpenCV keep to them, so workers side by side do not fight over the cores. A
-    worker of one thread also keeps to one core: dlib's embeddings are made in the worker
-    itself (lostface.restore.identity.embed_here), not in a process beside it, and
-    process_segment detects and paints keyframes in its frame loop."""
+    worker of one thread also keeps to one core: process_segment detects and paints
+    keyframes in its frame loop."""
     try:
         from distributed import get_worker
 
@@ -266,10 +265,6 @@ def _worker_threads() -> int:
     import cv2
 
     cv2.setNumThreads(n)
-    if n == 1:
-        from lostface.restore.identity import embed_here
-
-        embed_here()
     return n
 
 

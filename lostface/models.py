@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lostface import onnx_wire as wire
 from lostface.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -53,72 +54,20 @@ def centerface_path() -> Path:
     )
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _enc_varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _fields(buf: bytes) -> list[tuple[int, int, Any, bytes]]:
-    """Protobuf wire-format fields: (number, wire type, value, raw bytes incl. tag)."""
-    out = []
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        tag, pos = _varint(buf, pos)
-        num, wt = tag >> 3, tag & 7
-        value: Any
-        if wt == 0:
-            value, pos = _varint(buf, pos)
-        elif wt == 1:
-            value, pos = buf[pos : pos + 8], pos + 8
-        elif wt == 2:
-            n, pos = _varint(buf, pos)
-            value, pos = buf[pos : pos + n], pos + n
-        elif wt == 5:
-            value, pos = buf[pos : pos + 4], pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wt}")
-        out.append((num, wt, value, buf[start:pos]))
-    return out
-
-
-def _len_field(num: int, payload: bytes) -> bytes:
-    return _enc_varint((num << 3) | 2) + _enc_varint(len(payload)) + payload
-
-
 def _symbolic_value_info(value_info: bytes, dims: list[int | str]) -> bytes:
     """ValueInfoProto with its tensor shape replaced (strings become symbolic dims)."""
     out = bytearray()
-    for num, _wt, value, raw in _fields(value_info):
+    for num, _wt, value, raw in wire.fields(value_info):
         if num != 2:  # keep name, doc_string
             out += raw
             continue
-        tensor = next(v for n, _, v, _ in _fields(value) if n == 1)  # TypeProto.tensor_type
-        elem = next(raw_e for n, _, _, raw_e in _fields(tensor) if n == 1)  # elem_type
+        tensor = next(v for n, _, v, _ in wire.fields(value) if n == 1)  # TypeProto.tensor_type
+        elem = next(raw_e for n, _, _, raw_e in wire.fields(tensor) if n == 1)  # elem_type
         shape = bytearray()
         for d in dims:
-            dim = _len_field(2, d.encode()) if isinstance(d, str) else b"\x08" + _enc_varint(d)
-            shape += _len_field(1, dim)
-        out += _len_field(2, _len_field(1, elem + _len_field(2, bytes(shape))))
+            dim = wire.len_field(2, d.encode()) if isinstance(d, str) else wire.int_field(1, d)
+            shape += wire.len_field(1, dim)
+        out += wire.len_field(2, wire.len_field(1, elem + wire.len_field(2, bytes(shape))))
     return bytes(out)
 
 
@@ -135,13 +84,13 @@ def _dynamic_centerface(model: bytes) -> bytes:
     later allow that). Same outputs, about 2.5 times faster on a CPU core.
     """
     out = bytearray()
-    for num, _wt, value, raw in _fields(model):
+    for num, _wt, value, raw in wire.fields(model):
         if num != 7:  # ModelProto.graph
             out += raw
             continue
-        fields = _fields(value)
+        fields = wire.fields(value)
         weights = {  # GraphProto.initializer -> TensorProto.name
-            next(v for n, _, v, _ in _fields(gval) if n == 8).decode()
+            next(v for n, _, v, _ in wire.fields(gval) if n == 8).decode()
             for gnum, _, gval, _ in fields
             if gnum == 5
         }
@@ -150,17 +99,17 @@ def _dynamic_centerface(model: bytes) -> bytes:
             if gnum == 13:  # value_info
                 continue
             if gnum in (11, 12):  # input, output
-                name = next(v for n, _, v, _ in _fields(gval) if n == 1).decode()
+                name = next(v for n, _, v, _ in wire.fields(gval) if n == 1).decode()
                 if gnum == 11 and name in weights:
                     continue
                 if name == CENTERFACE_INPUT:
-                    graw = _len_field(gnum, _symbolic_value_info(gval, ["N", 3, "H", "W"]))
+                    graw = wire.len_field(gnum, _symbolic_value_info(gval, ["N", 3, "H", "W"]))
                 elif name in CENTERFACE_OUTPUTS:
                     channels = (1, 2, 2, 10)[CENTERFACE_OUTPUTS.index(name)]
                     dims: list[int | str] = ["N", channels, "h", "w"]
-                    graw = _len_field(gnum, _symbolic_value_info(gval, dims))
+                    graw = wire.len_field(gnum, _symbolic_value_info(gval, dims))
             graph += graw
-        out += _len_field(7, bytes(graph))
+        out += wire.len_field(7, bytes(graph))
     return bytes(out)
 
 

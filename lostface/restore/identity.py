@@ -11,34 +11,25 @@ kept until it rises above `keep`, so one odd keyframe (a turn, a blur) does not 
 track that matches nobody gets no person: the painter then asks for the neutral fill, never
 someone else's mouth.
 
-dlib computes each embedding in a process of its own (lostface.restore.dlib_worker), started
-when a gate is built: its binding holds the GIL for the whole embedding, which in this process
-would stop the frame loop and every other thread meanwhile. Without that process (it cannot
-start, or dies) the embedding is made here, with the same numbers.
+Each embedding is dlib's: its 5-point shape predictor and face chip, and its face-recognition
+ResNet run by onnxruntime from dlib's own model file (lostface.restore.dlib_net; the same
+numbers as dlib's binding to float rounding, about 4 ms instead of 75 ms on a CPU core, and
+the GIL is released while it runs). Where that graph cannot be built, dlib's binding runs
+the network itself, with one log line.
 
-An embedding costs tens of milliseconds on a CPU, so a track is looked at on each of its
-first `settle` keyframes, on every keyframe while its decision is a close call, and then only
-on every `every`-th: a decided face keeps its person between looks. Only a track's first look
-holds its keyframe (the face is painted from the person it finds); each later one is sent to
-dlib's process and folded in at the track's next keyframe, so the keyframes of a turning head
-are not held by it (bench/identity.py: covered keyframes' wait for their patch, median 0.29-0.32
-s when every look held its keyframe, 0.26-0.29 s since). The painter owns the gate
-(lostface.restore.painter) and runs it on the keyframe worker, never in the frame loop.
+A track is looked at on each of its first `settle` keyframes, on every keyframe while its
+decision is a close call, and then only on every `every`-th: a decided face keeps its person
+between looks. The painter owns the gate (lostface.restore.painter) and runs it on the keyframe
+worker, never in the frame loop.
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
 import hashlib
 import logging
-import struct
-import subprocess
-import sys
 import threading
-from collections import deque
 from collections.abc import Collection, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -46,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from lostface.errors import ModelError
-from lostface.restore import dlib_worker  # its protocol (it imports numpy and dlib only when run)
 from lostface.restore.regions import lower_face_mask
 
 log = logging.getLogger(__name__)
@@ -62,17 +52,14 @@ _EVERY = 6  # once decided, one look every this many keyframes
 # (below match for a person, at or above it for nobody): a close call is looked at again on
 # every keyframe
 _SURE = 0.04
-# dlib's network keeps buffers between calls: one computation at a time (live sessions each
-# have a keyframe thread, and they share the loaded models)
+# the models load once, on the first thread that needs them (the gate's loader, as a rule)
 _LOCK = threading.Lock()
-# requests sent to dlib's process whose answers (1 KB each) may wait unread in its output pipe
-# (64 KB on Linux)
-_UNREAD_MAX = 16
 
 
 @lru_cache(maxsize=1)
 def _dlib_models() -> tuple[Any, Any, Any]:
-    """dlib, its 5-point shape predictor and its face-recognition ResNet, loaded once.
+    """dlib, its 5-point shape predictor and the face-recognition ResNet (a dlib_net.FaceNet,
+    or dlib's own binding where that graph cannot be built), loaded once; call with _LOCK held.
 
     Five points (eye corners and the nose's base) align dlib's chip as well as 68 do on a face
     wearing the neutral covering, whose mouth and jaw points would fall on grey anyway: on the
@@ -81,13 +68,16 @@ def _dlib_models() -> tuple[Any, Any, Any]:
     import dlib
 
     from lostface.models import dlib_model_paths
+    from lostface.restore.dlib_net import FaceNet, NetworkFileError
 
     shape_path, rec_path = dlib_model_paths(points=5)
-    return (
-        dlib,
-        dlib.shape_predictor(str(shape_path)),
-        dlib.face_recognition_model_v1(str(rec_path)),
-    )
+    net: Any
+    try:
+        net = FaceNet(rec_path)
+    except (ImportError, OSError, RuntimeError, NetworkFileError) as exc:
+        log.info("dlib's network runs in dlib itself (%s): each identity look is slower.", exc)
+        net = dlib.face_recognition_model_v1(str(rec_path))
+    return dlib, dlib.shape_predictor(str(shape_path)), net
 
 
 def _dlib_installed() -> None:
@@ -109,209 +99,30 @@ def _covered(face: np.ndarray) -> np.ndarray:
     return out
 
 
-class _EmbedProcess:
-    """dlib's embedding in a child process (lostface.restore.dlib_worker): in this process its
-    binding would hold the GIL for each 75 ms embedding and stop the frame loop meanwhile.
-    Started once per process and shared; send() and receive() answer None once the child
-    cannot run (no dlib there, killed), and the caller embeds here instead."""
-
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        self._ready = False
-        self._failed: str | None = None
-        self._here = False  # embed_here(): this process's only thread does all the work
-        # requests sent and not yet answered, oldest first (the child answers in order); the
-        # answers read while waiting for a later one; requests nobody will ask for again
-        self._sent: deque[int] = deque()
-        self._answers: dict[int, np.ndarray] = {}
-        self._dropped: set[int] = set()
-        self._tickets = 0
-
-    def stay_here(self) -> None:
-        self._here = True
-        self.close()
-
-    def start(self) -> None:
-        """Start the child if it is not running (it loads while the caller goes on)."""
-        if self._proc is not None or self._failed is not None or self._here:
-            return
-        from lostface.models import dlib_model_paths
-
-        try:
-            shape_path, rec_path = dlib_model_paths(points=5)
-            cmd = [sys.executable, dlib_worker.__file__]
-            cmd += [str(shape_path), str(rec_path), *(str(v) for v in _BOX)]
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-            )
-        except (OSError, ModelError) as exc:
-            self._fail(f"it could not start ({exc})")
-            return
-        atexit.register(self.close)
-
-    def send(self, rgb: np.ndarray) -> int | None:
-        """Ask for an RGB canonical crop's descriptor without waiting for it: a ticket for
-        receive(), or None (the child cannot run: embed here instead)."""
-        self.start()
-        proc = self._proc
-        if proc is None or self._failed is not None:
-            return None
-        assert proc.stdin is not None and proc.stdout is not None
-        # answers left unread fill the child's output pipe, and a child blocked writing one
-        # reads no more requests: read the oldest before there are too many
-        while len(self._sent) >= _UNREAD_MAX:
-            if not self._take_oldest():
-                return None
-        try:
-            if not self._ready:
-                if proc.stdout.read(1) != b"\0":
-                    raise EOFError("it ended while loading dlib's models")
-                self._ready = True
-            h, w = rgb.shape[:2]
-            proc.stdin.write(dlib_worker.HEADER.pack(h, w))
-            proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
-            proc.stdin.flush()
-        except (OSError, EOFError, ValueError) as exc:
-            self._fail(str(exc))
-            return None
-        self._tickets += 1
-        self._sent.append(self._tickets)
-        return self._tickets
-
-    def receive(self, ticket: int) -> np.ndarray | None:
-        """The descriptor asked for by send() (waits for it), or None when the child stopped
-        before answering (embed here instead)."""
-        while ticket not in self._answers and ticket in self._sent:
-            if not self._take_oldest():
-                return None
-        return self._answers.pop(ticket, None)
-
-    def _take_oldest(self) -> bool:
-        """Read the oldest request's answer (kept for its receive(), or thrown away when
-        dropped); False when the child stopped."""
-        oldest = self._sent.popleft()
-        answer = self._read()
-        if answer is None:
-            return False
-        if oldest in self._dropped:
-            self._dropped.discard(oldest)
-        else:
-            self._answers[oldest] = answer
-        return True
-
-    def drop(self, ticket: int) -> None:
-        """Nobody will receive() this ticket: its answer is read and thrown away."""
-        if self._answers.pop(ticket, None) is None and ticket in self._sent:
-            self._dropped.add(ticket)
-
-    def _read(self) -> np.ndarray | None:
-        """The child's next answer (None, and the child stopped, when it cannot be read)."""
-        proc = self._proc
-        if proc is None or self._failed is not None:
-            return None
-        assert proc.stdout is not None
-        try:
-            status = proc.stdout.read(1)
-            if status == b"\0":
-                data = proc.stdout.read(dlib_worker.DIMS * 8)
-                if len(data) == dlib_worker.DIMS * 8:
-                    return np.frombuffer(data, np.float64).copy()
-            elif status == b"\1":
-                (n,) = dlib_worker.ERROR.unpack(proc.stdout.read(dlib_worker.ERROR.size))
-                raise RuntimeError(proc.stdout.read(n).decode(errors="replace"))
-            raise EOFError("it ended")
-        except (OSError, EOFError, RuntimeError, ValueError, struct.error) as exc:
-            self._fail(str(exc))
-            return None
-
-    def _fail(self, why: str) -> None:
-        if self._failed is None:
-            log.info("dlib's embedding process stopped (%s); embedding in this process.", why)
-        self._failed = why
-        self.close()
-
-    def close(self) -> None:
-        self._sent.clear()  # no answer will come: their askers embed here
-        self._answers.clear()
-        self._dropped.clear()
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.close()  # the child ends at the end of its input
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-_WORKER = _EmbedProcess()
-
-
 def start_embedding() -> None:
-    """Start dlib's embedding process now, so its models are loaded by the first embed()."""
-    with _LOCK:
-        _WORKER.start()
+    """Load dlib's models on a thread of their own, so the first embed() finds them loaded
+    (about 0.2 s, while the caller builds the rest)."""
 
+    def load() -> None:
+        try:
+            with _LOCK:
+                _dlib_models()
+        except (ImportError, ModelError, RuntimeError):
+            pass  # the first embed() raises it again, where it can be handled
 
-def embed_here() -> None:
-    """Make this process's embeddings in this process, not in dlib's own: for a process that
-    is given one core and does all its work on one thread (a batch worker of one thread), where
-    holding the GIL stops nothing and a second process would take a core nobody gave it."""
-    with _LOCK:
-        _WORKER.stay_here()
+    threading.Thread(target=load, name="lostface-dlib-load", daemon=True).start()
 
 
 def embed(face: np.ndarray) -> np.ndarray:
-    """128-d embedding of a canonical crop wearing the neutral covering (dlib's, computed in
-    its own process; here when that cannot run, or after embed_here)."""
-    return Later(face).result()
-
-
-def _embed_here(rgb: np.ndarray) -> np.ndarray:
-    """dlib's descriptor computed in this process (call with _LOCK held: one at a time, and
-    the models are loaded once when two threads need them first)."""
-    dlib, shape_model, rec = _dlib_models()
-    shape = shape_model(rgb, dlib.rectangle(*_BOX))
-    return np.asarray(rec.compute_face_descriptor(rgb, shape), np.float64)
-
-
-class Later:
-    """embed() without waiting: the face goes to dlib's process now and result() takes its
-    embedding (computed here at once when that process cannot run)."""
-
-    def __init__(self, face: np.ndarray) -> None:
-        self._rgb: np.ndarray | None = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-        self._value: np.ndarray | None = None
-        with _LOCK:
-            self._ticket = _WORKER.send(self._rgb)
-            if self._ticket is None:  # no child process: made here, now
-                self._value, self._rgb = _embed_here(self._rgb), None
-
-    def result(self) -> np.ndarray:
-        """The embedding (waits for dlib's process when it has not answered yet)."""
-        if self._value is None:
-            with _LOCK:
-                if self._ticket is not None:
-                    self._value = _WORKER.receive(self._ticket)
-                    self._ticket = None
-                if self._value is None:  # the child stopped before answering
-                    assert self._rgb is not None
-                    self._value = _embed_here(self._rgb)
-            self._rgb = None
-        return self._value
-
-    def cancel(self) -> None:
-        """Not wanted any more: dlib's answer is thrown away when it comes."""
-        with _LOCK:
-            if self._ticket is not None:
-                _WORKER.drop(self._ticket)
-                self._ticket = None
-        self._rgb = None
+    """128-d embedding of a canonical crop wearing the neutral covering."""
+    rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
+    with _LOCK:
+        dlib, shape_model, net = _dlib_models()
+        chip = dlib.get_face_chip(rgb, shape_model(rgb, dlib.rectangle(*_BOX)), 150, 0.25)
+    if hasattr(net, "descriptor"):  # onnxruntime: thread-safe, and the GIL is released
+        return net.descriptor(chip)
+    with _LOCK:  # dlib's binding keeps buffers between calls: one at a time
+        return np.asarray(net.compute_face_descriptor(chip), np.float64)
 
 
 _REFERENCES: dict[bytes, np.ndarray] = {}  # digest of a reference crop -> its embedding
@@ -341,7 +152,6 @@ class _Track:
     person: str | None = None
     looks: int = 0
     since: int = 0  # keyframes since the last look
-    pending: Later | None = None  # a look sent to dlib, folded in on the next keyframe
 
 
 class IdentityGate:
@@ -400,25 +210,17 @@ class IdentityGate:
 
     def observe(self, track_id: int, face: np.ndarray) -> str | None:
         """The person this track is, as of this keyframe (None: nobody). The face is looked
-        at only while the track is new, and then on every `every`-th keyframe. The track's
-        first look decides this keyframe; a later one decides from the track's next keyframe
-        on (asynchronous: the face goes to dlib's process, and this keyframe keeps the person
-        decided so far)."""
+        at while the track is new, on every keyframe while its decision is a close call, and
+        then on every `every`-th keyframe; between looks the track keeps its person."""
         st = self._tracks.setdefault(track_id, _Track())
         if not self._people:
             return None  # nobody to tell apart yet (people learned later look at it then)
-        if st.pending is not None:
-            later, st.pending = st.pending, None
-            self._fold(st, later.result())  # sent a keyframe ago: answered by now, as a rule
         st.since += 1
         if st.looks >= self.settle and st.since < self.every and self._sure(st):
             return st.person
         st.since = 0
         st.looks += 1
         self.looks += 1
-        if st.looks > 1:
-            st.pending = Later(face)
-            return st.person
         self._fold(st, embed(face))
         return st.person
 
@@ -457,13 +259,10 @@ class IdentityGate:
         return out
 
     def forget(self, track_id: int) -> None:
-        st = self._tracks.pop(track_id, None)
-        if st is not None and st.pending is not None:
-            st.pending.cancel()
+        self._tracks.pop(track_id, None)
 
     def reset(self) -> None:
-        for track_id in list(self._tracks):
-            self.forget(track_id)
+        self._tracks.clear()
 
 
 def build_gate(
@@ -475,7 +274,7 @@ def build_gate(
         return None
     try:
         _dlib_installed()  # nothing loaded yet (a clip may have no face to learn from)
-        start_embedding()  # dlib's process loads while the rest is built
+        start_embedding()  # dlib's models load while the rest is built
         return IdentityGate(people, match, keep)
     except (ImportError, ModelError):
         if people:
