@@ -31,9 +31,7 @@ class DetectSettings:
     # `threshold`); at or above threshold: no second look (centerface; bench/small_faces.py)
     track_threshold: float = 0.1
     input_size: int = 320  # long side of the image the detector sees, pixels
-    # the image is shrunk as if a border of this fraction of its long side surrounded it (so
-    # faces that fill the frame are seen at a scale the model knows); the border is not drawn
-    pad: float = 0.15
+    pad: float = 0.15  # border added around the image (fraction of its long side) before detection
     min_size: float = 12.0  # smallest face side kept, pixels in the input image
     nms_iou: float = 0.3
     max_faces: int = 32
