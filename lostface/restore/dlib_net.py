@@ -2,8 +2,9 @@
 
 dlib runs this network (29 convolutions, 150x150 RGB in, 128 values out) in about 75 ms on a
 CPU core, with the GIL held, since the dlib wheel links no BLAS. The same weights as an ONNX
-graph take about a sixth of that in onnxruntime, and give the same descriptor to float
-rounding (tests/test_dlib_net.py compares them on real faces).
+graph take about 4 ms in onnxruntime, and give the same descriptor to float rounding
+(tests/test_dlib_net.py compares them on real faces; bench/identity.py reports what the
+identity gate's looks cost on the stage clip).
 
 The file (`dlib_face_recognition_resnet_model_v1.dat`, in face-recognition-models) is dlib's
 serialization of the network: the layers from the input to the last, each a version string
@@ -20,6 +21,7 @@ Needs numpy and onnxruntime only (dlib reads the face chip: lostface.restore.ide
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +131,7 @@ def onnx_model(layers: list[_Layer]) -> bytes:
     (N, 128) descriptors out."""
     nodes: list[bytes] = []
     weights: list[bytes] = []
-    count = iter(range(1 << 30))
+    count = itertools.count()
 
     def name(prefix: str) -> str:
         return f"{prefix}{next(count)}"
