@@ -158,13 +158,17 @@ def plan(src: Path, segment_seconds: float, overlap_seconds: float) -> list[Segm
 _CACHE: dict[str, Any] = {}
 
 
-def _settings_and_engines(text: str) -> tuple[Settings, Any, Any]:
-    """Settings, detector and aligned references, built once per worker and settings."""
+def _settings_and_engines(text: str, cores: int = 0) -> tuple[Settings, Any, Any]:
+    """Settings, detector and aligned references, built once per worker and settings. cores:
+    the worker's threads (0: not a worker); the detector's enlarged look keeps to them."""
     key = hashlib.sha256(text.encode()).hexdigest()
     if key not in _CACHE:
         from lostface.factory import build_detector, load_references
 
         settings = settings_from_toml(text)
+        if cores:
+            looks = min(settings.detect.look_threads, cores)
+            settings = replace(settings, detect=replace(settings.detect, look_threads=looks))
         detector = build_detector(settings)
         _CACHE[key] = (settings, detector, load_references(settings, detector))
     return _CACHE[key]  # type: ignore[no-any-return]
@@ -178,8 +182,8 @@ def learn_file(src: str, settings_text: str) -> Learned | None:
     from lostface.factory import build_stages
     from lostface.runner import learn_people
 
-    _worker_threads()
-    settings, detector, bank = _settings_and_engines(settings_text)
+    cores = _worker_threads()
+    settings, detector, bank = _settings_and_engines(settings_text, cores)
     stages = build_stages(settings, detector=detector, bank=bank)
     selfref = stages.painter.selfref
     if selfref is None:
@@ -200,7 +204,7 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
 
     seg = task.segment
     cores = _worker_threads()
-    settings, detector, bank = _settings_and_engines(task.settings)
+    settings, detector, bank = _settings_and_engines(task.settings, cores)
     # the references are aligned once per worker; each segment gets its own engines and gate
     stages = build_stages(settings, detector=detector, bank=bank)
     if learned and stages.painter.selfref is not None:

@@ -405,3 +405,32 @@ def test_the_enlarged_look_backs_off_while_it_finds_nothing_new(
         calls[0] += 1
     every = small.every
     assert looks == [0, 4 * every, 4 * every + small._BACKOFF * every], looks
+
+
+def test_the_enlarged_look_s_threads_follow_detect_look_threads(
+    astronaut_bgr: np.ndarray,
+) -> None:
+    """The enlarged look runs on a session of its own with detect.look_threads (the cores
+    allowing), or on the detector's own with 1 (a batch worker of one thread keeps to its
+    core: lostface.batch sets it); either way it finds the same faces."""
+    import os
+
+    from lostface import batch
+    from lostface.config import dump_toml
+
+    frame = np.full((360, 640, 3), 90, np.uint8)
+    frame[100:160, 300:352] = cv2.resize(astronaut_bgr[20:220, 160:330], (52, 60))
+    own = SmallFaceDetector(DetectSettings(look_threads=1))
+    assert own.full.session is own.plain.session
+    looked = SmallFaceDetector(DetectSettings())
+    assert (looked.full.session is not looked.plain.session) == ((os.cpu_count() or 1) > 1)
+    a, b = own.detect(frame), looked.detect(frame)
+    assert len(a) >= 1 and np.allclose(a.boxes, b.boxes, atol=0.01)
+    text = dump_toml(load_settings())
+    batch._CACHE.clear()
+    try:
+        settings, detector, _ = batch._settings_and_engines(text, 1)
+        assert settings.detect.look_threads == 1
+        assert detector.full.session is detector.plain.session
+    finally:
+        batch._CACHE.clear()

@@ -45,6 +45,9 @@ class DetectSettings:
     small_faces: bool = True
     small_every: int = 4
     small_region: int = 256
+    # threads of the enlarged look's own session (the loop waits for it, so a second core is
+    # idle then); 1: it shares the detector's session (a batch worker of one thread)
+    look_threads: int = 2
 
 
 @dataclass
@@ -493,6 +496,7 @@ def validate(s: Settings) -> None:
         (0 < s.detect.threshold < 1, "detect.threshold must lie between 0 and 1"),
         (0 < s.detect.track_threshold < 1, "detect.track_threshold must lie between 0 and 1"),
         (s.detect.input_size >= 64, "detect.input_size must be 64 pixels or more"),
+        (s.detect.look_threads >= 1, "detect.look_threads must be 1 or more"),
         (
             not s.detect.half or s.detect.device.startswith("cuda"),
             "detect.half needs a cuda detect.device (half precision runs on the GPU only)",

@@ -284,12 +284,14 @@ class SmallFaceDetector(Detector):
         self.settings = settings
         self.plain = CenterFaceDetector(settings, session)
         shared = self.plain.session
-        # the enlarged look, twenty times a plain pass, runs on a session of two threads: the
-        # frame loop waits for it, and the rest of the pipeline soon has nothing to do but wait
-        # too, so the second core is free (a plain pass splits too thinly to gain from it)
+        # the enlarged look, twenty times a plain pass, runs on a session of its own with
+        # detect.look_threads: the frame loop waits for it, and the rest of the pipeline soon
+        # has nothing to do but wait too, so a second core is free (a plain pass splits too
+        # thinly to gain from more threads)
         look = shared
-        if session is None and settings.threads == 1 and (os.cpu_count() or 1) > 1:
-            look = load_centerface(settings.device, 2)
+        threads = min(settings.look_threads, os.cpu_count() or 1)
+        if session is None and settings.threads != 0 and threads > settings.threads:
+            look = load_centerface(settings.device, threads)
         self.full = CenterFaceDetector(replace(settings, pad=0.0), look)
         self.region = CenterFaceDetector(
             replace(settings, pad=0.0, input_size=settings.small_region, min_size=8.0), shared
