@@ -238,3 +238,21 @@ def test_the_gpu_preset_selects_the_full_engines():
     assert s.keyframe.batch > 1
     with pytest.raises(ModelError, match="not downloaded"):
         resolve(load_settings("gpu", overrides=['models.cache="/nonexistent"']), "inpaint")
+
+
+def test_onnxruntime_sessions_block_instead_of_spinning():
+    """Every CPU session of the product (the detector's, the enlarged look's, the identity
+    network's) lets its pool's threads sleep between runs: a spinning thread takes a core
+    from the decoder, the encoder and the keyframe worker."""
+    from lostface.models import dlib_model_paths, load_centerface
+    from lostface.restore.dlib_net import FaceNet
+
+    try:
+        _, network = dlib_model_paths(5)
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    sessions = [load_centerface("cpu", 2), FaceNet(network, 2).session]
+    for session in sessions:
+        opts = session.get_session_options()
+        assert opts.intra_op_num_threads == 2
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"

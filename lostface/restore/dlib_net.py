@@ -253,11 +253,9 @@ class FaceNet:
     def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
+        from lostface.models import cpu_session_options
+
+        opts = cpu_session_options(ort, threads)
         self.session = ort.InferenceSession(
             onnx_model(read_layers(path)), opts, providers=["CPUExecutionProvider"]
         )
