@@ -14,7 +14,7 @@ a model that another pipeline shares.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
@@ -144,12 +144,15 @@ class Segmenter(KeyframeEngine, Protocol):
         landmarks: np.ndarray | None = None,
         was_covered: bool | None = None,
         outline: bool = True,
+        mesh: Callable[[], np.ndarray | None] | None = None,
     ) -> CoverMask:
         """Covered region of one aligned face (canonical crop, see restore.align); landmarks:
         its 5 points in canonical space (the head turn narrows the far side); was_covered:
         the same face's previous decision, if any (a decision is kept unless clearly wrong).
         outline=False: the decision and its score only, with empty masks (a covered face
-        that is judged, not painted: self-reference's first pass)."""
+        that is judged, not painted: self-reference's first pass). mesh: gives the face
+        mesh's canonical points (N,2), or None; asked only when a covered region is
+        outlined, so an open face is never meshed."""
         ...
 
 

@@ -292,3 +292,29 @@ def test_a_mesh_posed_unlike_the_face_does_not_bound_the_region(mesh, detector, 
     # (the region of a turned face also grows to the covering's own edge past its bound,
     # segment._extend, which wins back part of what such a mesh cuts: 0.05 before that)
     assert min(gains) >= 0.0 and max(gains) > 0.01, gains
+
+
+def test_the_painter_meshes_covered_faces_only(mesh, detector, astronaut_bgr) -> None:
+    """The covered decision reads no mesh, so the painter asks for the mesh only once a face
+    is judged covered (its region then stays inside the mesh's outline, as when the mesh is
+    handed over with the landmarks); an open face is never meshed."""
+    from lostface.config import load_settings
+    from lostface.registry import build_painter
+    from lostface.restore.painter import PaintJob
+    from lostface.restore.segment import GeometrySegmenter
+
+    painter = build_painter(load_settings())
+    assert painter.mesh is not None
+    calls = []
+    points = painter.mesh.points
+    painter.mesh.points = lambda *a, **k: calls.append(1) or points(*a, **k)  # type: ignore[method-assign]
+    lm = detector.detect(astronaut_bgr).landmarks[0]
+    open_ = painter._segment(PaintJob.from_frame(1, 0, astronaut_bgr, lm))
+    assert not open_.cover.covered and open_.dense is None and calls == []
+    syn = draw_mask(astronaut_bgr, lm, "surgical", rng=np.random.default_rng(0))
+    covered = painter._segment(PaintJob.from_frame(2, 0, syn.image, lm))
+    assert covered.cover.covered and len(calls) == 1 and covered.dense is not None
+    handed = GeometrySegmenter(painter.segmenter.settings).segment(
+        covered.face, np.vstack([covered.landmarks, covered.dense[:, :2]])
+    )
+    assert np.array_equal(covered.cover.hard, handed.hard)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,10 +249,11 @@ class SamSegmenter(Segmenter):
         landmarks: np.ndarray | None = None,
         was_covered: bool | None = None,
         outline: bool = True,
+        mesh: Callable[[], np.ndarray | None] | None = None,
     ) -> CoverMask:
         import cv2
 
-        base = self.embedded.segment(face, landmarks, was_covered, outline)
+        base = self.embedded.segment(face, landmarks, was_covered, outline, mesh)
         if not outline or not base.covered or landmarks is None or not base.hard.any():
             return base
         box, points, labels = prompts(landmarks, base.hard)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -257,8 +257,6 @@ class Painter:
                 return None
         a = self._segment(job, outline=False)  # a covered face teaches nothing: no outline
         if not a.cover.covered:
-            if a.dense is None and self.mesh is not None:
-                a.dense = self.mesh.points(a.face, min_score=0.0)  # as _segment finds it
             self._offer(a)
         return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
 
@@ -331,9 +329,12 @@ class Painter:
             return
         t0 = time.perf_counter()
         span = align.CANON_SIZE / align.scale_of(a.job.to_canonical)
-        dense = a.dense
-        if dense is None and self.mesh is not None:
-            dense = self.mesh.points(a.face)
+        mesh = self.mesh
+        dense: np.ndarray | Callable[[], np.ndarray | None] | None = a.dense
+        if dense is None and mesh is not None:
+            # found only for a face the banks could take (most open faces are not)
+            face = a.face
+            dense = lambda: mesh.points(face, min_score=0.0)  # noqa: E731
         self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense)
         a.seconds["self_reference"] = time.perf_counter() - t0
 
@@ -372,24 +373,32 @@ class Painter:
         t1 = time.perf_counter()
         face = align.warp_to_canonical(pixels, m)
         landmarks = align.apply(job.to_canonical, job.landmarks[:5]).astype(np.float32)
-        dense = None
+        meshed: list[np.ndarray | None] = []
         if _FACE_SHARE * align.CANON_SIZE / align.scale_of(job.to_canonical) < self.min_face:
             cover = _too_small()
         else:
-            points = landmarks
-            if self.mesh is not None and outline:
-                # covered faces score low (without an outline the decision needs no mesh)
-                dense = self.mesh.points(face, min_score=0.0)
-                if dense is not None and mesh_fits(dense, landmarks):
-                    points = np.vstack([landmarks, dense[:, :2].astype(np.float32)])
+            mesh = self.mesh
+
+            def outline_mesh() -> np.ndarray | None:
+                """The mesh that bounds a covered face's region (covered faces score low:
+                any score), None where it is posed unlike the face's 5 points."""
+                assert mesh is not None
+                dense = mesh.points(face, min_score=0.0)
+                meshed.append(dense)
+                return dense[:, :2] if dense is not None and mesh_fits(dense, landmarks) else None
+
             cover = self.segmenter.segment(
-                face, points, self._covered.get(job.track_id), outline=outline
+                face,
+                landmarks,
+                self._covered.get(job.track_id),
+                outline=outline,
+                mesh=outline_mesh if mesh is not None and outline else None,
             )
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:
             seconds["upscale"] = t1 - t0
-        return _Aligned(job, face, landmarks, cover, seconds, dense)
+        return _Aligned(job, face, landmarks, cover, seconds, meshed[0] if meshed else None)
 
     def _upscale_factor(self, m: np.ndarray) -> int:
         """How many times a face's pixels should grow: 1 when its crop is wide enough."""

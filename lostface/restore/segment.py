@@ -14,6 +14,8 @@ rim, chromaticity and nostril checks add about half as much again), on keyframes
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -410,6 +412,7 @@ class GeometrySegmenter(Segmenter):
         landmarks: np.ndarray | None = None,
         was_covered: bool | None = None,
         outline: bool = True,
+        mesh: Callable[[], np.ndarray | None] | None = None,
     ) -> CoverMask:
         """Covered region of an aligned face; empty masks when it wears no covering (and
         with outline=False: the decision and its score only).
@@ -417,8 +420,9 @@ class GeometrySegmenter(Segmenter):
         landmarks: the face's 5 points in canonical space, when known: the head turn they
         show narrows the search on the far side, leaves the far cheek out of the presence
         evidence, and keeps a face seen nearly in profile from being judged at all. The face
-        mesh's 468 points may follow them (the painter adds them): the search then also
-        stays inside the mesh's face outline.
+        mesh's 468 points may follow them, or come from `mesh` (the painter's way: asked
+        only once the face is judged covered, as the decision does not read them): the
+        search then also stays inside the mesh's face outline.
 
         score in [0, 1): 0.5 is where the lower face starts to look clearly unlike the
         face's own skin; covered = score > settings.presence_threshold. was_covered, the same
@@ -491,6 +495,10 @@ class GeometrySegmenter(Segmenter):
         if not outline:
             empty = _uncovered(score)
             return CoverMask(True, empty.alpha, empty.hard, score)
+        if mesh is not None and landmarks is not None and len(landmarks) < 5 + MESH_POINTS:
+            dense = mesh()
+            if dense is not None:
+                landmarks = np.vstack([np.asarray(landmarks)[:5], np.asarray(dense)[:, :2]])
         bound = self._bound(landmarks)
         if landmarks is not None and len(landmarks) >= 5 + MESH_POINTS:
             bound = bound & self._mesh_bound(np.asarray(landmarks, np.float64)[5:])

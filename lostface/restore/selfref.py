@@ -162,11 +162,11 @@ class SelfReferences:
         landmarks: np.ndarray,
         cover: CoverMask,
         span: float,
-        mesh: np.ndarray | None = None,
+        mesh: np.ndarray | Callable[[], np.ndarray | None] | None = None,
     ) -> str | None:
         """Consider one open keyframe face (canonical crop, its 5 canonical landmarks, the
-        covered decision, the frame pixels its crop spans, its face-mesh points); returns the
-        learned person whose bank it joined, or None."""
+        covered decision, the frame pixels its crop spans, its face-mesh points, or what
+        finds them when asked); returns the learned person whose bank it joined, or None."""
         quality = self.quality(face, landmarks, cover, span, mesh)
         if quality is None:
             return None
@@ -279,10 +279,11 @@ class SelfReferences:
         landmarks: np.ndarray,
         cover: CoverMask,
         span: float,
-        mesh: np.ndarray | None = None,
+        mesh: np.ndarray | Callable[[], np.ndarray | None] | None = None,
     ) -> float | None:
         """How good a reference this open face makes (higher is better), or None when it
-        should not be learned from at all."""
+        should not be learned from at all. mesh: the face-mesh points, or what finds them
+        (asked only for a face that passes the cheaper checks)."""
         if cover.covered or cover.score >= self.open_below:
             return None  # not clearly open: a covering missed would be painted back on
         width = span * 0.65  # a face box's share of its canonical crop (painter._FACE_SHARE)
@@ -295,7 +296,7 @@ class SelfReferences:
             return None
         if float((face.max(axis=2) >= 250).mean()) > _CLIPPED:
             return None
-        opening = mouth_opening(mesh)
+        opening = mouth_opening(mesh() if callable(mesh) else mesh)
         size = min(1.0, width / 160.0)
         skin = lower_skin(face)  # ranks only: the lower-face zone also holds jaw and neck
         return sharpness(face) * (0.5 + 0.5 * size) * (0.2 + skin) / (1.0 + 4.0 * opening)
