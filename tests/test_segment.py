@@ -498,3 +498,39 @@ def test_a_hair_fringe_and_sunglasses_are_not_taken_for_the_skin(detector, segme
             masked_open.append(path.name)
     assert len(open_covered) <= 8, open_covered  # 5 of 30 (dark skin, or a dim lower face)
     assert masked_open == []
+
+
+def test_a_dark_covering_read_in_the_dark_needs_its_rim(detector, monkeypatch, tmp_path) -> None:
+    """Where a dim face's lower face is darker than its colour can be read by alone (Lab L
+    6-12), a covering's colour still counts where its rim steps across the cheeks: real
+    masked photos darkened eight times are found. The faint open faces of a dim stage crowd
+    (the unmasked stage clip, through the video pipeline) measure like coverings at that
+    lightness: none is painted, and some would be without the rim."""
+    import json
+
+    from lostface.config import load_settings
+    from lostface.factory import build_stages
+    from lostface.registry import build_painter
+    from lostface.restore import segment
+    from lostface.restore.painter import PaintJob
+    from lostface.runner import process_video
+
+    settings = load_settings()
+    painter = build_painter(settings)
+    for name in ("0021.jpg", "0025.jpg", "0034.jpg", "0036.jpg", "0045.jpg", "0056.jpg"):
+        photo = cv2.imread(str(shared_path("masked", name)))
+        dim = (photo.astype(np.float32) / 8).astype(np.uint8)
+        painter.reset()
+        job = PaintJob.from_frame(0, 0, dim, faces(detector, photo)[0])
+        assert job is not None and painter.judge(job).covered, name
+
+    def judged_covered() -> list[int]:
+        tracks = tmp_path / "tracks.jsonl"
+        clip = shared_path("video", "stage_clip.mp4")
+        process_video(clip, tmp_path / "out.mp4", settings, build_stages(settings), tracks, True)
+        records = [json.loads(line) for line in tracks.read_text().splitlines()]
+        return [r["frame"] for r in records if any(f["masked"] for f in r["faces"])]
+
+    assert judged_covered() == []
+    monkeypatch.setattr(segment, "_DIM_RIM", 0.0)
+    assert len(judged_covered()) > 5
