@@ -676,9 +676,10 @@ class Pipeline:
             t0 = time.perf_counter()
             compositor = self.stages.compositor
             compositor.begin_frame(out.frame.index)
-            for track, patch in paints:
-                compositor.composite(out.frame.image, track, patch)
-            if paints and self.stages.marker is not None:
+            painted = [
+                compositor.composite(out.frame.image, track, patch) for track, patch in paints
+            ]
+            if any(painted) and self.stages.marker is not None:
                 self.stages.marker.apply(out.frame.image)
             if overlay:
                 draw_overlay(out.frame.image, out, patches.get)

@@ -212,8 +212,9 @@ class Restorer(KeyframeEngine, Protocol):
 
 
 class Compositor(Protocol):
-    def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> None:
-        """Carry the patch onto the face's current geometry in `image` (in place)."""
+    def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> bool:
+        """Carry the patch onto the face's current geometry in `image` (in place); whether
+        anything was painted."""
         ...
 
     def begin_frame(self, index: int) -> None:

@@ -302,3 +302,33 @@ def test_between_keyframes_no_line_of_the_covering_stays_along_its_edge(scene: d
     assert edge.sum() > 150
     off = np.abs(frame[edge].astype(np.float32) - image[edge]).max(axis=1)
     assert np.mean(off > 40) < 0.01, np.mean(off > 40)  # before: 0.18
+
+
+def test_between_keyframes_a_patch_is_painted_only_where_its_covering_is(scene: dict) -> None:
+    """Between keyframes a patch is painted where its covering still is. A frame where the
+    covering came off (the open face), or where a hand passes in front of it, is left
+    exactly as it came, and painting takes up again once the covering shows; a keyframe's
+    own frame is painted as its segmenter found it."""
+    image, lm5 = scene["image"], scene["lm"]
+    covered = _masked(image, lm5)
+    region = (covered != image).any(axis=-1)
+    hand = covered.copy()
+    rng = np.random.default_rng(0)
+    skin = np.float32(scene["patch"].skin_mean)
+    hand[region] = np.clip(skin + rng.normal(0, 6, (int(region.sum()), 3)), 0, 255)
+    patch, comp = _between_keyframes_patch(scene, _alpha(), np.float32(MASK_BGR))
+    track = FaceTrack(1, scene["box"], lm5)
+    expected = {"covered": True, "open": False, "hand": False, "covered again": True}
+    for k, (name, frame) in enumerate(
+        zip(expected, (covered, image, hand, covered), strict=True), start=1
+    ):
+        out = frame.copy()
+        comp.begin_frame(k)
+        painted = comp.composite(out, track, patch)
+        assert painted is expected[name], name
+        assert np.array_equal(out, frame) is not painted, name
+        if painted:
+            assert (out[region] == MASK_BGR).all(axis=1).mean() < 0.01, name
+    own = image.copy()  # the keyframe's own frame: painted without looking
+    comp.begin_frame(0)
+    assert comp.composite(own, track, patch) and not np.array_equal(own, image)

@@ -43,6 +43,15 @@ _REACH = 12.0
 _LIKE = 0.5
 _NEAR = 60.0
 _RIM = np.ones((3, 3), np.uint8)  # the covering's rim: its edge pixels, like neither colour
+# Between keyframes a patch is painted only where the covering still is: when fewer than
+# _HIDE_SHARE of the frame's pixels under the patch's solid part look like the keyframe's
+# covering (relit as the skin is), something passes in front of it (a hand, a nearer head),
+# the covering came off, or the track slid onto another face, and the frame is left as it is
+# until _SHOW_SHARE of them do again. On the masked stage clip the share under a covering in
+# place measures 0.5-0.96; under a hand, a passing head or a face whose covering is gone,
+# 0.0-0.3.
+_HIDE_SHARE = 0.25
+_SHOW_SHARE = 0.35
 _BAND = np.zeros(align.CANON_SHAPE, np.uint8)
 _BAND[int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8) :] = 255
 
@@ -83,6 +92,7 @@ class _TrackState:
     previous: _Prepared | None
     frames: int  # frames composited since `current` arrived
     gain: np.ndarray | None = None  # relight gain, smoothed over frames
+    hidden: bool = False  # the covering is not under the patch (see _HIDE_SHARE)
 
 
 def _prepare(patch: Patch, follow: MeshFollow | None = None) -> _Prepared:
@@ -151,8 +161,9 @@ class PatchCompositor(Compositor):
             self._tracks[track_id] = st
         return st
 
-    def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> None:
-        """Blend the track's patch into `image` in place, within the face's ROI only."""
+    def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> bool:
+        """Blend the track's patch into `image` in place, within the face's ROI only;
+        whether it was painted (not where its covering is no longer seen)."""
         st = self._state(track.track_id, patch)
         w = self._weight(st.frames) if st.previous is not None else 1.0
         st.frames += 1
@@ -160,7 +171,7 @@ class PatchCompositor(Compositor):
         try:
             m = align.to_canonical(track.landmarks)
         except ValueError:
-            return
+            return False
         if self.follow is not None and track.detected:
             self._bend(image, m, [p for p in (st.current, old) if p is not None])
         cur_bgra, corners = st.current.pixels()
@@ -172,11 +183,11 @@ class PatchCompositor(Compositor):
             corners = _union(old_corners, corners)
             skin = ((1.0 - w) * old.skin + w * st.current.skin).astype(np.float32)
         if len(corners) == 0:
-            return
+            return False
         inv = align.invert(m)
         roi = _roi(image.shape, inv, corners)
         if roi is None:
-            return
+            return False
         x0, y0, x1, y1, mt = roi
         rw, rh = x1 - x0, y1 - y0
         warped = _warp(cur_bgra, mt, (rw, rh))
@@ -185,7 +196,7 @@ class PatchCompositor(Compositor):
             warped = _mix(_warp(old_bgra, mt, (rw, rh)), warped, w)
         a8 = warped[:, :, 3]
         if not a8.any():
-            return
+            return False
         gain = self._gain(image, m, skin) if self.relight else None
         if gain is not None:
             # The skin sample is small and the tracked geometry jitters: a smoothed gain
@@ -198,6 +209,11 @@ class PatchCompositor(Compositor):
             # between keyframes only: on its own frame (a photo) the patch is where the
             # covering was found, and a generative engine's pixels beyond it are not the face's
             lit = skin if gain is None else skin * gain
+            relit = cover if gain is None else cover * gain
+            seen = _covering_share(image[y0:y1, x0:x1], warped, relit, lit)
+            st.hidden = seen < (_SHOW_SHARE if st.hidden else _HIDE_SHARE)
+            if st.hidden:
+                return False
             _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit)
         self._blend(image[y0:y1, x0:x1], warped, gain)
         mark = st.current.patch.mark
@@ -205,6 +221,7 @@ class PatchCompositor(Compositor):
             # the payload and its complement in turns of SEGMENT frames of the file (the
             # provenance watermark): frames 0-7 the payload, 8-15 its complement, ...
             _add_mark(image, inv, mark[(self._frame // _MARK_SEGMENT) % len(mark)])
+        return True
 
     def _bend(self, image: np.ndarray, m: np.ndarray, prepared: list[_Prepared]) -> None:
         """Bend the patches onto the face's mesh measured on this frame (MeshFollow)."""
@@ -324,6 +341,18 @@ def _reach_covering(
     seen[ys[covering], xs[covering]] = 1
     take = takes & (cv2.dilate(seen, _RIM)[ys, xs] > 0)
     a8[ys[take], xs[take]] = 255
+
+
+def _covering_share(
+    roi: np.ndarray, warped: np.ndarray, cover: np.ndarray, skin: np.ndarray
+) -> float:
+    """The share of the ROI's pixels under the warped patch's solid part (alpha >= 128)
+    that look like the covering (_looks_like); 1 where the patch has no solid part."""
+    solid = warped[:, :, 3] >= 128
+    if not solid.any():
+        return 1.0
+    cover = np.asarray(cover, np.float32)
+    return float(_looks_like(roi[solid], cover, np.asarray(skin, np.float32)).mean())
 
 
 def _looks_like(colour: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> np.ndarray:
