@@ -144,6 +144,9 @@ def test_loop_restores_a_masked_face(astronaut_bgr):
         sm = draw_mask(img, d.landmarks[int(np.argmax(d.scores))], "cloth", rng=1)
         frames.append(sm.image)
         covered.append(sm.covered)
+    painted = []  # what each keyframe was painted from (the painter itself runs)
+    paint_many = stages.painter.paint_many
+    stages.painter.paint_many = lambda jobs: painted.extend(out := paint_many(jobs)) or out
     pipe = live_pipeline(settings, stages)
     sink = ListSink()
     source = ArraySource(frames, rate=30.0)
@@ -151,6 +154,15 @@ def test_loop_restores_a_masked_face(astronaut_bgr):
         stats = LiveLoop(source, pipe, [sink], badge=False, max_seconds=30).run()
     close_pipeline(pipe)
     assert stats.frames == len(sink.frames) >= 20
+    covered_keyframes = [p for p in painted if p.covered]
+    assert covered_keyframes
+    if stages.painter.gate is not None:
+        # the face's first keyframe is already painted from the person's photo (the identity
+        # gate's look costs a few ms), not first with the neutral fill
+        assert (covered_keyframes[0].identity, covered_keyframes[0].source) == (
+            "astronaut",
+            "given",
+        )
     late = sink.frames[len(sink.frames) // 2 :]
     for f in late:
         c = covered[f.index]

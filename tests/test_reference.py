@@ -612,18 +612,17 @@ def test_a_face_whose_person_changes_is_forgotten_by_the_engines(
     assert painter.gate is not None and sorted(painter.gate.people) == ["biden", "obama"]
     painter.gate = IdentityGate(bank.people(), settle=2, every=3)
     obama, biden = _masked_job(detector, 7, "obama", 2), _masked_job(detector, 7, "biden", 2)
-    # live (look_later): a new face is painted at once with the neutral fill, before the gate
-    # has looked at it
-    painter.look_later = True
+    # a new face is looked at on its first keyframe (live too: the look costs a few ms) and
+    # painted from its person's photo at once, never first with the neutral fill
     first = painter.paint(obama)
-    assert first.patch is not None and (first.identity, first.patch.reference) == (None, None)
-    assert painter.gate.looks == 0
+    assert first.patch is not None and (first.identity, first.patch.reference) == ("obama", "obama")
+    assert painter.gate.looks == 1
     for _ in range(6):
         out = painter.paint(obama)
         assert (out.identity, out.patch.reference if out.patch else "") == ("obama", "obama")
-    # 2 looks to settle, then one on the 3rd keyframe after: 3 embeddings for 6 keyframes; the
-    # fill's state was forgotten when the face was found to be obama
-    assert painter.gate.looks == 3 and eng.state[7] == 6
+    # 2 looks to settle, then one on the 3rd keyframe after: 3 embeddings for 7 keyframes, and
+    # the engine's state for the face was never forgotten
+    assert painter.gate.looks == 3 and eng.state[7] == 7
     # another person takes the track: it stays obama's until the gate is sure, then is
     # forgotten and painted afresh from biden's photo
     seen = []

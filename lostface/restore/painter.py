@@ -200,9 +200,6 @@ class Painter:
         self._person: dict[int, str | None] = {}
         # people learned from the footage's own unmasked faces (learn_from_footage)
         self.selfref: SelfReferences | None = None
-        # live sources (no delay line to hide a keyframe's time): a new face's first keyframe
-        # is painted before the identity gate looks at it (stream.live.live_pipeline sets it)
-        self.look_later = False
 
     def paint(self, job: PaintJob) -> Painted:
         return self.paint_many([job])[0]
@@ -345,11 +342,6 @@ class Painter:
             return None
         t0 = time.perf_counter()
         tid = a.job.track_id
-        if self.look_later and tid not in self._person:
-            # live: a new face is painted at once with the neutral fill; whose face it is, is
-            # asked from its next keyframe on (on a CPU the look costs more than the painting)
-            self._person[tid] = None
-            return NOBODY
         person = self.gate.observe(tid, a.face)
         if tid in self._person and self._person[tid] != person:
             self._forget_engines(tid)

@@ -190,7 +190,6 @@ def live_pipeline(settings, stages, background_detection: bool = True) -> Pipeli
         settings = dataclasses.replace(
             settings, tracking=dataclasses.replace(settings.tracking, detect_every=1)
         )
-    stages.painter.look_later = True  # no delay line hides the identity gate's first look
     return Pipeline(settings, stages, delay_frames=0, detect_ahead=0)
 
 
