@@ -210,11 +210,12 @@ class PatchCompositor(Compositor):
             # covering was found, and a generative engine's pixels beyond it are not the face's
             lit = skin if gain is None else skin * gain
             relit = cover if gain is None else cover * gain
-            seen = _covering_share(image[y0:y1, x0:x1], warped, relit, lit)
+            solid = a8 >= 128
+            seen = _covering_share(image[y0:y1, x0:x1][solid], relit, lit)
             st.hidden = seen < (_SHOW_SHARE if st.hidden else _HIDE_SHARE)
             if st.hidden:
                 return False
-            _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit)
+            _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit, solid)
         self._blend(image[y0:y1, x0:x1], warped, gain)
         mark = st.current.patch.mark
         if mark is not None:
@@ -309,18 +310,23 @@ def _roi(
 
 
 def _reach_covering(
-    roi: np.ndarray, warped: np.ndarray, mt: np.ndarray, cover: np.ndarray, skin: np.ndarray
+    roi: np.ndarray,
+    warped: np.ndarray,
+    mt: np.ndarray,
+    cover: np.ndarray,
+    skin: np.ndarray,
+    solid: np.ndarray,
 ) -> None:
     """Make the warped patch (BGRA, in place) opaque on the pixels of `roi` near its solid
-    part that look like the keyframe's covering (see _REACH), and on the covering's rim."""
+    part (`solid`: alpha >= 128, bool) that look like the keyframe's covering (see _REACH),
+    and on the covering's rim."""
     a8 = warped[:, :, 3]
-    solid = (a8 >= 128).astype(np.uint8)
     if not solid.any():
         return
     size = (roi.shape[1], roi.shape[0])
     px = _REACH * float(np.sqrt(abs(np.linalg.det(mt[:, :2]))))  # canonical -> ROI px
     k = 2 * max(1, int(round(px))) + 1
-    near = cv2.dilate(solid, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    near = cv2.dilate(solid.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     band = cv2.warpAffine(_BAND, mt, size, flags=cv2.INTER_NEAREST, borderValue=0)
     # not yet opaque (the feather's band too: a half-opaque patch over the covering lets it
     # show through), and the opaque part's outermost pixels, where the covering's edge can lie
@@ -343,16 +349,13 @@ def _reach_covering(
     a8[ys[take], xs[take]] = 255
 
 
-def _covering_share(
-    roi: np.ndarray, warped: np.ndarray, cover: np.ndarray, skin: np.ndarray
-) -> float:
-    """The share of the ROI's pixels under the warped patch's solid part (alpha >= 128)
-    that look like the covering (_looks_like); 1 where the patch has no solid part."""
-    solid = warped[:, :, 3] >= 128
-    if not solid.any():
+def _covering_share(under: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> float:
+    """The share of the frame's pixels under a patch's solid part (N,3 BGR) that look like
+    the covering (_looks_like); 1 where the patch has no solid part."""
+    if not len(under):
         return 1.0
     cover = np.asarray(cover, np.float32)
-    return float(_looks_like(roi[solid], cover, np.asarray(skin, np.float32)).mean())
+    return float(_looks_like(under, cover, np.asarray(skin, np.float32)).mean())
 
 
 def _looks_like(colour: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> np.ndarray:

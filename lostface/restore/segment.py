@@ -134,10 +134,11 @@ _MIN_DETAIL = 1.5
 _DIM_EVIDENCE = 3.0
 _MIN_COVER_L = 12.0  # Lab L (0..255) a dim face's lower face needs for its colour to count
 # ... or this much, where the covering's rim steps across the cheeks (_edge_step) by at least
-# _DIM_RIM: a dark covering's colour read in the dark. Judged on the real photos darkened 5
-# and 8 times and blurred and darkened (bench/harm.py --dim, 1,800 faces), it finds 37 more
-# of 604 dim masked faces and no open one; without the rim, the faint faces of a stage crowd
-# (the unmasked stage clip) measure like coverings at that lightness (20 of 275 frames).
+# _DIM_RIM: a dark covering's colour read in the dark. On the real photos darkened 5 and 8
+# times (bench/harm.py --dim 5, --dim 8) it finds 205 and 168 of 299 masked faces against 199
+# and 146 without it, and still no open one of 300; without the rim, the faint faces of a
+# stage crowd (the unmasked stage clip) measure like coverings at that lightness (20 of 275
+# frames judged covered).
 _MIN_RIMMED_COVER_L = 6.0
 _DIM_RIM = 0.3
 # A dim face whose lower face is at most this share of its visible skin's lightness (Lab L,
