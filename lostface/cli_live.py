@@ -276,10 +276,8 @@ def _run_live(args: argparse.Namespace, settings: Settings, make_sinks) -> int:
 
             if hears:
                 source.on_audio = hand_audio
-        stages = build_stages(settings)
+        stages = build_stages(settings, captures=capture)
         detector = stages.detector  # before live_pipeline moves it onto its own thread
-        if capture:
-            _gate_for_capture(settings, stages.painter)
         pipe = live_pipeline(settings, stages, settings.live.background_detection)
         if from_file:
             source.start()  # a file plays from its first frame once the models are ready
@@ -342,17 +340,6 @@ def _check_capture_args(args: argparse.Namespace) -> bool:
     if args.save_reference:
         check_save_dir(args.save_reference)
     return True
-
-
-def _gate_for_capture(settings: Settings, painter) -> None:  # noqa: ANN001
-    """A captured person is told apart from everyone else (restore.identity_gate): the gate
-    is built for them when no reference photo or self-reference built one."""
-    from lostface.registry import build_gate
-
-    if painter.gate is None:
-        gate = build_gate(settings, None, learns=True)
-        if gate is not None:
-            painter.use(painter.restorer, gate)
 
 
 def _capture(args: argparse.Namespace, settings: Settings, source, detector, sinks):  # noqa: ANN001

@@ -90,6 +90,7 @@ def build_stages(
     background_tracker: bool = False,
     bank: ReferenceBank | None = None,
     footage: bool = True,
+    captures: bool = False,
 ) -> Stages:
     """All stages for one pipeline. References come from paths (files or folders) and/or
     already decoded images (name, BGR array), or already aligned (`bank`); `restorer`
@@ -98,7 +99,8 @@ def build_stages(
     background_tracker: build the Kalman tracker on a thread (lostface.tracking.deferred), so
     a video run decodes and detects its first frames while scipy and filterpy load.
     footage: the pipeline runs on a video or a live source (False: one photo), where the
-    painter learns people from their open faces (restore.self_reference)."""
+    painter learns people from their open faces (restore.self_reference). captures: a face
+    captured live will be adopted (registry.build_painter)."""
     from lostface.restore.compositor import PatchCompositor
     from lostface.tracking.keyframe import ThresholdKeyframePolicy
     from lostface.tracking.scenecut import HistogramSceneCut
@@ -121,7 +123,7 @@ def build_stages(
         tracker=tracker,
         scene_cut=HistogramSceneCut(settings.tracking.scene_cut_threshold),
         policy=ThresholdKeyframePolicy(settings.keyframe),
-        painter=build_painter(settings, bank, restorer, footage=footage),
+        painter=build_painter(settings, bank, restorer, footage=footage, captures=captures),
         compositor=PatchCompositor(settings, build_follow(settings)),
         marker=build_frame_marker(settings),
     )

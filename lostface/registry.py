@@ -35,6 +35,9 @@ class Ingredients:
 
     settings: Settings
     references: ReferenceBank | None = None
+    # people will be learned while running (a face captured live): a restorer that paints
+    # from photos must be able to take them, even with none given and self-reference off
+    learns: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def _reference(ing: Ingredients) -> Restorer:
 
     bank = ing.references
     if bank is None or not len(bank):
-        if ing.settings.restore.self_reference == "off":
+        if ing.settings.restore.self_reference == "off" and not ing.learns:
             return _neutral(ing)  # the caller that read the references says so (see factory)
         from lostface.restore.reference import ReferenceBank
 
@@ -221,8 +224,12 @@ def build_segmenter(settings: Settings) -> Segmenter:
     return SEGMENTERS.build(settings.mask.engine, Ingredients(settings))
 
 
-def build_restorer(settings: Settings, references: ReferenceBank | None = None) -> Restorer:
-    return RESTORERS.build(settings.restore.engine, Ingredients(settings, references))
+def build_restorer(
+    settings: Settings, references: ReferenceBank | None = None, learns: bool = False
+) -> Restorer:
+    """The restorer named by restore.engine; learns: people will be learned while running
+    (Ingredients.learns)."""
+    return RESTORERS.build(settings.restore.engine, Ingredients(settings, references, learns))
 
 
 def build_gate(
@@ -260,17 +267,20 @@ def build_painter(
     restorer: Restorer | None = None,
     *,
     footage: bool = False,
+    captures: bool = False,
 ) -> Painter:
     """The keyframe painter named by the settings; `restorer` replaces the configured one
     (benchmarks compare restorers on the same segmentation). With references, its identity
     gate tells their people apart (build_gate). footage: it paints a video or a live source,
     so with restore.self_reference it learns people from their open faces
-    (lostface.restore.selfref). With provenance.watermark every patch it paints carries the
+    (lostface.restore.selfref). captures: a face captured live will be adopted
+    (Painter.adopt), so its restorer and gate can learn people with no photo given and
+    self-reference off. With provenance.watermark every patch it paints carries the
     invisible watermark (lostface.provenance)."""
     from lostface.provenance import build_marker
     from lostface.restore.painter import Painter
 
-    ing = Ingredients(settings, references)
+    ing = Ingredients(settings, references, learns=captures)
     learns = footage and self_reference_on(settings)
     painter = Painter(
         SEGMENTERS.build(settings.mask.engine, ing),
@@ -278,7 +288,7 @@ def build_painter(
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
         min_face=settings.mask.min_face,
-        gate=build_gate(settings, references, learns),
+        gate=build_gate(settings, references, learns or captures),
         marker=build_marker(settings),
         mesh=_segment_mesh(settings),
     )

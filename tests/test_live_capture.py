@@ -165,7 +165,12 @@ def _run_live(pipe, frames, repeat: int = 2, capture: LiveCapture | None = None)
     return faces
 
 
-def test_a_capture_paints_that_persons_masked_face_and_nobody_elses(settings, detector):
+@pytest.mark.parametrize("self_reference", ["auto", "off"])
+def test_a_capture_paints_that_persons_masked_face_and_nobody_elses(
+    settings, detector, self_reference
+):
+    """Also with self-reference off and no photo given, where nothing else would teach the
+    painter anybody (as `vcam`/`stream --capture-reference` build it: captures=True)."""
     open_, masked, _ = singer_frames(str(shared_path("video", "stage_clip.mp4")), False)
     # the singer without the mask, as the live loop hands frames to a capture (a copy of
     # every third, judged on the capture's thread; the clock runs at 30 frames/s)
@@ -182,7 +187,9 @@ def test_a_capture_paints_that_persons_masked_face_and_nobody_elses(settings, de
     # and someone else, captured from photos
     other = _capture("obama", _photos("identity/obama/obama1.jpg"), settings, detector)
 
-    pipe = live_pipeline(settings, build_stages(settings, detector=detector), False)
+    painting = load_settings(overrides=[f"restore.self_reference={self_reference}"])
+    stages = build_stages(painting, detector=detector, captures=True)
+    pipe = live_pipeline(painting, stages, False)
     try:
         pipe.adopt("singer", capture.result.references)
         pipe.adopt("obama", other.references)

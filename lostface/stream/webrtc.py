@@ -611,7 +611,8 @@ class LiveServer:
         gate = None
         if self._gate is not None:
             gate = self._gate.fresh(set(bank.people()) if bank is not None else set())
-        return build_restorer(self.settings, bank), gate
+        # a session can capture a face at any time: its restorer must be able to learn it
+        return build_restorer(self.settings, bank, learns=True), gate
 
     def _new_pipeline(self) -> Pipeline:
         """Per session: fresh tracker, policy, painter and compositor state; the detector and
