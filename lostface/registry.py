@@ -281,18 +281,18 @@ def build_painter(
     from lostface.restore.painter import Painter
 
     ing = Ingredients(settings, references, learns=captures)
-    learns = footage and self_reference_on(settings)
+    from_footage = footage and self_reference_on(settings)
     painter = Painter(
         SEGMENTERS.build(settings.mask.engine, ing),
         UPSCALERS.build(settings.upscale.engine, ing),
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
         min_face=settings.mask.min_face,
-        gate=build_gate(settings, references, learns or captures),
+        gate=build_gate(settings, references, from_footage or captures),
         marker=build_marker(settings),
         mesh=_segment_mesh(settings),
     )
-    if learns:
+    if from_footage:
         painter.learn_from_footage(settings)
     return painter
 
