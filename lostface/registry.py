@@ -105,9 +105,11 @@ def _yolov8(ing: Ingredients) -> Detector:
 # -- segmenters --------------------------------------------------------------------------
 @SEGMENTERS.register("geometry", "face geometry and the covering's colour (embedded)")
 def _geometry(ing: Ingredients) -> Segmenter:
+    from lostface.restore.identity import second_look
     from lostface.restore.segment import GeometrySegmenter
 
-    return GeometrySegmenter(ing.settings.mask)
+    mask = ing.settings.mask
+    return GeometrySegmenter(mask, second_look() if mask.second_look else None)
 
 
 @SEGMENTERS.register(

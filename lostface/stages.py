@@ -145,6 +145,7 @@ class Segmenter(KeyframeEngine, Protocol):
         was_covered: bool | None = None,
         outline: bool = True,
         mesh: Callable[[], np.ndarray | None] | None = None,
+        inside: np.ndarray | None = None,
     ) -> CoverMask:
         """Covered region of one aligned face (canonical crop, see restore.align); landmarks:
         its 5 points in canonical space (the head turn narrows the far side); was_covered:
@@ -152,7 +153,9 @@ class Segmenter(KeyframeEngine, Protocol):
         outline=False: the decision and its score only, with empty masks (a covered face
         that is judged, not painted: self-reference's first pass). mesh: gives the face
         mesh's canonical points (N,2), or None; asked only when a covered region is
-        outlined, so an open face is never meshed."""
+        outlined, so an open face is never meshed. inside: where the crop shows the picture
+        (bool, the crop's shape; None: everywhere), for a face the picture's edge cuts: the
+        crop repeats the edge's pixels beyond it, which show no face (restore.align.in_picture)."""
         ...
 
 

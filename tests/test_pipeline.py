@@ -549,9 +549,9 @@ class _Recorder(Segmenter):
         self.inner = inner
         self.calls: list[bool | None] = []
 
-    def segment(self, face, landmarks=None, was_covered=None, outline=True, mesh=None):
+    def segment(self, face, landmarks=None, was_covered=None, outline=True, mesh=None, inside=None):
         self.calls.append(was_covered)
-        return self.inner.segment(face, landmarks, was_covered, outline, mesh)
+        return self.inner.segment(face, landmarks, was_covered, outline, mesh, inside)
 
 
 def test_keyframes_hand_the_face_s_previous_decision_to_the_segmenter(masked_frames, astronaut_bgr):

@@ -683,7 +683,7 @@ def test_embeddings_are_dlib_s_own_numbers(detector: CenterFaceDetector) -> None
     pytest.importorskip("dlib")
     from lostface.models import dlib_model_paths
     from lostface.restore import dlib_net, identity
-    from lostface.restore.identity import _BOX, _covered, embed
+    from lostface.restore.identity import FACE_BOX, _covered, embed
 
     faces = [_canonical_face(detector, "obama", 1), _canonical_face(detector, "biden", 2)]
     dlib, shape_model, _net = identity._dlib_models()
@@ -693,7 +693,9 @@ def test_embeddings_are_dlib_s_own_numbers(detector: CenterFaceDetector) -> None
 
     def binding(face: np.ndarray) -> np.ndarray:
         rgb = np.ascontiguousarray(_covered(face)[:, :, ::-1])
-        return np.asarray(rec.compute_face_descriptor(rgb, shape_model(rgb, dlib.rectangle(*_BOX))))
+        return np.asarray(
+            rec.compute_face_descriptor(rgb, shape_model(rgb, dlib.rectangle(*FACE_BOX)))
+        )
 
     ours = [embed(f) for f in faces]
     for a, f in zip(ours, faces, strict=True):

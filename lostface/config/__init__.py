@@ -96,6 +96,11 @@ class MaskSettings:
     # a face judged covered stays covered until its score falls this far below the threshold,
     # and one judged open needs this much above it (no flip-flop on a borderline face)
     presence_hysteresis: float = 0.08
+    # a face scoring within 0.08 of the threshold is judged by how far a neutral covering
+    # moves it in dlib's embedding: little, covered; far, open (a face painted on its last
+    # keyframe stays painted). Another look, independent of colour, at the faces the colour
+    # evidence leaves in doubt (lostface.restore.segment; needs dlib)
+    second_look: bool = True
     feather_radius: int = 6  # pixels (canonical space) of the soft mask edge
     dilate: int = 6  # pixels (canonical space) the covered region grows before feathering
     # cut the covered region along the covering's own edge (GrabCut on the face, keyframes only)

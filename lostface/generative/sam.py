@@ -250,10 +250,11 @@ class SamSegmenter(Segmenter):
         was_covered: bool | None = None,
         outline: bool = True,
         mesh: Callable[[], np.ndarray | None] | None = None,
+        inside: np.ndarray | None = None,
     ) -> CoverMask:
         import cv2
 
-        base = self.embedded.segment(face, landmarks, was_covered, outline, mesh)
+        base = self.embedded.segment(face, landmarks, was_covered, outline, mesh, inside)
         if not outline or not base.covered or landmarks is None or not base.hard.any():
             return base
         box, points, labels = prompts(landmarks, base.hard)

@@ -105,6 +105,23 @@ def warp_to_canonical(image: np.ndarray, m: np.ndarray) -> np.ndarray:
     )
 
 
+def in_picture(shape: tuple[int, ...], m: np.ndarray) -> np.ndarray | None:
+    """Where the canonical crop of transform `m` (image -> canonical) samples an image of
+    this shape (bool, CANON_SHAPE), for a face the image's edge cuts; None when the crop lies
+    inside the image everywhere (warp_to_canonical repeats the edge's pixels beyond it)."""
+    h, w = shape[:2]
+    cw, ch = CANON_DSIZE
+    corners = np.array([[0, 0], [cw - 1, 0], [cw - 1, ch - 1], [0, ch - 1]], np.float64)
+    pts = apply(invert(m), corners)
+    if (pts >= -0.5).all() and (pts[:, 0] <= w - 0.5).all() and (pts[:, 1] <= h - 0.5).all():
+        return None
+    ones = np.full((h, w), 255, np.uint8)
+    seen = cv2.warpAffine(
+        ones, m, CANON_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    return np.asarray(seen >= 128)
+
+
 def scale_of(m: np.ndarray) -> float:
     """Uniform scale factor of a similarity transform."""
     return float(np.sqrt(abs(np.linalg.det(np.asarray(m, np.float64)[:, :2]))))

@@ -385,6 +385,7 @@ class Painter:
                 self._covered.get(job.track_id),
                 outline=outline,
                 mesh=outline_mesh if mesh is not None and outline else None,
+                inside=align.in_picture(pixels.shape, m),
             )
         self._covered[job.track_id] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
