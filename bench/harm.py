@@ -11,6 +11,13 @@ coverings are missed.
 
     python bench/harm.py [--photos N] [--no-clips] [--dim K] [--bright K] [--set KEY=VALUE ...]
                          [--tiles DIR]
+    python bench/harm.py --folders UNMASKED MASKED [--set KEY=VALUE ...]
+
+--folders judges the largest face of every photo in two other folders instead, less the photos
+../shared/data holds (matched by a small thumbnail): the dataset that ../shared/data's photos
+were taken from (the `dataset/without_mask` and `dataset/with_mask` folders of the public
+repository chandrikadeb7/Face-Mask-Detection) checks that the decision was not fitted to the
+photos here. Its photos are not part of the project; fetch them yourself.
 
 --dim K also judges every photo darkened K times (a night scene, a dim stage), and --bright K
 every photo brightened K times, clipped to white (an overexposed webcam, a face in the sun):
@@ -44,6 +51,30 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 
 
+def _thumb(image: np.ndarray) -> np.ndarray:
+    """A 16x16 grey thumbnail, normalised, and the aspect ratio: the same photo resized or
+    saved again matches it."""
+    g = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (16, 16), interpolation=cv2.INTER_AREA)
+    g = g.astype(np.float32).ravel()
+    return np.concatenate([(g - g.mean()) / (g.std() + 1e-6), [image.shape[1] / image.shape[0]]])
+
+
+def held_out(folder: Path, shared: Path) -> set[str]:
+    """The photos of `folder` that `shared` does not hold (../shared/data took its photos from
+    a public dataset; its other photos are a check that the decision was not fitted to ours)."""
+    known = np.array([_thumb(cv2.imread(str(p))) for p in sorted(shared.iterdir())])
+    keep = set()
+    for path in sorted(folder.iterdir()):
+        image = cv2.imread(str(path))
+        if image is None:
+            continue
+        t = _thumb(image)
+        near = np.abs(known[:, :-1] - t[:-1]).mean(axis=1) + 5 * np.abs(known[:, -1] - t[-1])
+        if near.min() > 0.15:
+            keep.add(path.name)
+    return keep
+
+
 def photos(
     settings: Settings,
     folder: Path,
@@ -51,6 +82,7 @@ def photos(
     dim: float = 1.0,
     every_face: bool = False,
     bright: float = 1.0,
+    only: set[str] | None = None,
 ) -> dict:
     """The covered/not-covered decision on the largest face of each photo in `folder`
     (darkened `dim` times, or brightened `bright` times and clipped, after the face was
@@ -59,6 +91,8 @@ def photos(
     detector = build_detector(settings)
     painter = build_painter(settings)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if only is not None:
+        files = [p for p in files if p.name in only]
     if limit:
         files = files[:limit]
     covered: list[str] = []
@@ -71,6 +105,9 @@ def photos(
         image = cv2.imread(str(path))
         if image is None:
             continue
+        if max(image.shape[:2]) > 1024:  # as ../shared/data's photos were resized
+            k = 1024 / max(image.shape[:2])
+            image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
         dets = detector.detect(image)
         if len(dets) == 0:
             no_face.append(path.name)
@@ -167,7 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tiles", type=Path, default=None, help="write mosaics of wrong decisions")
     ap.add_argument("--out", type=Path, default=RESULTS / "harm.json")
+    ap.add_argument(
+        "--folders",
+        nargs=2,
+        type=Path,
+        metavar=("UNMASKED", "MASKED"),
+        help="judge the photos of these folders instead (e.g. the dataset ../shared/data's "
+        "photos come from), less those ../shared/data holds; writes harm_folders.json",
+    )
     args = ap.parse_args(argv)
+    if args.folders:
+        return other_folders(args)
     for part in ("unmasked", "masked", "video/stage_clip.mp4"):
         if not (DATA / part).exists():
             print(f"{DATA / part} is absent: this benchmark needs ../shared/data", file=sys.stderr)
@@ -229,6 +276,29 @@ def main(argv: list[str] | None = None) -> int:
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def other_folders(args: argparse.Namespace) -> int:
+    """--folders: the decision on photos that are not ../shared/data's."""
+    settings = load_settings(overrides=args.overrides)
+    result: dict = {"settings": args.overrides, "folders": [str(f) for f in args.folders]}
+    for kind, folder in zip(("unmasked", "masked"), args.folders, strict=True):
+        if not folder.is_dir():
+            print(f"{folder} is not a folder of photos", file=sys.stderr)
+            return 2
+        only = held_out(folder, DATA / kind) if (DATA / kind).exists() else None
+        r = photos(settings, folder, args.photos, only=only)
+        r.pop("_tiles")
+        result[kind] = r
+        print(
+            f"{kind} ({folder}, {len(only) if only is not None else 'all'} photos not in "
+            f"../shared/data): {r['judged_covered']}/{r['faces']} faces judged covered "
+            f"({100 * r['share_judged_covered']:.2f}%)"
+        )
+    out = args.out if args.out != RESULTS / "harm.json" else RESULTS / "harm_folders.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
