@@ -83,6 +83,7 @@ def photos(
     every_face: bool = False,
     bright: float = 1.0,
     only: set[str] | None = None,
+    shifts: bool = False,
 ) -> dict:
     """The covered/not-covered decision on the largest face of each photo in `folder`
     (darkened `dim` times, or brightened `bright` times and clipped, after the face was
@@ -99,12 +100,15 @@ def photos(
     scores: dict[str, float] = {}
     no_face: list[str] = []
     tiles: dict[str, np.ndarray] = {}
+    moved: dict[str, float] = {}
+    sizes: dict[str, int] = {}  # the short side of each photo as read
     others_found = 0
     others_covered: dict[str, float] = {}  # "photo#k" (face k, detector order): its score
     for path in files:
         image = cv2.imread(str(path))
         if image is None:
             continue
+        sizes[path.name] = min(image.shape[:2])
         if max(image.shape[:2]) > 1024:  # as ../shared/data's photos were resized
             k = 1024 / max(image.shape[:2])
             image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
@@ -128,6 +132,10 @@ def photos(
         if painted.covered:
             covered.append(path.name)
         tiles[path.name] = align.warp_to_canonical(image, align.to_canonical(dets.landmarks[i]))
+        if shifts:  # how far a neutral covering moves the face (the segmenter's second look)
+            from lostface.restore.identity import cover_shift
+
+            moved[path.name] = round(cover_shift(tiles[path.name]), 4)
         for k in range(len(dets)) if every_face else ():
             other = PaintJob.from_frame(k, 0, image, dets.landmarks[k]) if k != i else None
             if other is None:
@@ -157,6 +165,8 @@ def photos(
         "share_judged_covered": len(covered) / max(judged, 1),
         "covered": covered,
         "scores": scores,
+        **({"cover_shift": moved} if shifts else {}),
+        "short_side": sizes,
         **extra,
         "_tiles": tiles,
     }
@@ -205,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles", type=Path, default=None, help="write mosaics of wrong decisions")
     ap.add_argument("--out", type=Path, default=RESULTS / "harm.json")
     ap.add_argument(
+        "--shifts",
+        action="store_true",
+        help="also how far a neutral covering moves each largest face in dlib's embedding",
+    )
+    ap.add_argument(
         "--folders",
         nargs=2,
         type=Path,
@@ -222,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(overrides=args.overrides)
     result: dict = {"settings": args.overrides}
     for kind in ("unmasked", "masked"):
-        r = photos(settings, DATA / kind, args.photos, every_face=kind == "unmasked")
+        r = photos(
+            settings, DATA / kind, args.photos, every_face=kind == "unmasked", shifts=args.shifts
+        )
         tiles = r.pop("_tiles")
         result[kind] = r
         wrong = (
@@ -250,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({100 * m['share_judged_covered']:.1f}%, target >= 97%); no face found on "
         f"{len(m['no_face'])}"
     )
+    for kind in ("unmasked", "masked") if args.shifts else ():
+        q = np.percentile(list(result[kind]["cover_shift"].values()), [5, 25, 50, 75, 95])
+        print(f"  {kind}: a neutral covering moves the face {' / '.join(f'{v:.2f}' for v in q)}")
+    if args.shifts:
+        print("  (5th / 25th / 50th / 75th / 95th percentiles, dlib distance)")
     # the same photos darkened or brightened (`photos`' argument of that name)
     for key, word, k in (("dim", "darkened", args.dim), ("bright", "brightened", args.bright)):
         if not k:
@@ -291,10 +313,15 @@ def other_folders(args: argparse.Namespace) -> int:
         r = photos(settings, folder, args.photos, only=only)
         r.pop("_tiles")
         result[kind] = r
+        # ../shared/data took photos of 224 px or more (open) and 256 px or more (masked)
+        least = 224 if kind == "unmasked" else 256
+        large = [n for n in r["scores"] if r["short_side"][n] >= least]
+        covered = set(r["covered"])
         print(
             f"{kind} ({folder}, {len(only) if only is not None else 'all'} photos not in "
             f"../shared/data): {r['judged_covered']}/{r['faces']} faces judged covered "
-            f"({100 * r['share_judged_covered']:.2f}%)"
+            f"({100 * r['share_judged_covered']:.2f}%); on the photos of {least} px or more: "
+            f"{sum(n in covered for n in large)}/{len(large)}"
         )
     out = args.out if args.out != RESULTS / "harm.json" else RESULTS / "harm_folders.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -180,7 +180,7 @@ _MAX_TURN = 2.0
 # _SECOND_LOOK_IN_SIGHT of the face that dlib reads (identity.FACE_BOX) inside the picture
 # (the crop repeats the edge's pixels beyond it, which move no embedding as a face would).
 # On the real photos of ../shared/data open faces move 0.40 or more in 95 of 100 (median
-# 0.49), covered ones a median 0.37 (0.44 at the 75th percentile).
+# 0.49), covered ones a median 0.37 (0.44 at the 75th percentile): bench/harm.py --shifts.
 _SECOND_LOOK_BAND = 0.08
 _SECOND_LOOK_COVERED = 0.38
 _SECOND_LOOK_OPEN = 0.52
