@@ -5,6 +5,8 @@ coverings are missed.
   ../shared/data/masked (real coverings, must be judged covered), through the product's own
   painter (detector, alignment, segmenter), as `lostface restore` judges them; in the unmasked
   photos every other face found too (none may be judged covered);
+- regions: of the masked photos judged covered, those whose covered region holds under half of
+  the zone between the nose tip and the mouth (the covering left in sight);
 - clips: real footage in which nobody wears a mask (../shared/data/video/stage_clip.mp4 and
   the demo's carphone clip) through the video pipeline (runner.process_video, `--tracks`):
   the frames with a face judged covered are frames with a painted face.
@@ -49,6 +51,11 @@ from lostface.runner import process_video
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
+# Canonical crop: from the nose tip to just below the mouth, between its corners. Every face
+# covering hides it; a region that holds little of it left the covering in sight.
+_NOSE, _LEFT, _RIGHT = align.CANON_LANDMARKS[2], align.CANON_LANDMARKS[3], align.CANON_LANDMARKS[4]
+MOUTH_ZONE = np.zeros(align.CANON_SHAPE, bool)
+MOUTH_ZONE[int(_NOSE[1]) : int(_LEFT[1]) + 8, int(_LEFT[0]) : int(_RIGHT[0]) + 1] = True
 
 
 def _thumb(image: np.ndarray) -> np.ndarray:
@@ -102,6 +109,7 @@ def photos(
     tiles: dict[str, np.ndarray] = {}
     moved: dict[str, float] = {}
     sizes: dict[str, int] = {}  # the short side of each photo as read
+    held: dict[str, float] = {}  # faces judged covered: share of the mouth zone their region holds
     others_found = 0
     others_covered: dict[str, float] = {}  # "photo#k" (face k, detector order): its score
     for path in files:
@@ -131,6 +139,8 @@ def photos(
         scores[path.name] = round(float(painted.score), 4)
         if painted.covered:
             covered.append(path.name)
+            if painted.cover is not None:
+                held[path.name] = round(float(painted.cover.hard[MOUTH_ZONE].mean()), 4)
         tiles[path.name] = align.warp_to_canonical(image, align.to_canonical(dets.landmarks[i]))
         if shifts:  # how far a neutral covering moves the face (the segmenter's second look)
             from lostface.restore.identity import cover_shift
@@ -167,6 +177,7 @@ def photos(
         "scores": scores,
         **({"cover_shift": moved} if shifts else {}),
         "short_side": sizes,
+        "region_holds_mouth_zone": held,
         **extra,
         "_tiles": tiles,
     }
@@ -266,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         f"masked photos judged covered:   {m['judged_covered']}/{m['faces']} "
         f"({100 * m['share_judged_covered']:.1f}%, target >= 97%); no face found on "
         f"{len(m['no_face'])}"
+    )
+    short = sorted(n for n, v in m["region_holds_mouth_zone"].items() if v < 0.5)
+    print(
+        f"  of those, outlined short (the region holds under half the zone between the nose tip "
+        f"and the mouth): {len(short)}: {', '.join(short)}"
     )
     for kind in ("unmasked", "masked") if args.shifts else ():
         q = np.percentile(list(result[kind]["cover_shift"].values()), [5, 25, 50, 75, 95])

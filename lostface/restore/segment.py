@@ -76,6 +76,14 @@ _EDGE_CAP = 0.5
 _MAT_LOG_L_SPREAD = (0.12, 0.6)
 _MAT_AB_SPREAD = (3.0, 16.0)
 _MAT_Z = 3.5
+# A covering close to the skin's colour (see GeometrySegmenter._shape): taken from the material
+# over the nose tip and mouth when the colour shape holds less than _PALE_CORE of that zone,
+# the zone's median lies at least _PALE_Z robust units from the skin (white or grey coverings
+# on real photos: 1.5-2.7; an open cheek: under 1) and the face is turned less than _PALE_TURN
+# (align.yaw_proxy, about 47 degrees; beyond it the zone lies on the near cheek's skin).
+_PALE_CORE = 0.5
+_PALE_Z = 1.2
+_PALE_TURN = 0.6
 # Head turn from the landmarks (align.yaw_proxy) ~ _YAW_GAIN * tan(turn angle) (taken on the
 # weak side: a mask stands off the far cheek), for a head
 # of radius _HEAD_R canonical pixels with the eyes _EYE_ANGLE and the mask's side edges
@@ -556,8 +564,9 @@ class GeometrySegmenter(Segmenter):
         bound = self._bound(landmarks)
         if landmarks is not None and len(landmarks) >= 5 + MESH_POINTS:
             bound = bound & self._mesh_bound(np.asarray(landmarks, np.float64)[5:])
-        nonskin = _nearest(lab, models) > _NONSKIN_Z
-        hard = self._shape(nonskin, lab, bound)
+        skin_z = _nearest(lab, models)
+        nonskin = skin_z > _NONSKIN_Z
+        hard = self._shape(nonskin, lab, bound, skin_z if abs(yaw) < _PALE_TURN else None)
         if self.settings.refine:
             hard = self._cut(face, hard, bound)
         if abs(yaw) > _TURNED:
@@ -606,14 +615,42 @@ class GeometrySegmenter(Segmenter):
         fine = np.abs(band - cv2.GaussianBlur(grey, (0, 0), 1.0)[rows, cols])
         return bool(np.median(band) >= _MIN_SKIN_L and fine.mean() >= _MIN_DETAIL)
 
-    def _shape(self, nonskin: np.ndarray, lab: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    def _shape(
+        self,
+        nonskin: np.ndarray,
+        lab: np.ndarray,
+        bound: np.ndarray,
+        skin_z: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One solid covering: non-skin pixels that look like the material found over the
-        nose tip and mouth, connected to it, inside the geometric bound."""
-        s = CANON_SIZE
+        nose tip and mouth, connected to it, inside the geometric bound.
+
+        A covering close to the skin's own colour (white or grey on pale skin, a washed-out
+        or black-and-white photo) reads as skin, and its shape then misses the zone over the
+        nose tip and mouth. Given the skin distances (skin_z; None: not this way), where the
+        shape holds less than _PALE_CORE of that zone and the zone is no skin (_PALE_Z), the
+        pixels nearer the material sampled over the whole zone than the skin (each in its
+        own robust units) join the non-skin ones."""
         cand = nonskin & bound
         z = self._material(lab, cand)
         if z is not None:
             cand &= z < _MAT_Z
+        hard = self._solid(cand, bound)
+        core = self._core & bound
+        if skin_z is None or int((hard[self._y0 :] & core).sum()) >= _PALE_CORE * max(
+            int(core.sum()), 1
+        ):
+            return hard
+        if not core.any() or float(np.median(skin_z[core])) < _PALE_Z:
+            return hard
+        pale = self._material(lab, core)
+        if pale is None:
+            return hard
+        return self._solid(cand | (bound & (pale < _MAT_Z) & (pale < skin_z)), bound)
+
+    def _solid(self, cand: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        """The convex hull of the candidates (rows y0..S) that reach the material zone, after
+        closing and opening, inside the bound; all rows of the crop."""
         m: np.ndarray = cand.astype(np.uint8) * 255
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, self._close)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, self._open)
@@ -628,7 +665,7 @@ class GeometrySegmenter(Segmenter):
             keep = np.array([1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))])
         pts = cv2.findNonZero(np.isin(labels, keep).astype(np.uint8))
         hull = cv2.convexHull(pts)
-        filled = np.zeros((CANON_HEIGHT - self._y0, s), np.uint8)
+        filled = np.zeros((CANON_HEIGHT - self._y0, CANON_SIZE), np.uint8)
         cv2.fillConvexPoly(filled, hull, 255)
         hard[self._y0 :] = (filled > 0) & bound
         return hard
