@@ -486,6 +486,25 @@ def test_the_neutral_fill_takes_its_colour_from_skin_not_from_a_white_cap(detect
     assert checked >= 3
 
 
+def test_the_neutral_fill_is_not_darkened_by_a_hair_fringe(detector) -> None:
+    """A dark hair fringe or a hat's shadow over the forehead (painted dark brown on real open
+    faces) is no skin either: the fill takes the lighter nose bridge's lightness and colour
+    (it took the fringe's, and masked faces under a fringe were filled dark brown or grey)."""
+    from lostface.restore.fill import neutral_fill
+
+    forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
+    support = (regions.lower_face_mask() > 0).astype(np.uint8)
+    for path in sample("unmasked", 6):
+        image = cv2.imread(str(path))
+        face = warp_to_canonical(image, to_canonical(faces(detector, image)[0]))
+        face[forehead] = (30, 42, 58)  # dark brown hair
+        lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        bridge = np.median(lab[regions.mid_skin_mask() > 0], axis=0)
+        fill = np.clip(neutral_fill(face, support, light_pull=0.5), 0, 255).astype(np.float32)
+        painted = np.median(cv2.cvtColor(fill / 255.0, cv2.COLOR_BGR2Lab)[support > 0], axis=0)
+        assert abs(painted[0] - bridge[0]) < 10, (path.name, painted, bridge)
+
+
 def test_a_hair_fringe_and_sunglasses_are_not_taken_for_the_skin(detector, segmenter) -> None:
     """The visible skin is sampled on the forehead and the nose bridge. Under a dark hair
     fringe and sunglasses both samples are dark, and a smiling open face looked unlike its

@@ -4,8 +4,8 @@ Classical and cheap: inpaint the covered region from its border for its shading,
 shading to broad strokes (inpainting each pixel from its nearest border draws streaks and
 creases, such as an X where a hand or a collar lies below the covering, which look worse than
 a soft face), and take its colour (Lab a, b) from the
-face's own visible skin alone (the forehead with the nose bridge, or the nose bridge where a
-white cap hides the forehead): the border also holds the covering's rim, and a green or blue
+face's own visible skin alone (the lighter of the forehead and the nose bridge, leaving out a
+white cap over the forehead): the border also holds the covering's rim, and a green or blue
 covering must not leave a green or blue face.
 """
 
@@ -96,7 +96,9 @@ def neutral_fill(
     if medians:
         # the forehead with the nose bridge, unless it is a white cap (regions.trusted_skin)
         kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians])
-        mu = medians[kept[0]]
+        # of those, the lighter: a hair fringe or a hat's shadow over one sample is darker
+        # than the skin the other shows
+        mu = medians[max(kept, key=lambda k: float(medians[k][0]))]
         if lightness is not None:
             mu[0] = lightness
         lab[..., 1:] = (1 - chroma_pull) * lab[..., 1:] + chroma_pull * mu[1:]
