@@ -79,8 +79,9 @@ _MAT_Z = 3.5
 # A covering close to the skin's colour (see GeometrySegmenter._shape): taken from the material
 # over the nose tip and mouth when the colour shape holds less than _PALE_CORE of that zone,
 # the zone's median lies at least _PALE_Z robust units from the skin (white or grey coverings
-# on real photos: 1.5-2.7; an open cheek: under 1) and the face is turned less than _PALE_TURN
-# (align.yaw_proxy, about 47 degrees; beyond it the zone lies on the near cheek's skin).
+# on real photos: 1.5-2.7; a dim face in the stage clip whose zone showed skin: 0.7) and the
+# face is turned less than _PALE_TURN (align.yaw_proxy, about 47 degrees; beyond it the zone
+# lies across the near cheek and the covering's edge).
 _PALE_CORE = 0.5
 _PALE_Z = 1.2
 _PALE_TURN = 0.6
