@@ -352,3 +352,20 @@ def test_named_references_keep_their_name_when_made_absolute(tmp_path, monkeypat
     got = reference_paths(["singer=pic.jpg", "pic.jpg", "=pic.jpg", "a=b.jpg", "singer=pic.jpg"])
     pic = str(tmp_path / "pic.jpg")
     assert got == [f"singer={pic}", pic, f"={pic}", str(tmp_path / "a=b.jpg")]
+
+
+def test_a_quick_restore_exits_cleanly(tmp_path):
+    """A small photo is done before dlib's models (loaded beside the rest) are: the process
+    ended inside onnxruntime's session set-up and aborted (exit 134, "terminate called without
+    an active exception") after writing its output. A real masked photo shrunk to 96 px."""
+    from tests.conftest import shared_path
+
+    image = cv2.imread(str(shared_path("masked") / "0010.jpg"))
+    k = 96 / max(image.shape[:2])
+    src = tmp_path / "small.png"
+    cv2.imwrite(str(src), cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA))
+    for _ in range(4):  # it aborted on about half of the runs
+        proc = _run(["restore", str(src), "-o", str(tmp_path / "out.png"), "-q"])
+        assert proc.returncode == 0, proc.stderr
+        assert "terminate" not in proc.stderr
+        assert (tmp_path / "out.png").is_file()
