@@ -339,6 +339,12 @@ def other_folders(args: argparse.Namespace) -> int:
             f"({100 * r['share_judged_covered']:.2f}%); on the photos of {least} px or more: "
             f"{sum(n in covered for n in large)}/{len(large)}"
         )
+        if kind == "masked":
+            short = [n for n, v in r["region_holds_mouth_zone"].items() if v < 0.5]
+            print(
+                f"  of those judged covered, outlined short (the region holds under half the zone "
+                f"between the nose tip and the mouth): {len(short)}/{len(covered)}"
+            )
     out = args.out if args.out != RESULTS / "harm.json" else RESULTS / "harm_folders.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
