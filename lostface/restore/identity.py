@@ -101,10 +101,10 @@ def _covered(face: np.ndarray) -> np.ndarray:
 
 def start_embedding() -> None:
     """Load dlib's models on a thread of their own, so the first embed() finds them loaded
-    (about 0.2 s, while the caller builds the rest). Not a daemon: a short job (a small photo
-    with no face to judge) can end while the thread is inside onnxruntime's session set-up, and
-    an interpreter torn down under it aborts the process (exit 134 after the output was
-    written); the interpreter waits for the load instead."""
+    (about 0.2 s, while the caller builds the rest). Not a daemon: a short job (a photo about
+    100 px wide, its face painted in a moment) can end while the thread is inside
+    onnxruntime's session set-up, and an interpreter torn down under it aborts the process
+    (exit 134 after the output was written); the interpreter waits for the load instead."""
 
     def load() -> None:
         try:
