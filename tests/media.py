@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 # audio encoder -> sample rate it is written at
 _AUDIO_RATES = {"aac": 44100, "libopus": 48000, "pcm_s16le": 44100, "libmp3lame": 44100}
@@ -25,13 +26,18 @@ def write_clip(
     time_base: Fraction | None = None,
     rotation: int = 0,
     gop: int = 0,
+    colour: tuple[int, int] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode BGR frames (and a 440 Hz tone, when audio) into `path`.
 
     start: seconds before the first frame and the first sound (both streams start there);
     time_base: the video's (default 1/rate); rotation: a display matrix turning the stored
     pictures that many degrees counter-clockwise (store them turned the other way); gop: a
-    keyframe every that many frames (0: the encoder's default)."""
+    keyframe every that many frames (0: the encoder's default); colour: (FFmpeg's colorspace,
+    color_range) the pixels are converted with by swscale and tagged with, as cameras and phones
+    tag theirs (BT.709 = 1, full range = 2); options: the encoder's (e.g. {"qp": "0"},
+    lossless)."""
     h, w = frames[0].shape[:2]
     tb = time_base or Fraction(1, rate)
     with av.open(str(path), "w") as out:
@@ -43,12 +49,27 @@ def write_clip(
             vs.set_display_rotation(rotation)
         if gop:
             vs.codec_context.gop_size = gop
+        if options:
+            vs.codec_context.options = dict(options)
+        if colour is not None:
+            vs.codec_context.colorspace, vs.codec_context.color_range = colour
+            vs.codec_context.color_primaries = vs.codec_context.color_trc = colour[0]
         sr = _AUDIO_RATES.get(audio_codec, 44100)
         as_ = out.add_stream(audio_codec, rate=sr, layout="mono") if audio else None
         first = int(round(start / tb))
         step = Fraction(1, rate) / tb
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+            if colour is not None:
+                vf = VideoReformatter().reformat(
+                    vf,
+                    format=vs.pix_fmt,
+                    dst_colorspace=colour[0],
+                    src_color_range="JPEG",
+                    dst_color_range=colour[1],
+                )
+                vf.colorspace, vf.color_range = colour
+                vf.color_primaries = vf.color_trc = colour[0]
             vf.pts = first + int(round(i * step))
             vf.time_base = tb
             for p in vs.encode(vf):

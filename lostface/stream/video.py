@@ -5,7 +5,8 @@ A video with a display rotation (phones store portrait video as landscape pixels
 display matrix) is decoded upright, so detectors and painters see upright faces, and written
 upright with no rotation left in the output: it plays as the input did, in every player.
 Odd picture sizes are padded by one pixel to even sizes (4:2:0 plays everywhere) unless
-video.exact_size asks for them exactly.
+video.exact_size asks for them exactly. Frames are written with the colour matrix and range
+they were read with, and the output is tagged with them (lostface.stream.colour).
 
 Decoding and encoding each run in their own thread (FFmpeg releases the GIL), so the frame
 loop only ever waits on bounded queues. Output is written to a hidden temporary file beside
@@ -34,6 +35,7 @@ from lostface.config import VideoSettings
 from lostface.errors import InputError, OutputError
 from lostface.frame import Frame
 from lostface.stream.audio import AudioTrack
+from lostface.stream.colour import Colour, from_bgr, to_bgr
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class VideoInfo:
     frames: int  # 0 when the container does not say
     has_audio: bool
     rotation: int = 0  # degrees counter-clockwise the input's display matrix turns it (0-270)
+    colour: Colour = Colour()  # the input's colour matrix and range, written back on the output
 
 
 def check_input(path: str | Path) -> Path:
@@ -118,6 +121,12 @@ def check_video_output(out: str | Path) -> Path:
 def display_rotation(path: str | Path) -> int:
     """Degrees counter-clockwise (0, 90, 180 or 270) that the video's display matrix turns its
     pictures; FFmpeg puts the matrix on every decoded frame, so the first one is read."""
+    return _first_frame(path)[0]
+
+
+def _first_frame(path: str | Path) -> tuple[int, Colour]:
+    """The display rotation (display_rotation) and the colour description of the first frame
+    (decoders fill it from the bitstream, which the container may not repeat)."""
     try:
         with av.open(str(path), mode="r") as c:
             for vf in c.decode(video=0):
@@ -131,10 +140,10 @@ def display_rotation(path: str | Path) -> int:
                         degrees,
                         turns * 90,
                     )
-                return turns * 90
+                return turns * 90, Colour.of(vf)
     except (av.error.FFmpegError, OSError):
         pass
-    return 0
+    return 0, Colour()
 
 
 class VideoReader:
@@ -172,7 +181,7 @@ class VideoReader:
                 f"Input {self.path} has a video stream with no picture size; it looks corrupt."
             )
         rate = self.video.average_rate or self.video.guessed_rate or Fraction(30, 1)
-        self.rotation = display_rotation(self.path)
+        self.rotation, colour = _first_frame(self.path)
         self._turn = _TURNS.get(self.rotation // 90)
         width, height = (cc.width, cc.height) if self.rotation % 180 == 0 else (cc.height, cc.width)
         if self.rotation:
@@ -198,6 +207,7 @@ class VideoReader:
             frames=int(self.video.frames or 0),
             has_audio=self.audio is not None,
             rotation=self.rotation,
+            colour=colour,
         )
 
     def seek(self, pts: int) -> None:
@@ -207,7 +217,7 @@ class VideoReader:
 
     def _image(self, vf: av.VideoFrame) -> np.ndarray:
         """The frame's pixels as BGR, upright (the display rotation applied)."""
-        img = vf.to_ndarray(format="bgr24")
+        img = to_bgr(vf)
         return img if self._turn is None else cv2.rotate(img, self._turn)
 
     def sample(self, every: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -434,6 +444,8 @@ class VideoWriter:
                 "preset": self.settings.preset,
                 "crf": str(self.settings.crf),
             }
+        if self.info.colour.tagged and not self.pix_fmt.startswith(("rgb", "bgr", "gbr")):
+            self.info.colour.tag(self.stream.codec_context)  # what players read the pixels with
         if self.settings.threads:
             self.stream.codec_context.thread_count = self.settings.threads
         self.stream.thread_type = "AUTO"
@@ -473,12 +485,7 @@ class VideoWriter:
         img = frame.image
         if self._pad != (0, 0):
             img = cv2.copyMakeBorder(img, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
-        if img.flags.c_contiguous:
-            # wraps the array instead of copying it: encoding converts it to pix_fmt at once,
-            # and no stage writes to a frame's image after handing it to the writer
-            vf = av.VideoFrame.from_numpy_buffer(img, format="bgr24")
-        else:
-            vf = av.VideoFrame.from_ndarray(img, format="bgr24")
+        vf = from_bgr(img, self.pix_fmt, self.info.colour)
         vf.pts = self._pts(frame)
         vf.time_base = self.time_base
         for packet in self.stream.encode(vf):
