@@ -4,10 +4,10 @@ back with the matrix and range they were read with, and the output is tagged wit
 A video says how its YUV values map to colours: the matrix (BT.601 for standard definition and
 most untagged files, BT.709 for HD from phones and cameras) and the range (limited, 16-235, or
 full). FFmpeg's swscale reads each frame with its own pair, but wrote the BGR arrays back with
-BT.601 in the limited range unless told otherwise, and the output carried no tag: every player
-turned the colours of a BT.709 phone video wherever untagged HD is read as BT.709, as browsers
-do (saturated colours by up to 41 levels on a 1280x720 test picture), and a full-range webcam
-recording was squeezed into the limited range.
+BT.601 in the limited range unless told otherwise, and the output carried no tag: a BT.709
+phone video's colours turned wherever untagged HD is read as BT.709, as browsers do (saturated
+colours by up to 41 levels on a 1280x720 test picture), and a full-range webcam recording was
+squeezed into the limited range.
 
 Reading stays swscale's (`to_bgr`: what every stage and benchmark was measured on; its fast
 path reads about a level darker than the exact conversion, and a round trip keeps that shift:
