@@ -83,3 +83,17 @@ def test_other_pixel_formats_and_odd_sizes_go_through_swscale_with_the_tags(astr
     odd = np.ascontiguousarray(img[:239, :319])
     vf = from_bgr(odd, "yuv444p", Colour())
     assert np.abs(to_bgr(vf).astype(int) - odd).mean() < 2.0
+
+
+def test_a_matrix_that_is_not_written_here_is_not_claimed(astronaut_bgr):
+    """A source tagged with a matrix the writer does not use (RGB, YCgCo) is written with
+    BT.601 and tagged unspecified, never with the source's claim."""
+    img = _picture(astronaut_bgr)
+    src = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+    for space in (0, 8):
+        src.colorspace = space
+        colour = Colour.of(src)
+        assert colour.space == 2
+        vf = from_bgr(img, "yuv420p", colour)
+        assert vf.colorspace == 2
+        assert np.abs(to_bgr(vf).astype(int) - img)[INSIDE].max() <= 4

@@ -61,10 +61,14 @@ class Colour:
 
     @classmethod
     def of(cls, source: av.VideoFrame) -> Colour:
-        """The colour description a decoded frame carries."""
+        """The colour description a decoded frame carries. A matrix other than the YUV ones
+        written here (RGB, YCgCo, ICtCp) counts as unspecified: the output is YUV written with
+        BT.601 and must not claim another matrix."""
+        space = int(source.colorspace or UNSPECIFIED)
+        colour_range = int(source.color_range or 0)
         return cls(
-            space=int(source.colorspace or UNSPECIFIED),
-            range=int(source.color_range or 0),
+            space=space if space in _LUMA else UNSPECIFIED,
+            range=colour_range if colour_range in (0, 1, _FULL_RANGE) else 0,
             primaries=int(source.color_primaries or UNSPECIFIED),
             trc=int(source.color_trc or UNSPECIFIED),
         )
