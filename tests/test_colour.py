@@ -52,27 +52,31 @@ def test_a_copied_video_keeps_its_colours_and_its_colour_tags(tmp_path, astronau
     assert len(outs) == len(ins) == 4
     for vin, vout in zip(ins, outs, strict=True):
         assert Colour.of(vout) == Colour.of(vin)
-        # swscale's reading is about a level dark (lostface.stream.colour), and no more
+        # swscale's reading is about a level dark (lostface.stream.colour), and no more;
+        # untagged video is written by swscale's defaults as before, which round a little more
+        plain = Colour.of(vin).plain
         yin, yout = vin.to_ndarray().astype(int), vout.to_ndarray().astype(int)
         assert np.abs(yout - yin).mean() < 1.2
-        assert abs((yout - yin).mean()) < 1.0
+        assert abs((yout - yin).mean()) < 1.0 + 0.2 * plain
         # what a player that reads the tags shows (swscale honours them when decoding)
         shown_in = vin.to_ndarray(format="bgr24").astype(int)
         shown_out = vout.to_ndarray(format="bgr24").astype(int)
-        assert np.abs(shown_out - shown_in)[INSIDE].max() <= 3
-        assert np.abs(shown_out - shown_in).mean() < 1.5
+        assert np.abs(shown_out - shown_in)[INSIDE].max() <= 3 + 2 * plain
+        assert np.abs(shown_out - shown_in).mean() < 1.5 + 0.5 * plain
 
 
 @pytest.mark.parametrize("colour", [Colour(), Colour(1, 1, 1, 1), Colour(6, 2, 6, 6), Colour(9, 1)])
 def test_written_frames_read_back_as_the_picture_they_were_made_from(astronaut_bgr, colour):
-    """from_bgr (OpenCV, or a matrix of our own) against an independent reading of its
-    frames: swscale's, told the frame's matrix and range by its tags."""
+    """from_bgr (a matrix of our own; swscale's defaults for untagged BT.601) against an
+    independent reading of its frames: swscale's, told the frame's matrix and range by its
+    tags."""
     img = _picture(astronaut_bgr)
     vf = from_bgr(img, "yuv420p", colour)
     assert vf.format.name == "yuv420p" and Colour.of(vf) == colour
     back = to_bgr(vf).astype(int)
-    assert abs((back - img).mean()) < 1.2  # swscale's reading: about a level dark
-    assert np.abs(back - img)[INSIDE].max() <= 4  # the saturated colours come back
+    # swscale's reading is about a level dark, its writing about one more
+    assert abs((back - img).mean()) < (2.2 if colour.plain else 1.2)
+    assert np.abs(back - img)[INSIDE].max() <= 6  # the saturated colours come back
 
 
 def test_other_pixel_formats_and_odd_sizes_go_through_swscale_with_the_tags(astronaut_bgr):
@@ -96,4 +100,4 @@ def test_a_matrix_that_is_not_written_here_is_not_claimed(astronaut_bgr):
         assert colour.space == 2
         vf = from_bgr(img, "yuv420p", colour)
         assert vf.colorspace == 2
-        assert np.abs(to_bgr(vf).astype(int) - img)[INSIDE].max() <= 4
+        assert np.abs(to_bgr(vf).astype(int) - img)[INSIDE].max() <= 6

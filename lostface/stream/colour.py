@@ -10,12 +10,12 @@ colours by up to 41 levels on a 1280x720 test picture), and a full-range webcam 
 squeezed into the limited range.
 
 Reading stays swscale's (`to_bgr`: what every stage and benchmark was measured on; its fast
-path reads about a level darker than the exact conversion, and a round trip keeps that shift:
-tests/test_colour.py). Writing (`from_bgr`) takes the exact conversion for 8-bit 4:2:0
-pictures of even size (nearly every video): OpenCV's converter for BT.601 in the limited range
-(what it assumes; about four times faster than swscale), a 3x4 matrix (cv2.transform) for the
-other matrices and the full range, chroma averaged over each 2x2 block. Other pixel formats go
-through swscale, told the matrix and range.
+path reads about a level darker than the exact conversion). Writing (`from_bgr`): untagged and
+BT.601 limited-range video as before, by swscale's defaults (writing it with OpenCV's exact
+converter instead moved bench/small_faces.py's clip enough to drop its recall from 0.979 to
+0.829: bench/README.md "Colour matrix and range"); 8-bit 4:2:0 video with another matrix or
+the full range by a 3x4 matrix (cv2.transform), chroma averaged over each 2x2 block; other
+pixel formats by swscale, told the matrix and range.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Colour:
 
     @property
     def plain(self) -> bool:
-        """BT.601 (or untagged) in the limited range: what OpenCV's converters assume."""
+        """BT.601 (or untagged) in the limited range: swscale's defaults."""
         return self.space in (UNSPECIFIED, 5, 6) and not self.full
 
     @property
@@ -113,9 +113,8 @@ def to_bgr(vf: av.VideoFrame) -> np.ndarray:
 
 
 def _i420(image: np.ndarray, colour: Colour) -> npt.NDArray[np.uint8]:
-    """A BGR picture of even size as planar 4:2:0 YUV ((h * 3 / 2) x w, uint8)."""
-    if colour.plain:
-        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8)
+    """A BGR picture of even size as planar 4:2:0 YUV ((h * 3 / 2) x w, uint8) with the
+    colour's matrix and range: chroma averaged over each 2x2 block."""
     h, w = image.shape[:2]
     y, u, v = cv2.split(cv2.transform(image, _to_yuv(colour.space, colour.full)))
     half = (w // 2, h // 2)
@@ -131,21 +130,27 @@ def from_bgr(image: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFrame:
     """A BGR uint8 array as a frame in `pix_fmt`, written with `colour`'s matrix and range
     (the inverse of to_bgr) and tagged with it."""
     h, w = image.shape[:2]
-    if pix_fmt == "yuv420p" and w % 2 == 0 and h % 2 == 0 and colour.space in _LUMA:
-        vf = av.VideoFrame.from_ndarray(_i420(image, colour), format="yuv420p")
+    if not colour.plain and pix_fmt == "yuv420p" and w % 2 == 0 and h % 2 == 0:
+        return _tagged(av.VideoFrame.from_ndarray(_i420(image, colour), "yuv420p"), colour)
+    if image.flags.c_contiguous:
+        # wraps the array instead of copying it: the reformat makes the new frame, and no stage
+        # writes to a frame's image after handing it to the writer
+        src = av.VideoFrame.from_numpy_buffer(image, format="bgr24")
     else:
-        if image.flags.c_contiguous:
-            # wraps the array instead of copying it: the reformat makes the new frame
-            src = av.VideoFrame.from_numpy_buffer(image, format="bgr24")
-        else:
-            src = av.VideoFrame.from_ndarray(image, format="bgr24")
-        vf = _reformatter.reformat(
-            src,
-            format=pix_fmt,
-            dst_colorspace=_SWS_SPACES.get(colour.space, 5),
-            src_color_range="JPEG",
-            dst_color_range="JPEG" if colour.full else "MPEG",
-        )
+        src = av.VideoFrame.from_ndarray(image, format="bgr24")
+    if colour.plain:  # swscale's defaults, as every benchmark clip was written
+        return _tagged(_reformatter.reformat(src, format=pix_fmt), colour)
+    vf = _reformatter.reformat(
+        src,
+        format=pix_fmt,
+        dst_colorspace=_SWS_SPACES.get(colour.space, 5),
+        src_color_range="JPEG",
+        dst_color_range="JPEG" if colour.full else "MPEG",
+    )
+    return _tagged(vf, colour)
+
+
+def _tagged(vf: av.VideoFrame, colour: Colour) -> av.VideoFrame:
     if colour.tagged:
         colour.tag(vf)
     return vf
