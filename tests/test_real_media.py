@@ -64,21 +64,13 @@ def _stored(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns))
 
 
-def _save_jpeg(path: Path, bgr: np.ndarray, orientation: int | None = None) -> Path:
+def _save_photo(path: Path, bgr: np.ndarray, orientation: int | None = None) -> Path:
+    """A JPEG or PNG (by the suffix) with an EXIF orientation tag when one is given."""
     exif = PILImage.Exif()
     if orientation is not None:
         exif[ORIENTATION] = orientation
-    PILImage.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(
-        path, "JPEG", quality=95, exif=exif
-    )
-    return path
-
-
-def _save_png(path: Path, bgr: np.ndarray, orientation: int | None = None) -> Path:
-    exif = PILImage.Exif()
-    if orientation is not None:
-        exif[ORIENTATION] = orientation
-    PILImage.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(path, "PNG", exif=exif)
+    extra = {"quality": 95} if path.suffix == ".jpg" else {}
+    PILImage.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(path, exif=exif, **extra)
     return path
 
 
@@ -112,7 +104,7 @@ def test_phone_photo_with_exif_orientation_is_restored_upright(
     tmp_path, portrait, masked_portrait, reference, orientation, capsys
 ):
     masked, covered = masked_portrait
-    src = _save_jpeg(tmp_path / "phone.jpg", _stored(masked, orientation), orientation)
+    src = _save_photo(tmp_path / "phone.jpg", _stored(masked, orientation), orientation)
     assert cv2.imread(str(src), cv2.IMREAD_UNCHANGED).shape[:2] == (320, 448)  # stored sideways
     out = tmp_path / "restored.jpg"
     assert main(["restore", str(src), "-o", str(out), "-r", str(reference), "-q"]) == 0
@@ -140,9 +132,10 @@ def test_phone_reference_photo_is_aligned_as_shown(
 ):
     from lostface.restore.reference import ReferenceBank
 
-    save = _save_jpeg if ext == "jpg" else _save_png
-    upright = save(tmp_path / f"upright.{ext}", astronaut_bgr)
-    turned = save(tmp_path / f"turned.{ext}", _stored(astronaut_bgr, orientation), orientation)
+    upright = _save_photo(tmp_path / f"upright.{ext}", astronaut_bgr)
+    turned = _save_photo(
+        tmp_path / f"turned.{ext}", _stored(astronaut_bgr, orientation), orientation
+    )
     a = ReferenceBank.from_paths([upright], detector).references[0]
     b = ReferenceBank.from_paths([turned], detector).references[0]
     assert np.abs(a.landmarks - b.landmarks).max() < 3.0

@@ -118,15 +118,11 @@ def check_video_output(out: str | Path) -> Path:
     return o
 
 
-def display_rotation(path: str | Path) -> int:
-    """Degrees counter-clockwise (0, 90, 180 or 270) that the video's display matrix turns its
-    pictures; FFmpeg puts the matrix on every decoded frame, so the first one is read."""
-    return _first_frame(path)[0]
-
-
 def _first_frame(path: str | Path) -> tuple[int, Colour]:
-    """The display rotation (display_rotation) and the colour description of the first frame
-    (decoders fill it from the bitstream, which the container may not repeat)."""
+    """What the first decoded frame says: the degrees counter-clockwise (0, 90, 180 or 270)
+    that the video's display matrix turns its pictures (FFmpeg puts the matrix on every
+    frame), and the colour description (decoders fill it from the bitstream, which the
+    container may not repeat)."""
     try:
         with av.open(str(path), mode="r") as c:
             for vf in c.decode(video=0):
