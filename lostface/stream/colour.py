@@ -114,16 +114,17 @@ def to_bgr(vf: av.VideoFrame) -> np.ndarray:
 
 def _i420(image: np.ndarray, colour: Colour) -> npt.NDArray[np.uint8]:
     """A BGR picture of even size as planar 4:2:0 YUV ((h * 3 / 2) x w, uint8) with the
-    colour's matrix and range: chroma averaged over each 2x2 block."""
+    colour's matrix and range: chroma averaged over each 2x2 block. Each plane is written
+    straight into the one output array."""
     h, w = image.shape[:2]
-    y, u, v = cv2.split(cv2.transform(image, _to_yuv(colour.space, colour.full)))
-    half = (w // 2, h // 2)
-    planes = [
-        y.reshape(-1),
-        cv2.resize(u, half, interpolation=cv2.INTER_AREA).reshape(-1),
-        cv2.resize(v, half, interpolation=cv2.INTER_AREA).reshape(-1),
-    ]
-    return np.concatenate(planes).astype(np.uint8, copy=False).reshape(h * 3 // 2, w)
+    yuv = cv2.transform(image, _to_yuv(colour.space, colour.full))
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    cv2.extractChannel(yuv, 0, dst=out[:h])
+    flat, q = out.reshape(-1), (h // 2) * (w // 2)
+    for k, start in ((1, h * w), (2, h * w + q)):
+        plane = flat[start : start + q].reshape(h // 2, w // 2)
+        cv2.resize(cv2.extractChannel(yuv, k), (w // 2, h // 2), plane, 0, 0, cv2.INTER_AREA)
+    return out
 
 
 def from_bgr(image: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFrame:
