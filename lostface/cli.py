@@ -168,12 +168,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from lostface.factory import build_stages
         from lostface.provenance import OutputProvenance
         from lostface.runner import process_video
+        from lostface.stream.image import animated_gif
         from lostface.stream.video import check_input, check_output, check_video_output
         from lostface.tracking.deferred import DeferredTracker
 
         settings = settings_from_args(args)
         src = check_input(args.input)
-        if src.suffix.lower() in IMAGE_EXTENSIONS:
+        if src.suffix.lower() in IMAGE_EXTENSIONS and not animated_gif(src):
             raise InputError(
                 f"{src} is a photo; `lostface run` takes videos, use `lostface restore` for photos."
             )
@@ -211,8 +212,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     src = Path(args.input)
     out = check_output(args.output, [src])
-    provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
     image = read_image(src)
+    provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
     stages = build_stages(settings, footage=False)
     result = restore_image(image.bgr, stages, settings)
     image.bgr = result.image

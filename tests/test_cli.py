@@ -112,6 +112,50 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
     assert err_restored < 0.7 * err_masked
 
 
+def _write_gif(path, frames, rate=10):
+    import av
+
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("gif", rate=rate)
+        vs.height, vs.width = frames[0].shape[:2]
+        vs.pix_fmt = "rgb8"
+        for img in frames:
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    return path
+
+
+def test_an_animated_gif_is_a_video(tmp_path, masked_clip, reference):
+    """`lostface run` takes an animated GIF (a short clip, not a photo) and restores every
+    frame; `lostface restore`, which paints one photo, says to run it instead; a GIF of one
+    picture stays a photo."""
+    from lostface.stream.image import gif_frames
+
+    src, originals, covered = masked_clip
+    masked = _decode(src)[:12]
+    gif = _write_gif(tmp_path / "masked.gif", masked)
+    assert gif_frames(gif.read_bytes(), limit=100) == 12
+    assert gif_frames(gif.read_bytes()[:200]) <= 1 and gif_frames(b"GIF89a") == 0  # cut short
+    out = tmp_path / "out.mp4"
+    assert main(["run", str(gif), "-o", str(out), "-r", str(reference), "-q"]) == 0
+    assert probe(out)["frames"] == 12
+    shown, restored = _decode(gif), _decode(out)
+    err_masked = err_restored = 0.0
+    for m, r, o, c in zip(shown, restored, originals, covered, strict=False):
+        err_masked += np.abs(m[c].astype(float) - o[c]).mean()
+        err_restored += np.abs(r[c].astype(float) - o[c]).mean()
+    assert err_restored < 0.7 * err_masked  # painted, frame by frame
+    before = {p.name for p in tmp_path.iterdir()}
+    line = _one_sentence(_run(["restore", str(gif), "-o", str(tmp_path / "o.png")]))
+    assert "animated GIF" in line and "lostface run" in line
+    still = _write_gif(tmp_path / "still.gif", masked[:1])
+    line = _one_sentence(_run(["run", str(still), "-o", str(tmp_path / "o.mp4")]))
+    assert "is a photo" in line
+    assert {p.name for p in tmp_path.iterdir()} == before | {"still.gif"}
+
+
 def test_unmasked_video_comes_out_as_it_went_in(tmp_path, astronaut_bgr):
     frames = [
         np.ascontiguousarray(cv2.resize(np.roll(astronaut_bgr, 3 * i, axis=1), (320, 320)))

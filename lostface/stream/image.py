@@ -21,6 +21,46 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
+def gif_frames(data: bytes, limit: int = 2) -> int:
+    """How many pictures a GIF holds (counted up to `limit`), from its blocks: an image
+    descriptor each, extensions and colour tables skipped; 0 for bytes that are no GIF."""
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        return 0
+    pos = 13
+    if data[10] & 0x80:  # global colour table
+        pos += 3 << ((data[10] & 7) + 1)
+    count = 0
+    while pos < len(data) and count < limit:
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: its label, then sub-blocks
+            pos += 2
+        elif block == 0x2C:  # image descriptor, its local colour table, LZW code size
+            if pos + 10 > len(data):
+                break
+            packed = data[pos + 9]
+            pos += 10 + ((3 << ((packed & 7) + 1)) if packed & 0x80 else 0) + 1
+            count += 1
+        else:
+            break
+        while pos < len(data) and data[pos]:  # sub-blocks up to the empty one
+            pos += data[pos] + 1
+        pos += 1
+    return count
+
+
+def animated_gif(path: str | Path) -> bool:
+    """Whether `path` is a GIF of more than one picture (a short video, not a photo)."""
+    p = Path(path)
+    if p.suffix.lower() != ".gif":
+        return False
+    try:
+        return gif_frames(p.read_bytes()) > 1
+    except OSError:
+        return False
+
+
 @dataclass
 class Image:
     """A decoded photo: BGR pixels for the pipeline plus what is needed to write it back."""
@@ -120,6 +160,11 @@ def read_image(path: str | Path) -> Image:
         raise InputError(
             f"Image {p} cannot be read ({exc.strerror}); check its permissions."
         ) from None
+    if gif_frames(data.tobytes()) > 1:
+        raise InputError(
+            f"{p} is an animated GIF, not a photo; give a still picture, or run "
+            f"`lostface run {p} -o OUT.mp4` to restore its frames."
+        )
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(
