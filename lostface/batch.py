@@ -92,12 +92,17 @@ class SegmentDone:
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their video files) and .txt lists of paths, in order, each once."""
+    """Files, folders (their video files and animated GIFs) and .txt lists of paths, in
+    order, each once."""
+    from lostface.stream.image import animated_gif
+
     out: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+            out += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES or animated_gif(p)
+            )
         elif path.suffix.lower() == ".txt" and path.is_file():
             lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
             out += [Path(ln).expanduser() for ln in lines if ln and not ln.startswith("#")]

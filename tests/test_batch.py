@@ -335,3 +335,28 @@ def test_every_segment_paints_the_people_the_whole_file_shows(tmp_path):
     to_off = [np.abs(outs["auto"][k].astype(int) - outs["off"][k])[region].mean() for k in first]
     assert np.median(to_run) < 2.0, to_run  # painted as the two-pass run paints it
     assert np.median(to_off) > 5.0, to_off  # not the neutral fill
+
+
+def test_a_folder_gives_its_videos_and_animated_gifs(tmp_path):
+    """A folder's videos and animated GIFs (short clips) are restored, its photos and
+    one-picture GIFs are not; .txt lists and files named outright come in as given, each once."""
+    from lostface.batch import expand_inputs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)]
+    write_clip(folder / "b.mp4", frames, audio=False)
+    for name, n in (("a.gif", 3), ("still.gif", 1)):
+        with av.open(str(folder / name), "w") as out:
+            vs = out.add_stream("gif", rate=10)
+            vs.width, vs.height, vs.pix_fmt = 64, 48, "rgb8"
+            for img in frames[:n]:
+                for p in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                    out.mux(p)
+            for p in vs.encode(None):
+                out.mux(p)
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# clips\n{folder / 'b.mp4'}\n{tmp_path / 'other.mkv'}\n")
+    got = expand_inputs([str(folder), str(listed)])
+    assert got == [folder / "a.gif", folder / "b.mp4", tmp_path / "other.mkv"]
