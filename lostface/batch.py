@@ -281,10 +281,10 @@ def _worker_threads() -> int:
 def join(
     src: Path, parts: list[Path], out: Path, settings: Settings, segments: list[Segment]
 ) -> None:
-    """The parts' video packets, in order, and the input's audio (copied where the container
-    holds it, else re-encoded) into `out`, written whole or not at all. Each part's timestamps
-    are put back on the input's own: an MP4 part may start a fraction of a millisecond off
-    (its edit list counts in the movie's coarser clock)."""
+    """The parts' video packets, in order, and the input's audio tracks (copied where the
+    container holds them, else re-encoded) into `out`, written whole or not at all. Each
+    part's timestamps are put back on the input's own: an MP4 part may start a fraction of a
+    millisecond off (its edit list counts in the movie's coarser clock)."""
     from lostface.stream.audio import AudioTrack
 
     if len(parts) == 1 and not _has_audio(src, settings):
@@ -304,13 +304,13 @@ def join(
         container = av.open(str(tmp), "w")
         try:
             video = container.add_stream_from_template(opened[0].streams.video[0])
-            audio_in = inp.streams.audio[0] if _has_audio(src, settings) else None
-            track = AudioTrack(container, audio_in) if audio_in is not None else None
+            audio_in = list(inp.streams.audio) if _has_audio(src, settings) else []
+            tracks = {a.index: AudioTrack(container, a) for a in audio_in}
             container.start_encoding()
             firsts = _first_pts(inp, segments)
             streams: list[Iterator[av.Packet]] = [_video_packets(opened, video, firsts)]
-            if track is not None and audio_in is not None:
-                streams.append(_audio_packets(inp, audio_in, track))
+            if tracks:
+                streams.append(_audio_packets(inp, audio_in, tracks))
             for packet in _by_time(streams):
                 container.mux(packet)
         finally:
@@ -360,12 +360,14 @@ def _video_packets(parts: list[Any], stream: Any, firsts: list[int]) -> Iterator
             yield p
 
 
-def _audio_packets(inp: Any, audio_in: Any, track: Any) -> Iterator[av.Packet]:
+def _audio_packets(inp: Any, audio_in: list[Any], tracks: dict[int, Any]) -> Iterator[av.Packet]:
+    """Every audio track's packets, in the input's order (one pass over its audio)."""
     for p in inp.demux(audio_in):
         if p.dts is None:
             continue
-        yield from track.put(p)
-    yield from track.flush()
+        yield from tracks[p.stream.index].put(p)
+    for track in tracks.values():
+        yield from track.flush()
 
 
 def _by_time(streams: list[Iterator[av.Packet]]) -> Iterator[av.Packet]:

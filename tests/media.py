@@ -28,6 +28,7 @@ def write_clip(
     gop: int = 0,
     colour: tuple[int, int] | None = None,
     options: dict[str, str] | None = None,
+    tracks: list[tuple[str, str, str]] | None = None,
 ) -> Path:
     """Encode BGR frames (and a 440 Hz tone, when audio) into `path`.
 
@@ -37,7 +38,8 @@ def write_clip(
     keyframe every that many frames (0: the encoder's default); colour: (FFmpeg's colorspace,
     color_range) the pixels are converted with by swscale and tagged with, as cameras and phones
     tag theirs (BT.709 = 1, full range = 2); options: the encoder's (e.g. {"qp": "0"},
-    lossless)."""
+    lossless); tracks: several audio tracks instead, (codec, language, title) each, the k-th
+    a tone of 440 * (k + 1) Hz."""
     h, w = frames[0].shape[:2]
     tb = time_base or Fraction(1, rate)
     with av.open(str(path), "w") as out:
@@ -54,8 +56,16 @@ def write_clip(
         if colour is not None:
             vs.codec_context.colorspace, vs.codec_context.color_range = colour
             vs.codec_context.color_primaries = vs.codec_context.color_trc = colour[0]
-        sr = _AUDIO_RATES.get(audio_codec, 44100)
-        as_ = out.add_stream(audio_codec, rate=sr, layout="mono") if audio else None
+        labels = tracks if tracks is not None else ([(audio_codec, "", "")] if audio else [])
+        sounds = []
+        for codec_name, language, title in labels:
+            sr = _AUDIO_RATES.get(codec_name, 44100)
+            stream = out.add_stream(codec_name, rate=sr, layout="mono")
+            if language:
+                stream.metadata["language"] = language
+            if title:
+                stream.metadata["title"] = title
+            sounds.append((stream, sr))
         first = int(round(start / tb))
         step = Fraction(1, rate) / tb
         for i, img in enumerate(frames):
@@ -76,10 +86,10 @@ def write_clip(
                 out.mux(p)
         for p in vs.encode(None):
             out.mux(p)
-        if as_ is not None:
+        for k, (as_, sr) in enumerate(sounds):
             n = int(sr * len(frames) / rate)
             t = np.arange(n) / sr
-            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+            tone = (0.2 * np.sin(2 * np.pi * 440 * (k + 1) * t)).astype(np.float32)[None, :]
             fmt = as_.codec_context.format.name
             a0 = int(round(start * sr))
             for s0 in range(0, n, 1024):
@@ -130,3 +140,32 @@ def audio_span(path: Path) -> tuple[float, float] | None:
             first = t if first is None else first
             end = t + f.samples / f.sample_rate
         return (first or 0.0, end)
+
+
+def audio_tracks(path: Path) -> list[dict]:
+    """Per audio track, in order: its codec, language, title, (first, end) in seconds and the
+    frequency (Hz) its sound is loudest at."""
+    out = []
+    with av.open(str(path)) as c:
+        for s in c.streams.audio:
+            out.append(
+                {
+                    "codec": s.codec_context.name,
+                    "language": s.metadata.get("language"),
+                    "title": s.metadata.get("title"),
+                }
+            )
+    for k, info in enumerate(out):
+        with av.open(str(path)) as c:
+            chunks, first, end, rate = [], None, 0.0, 1
+            for f in c.decode(c.streams.audio[k]):
+                t = float(f.pts * f.time_base) if f.pts is not None else end
+                first = t if first is None else first
+                end = t + f.samples / f.sample_rate
+                rate = f.sample_rate
+                chunks.append(f.to_ndarray().reshape(len(f.layout.channels), -1)[0])
+        sound = np.concatenate(chunks).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(sound * np.hanning(len(sound))))
+        info["span"] = (first or 0.0, end)
+        info["peak_hz"] = float(np.argmax(spectrum) * rate / len(sound))
+    return out

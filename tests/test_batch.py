@@ -360,3 +360,32 @@ def test_a_folder_gives_its_videos_and_animated_gifs(tmp_path):
     listed.write_text(f"# clips\n{folder / 'b.mp4'}\n{tmp_path / 'other.mkv'}\n")
     got = expand_inputs([str(folder), str(listed)])
     assert got == [folder / "a.gif", folder / "b.mp4", tmp_path / "other.mkv"]
+
+
+def test_joined_parts_keep_every_audio_track(tmp_path):
+    """The join puts the input's sound back beside the parts' pictures: every track, each
+    with its language and its own sound (copied, or re-encoded where the container needs it)."""
+    from lostface.batch import join, plan
+    from lostface.config import load_settings
+    from lostface.frame import Frame
+    from lostface.stream.video import VideoReader, VideoWriter
+    from tests.media import audio_tracks
+
+    frames = [np.full((96, 128, 3), 20 + 10 * i, np.uint8) for i in range(20)]
+    langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]
+    src = write_clip(tmp_path / "two.mkv", frames, rate=20, gop=10, tracks=langs)
+    settings = load_settings()
+    part = tmp_path / "part.mkv"
+    with VideoReader(src) as reader:
+        writer = VideoWriter(part, reader.info, settings.video, None)  # pictures only
+        for item in reader.items():
+            if isinstance(item, Frame):
+                writer.write(item)
+        writer.commit()
+    for ext in (".mkv", ".mp4"):
+        out = tmp_path / f"joined{ext}"
+        join(src, [part], out, settings, plan(src, 60.0, 0.0))
+        assert probe(out)["frames"] == 20
+        got = audio_tracks(out)
+        assert [t["language"] for t in got] == ["eng", "fra"], ext
+        assert [round(t["peak_hz"] / 440) for t in got] == [1, 2], ext

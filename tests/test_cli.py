@@ -323,6 +323,27 @@ def test_video_without_faces_passes_through(tmp_path):
     assert all(json.loads(x)["faces"] == [] for x in tracks.read_text().splitlines())
 
 
+def test_run_keeps_every_audio_track(tmp_path, masked_clip):
+    """Two sound tracks, English and French, through `lostface run`: a clip whose face is
+    painted (its output carries the lostface tag) and one with no face (the tag is taken out
+    again by a remux) both keep the two tracks, their languages and their sounds."""
+    from tests.media import audio_tracks
+
+    skimage_data = pytest.importorskip("skimage.data")
+    coffee = np.ascontiguousarray(skimage_data.coffee()[:320, :400, ::-1])
+    langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]
+    clips = {
+        "painted": write_clip(tmp_path / "masked.mkv", _decode(masked_clip[0])[:10], tracks=langs),
+        "untouched": write_clip(tmp_path / "coffee.mkv", [coffee] * 10, tracks=langs),
+    }
+    for name, src in clips.items():
+        out = tmp_path / f"{name}.mp4"
+        assert main(["run", str(src), "-o", str(out), "-q"]) == 0
+        got = audio_tracks(out)
+        assert [t["language"] for t in got] == ["eng", "fra"], name
+        assert [round(t["peak_hz"] / 440) for t in got] == [1, 2], name
+
+
 def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
     """A crowd: twelve masked faces in one frame are all found and restored."""
     from lostface.synthetic import draw_mask

@@ -22,7 +22,7 @@ from lostface.stream.video import (
     check_output,
     check_video_output,
 )
-from tests.media import audio_span, probe, write_clip
+from tests.media import audio_span, audio_tracks, probe, write_clip
 
 
 def _frames(astronaut, n=12, size=(320, 240)):
@@ -42,7 +42,7 @@ def _frames(astronaut, n=12, size=(320, 240)):
 
 def _copy(src, dst, settings=None):
     reader = VideoReader(src)
-    writer = VideoWriter(dst, reader.info, settings or VideoSettings(), reader.audio)
+    writer = VideoWriter(dst, reader.info, settings or VideoSettings(), reader.audios)
     tw = ThreadedWriter(writer)
     tr = ThreadedReader(reader)
     n = 0
@@ -164,6 +164,31 @@ def test_every_output_container_keeps_timestamps_and_audio(tmp_path, audio_input
     # the sound starts and ends where it did, to an encoder frame (AAC: 1024 samples)
     (s0, s1), (d0, d1) = audio_span(src), audio_span(dst)
     assert abs(d0 - s0) < 0.025 and abs(d1 - s1) < 0.025
+
+
+@pytest.mark.parametrize("ext", list(OUTPUT_CONTAINERS))
+def test_every_audio_track_is_kept_with_its_language(tmp_path, astronaut_bgr, ext):
+    """A recording with two sound tracks (a film's languages; a screen recording's microphone
+    and desktop sound): both are written, in order, each with its own sound, its span and its
+    language (and its title where the container keeps one: Matroska and WebM)."""
+    src = write_clip(
+        tmp_path / "two.mkv",
+        _frames(astronaut_bgr, 10, (160, 120)),
+        rate=25,
+        start=Fraction(517, 1000),
+        time_base=Fraction(1, 90000),
+        tracks=[("aac", "eng", "Main"), ("libopus", "fra", "Commentary")],
+    )
+    dst = tmp_path / f"out{ext}"
+    assert _copy(src, dst) == 10
+    before, after = audio_tracks(src), audio_tracks(dst)
+    assert len(after) == 2
+    for a, b in zip(before, after, strict=True):
+        assert b["language"] == a["language"]
+        assert abs(b["peak_hz"] - a["peak_hz"]) < 5  # each track keeps its own sound
+        assert abs(b["span"][0] - a["span"][0]) < 0.025 and abs(b["span"][1] - a["span"][1]) < 0.03
+        if ext in (".mkv", ".webm"):
+            assert b["title"] == a["title"]
 
 
 def test_no_audio_setting_writes_video_only(tmp_path, audio_inputs):

@@ -66,6 +66,9 @@ def remux_without_tag(src: Path, dst: Path) -> None:
         for s in i.streams:
             if s.type in ("video", "audio"):
                 pairs[s.index] = o.add_stream_from_template(s)
+                for key in ("language", "title"):  # what players list the tracks by
+                    if s.metadata.get(key):
+                        pairs[s.index].metadata[key] = s.metadata[key]
         for packet in i.demux(*[i.streams[n] for n in pairs]):
             if packet.dts is None:
                 continue

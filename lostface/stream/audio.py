@@ -1,5 +1,6 @@
 """The input's audio in an output container: its packets copied where the container holds the
-codec, else decoded and re-encoded (Opus for WebM, AAC elsewhere), timestamps kept.
+codec, else decoded and re-encoded (Opus for WebM, AAC elsewhere), timestamps kept; each
+track keeps its language and title.
 
 Used by the file writer (lostface.stream.video) and the MPEG-TS stream (lostface.stream.mpegts);
 the caller muxes what `put` and `flush` return, under whatever lock guards its container.
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Muxers that do not answer FFmpeg's codec query (avformat_query_codec) say here what they hold.
 _KNOWN = {"mpegts": {"aac", "mp3", "mp2", "ac3", "eac3", "opus"}}
+# What a track is called by (a film's languages, a recording's microphone and desktop sound).
+_LABELS = ("language", "title")
 # Sample rates libopus encodes; others are resampled to 48 kHz.
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 
@@ -59,6 +62,7 @@ class AudioTrack:
         if self.copied:
             try:
                 self.stream = container.add_stream_from_template(template)
+                self._label()
                 return
             except (av.error.FFmpegError, ValueError):
                 self.copied = False
@@ -80,12 +84,20 @@ class AudioTrack:
                 f"The input's {name} audio cannot go into a {container.format.name} file and "
                 f"the {encoder} encoder is missing ({exc}); write .mkv, or pass --no-audio."
             ) from None
+        self._label()
         log.info(
             "Audio: %s cannot go into a %s file as it is; re-encoded as %s.",
             name,
             container.format.name,
             self.stream.codec_context.name,
         )
+
+    def _label(self) -> None:
+        """The input track's language and title, which players list the tracks by."""
+        for key in _LABELS:
+            value = self.template.metadata.get(key)
+            if value:
+                self.stream.metadata[key] = value
 
     @property
     def codec(self) -> str:

@@ -1,5 +1,5 @@
 """Video files through PyAV: decode any container/codec FFmpeg reads, encode H.264 by default,
-keep resolution, frame rate, frame count, timestamps and the audio stream.
+keep resolution, frame rate, frame count, timestamps and every audio track.
 
 A video with a display rotation (phones store portrait video as landscape pixels and a
 display matrix) is decoded upright, so detectors and painters see upright faces, and written
@@ -20,7 +20,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
@@ -169,7 +169,10 @@ class VideoReader:
         self.video.thread_type = "AUTO"
         if threads:
             self.video.codec_context.thread_count = threads
-        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        # every audio track (a film's languages, a recording's microphone and desktop sound);
+        # `audio` is the first, which live outputs carry
+        self.audios = list(self.container.streams.audio)
+        self.audio = self.audios[0] if self.audios else None
         cc = self.video.codec_context
         if not cc.width or not cc.height:
             self.container.close()
@@ -232,12 +235,12 @@ class VideoReader:
 
     def items(self) -> Iterator[Frame | av.Packet]:
         """Frames and audio packets in decode order. Raises InputError on undecodable data."""
-        streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        streams = [self.video, *self.audios]
         index = 0
         last_pts: int | None = None
         try:
             for packet in self.container.demux(streams):
-                if packet.stream is self.audio:
+                if packet.stream is not self.video:
                     if packet.dts is not None:
                         yield packet
                     continue
@@ -353,9 +356,9 @@ class _CopyRefused(Exception):
 
 
 class VideoWriter:
-    """Encodes Frames (H.264 by default) and the input's audio (copied, or re-encoded where the
-    container cannot hold it), into a temporary file that `commit()` renames onto the target;
-    `abort()` (or an exception in `with`) deletes it.
+    """Encodes Frames (H.264 by default) and the input's audio tracks (each copied, or
+    re-encoded where the container cannot hold it), into a temporary file that `commit()`
+    renames onto the target; `abort()` (or an exception in `with`) deletes it.
 
     metadata: container entries written into the header (lostface.provenance's tag);
     finalize: called with the closed temporary file before it is renamed (provenance: drop the
@@ -366,9 +369,13 @@ class VideoWriter:
         path: str | Path,
         info: VideoInfo,
         settings: VideoSettings,
-        audio_template: av.audio.stream.AudioStream | None = None,
+        audio_template: av.audio.stream.AudioStream
+        | Sequence[av.audio.stream.AudioStream]
+        | None = None,
         metadata: dict[str, str] | None = None,
     ):
+        """audio_template: the input's audio stream, or its streams (VideoReader.audios), whose
+        packets write_audio then takes."""
         self.final = check_video_output(path)
         self.metadata = dict(metadata or {})
         self.finalize: Callable[[Path], None] | None = None
@@ -399,18 +406,23 @@ class VideoWriter:
                     height + self._pad[1],
                 )
         self.time_base = info.time_base
-        template = audio_template if settings.audio else None
-        self.audio: AudioTrack | None = None
+        if audio_template is None or not settings.audio:
+            templates: list[av.audio.stream.AudioStream] = []
+        elif isinstance(audio_template, av.audio.stream.AudioStream):
+            templates = [audio_template]
+        else:
+            templates = list(audio_template)
+        self.tracks: dict[int, AudioTrack] = {}  # the input stream's index -> its track
         try:
-            self._open(template, copy_audio=True)
+            self._open(templates, copy_audio=True)
         except _CopyRefused:
             # FFmpeg's codec query said yes, the muxer's header said no (Opus in .mov)
-            self._open(template, copy_audio=False)
+            self._open(templates, copy_audio=False)
         self._last_pts: int | None = None
         self.frames_written = 0
         self.audio_skipped = 0
 
-    def _open(self, audio_template: av.audio.stream.AudioStream | None, copy_audio: bool) -> None:
+    def _open(self, audio_templates: list[av.audio.stream.AudioStream], copy_audio: bool) -> None:
         """Open the temporary file with its streams and write the header, so that a stream
         the container refuses fails here, before any frame is encoded."""
         try:
@@ -447,19 +459,24 @@ class VideoWriter:
         self.stream.thread_type = "AUTO"
         for key, value in self.metadata.items():
             self.container.metadata[key] = value
-        self.audio = None
+        self.tracks = {}
         try:
-            if audio_template is not None:
-                self.audio = AudioTrack(self.container, audio_template, copy=copy_audio)
+            for template in audio_templates:
+                self.tracks[template.index] = AudioTrack(self.container, template, copy=copy_audio)
             self.container.start_encoding()
         except (av.error.FFmpegError, ValueError) as exc:
             self.abort()
-            if self.audio is not None and self.audio.copied:
+            if any(t.copied for t in self.tracks.values()):
                 raise _CopyRefused() from None
             raise OutputError(f"Cannot write {self.final} ({exc}).") from None
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def audio(self) -> AudioTrack | None:
+        """The first audio track (None without audio)."""
+        return next(iter(self.tracks.values()), None)
 
     @property
     def audio_out(self) -> av.audio.stream.AudioStream | None:
@@ -491,10 +508,11 @@ class VideoWriter:
     def write_audio(self, packet: av.Packet) -> None:
         """One input audio packet; a damaged one (undecodable, out of order) is skipped with a
         warning, as a player would, and the rest of the sound kept."""
-        if self.audio is None:
+        track = self.tracks.get(packet.stream.index)
+        if track is None:
             return
         try:
-            for out in self.audio.put(packet):
+            for out in track.put(packet):
                 self.container.mux(out)
         except av.error.FFmpegError as exc:
             self.audio_skipped += 1
@@ -506,8 +524,8 @@ class VideoWriter:
         try:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
-            if self.audio is not None:
-                for packet in self.audio.flush():
+            for track in self.tracks.values():
+                for packet in track.flush():
                     self.container.mux(packet)
             self.container.close()
             if self.audio_skipped > 1:
