@@ -323,6 +323,22 @@ def test_video_without_faces_passes_through(tmp_path):
     assert all(json.loads(x)["faces"] == [] for x in tracks.read_text().splitlines())
 
 
+def test_an_unpainted_matroska_output_keeps_every_frame(tmp_path):
+    """Nothing painted, so the output is remuxed without the lostface tag. Matroska stores no
+    decode time for an H.264 stream's first packets (B-frames reorder them): the remux kept
+    only packets with one and dropped the first keyframe, and no frame of the file decoded."""
+    skimage_data = pytest.importorskip("skimage.data")
+    coffee = np.ascontiguousarray(skimage_data.coffee()[:320, :400, ::-1])
+    frames = [np.ascontiguousarray(np.roll(coffee, 6 * i, axis=1)) for i in range(12)]
+    src = write_clip(tmp_path / "coffee.mkv", frames, audio=False)
+    for ext in (".mkv", ".webm", ".mp4"):
+        out = tmp_path / f"out{ext}"
+        assert main(["run", str(src), "-o", str(out), "-q"]) == 0
+        got = _decode(out)
+        assert len(got) == 12, ext
+        assert np.abs(got[-1].astype(int) - frames[-1]).mean() < 6, ext
+
+
 def test_run_keeps_every_audio_track(tmp_path, masked_clip):
     """Two sound tracks, English and French, through `lostface run`: a clip whose face is
     painted (its output carries the lostface tag) and one with no face (the tag is taken out

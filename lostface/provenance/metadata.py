@@ -70,8 +70,9 @@ def remux_without_tag(src: Path, dst: Path) -> None:
                     if s.metadata.get(key):
                         pairs[s.index].metadata[key] = s.metadata[key]
         for packet in i.demux(*[i.streams[n] for n in pairs]):
-            if packet.dts is None:
-                continue
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker (Matroska leaves a B-frame
+                # stream's first packets without a decode time: they are kept)
             packet.stream = pairs[packet.stream.index]
             o.mux(packet)
 
