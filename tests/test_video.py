@@ -40,6 +40,11 @@ def _frames(astronaut, n=12, size=(320, 240)):
     return out
 
 
+def _decode_all(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
 def _copy(src, dst, settings=None):
     reader = VideoReader(src)
     writer = VideoWriter(dst, reader.info, settings or VideoSettings(), reader.audios)
@@ -189,6 +194,50 @@ def test_every_audio_track_is_kept_with_its_language(tmp_path, astronaut_bgr, ex
         assert abs(b["span"][0] - a["span"][0]) < 0.025 and abs(b["span"][1] - a["span"][1]) < 0.03
         if ext in (".mkv", ".webm"):
             assert b["title"] == a["title"]
+
+
+@pytest.mark.parametrize("first", ["tff", "bff"])
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
+def test_interlaced_video_is_written_interlaced(tmp_path, astronaut_bgr, first, ext):
+    """TV and camcorder footage: each frame two fields woven together. Written progressive,
+    players would show its combing instead of deinterlacing it; it is written interlaced, with
+    the input's field order (FFmpeg's AV_FIELD_TT 2, AV_FIELD_BB 3)."""
+    frames = _frames(astronaut_bgr, 10, (320, 240))
+    for img in frames:  # the second field a moment later: moved against the first
+        img[1::2] = np.roll(img[1::2], 4, axis=1)
+    src = write_clip(
+        tmp_path / f"in{ext}",
+        frames,
+        audio=False,
+        options={"x264-params": f"interlaced=1:{first}=1"},
+    )
+    dst = tmp_path / f"out{ext}"
+    with VideoReader(src) as reader:
+        assert reader.info.interlaced and reader.info.top_field_first == (first == "tff")
+    assert _copy(src, dst) == 10
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.field_order == (2 if first == "tff" else 3)
+        decoded = list(c.decode(video=0))
+        assert all(f.interlaced_frame for f in decoded)
+    # the pixels as well kept as by a progressive re-encode (the woven fields' fine rows cost
+    # both a few levels)
+    from dataclasses import replace
+
+    flat = tmp_path / f"flat{ext}"
+    with VideoReader(src) as reader:
+        writer = VideoWriter(flat, replace(reader.info, field_order=1), VideoSettings())
+        for item in reader.items():
+            if isinstance(item, Frame):
+                writer.write(item)
+        writer.commit()
+    ins, outs = _decode_all(src), [f.to_ndarray(format="bgr24") for f in decoded]
+    kept = np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(ins, outs, strict=True)])
+    flats = _decode_all(flat)
+    plain = np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(ins, flats, strict=True)])
+    assert kept < 1.1 * plain + 0.2, (kept, plain)
+    progressive = write_clip(tmp_path / f"p{ext}", frames[:3], audio=False)
+    with VideoReader(progressive) as reader:
+        assert not reader.info.interlaced
 
 
 def test_no_audio_setting_writes_video_only(tmp_path, audio_inputs):

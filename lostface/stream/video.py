@@ -56,6 +56,8 @@ _REFUSED = {
     ".gif": "GIF holds no audio and 256 colours: write .mp4 and convert it if you need a GIF",
     ".avi": "AVI keeps no timestamps, only a frame count, so frames would move: write .mkv or .mp4",
 }
+# AVFieldOrder: TT, BB, TB, BT (which field is coded and which shown first); 1 is progressive
+_INTERLACED = (2, 3, 4, 5)
 # cv2.rotate code for each number of quarter turns counter-clockwise
 _TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
@@ -72,6 +74,17 @@ class VideoInfo:
     has_audio: bool
     rotation: int = 0  # degrees counter-clockwise the input's display matrix turns it (0-270)
     colour: Colour = Colour()  # the input's colour matrix and range, written back on the output
+    # the input's field order (FFmpeg's AVFieldOrder; 2-5: interlaced, each frame two fields
+    # woven together, as TV and camcorders record), written back so players deinterlace it
+    field_order: int = 0
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in _INTERLACED
+
+    @property
+    def top_field_first(self) -> bool:
+        return self.field_order in (2, 5)  # AV_FIELD_TT, AV_FIELD_BT: the top field shown first
 
 
 def check_input(path: str | Path) -> Path:
@@ -198,6 +211,9 @@ class VideoReader:
             raise InputError(
                 f"Input {self.path} is a still image; use `lostface restore` for photos."
             )
+        field_order = int(cc.field_order or 0)
+        if field_order in _INTERLACED and self.rotation % 180:
+            field_order = 1  # fields turned on their side are no fields: written progressive
         self.info = VideoInfo(
             width=width,
             height=height,
@@ -207,7 +223,14 @@ class VideoReader:
             has_audio=self.audio is not None,
             rotation=self.rotation,
             colour=colour,
+            field_order=field_order,
         )
+        if self.info.interlaced:
+            log.info(
+                "%s is interlaced (%s field first): written interlaced as it came.",
+                self.path,
+                "top" if self.info.top_field_first else "bottom",
+            )
 
     def seek(self, pts: int) -> None:
         """Start decoding at the keyframe at or before `pts` (the video stream's time base):
@@ -452,6 +475,15 @@ class VideoWriter:
                 "preset": self.settings.preset,
                 "crf": str(self.settings.crf),
             }
+        if self.info.interlaced:
+            # the fields are coded as fields, and the container says which is shown first
+            self.stream.codec_context.field_order = self.info.field_order
+            if self.codec == "libx264":
+                first = "tff" if self.info.top_field_first else "bff"
+                self.stream.codec_context.options = {
+                    **self.stream.codec_context.options,
+                    "x264-params": f"interlaced=1:{first}=1",
+                }
         if self.info.colour.tagged and not self.pix_fmt.startswith(("rgb", "bgr", "gbr")):
             self.info.colour.tag(self.stream.codec_context)  # what players read the pixels with
         if self.settings.threads:
