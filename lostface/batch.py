@@ -281,13 +281,14 @@ def _worker_threads() -> int:
 def join(
     src: Path, parts: list[Path], out: Path, settings: Settings, segments: list[Segment]
 ) -> None:
-    """The parts' video packets, in order, and the input's audio tracks (copied where the
-    container holds them, else re-encoded) into `out`, written whole or not at all. Each
-    part's timestamps are put back on the input's own: an MP4 part may start a fraction of a
-    millisecond off (its edit list counts in the movie's coarser clock)."""
-    from lostface.stream.audio import AudioTrack
+    """The parts' video packets, in order, the input's audio tracks (copied where the
+    container holds them, else re-encoded) and its subtitles (copied where it holds them) into
+    `out`, written whole or not at all. Each part's timestamps are put back on the input's
+    own: an MP4 part may start a fraction of a millisecond off (its edit list counts in the
+    movie's coarser clock)."""
+    from lostface.stream.audio import AudioTrack, copy_subtitles
 
-    if len(parts) == 1 and not _has_audio(src, settings):
+    if len(parts) == 1 and not _has_audio(src, settings) and not _has_subtitles(src):
         shutil.copyfile(parts[0], _tmp(out))
         os.replace(_tmp(out), out)
         return
@@ -306,11 +307,12 @@ def join(
             video = container.add_stream_from_template(opened[0].streams.video[0])
             audio_in = list(inp.streams.audio) if _has_audio(src, settings) else []
             tracks = {a.index: AudioTrack(container, a) for a in audio_in}
+            subtitles = copy_subtitles(container, list(inp.streams.subtitles))
             container.start_encoding()
             firsts = _first_pts(inp, segments)
             streams: list[Iterator[av.Packet]] = [_video_packets(opened, video, firsts)]
-            if tracks:
-                streams.append(_audio_packets(inp, audio_in, tracks))
+            if tracks or subtitles:
+                streams.append(_other_packets(inp, tracks, subtitles))
             for packet in _by_time(streams):
                 container.mux(packet)
         finally:
@@ -329,6 +331,11 @@ def _has_audio(src: Path, settings: Settings) -> bool:
         return False
     with av.open(str(src)) as c:
         return bool(c.streams.audio)
+
+
+def _has_subtitles(src: Path) -> bool:
+    with av.open(str(src)) as c:
+        return bool(c.streams.subtitles)
 
 
 def _tmp(out: Path) -> Path:
@@ -360,12 +367,18 @@ def _video_packets(parts: list[Any], stream: Any, firsts: list[int]) -> Iterator
             yield p
 
 
-def _audio_packets(inp: Any, audio_in: list[Any], tracks: dict[int, Any]) -> Iterator[av.Packet]:
-    """Every audio track's packets, in the input's order (one pass over its audio)."""
-    for p in inp.demux(audio_in):
-        if p.dts is None:
-            continue
-        yield from tracks[p.stream.index].put(p)
+def _other_packets(
+    inp: Any, tracks: dict[int, Any], subtitles: dict[int, Any]
+) -> Iterator[av.Packet]:
+    """Every audio and subtitle track's packets, in the input's order (one pass over them)."""
+    wanted = [s for s in inp.streams if s.index in tracks or s.index in subtitles]
+    for p in inp.demux(wanted):
+        if p.stream.index in subtitles:
+            if p.size and p.pts is not None:
+                p.stream = subtitles[p.stream.index]
+                yield p
+        elif p.dts is not None:
+            yield from tracks[p.stream.index].put(p)
     for track in tracks.values():
         yield from track.flush()
 

@@ -242,7 +242,9 @@ def _process(
     pipe = Pipeline(settings, stages, synchronous=synchronous, composite_later=True)
     try:
         tags = provenance.video_tags() if provenance is not None else None
-        writer = VideoWriter(out, reader.info, settings.video, reader.audios, tags)
+        writer = VideoWriter(
+            out, reader.info, settings.video, reader.audios, tags, subtitles=reader.subtitles
+        )
         if provenance is not None:
             writer.finalize = lambda tmp: provenance.finish_video(
                 tmp, pipe.painted_faces > 0, out.name

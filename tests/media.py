@@ -169,3 +169,44 @@ def audio_tracks(path: Path) -> list[dict]:
         info["span"] = (first or 0.0, end)
         info["peak_hz"] = float(np.argmax(spectrum) * rate / len(sound))
     return out
+
+
+SRT = """1
+00:00:00,100 --> 00:00:00,200
+Hello there
+
+2
+00:00:00,240 --> 00:00:00,360
+Second line
+"""
+
+
+def with_subtitles(src: Path, dst: Path, language: str = "spa", srt: str = SRT) -> Path:
+    """`src`'s streams and a SubRip subtitle track (in `language`) into the Matroska `dst`."""
+    text = dst.with_suffix(".srt")
+    text.write_text(srt, encoding="utf-8")
+    with av.open(str(src)) as v, av.open(str(text)) as t, av.open(str(dst), "w") as out:
+        pairs = {id(s): out.add_stream_from_template(s) for s in [*v.streams, t.streams[0]]}
+        for s in v.streams:
+            for key in ("language", "title"):
+                if s.metadata.get(key):
+                    pairs[id(s)].metadata[key] = s.metadata[key]
+        pairs[id(t.streams[0])].metadata["language"] = language
+        for c in (v, t):
+            for packet in c.demux():
+                if packet.size:
+                    packet.stream = pairs[id(packet.stream)]
+                    out.mux(packet)
+    return dst
+
+
+def subtitle_lines(path: Path) -> list[tuple[str | None, float, bytes]]:
+    """(language, time in seconds, text) of every subtitle packet of a file."""
+    out = []
+    with av.open(str(path)) as c:
+        for s in c.streams.subtitles:
+            for p in c.demux(s):
+                if p.size:
+                    out.append((s.metadata.get("language"), float(p.pts * p.time_base), bytes(p)))
+            c.seek(0)
+    return out

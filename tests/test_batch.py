@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from tests.media import audio_span, probe, write_clip
+from tests.media import audio_span, probe, subtitle_lines, with_subtitles, write_clip
 
 pytest.importorskip("distributed")
 
@@ -364,7 +364,8 @@ def test_a_folder_gives_its_videos_and_animated_gifs(tmp_path):
 
 def test_joined_parts_keep_every_audio_track(tmp_path):
     """The join puts the input's sound back beside the parts' pictures: every track, each
-    with its language and its own sound (copied, or re-encoded where the container needs it)."""
+    with its language and its own sound (copied, or re-encoded where the container needs it),
+    and its subtitles where the container holds them."""
     from lostface.batch import join, plan
     from lostface.config import load_settings
     from lostface.frame import Frame
@@ -373,7 +374,8 @@ def test_joined_parts_keep_every_audio_track(tmp_path):
 
     frames = [np.full((96, 128, 3), 20 + 10 * i, np.uint8) for i in range(20)]
     langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]
-    src = write_clip(tmp_path / "two.mkv", frames, rate=20, gop=10, tracks=langs)
+    sound = write_clip(tmp_path / "two.mkv", frames, rate=20, gop=10, tracks=langs)
+    src = with_subtitles(sound, tmp_path / "film.mkv")
     settings = load_settings()
     part = tmp_path / "part.mkv"
     with VideoReader(src) as reader:
@@ -389,3 +391,6 @@ def test_joined_parts_keep_every_audio_track(tmp_path):
         got = audio_tracks(out)
         assert [t["language"] for t in got] == ["eng", "fra"], ext
         assert [round(t["peak_hz"] / 440) for t in got] == [1, 2], ext
+        lines = subtitle_lines(out)
+        assert lines == ([("spa", 0.1, b"Hello there"), ("spa", 0.24, b"Second line")]
+                         if ext == ".mkv" else []), ext  # fmt: skip

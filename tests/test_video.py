@@ -22,7 +22,14 @@ from lostface.stream.video import (
     check_output,
     check_video_output,
 )
-from tests.media import audio_span, audio_tracks, probe, write_clip
+from tests.media import (
+    audio_span,
+    audio_tracks,
+    probe,
+    subtitle_lines,
+    with_subtitles,
+    write_clip,
+)
 
 
 def _frames(astronaut, n=12, size=(320, 240)):
@@ -47,7 +54,9 @@ def _decode_all(path):
 
 def _copy(src, dst, settings=None):
     reader = VideoReader(src)
-    writer = VideoWriter(dst, reader.info, settings or VideoSettings(), reader.audios)
+    writer = VideoWriter(
+        dst, reader.info, settings or VideoSettings(), reader.audios, subtitles=reader.subtitles
+    )
     tw = ThreadedWriter(writer)
     tr = ThreadedReader(reader)
     n = 0
@@ -194,6 +203,22 @@ def test_every_audio_track_is_kept_with_its_language(tmp_path, astronaut_bgr, ex
         assert abs(b["span"][0] - a["span"][0]) < 0.025 and abs(b["span"][1] - a["span"][1]) < 0.03
         if ext in (".mkv", ".webm"):
             assert b["title"] == a["title"]
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".mp4"])
+def test_subtitles_are_copied_where_the_container_holds_them(tmp_path, astronaut_bgr, ext):
+    """A film's subtitle track (SubRip, Spanish) goes into a Matroska output as it was, each
+    line at its time; an MP4 holds no SubRip, so it is left out there (with a log line) and
+    the rest is written as ever."""
+    plain = write_clip(tmp_path / "plain.mkv", _frames(astronaut_bgr, 10, (160, 120)), rate=25)
+    src = with_subtitles(plain, tmp_path / "film.mkv")
+    dst = tmp_path / f"out{ext}"
+    assert _copy(src, dst) == 10
+    got = subtitle_lines(dst)
+    if ext == ".mp4":
+        assert got == [] and probe(dst)["audio"] == ["aac"]
+    else:
+        assert got == [("spa", 0.1, b"Hello there"), ("spa", 0.24, b"Second line")]
 
 
 @pytest.mark.parametrize("first", ["tff", "bff"])

@@ -64,7 +64,7 @@ def remux_without_tag(src: Path, dst: Path) -> None:
                 o.metadata[k] = v
         pairs = {}
         for s in i.streams:
-            if s.type in ("video", "audio"):
+            if s.type in ("video", "audio", "subtitle"):
                 pairs[s.index] = o.add_stream_from_template(s)
                 for key in ("language", "title"):  # what players list the tracks by
                     if s.metadata.get(key):

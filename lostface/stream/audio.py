@@ -1,6 +1,7 @@
 """The input's audio in an output container: its packets copied where the container holds the
 codec, else decoded and re-encoded (Opus for WebM, AAC elsewhere), timestamps kept; each
-track keeps its language and title.
+track keeps its language and title. Subtitle tracks are copied where the container holds their
+format (`copy_subtitles`).
 
 Used by the file writer (lostface.stream.video) and the MPEG-TS stream (lostface.stream.mpegts);
 the caller muxes what `put` and `flush` return, under whatever lock guards its container.
@@ -146,3 +147,32 @@ class AudioTrack:
                 out.extend(self.stream.encode(f))
         out.extend(self._encode(None))
         return out
+
+
+def copy_subtitles(
+    container: av.container.OutputContainer, templates: list
+) -> dict[int, av.subtitles.stream.SubtitleStream]:
+    """Output streams for the input's subtitle streams whose format `container` holds (by
+    the input stream's index), with their language and title; the others are left out with a
+    log line (subtitles are copied, never converted)."""
+    out = {}
+    for template in templates:
+        name = template.codec_context.codec.canonical_name
+        if not holds(container, name):
+            log.info(
+                "Subtitles (%s) left out: %s files cannot hold them as they are (.mkv can).",
+                name,
+                container.format.name,
+            )
+            continue
+        try:
+            stream = container.add_stream_from_template(template)
+        except (av.error.FFmpegError, ValueError) as exc:
+            log.info("Subtitles: %s left out (%s).", name, exc)
+            continue
+        for key in _LABELS:
+            value = template.metadata.get(key)
+            if value:
+                stream.metadata[key] = value
+        out[template.index] = stream
+    return out

@@ -34,7 +34,7 @@ import numpy as np
 from lostface.config import VideoSettings
 from lostface.errors import InputError, OutputError
 from lostface.frame import Frame
-from lostface.stream.audio import AudioTrack
+from lostface.stream.audio import AudioTrack, copy_subtitles
 from lostface.stream.colour import Colour, from_bgr, to_bgr
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ class VideoReader:
         # `audio` is the first, which live outputs carry
         self.audios = list(self.container.streams.audio)
         self.audio = self.audios[0] if self.audios else None
+        self.subtitles = list(self.container.streams.subtitles)
         cc = self.video.codec_context
         if not cc.width or not cc.height:
             self.container.close()
@@ -258,11 +259,15 @@ class VideoReader:
 
     def items(self) -> Iterator[Frame | av.Packet]:
         """Frames and audio packets in decode order. Raises InputError on undecodable data."""
-        streams = [self.video, *self.audios]
+        streams = [self.video, *self.audios, *self.subtitles]
         index = 0
         last_pts: int | None = None
         try:
             for packet in self.container.demux(streams):
+                if packet.stream.type == "subtitle":
+                    if packet.size and packet.pts is not None:
+                        yield packet
+                    continue
                 if packet.stream is not self.video:
                     if packet.dts is not None:
                         yield packet
@@ -396,9 +401,11 @@ class VideoWriter:
         | Sequence[av.audio.stream.AudioStream]
         | None = None,
         metadata: dict[str, str] | None = None,
+        subtitles: Sequence[av.subtitles.stream.SubtitleStream] = (),
     ):
         """audio_template: the input's audio stream, or its streams (VideoReader.audios), whose
-        packets write_audio then takes."""
+        packets write_audio then takes; subtitles: the input's subtitle streams
+        (VideoReader.subtitles), copied where the container holds their format."""
         self.final = check_video_output(path)
         self.metadata = dict(metadata or {})
         self.finalize: Callable[[Path], None] | None = None
@@ -436,6 +443,8 @@ class VideoWriter:
         else:
             templates = list(audio_template)
         self.tracks: dict[int, AudioTrack] = {}  # the input stream's index -> its track
+        self._subtitle_templates = list(subtitles)
+        self.subtitles: dict[int, av.subtitles.stream.SubtitleStream] = {}
         try:
             self._open(templates, copy_audio=True)
         except _CopyRefused:
@@ -495,6 +504,7 @@ class VideoWriter:
         try:
             for template in audio_templates:
                 self.tracks[template.index] = AudioTrack(self.container, template, copy=copy_audio)
+            self.subtitles = copy_subtitles(self.container, self._subtitle_templates)
             self.container.start_encoding()
         except (av.error.FFmpegError, ValueError) as exc:
             self.abort()
@@ -538,8 +548,13 @@ class VideoWriter:
         self.frames_written += 1
 
     def write_audio(self, packet: av.Packet) -> None:
-        """One input audio packet; a damaged one (undecodable, out of order) is skipped with a
-        warning, as a player would, and the rest of the sound kept."""
+        """One input audio (or subtitle) packet; a damaged audio packet (undecodable, out of
+        order) is skipped with a warning, as a player would, and the rest of the sound kept."""
+        subtitle = self.subtitles.get(packet.stream.index)
+        if subtitle is not None:
+            packet.stream = subtitle
+            self.container.mux(packet)
+            return
         track = self.tracks.get(packet.stream.index)
         if track is None:
             return
