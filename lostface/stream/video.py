@@ -1,5 +1,5 @@
 """Video files through PyAV: decode any container/codec FFmpeg reads, encode H.264 by default,
-keep resolution, frame rate, frame count, timestamps and every audio track.
+keep resolution, frame rate, frame count, timestamps, every audio track and the subtitles.
 
 A video with a display rotation (phones store portrait video as landscape pixels and a
 display matrix) is decoded upright, so detectors and painters see upright faces, and written
