@@ -242,8 +242,9 @@ def _process(
     pipe = Pipeline(settings, stages, synchronous=synchronous, composite_later=True)
     try:
         tags = provenance.video_tags() if provenance is not None else None
+        metadata = {**reader.metadata, **(tags or {})}  # the recording's date and title kept
         writer = VideoWriter(
-            out, reader.info, settings.video, reader.audios, tags, subtitles=reader.subtitles
+            out, reader.info, settings.video, reader.audios, metadata, subtitles=reader.subtitles
         )
         if provenance is not None:
             writer.finalize = lambda tmp: provenance.finish_video(

@@ -29,6 +29,7 @@ def write_clip(
     colour: tuple[int, int] | None = None,
     options: dict[str, str] | None = None,
     tracks: list[tuple[str, str, str]] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Encode BGR frames (and a 440 Hz tone, when audio) into `path`.
 
@@ -39,10 +40,12 @@ def write_clip(
     color_range) the pixels are converted with by swscale and tagged with, as cameras and phones
     tag theirs (BT.709 = 1, full range = 2); options: the encoder's (e.g. {"qp": "0"},
     lossless); tracks: several audio tracks instead, (codec, language, title) each, the k-th
-    a tone of 440 * (k + 1) Hz."""
+    a tone of 440 * (k + 1) Hz; metadata: the container's entries (creation_time, title)."""
     h, w = frames[0].shape[:2]
     tb = time_base or Fraction(1, rate)
     with av.open(str(path), "w") as out:
+        for key, value in (metadata or {}).items():
+            out.metadata[key] = value
         vs = out.add_stream(codec, rate=rate)
         vs.width, vs.height = w, h
         vs.pix_fmt = pix_fmt or ("yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p")
@@ -186,6 +189,9 @@ def with_subtitles(src: Path, dst: Path, language: str = "spa", srt: str = SRT) 
     text = dst.with_suffix(".srt")
     text.write_text(srt, encoding="utf-8")
     with av.open(str(src)) as v, av.open(str(text)) as t, av.open(str(dst), "w") as out:
+        for key in ("creation_time", "title"):
+            if v.metadata.get(key):
+                out.metadata[key] = v.metadata[key]
         pairs = {id(s): out.add_stream_from_template(s) for s in [*v.streams, t.streams[0]]}
         for s in v.streams:
             for key in ("language", "title"):

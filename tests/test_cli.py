@@ -339,18 +339,24 @@ def test_an_unpainted_matroska_output_keeps_every_frame(tmp_path):
         assert np.abs(got[-1].astype(int) - frames[-1]).mean() < 6, ext
 
 
-def test_run_keeps_every_audio_track(tmp_path, masked_clip):
+def test_run_keeps_every_audio_track_and_the_recording_date(tmp_path, masked_clip):
     """Two sound tracks, English and French, through `lostface run`: a clip whose face is
     painted (its output carries the lostface tag) and one with no face (the tag is taken out
-    again by a remux) both keep the two tracks, their languages and their sounds."""
+    again by a remux) both keep the two tracks, their languages and their sounds, and the
+    recording's date and title (photo libraries sort by the date)."""
     from tests.media import audio_tracks
 
     skimage_data = pytest.importorskip("skimage.data")
     coffee = np.ascontiguousarray(skimage_data.coffee()[:320, :400, ::-1])
     langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]
+    meta = {"creation_time": "2025-06-01T10:20:30.000000Z", "title": "Birthday"}
     clips = {
-        "painted": write_clip(tmp_path / "masked.mkv", _decode(masked_clip[0])[:10], tracks=langs),
-        "untouched": write_clip(tmp_path / "coffee.mkv", [coffee] * 10, tracks=langs),
+        "painted": write_clip(
+            tmp_path / "masked.mkv", _decode(masked_clip[0])[:10], tracks=langs, metadata=meta
+        ),
+        "untouched": write_clip(
+            tmp_path / "coffee.mkv", [coffee] * 10, tracks=langs, metadata=meta
+        ),
     }
     for name, src in clips.items():
         out = tmp_path / f"{name}.mp4"
@@ -358,6 +364,12 @@ def test_run_keeps_every_audio_track(tmp_path, masked_clip):
         got = audio_tracks(out)
         assert [t["language"] for t in got] == ["eng", "fra"], name
         assert [round(t["peak_hz"] / 440) for t in got] == [1, 2], name
+        import av
+
+        with av.open(str(out)) as c:
+            assert c.metadata.get("title") == "Birthday", name
+            assert c.metadata.get("creation_time", "").startswith("2025-06-01T10:20:30"), name
+            assert ("comment" in c.metadata) == (name == "painted")  # the lostface tag
 
 
 def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):

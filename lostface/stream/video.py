@@ -56,6 +56,9 @@ _REFUSED = {
     ".gif": "GIF holds no audio and 256 colours: write .mp4 and convert it if you need a GIF",
     ".avi": "AVI keeps no timestamps, only a frame count, so frames would move: write .mkv or .mp4",
 }
+# The input's container entries its output keeps: when it was recorded (photo libraries sort
+# by it) and its title. Not its place (a phone's GPS position), nor its encoder's name.
+KEPT_METADATA = ("creation_time", "title")
 # AVFieldOrder: TT, BB, TB, BT (which field is coded and which shown first); 1 is progressive
 _INTERLACED = (2, 3, 4, 5)
 # cv2.rotate code for each number of quarter turns counter-clockwise
@@ -187,6 +190,8 @@ class VideoReader:
         self.audios = list(self.container.streams.audio)
         self.audio = self.audios[0] if self.audios else None
         self.subtitles = list(self.container.streams.subtitles)
+        meta = self.container.metadata
+        self.metadata = {k: str(meta[k]) for k in KEPT_METADATA if meta.get(k)}
         cc = self.video.codec_context
         if not cc.width or not cc.height:
             self.container.close()
