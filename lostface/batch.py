@@ -33,7 +33,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -47,6 +47,7 @@ from lostface.config import Settings, dump_toml, settings_from_toml
 from lostface.errors import InputError, LostfaceError, OutputError
 from lostface.frame import Frame
 from lostface.models import file_sha256
+from lostface.provenance import OutputProvenance
 from lostface.registry import self_reference_on
 from lostface.stream.video import OUTPUT_CONTAINERS, VideoReader, VideoWriter
 
@@ -89,6 +90,7 @@ class SegmentDone:
     frames: int
     seconds: float
     worker: str
+    painted: int = 0  # faces composited with a painted patch (the warm-up frames included)
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -257,7 +259,9 @@ def process_segment(task: SegmentTask, learned: Learned | None = None) -> Segmen
     finally:
         pipe.close()
         reader.close()
-    return SegmentDone(task.out, written, time.perf_counter() - t0, socket.gethostname())
+    return SegmentDone(
+        task.out, written, time.perf_counter() - t0, socket.gethostname(), pipe.painted_faces
+    )
 
 
 def _worker_threads() -> int:
@@ -279,16 +283,33 @@ def _worker_threads() -> int:
 
 # -- joining ------------------------------------------------------------------------------
 def join(
-    src: Path, parts: list[Path], out: Path, settings: Settings, segments: list[Segment]
+    src: Path,
+    parts: list[Path],
+    out: Path,
+    settings: Settings,
+    segments: list[Segment],
+    metadata: dict[str, str] | None = None,
+    finalize: Callable[[Path], None] | None = None,
 ) -> None:
     """The parts' video packets, in order, the input's audio tracks (copied where the
     container holds them, else re-encoded) and its subtitles (copied where it holds them) into
     `out`, written whole or not at all. Each part's timestamps are put back on the input's
     own: an MP4 part may start a fraction of a millisecond off (its edit list counts in the
-    movie's coarser clock)."""
+    movie's coarser clock). The input's recording date and title are kept
+    (stream.video.KEPT_METADATA); metadata: entries written too (the lostface tag of a
+    painted output); finalize: called with the closed temporary file before it is renamed
+    (C2PA signing)."""
     from lostface.stream.audio import AudioTrack, copy_subtitles
+    from lostface.stream.video import KEPT_METADATA
 
-    if len(parts) == 1 and not _has_audio(src, settings) and not _has_subtitles(src):
+    with av.open(str(src)) as probe:
+        extra = (
+            bool(probe.streams.subtitles)
+            or any(probe.metadata.get(k) for k in KEPT_METADATA)
+            or bool(metadata)
+            or finalize is not None
+        )
+    if len(parts) == 1 and not _has_audio(src, settings) and not extra:
         shutil.copyfile(parts[0], _tmp(out))
         os.replace(_tmp(out), out)
         return
@@ -304,6 +325,11 @@ def join(
             )
         container = av.open(str(tmp), "w")
         try:
+            for key in KEPT_METADATA:
+                if inp.metadata.get(key):
+                    container.metadata[key] = str(inp.metadata[key])
+            for key, value in (metadata or {}).items():
+                container.metadata[key] = value
             video = container.add_stream_from_template(opened[0].streams.video[0])
             audio_in = list(inp.streams.audio) if _has_audio(src, settings) else []
             tracks = {a.index: AudioTrack(container, a) for a in audio_in}
@@ -317,6 +343,8 @@ def join(
                 container.mux(packet)
         finally:
             container.close()
+        if finalize is not None:
+            finalize(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -736,8 +764,14 @@ def _run(
             results.append(FileResult(str(src), str(out), "failed", error=errors[i]))
             log.warning("%s failed: %s", src, errors[i])
             continue
+        # the lostface tag (and C2PA credentials, when asked for) on a file with a painted face
+        painted = any(d.painted for d in done[i].values())
         try:
-            join(src, parts[i], out, settings, segs)
+            if painted:
+                marks = OutputProvenance.from_settings(settings, out)
+                join(src, parts[i], out, settings, segs, marks.video_tags(), marks.signer(out))
+            else:
+                join(src, parts[i], out, settings, segs)
         except (LostfaceError, av.error.FFmpegError, OSError) as exc:
             manifest.record(src, out, fp, shash, status="failed", error=_why(exc))
             results.append(FileResult(str(src), str(out), "failed", error=_why(exc)))

@@ -335,6 +335,14 @@ def test_every_segment_paints_the_people_the_whole_file_shows(tmp_path):
     to_off = [np.abs(outs["auto"][k].astype(int) - outs["off"][k])[region].mean() for k in first]
     assert np.median(to_run) < 2.0, to_run  # painted as the two-pass run paints it
     assert np.median(to_off) > 5.0, to_off  # not the neutral fill
+    # the joined file is marked as painted, with the tag `lostface run` writes (same run id)
+    from lostface.provenance.metadata import TAG_KEYS
+
+    tags = []
+    for path in (tmp_path / "auto" / "onoff.mp4", single):
+        with av.open(str(path)) as c:
+            tags.append({k: c.metadata.get(k) for k in TAG_KEYS})
+    assert tags[0] == tags[1] and all(tags[0].values()), tags
 
 
 def test_a_folder_gives_its_videos_and_animated_gifs(tmp_path):
@@ -365,7 +373,8 @@ def test_a_folder_gives_its_videos_and_animated_gifs(tmp_path):
 def test_joined_parts_keep_every_audio_track(tmp_path):
     """The join puts the input's sound back beside the parts' pictures: every track, each
     with its language and its own sound (copied, or re-encoded where the container needs it),
-    and its subtitles where the container holds them."""
+    and its subtitles where the container holds them; the file keeps its recording date and
+    title."""
     from lostface.batch import join, plan
     from lostface.config import load_settings
     from lostface.frame import Frame
@@ -374,7 +383,8 @@ def test_joined_parts_keep_every_audio_track(tmp_path):
 
     frames = [np.full((96, 128, 3), 20 + 10 * i, np.uint8) for i in range(20)]
     langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]
-    sound = write_clip(tmp_path / "two.mkv", frames, rate=20, gop=10, tracks=langs)
+    meta = {"creation_time": "2025-06-01T10:20:30.000000Z", "title": "Birthday"}
+    sound = write_clip(tmp_path / "two.mkv", frames, rate=20, gop=10, tracks=langs, metadata=meta)
     src = with_subtitles(sound, tmp_path / "film.mkv")
     settings = load_settings()
     part = tmp_path / "part.mkv"
@@ -391,6 +401,9 @@ def test_joined_parts_keep_every_audio_track(tmp_path):
         got = audio_tracks(out)
         assert [t["language"] for t in got] == ["eng", "fra"], ext
         assert [round(t["peak_hz"] / 440) for t in got] == [1, 2], ext
+        with av.open(str(out)) as c:
+            assert c.metadata.get("title") == "Birthday", ext
+            assert c.metadata.get("creation_time", "").startswith("2025-06-01T10:20:30"), ext
         lines = subtitle_lines(out)
         assert lines == ([("spa", 0.1, b"Hello there"), ("spa", 0.24, b"Second line")]
                          if ext == ".mkv" else []), ext  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,10 @@ class OutputProvenance:
                 plain.unlink(missing_ok=True)
         if self.identity is not None and painted:
             credentials.sign_in_place(tmp, self.identity, title, self.run_id)  # type: ignore[arg-type]
+
+    def signer(self, out: Path) -> Callable[[Path], None]:
+        """finish_video for a painted output named `out`, as a writer's finalize."""
+        return lambda tmp: self.finish_video(tmp, True, out.name)
 
     def image_bytes(self, data: bytes, ext: str, painted: bool) -> bytes:
         """An encoded photo with the tag (when painted and provenance.metadata)."""
