@@ -655,6 +655,10 @@ def run_batch(
                     report.files.append(FileResult(str(src), str(out), "skipped"))
                     continue
                 segs = plan(src, settings.batch.segment_seconds, settings.batch.overlap_seconds)
+                if settings.provenance.c2pa:
+                    from lostface.provenance import credentials
+
+                    credentials.check_format(out)  # before any work, as `run` checks it
             except (LostfaceError, av.error.FFmpegError, OSError, IndexError) as exc:
                 report.files.append(FileResult(str(src), str(out), "failed", error=_why(exc)))
                 continue

@@ -396,12 +396,24 @@ def test_joined_parts_keep_every_audio_track(tmp_path):
         writer.commit()
     for ext in (".mkv", ".mp4"):
         out = tmp_path / f"joined{ext}"
-        join(src, [part], out, settings, plan(src, 60.0, 0.0))
+        seen: list[tuple[Path, bool]] = []  # finalize (C2PA signing) sees the whole file
+        join(
+            src,
+            [part],
+            out,
+            settings,
+            plan(src, 60.0, 0.0),
+            {"comment": "painted"},
+            lambda tmp, seen=seen: seen.append((tmp, probe(tmp)["frames"] == 20)),
+        )
+        assert len(seen) == 1 and seen[0][1] and not seen[0][0].exists(), seen
         assert probe(out)["frames"] == 20
         got = audio_tracks(out)
         assert [t["language"] for t in got] == ["eng", "fra"], ext
         assert [round(t["peak_hz"] / 440) for t in got] == [1, 2], ext
         with av.open(str(out)) as c:
+            entries = {k.lower(): v for k, v in c.metadata.items()}  # Matroska: COMMENT
+            assert entries.get("comment") == "painted", ext
             assert c.metadata.get("title") == "Birthday", ext
             assert c.metadata.get("creation_time", "").startswith("2025-06-01T10:20:30"), ext
         lines = subtitle_lines(out)
