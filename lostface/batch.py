@@ -303,13 +303,14 @@ def join(
     from lostface.stream.video import KEPT_METADATA
 
     with av.open(str(src)) as probe:
-        extra = (
-            bool(probe.streams.subtitles)
+        alone = len(parts) == 1 and not (
+            (settings.video.audio and probe.streams.audio)
+            or probe.streams.subtitles
             or any(probe.metadata.get(k) for k in KEPT_METADATA)
-            or bool(metadata)
+            or metadata
             or finalize is not None
         )
-    if len(parts) == 1 and not _has_audio(src, settings) and not extra:
+    if alone:  # the one part is the whole output
         shutil.copyfile(parts[0], _tmp(out))
         os.replace(_tmp(out), out)
         return
@@ -331,7 +332,7 @@ def join(
             for key, value in (metadata or {}).items():
                 container.metadata[key] = value
             video = container.add_stream_from_template(opened[0].streams.video[0])
-            audio_in = list(inp.streams.audio) if _has_audio(src, settings) else []
+            audio_in = list(inp.streams.audio) if settings.video.audio else []
             tracks = {a.index: AudioTrack(container, a) for a in audio_in}
             subtitles = copy_subtitles(container, list(inp.streams.subtitles))
             container.start_encoding()
@@ -352,18 +353,6 @@ def join(
     finally:
         for c in [*opened, inp]:
             c.close()
-
-
-def _has_audio(src: Path, settings: Settings) -> bool:
-    if not settings.video.audio:
-        return False
-    with av.open(str(src)) as c:
-        return bool(c.streams.audio)
-
-
-def _has_subtitles(src: Path) -> bool:
-    with av.open(str(src)) as c:
-        return bool(c.streams.subtitles)
 
 
 def _tmp(out: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 
 from lostface import __version__
+from lostface.stream.audio import copy_labels
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,7 @@ def remux_without_tag(src: Path, dst: Path) -> None:
         for s in i.streams:
             if s.type in ("video", "audio", "subtitle"):
                 pairs[s.index] = o.add_stream_from_template(s)
-                for key in ("language", "title"):  # what players list the tracks by
-                    if s.metadata.get(key):
-                        pairs[s.index].metadata[key] = s.metadata[key]
+                copy_labels(s, pairs[s.index])
         for packet in i.demux(*[i.streams[n] for n in pairs]):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker (Matroska leaves a B-frame

@@ -27,6 +27,14 @@ _LABELS = ("language", "title")
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 
 
+def copy_labels(source: av.stream.Stream, stream: av.stream.Stream) -> None:
+    """A track's language and title, which players list the tracks by, onto its copy."""
+    for key in _LABELS:
+        value = source.metadata.get(key)
+        if value:
+            stream.metadata[key] = value
+
+
 def holds(container: av.container.OutputContainer, codec: str) -> bool:
     """Whether `container`'s muxer can store audio of `codec` as it is."""
     known = _KNOWN.get(container.format.name)
@@ -63,7 +71,7 @@ class AudioTrack:
         if self.copied:
             try:
                 self.stream = container.add_stream_from_template(template)
-                self._label()
+                copy_labels(template, self.stream)
                 return
             except (av.error.FFmpegError, ValueError):
                 self.copied = False
@@ -85,20 +93,13 @@ class AudioTrack:
                 f"The input's {name} audio cannot go into a {container.format.name} file and "
                 f"the {encoder} encoder is missing ({exc}); write .mkv, or pass --no-audio."
             ) from None
-        self._label()
+        copy_labels(template, self.stream)
         log.info(
             "Audio: %s cannot go into a %s file as it is; re-encoded as %s.",
             name,
             container.format.name,
             self.stream.codec_context.name,
         )
-
-    def _label(self) -> None:
-        """The input track's language and title, which players list the tracks by."""
-        for key in _LABELS:
-            value = self.template.metadata.get(key)
-            if value:
-                self.stream.metadata[key] = value
 
     @property
     def codec(self) -> str:
@@ -170,9 +171,6 @@ def copy_subtitles(
         except (av.error.FFmpegError, ValueError) as exc:
             log.info("Subtitles: %s left out (%s).", name, exc)
             continue
-        for key in _LABELS:
-            value = template.metadata.get(key)
-            if value:
-                stream.metadata[key] = value
+        copy_labels(template, stream)
         out[template.index] = stream
     return out

@@ -269,12 +269,11 @@ class VideoReader:
         last_pts: int | None = None
         try:
             for packet in self.container.demux(streams):
-                if packet.stream.type == "subtitle":
-                    if packet.size and packet.pts is not None:
-                        yield packet
-                    continue
                 if packet.stream is not self.video:
-                    if packet.dts is not None:
+                    if packet.stream.type == "subtitle":
+                        if packet.size and packet.pts is not None:
+                            yield packet
+                    elif packet.dts is not None:
                         yield packet
                     continue
                 for vf in packet.decode():
