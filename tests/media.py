@@ -216,3 +216,18 @@ def subtitle_lines(path: Path) -> list[tuple[str | None, float, bytes]]:
                     out.append((s.metadata.get("language"), float(p.pts * p.time_base), bytes(p)))
             c.seek(0)
     return out
+
+
+def write_gif(path: Path, frames: list[np.ndarray], rate: int = 10) -> Path:
+    """BGR frames as a GIF (256 colours), one picture per frame: an animated GIF, or a still
+    one with a single frame."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("gif", rate=rate)
+        vs.height, vs.width = frames[0].shape[:2]
+        vs.pix_fmt = "rgb8"
+        for img in frames:
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    return path

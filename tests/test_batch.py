@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from tests.media import audio_span, probe, subtitle_lines, with_subtitles, write_clip
+from tests.media import (
+    audio_span,
+    audio_tracks,
+    probe,
+    subtitle_lines,
+    with_subtitles,
+    write_clip,
+    write_gif,
+)
 
 pytest.importorskip("distributed")
 
@@ -354,15 +362,8 @@ def test_a_folder_gives_its_videos_and_animated_gifs(tmp_path):
     folder.mkdir()
     frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)]
     write_clip(folder / "b.mp4", frames, audio=False)
-    for name, n in (("a.gif", 3), ("still.gif", 1)):
-        with av.open(str(folder / name), "w") as out:
-            vs = out.add_stream("gif", rate=10)
-            vs.width, vs.height, vs.pix_fmt = 64, 48, "rgb8"
-            for img in frames[:n]:
-                for p in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                    out.mux(p)
-            for p in vs.encode(None):
-                out.mux(p)
+    write_gif(folder / "a.gif", frames)
+    write_gif(folder / "still.gif", frames[:1])
     (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff")
     listed = tmp_path / "list.txt"
     listed.write_text(f"# clips\n{folder / 'b.mp4'}\n{tmp_path / 'other.mkv'}\n")
@@ -379,7 +380,6 @@ def test_joined_parts_keep_every_audio_track(tmp_path):
     from lostface.config import load_settings
     from lostface.frame import Frame
     from lostface.stream.video import VideoReader, VideoWriter
-    from tests.media import audio_tracks
 
     frames = [np.full((96, 128, 3), 20 + 10 * i, np.uint8) for i in range(20)]
     langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]

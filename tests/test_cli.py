@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lostface.cli import main
-from tests.media import probe, write_clip
+from tests.media import audio_tracks, probe, write_clip, write_gif
 
 ENV = dict(
     os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1", PYTHONPATH=str(Path(__file__).parents[1])
@@ -112,21 +112,6 @@ def test_run_restores_and_keeps_stream_properties(tmp_path, masked_clip, referen
     assert err_restored < 0.7 * err_masked
 
 
-def _write_gif(path, frames, rate=10):
-    import av
-
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("gif", rate=rate)
-        vs.height, vs.width = frames[0].shape[:2]
-        vs.pix_fmt = "rgb8"
-        for img in frames:
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-    return path
-
-
 def test_an_animated_gif_is_a_video(tmp_path, masked_clip, reference):
     """`lostface run` takes an animated GIF (a short clip, not a photo) and restores every
     frame; `lostface restore`, which paints one photo, says to run it instead; a GIF of one
@@ -135,7 +120,7 @@ def test_an_animated_gif_is_a_video(tmp_path, masked_clip, reference):
 
     src, originals, covered = masked_clip
     masked = _decode(src)[:12]
-    gif = _write_gif(tmp_path / "masked.gif", masked)
+    gif = write_gif(tmp_path / "masked.gif", masked)
     assert gif_frames(gif.read_bytes(), limit=100) == 12
     assert gif_frames(gif.read_bytes()[:200]) <= 1 and gif_frames(b"GIF89a") == 0  # cut short
     out = tmp_path / "out.mp4"
@@ -150,7 +135,7 @@ def test_an_animated_gif_is_a_video(tmp_path, masked_clip, reference):
     before = {p.name for p in tmp_path.iterdir()}
     line = _one_sentence(_run(["restore", str(gif), "-o", str(tmp_path / "o.png")]))
     assert "animated GIF" in line and "lostface run" in line
-    still = _write_gif(tmp_path / "still.gif", masked[:1])
+    still = write_gif(tmp_path / "still.gif", masked[:1])
     line = _one_sentence(_run(["run", str(still), "-o", str(tmp_path / "o.mp4")]))
     assert "is a photo" in line
     assert {p.name for p in tmp_path.iterdir()} == before | {"still.gif"}
@@ -344,8 +329,6 @@ def test_run_keeps_every_audio_track_and_the_recording_date(tmp_path, masked_cli
     painted (its output carries the lostface tag) and one with no face (the tag is taken out
     again by a remux) both keep the two tracks, their languages and their sounds, and the
     recording's date and title (photo libraries sort by the date)."""
-    from tests.media import audio_tracks
-
     skimage_data = pytest.importorskip("skimage.data")
     coffee = np.ascontiguousarray(skimage_data.coffee()[:320, :400, ::-1])
     langs = [("aac", "eng", "Main"), ("libopus", "fra", "Commentary")]
