@@ -375,6 +375,54 @@ def test_a_covering_standing_off_the_jaw_is_not_painted_as_skin(
     assert float(np.mean(to_wall < to_skin)) > 0.95
 
 
+def test_what_lies_beside_the_face_is_carried_in_from_the_surroundings_only() -> None:
+    """Beside a turned jaw the covering hides background: it is carried in from the
+    background around the covering, and the face's own skin (light, right beside it above
+    the covering) is no source, so it spreads no pale haze over the dark background."""
+    from lostface.restore.reference import beside_fill
+
+    h, w = align.CANON_SHAPE
+    outline = np.zeros((h, w), np.uint8)
+    cv2.ellipse(outline, (150, 150), (70, 100), 0, 0, 360, 1, -1)  # a face turned aside
+    wall = np.array([40, 30, 25], np.float32)  # a dark stage curtain
+    face = np.empty((h, w, 3), np.uint8)
+    face[:] = wall.astype(np.uint8)
+    face[outline > 0] = (120, 150, 200)  # light skin
+    support = np.zeros((h, w), np.uint8)
+    support[150:260, 30:230] = 1  # the covering, standing 50 px off the jaw on the left
+    face[support > 0] = MASK_BGR
+    fill = beside_fill(face, support, outline, NeutralFill().blur_sigma)
+    rows, cols = np.mgrid[0:h, 0:w]
+    grown = cv2.dilate(outline, np.ones((25, 25), np.uint8))
+    beside = (support > 0) & (grown == 0) & (cols < 150)
+    assert int(beside.sum()) > 2000
+    off = np.abs(fill[beside] - wall).max(axis=1)
+    # before, the light skin above the covering bled in: a haze of 20 levels (99th percentile)
+    assert float(np.percentile(off, 99)) < 8.0
+
+
+def test_the_neck_below_the_chin_has_no_straight_edge_of_skin() -> None:
+    """Below the chin the neck is painted as skin (what a covering reaching down hides most
+    often), fading out sideways: where a hand or a collar is, no rectangle of skin with
+    straight edges stands out (the stage clip's singer holding his microphone)."""
+    from lostface.restore.reference import on_face_or_neck
+
+    h, w = align.CANON_SHAPE
+    outline = np.zeros((h, w), np.uint8)
+    cv2.ellipse(outline, (128, 130), (80, 100), 0, 0, 360, 1, -1)
+    weight = on_face_or_neck(outline)
+    assert float(weight[130, 128]) == pytest.approx(1.0)  # the face
+    assert float(weight[250, 128]) > 0.95  # the middle of the neck, under the chin
+    assert float(weight[250, 20]) < 0.02  # far beside it
+    below = weight[245:280]
+    # a blurred step of one level over the neck's soft edge (sigma 8 px): at most
+    # 1 / (8 * sqrt(2 pi)) = 0.05 a pixel; the straight edge of before stepped 0.2 a pixel
+    assert float(np.abs(np.diff(below, axis=1)).max()) < 0.06
+    # the face's own outline keeps its sharp edge (the patch ends where the face ends)
+    side = weight[130, 40:60]
+    assert float(np.abs(np.diff(side)).max()) > 0.15
+
+
 def test_reference_fades_toward_the_fill_on_a_dim_low_contrast_face(
     astronaut_bgr: np.ndarray, detector: CenterFaceDetector
 ) -> None:

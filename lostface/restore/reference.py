@@ -63,9 +63,12 @@ _FIT_SCALES = (0.95, 1.0, 1.05)
 _FIT_MIN_NCC = 0.4
 _FIT_GAIN = 0.15
 # Below the reference's face outline (its mesh's oval) the neck: this share of the face's
-# width, under the chin; the outline's soft edge (Gaussian sigma, canonical px).
+# width, under the chin; the outline's and the neck's soft edges (Gaussian sigma, canonical
+# px); the margin around the outline that is no source of what lies beside the face
 _NECK = 0.6
 _OUTLINE_EDGE = 2.0
+_NECK_EDGE = 8.0
+_AROUND_OUTLINE = np.ones((5, 5), np.uint8)
 
 
 @dataclass(slots=True)
@@ -619,7 +622,9 @@ class ReferenceRestorer(Restorer):
         outline = self._outline(ref, bend, m)
         if outline is not None:
             on_face = on_face_or_neck(outline)[..., None]
-            fill = fill * on_face + border_fill(face, inpainted) * (1.0 - on_face)
+            fill = fill * on_face + beside_fill(face, support, outline, self._fill.blur_sigma) * (
+                1.0 - on_face
+            )
         src = matched.astype(np.float32) * keep + fill * (1.0 - keep)
         if self.settings.match_detail:
             # a dim or hazy face shows little contrast above its mask: the reference's
@@ -735,8 +740,10 @@ class ReferenceRestorer(Restorer):
 
 
 def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
-    """(H, W) float32 in 0..1: the face within its outline (uint8 0/1) and, below the chin, the
-    neck (_NECK of the face's widest span, under the chin); softened at the edge."""
+    """(H, W) float32 in 0..1: the face within its outline (uint8 0/1), softened at the edge,
+    and below the chin the neck (_NECK of the face's widest span), whose sides fade over
+    _NECK_EDGE: a covering that reaches down hides the neck far more often than anything
+    else, but no straight edge of skin may stand out where a hand or a collar is."""
     inside = outline.astype(np.float32)
     rows, cols = np.nonzero(outline)
     if len(rows) == 0:
@@ -744,8 +751,24 @@ def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
     chin = int(rows.max())
     lowest = cols[rows >= chin - (chin - int(rows.min())) // 8]
     centre, half = float(lowest.mean()), _NECK * float(cols.max() - cols.min()) / 2
-    inside[chin:, max(0, int(centre - half)) : int(centre + half) + 1] = 1.0
-    return np.asarray(cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE), np.float32)
+    neck = np.zeros_like(inside)
+    neck[
+        chin - (chin - int(rows.min())) // 8 :, max(0, int(centre - half)) : int(centre + half) + 1
+    ] = 1.0
+    face = cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE)
+    neck = cv2.GaussianBlur(neck, (0, 0), _NECK_EDGE)
+    return np.asarray(np.maximum(face, neck), np.float32)
+
+
+def beside_fill(
+    face: np.ndarray, support: np.ndarray, outline: np.ndarray, blur_sigma: float
+) -> np.ndarray:
+    """What a covering hides beyond the face's outline, carried in from what surrounds it
+    there and is not face (background, collar, a hand, the neck below it): the face itself is
+    no source, so its skin does not spread into the background beside a turned jaw as a pale
+    haze (float32 BGR in 0..255)."""
+    unknown = np.maximum(support, cv2.dilate(outline, _AROUND_OUTLINE))
+    return border_fill(face, smooth_inpaint(face, unknown, blur_sigma))
 
 
 def _keep_mean(cloned: np.ndarray, src: np.ndarray, support: np.ndarray) -> np.ndarray:
