@@ -756,8 +756,7 @@ def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
         chin - (chin - int(rows.min())) // 8 :, max(0, int(centre - half)) : int(centre + half) + 1
     ] = 1.0
     face = cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE)
-    neck = cv2.GaussianBlur(neck, (0, 0), _NECK_EDGE)
-    return np.asarray(np.maximum(face, neck), np.float32)
+    return np.asarray(np.maximum(face, cv2.GaussianBlur(neck, (0, 0), _NECK_EDGE)), np.float32)
 
 
 def beside_fill(
