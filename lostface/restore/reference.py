@@ -749,12 +749,11 @@ def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
     if len(rows) == 0:
         return np.ones(outline.shape, np.float32)
     chin = int(rows.max())
-    lowest = cols[rows >= chin - (chin - int(rows.min())) // 8]
+    jaw = chin - (chin - int(rows.min())) // 8  # the outline's lowest eighth: the chin's
+    lowest = cols[rows >= jaw]
     centre, half = float(lowest.mean()), _NECK * float(cols.max() - cols.min()) / 2
-    neck = np.zeros_like(inside)
-    neck[
-        chin - (chin - int(rows.min())) // 8 :, max(0, int(centre - half)) : int(centre + half) + 1
-    ] = 1.0
+    neck = np.zeros_like(inside)  # from within the chin, so its blurred top merges into it
+    neck[jaw:, max(0, int(centre - half)) : int(centre + half) + 1] = 1.0
     face = cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE)
     return np.asarray(np.maximum(face, cv2.GaussianBlur(neck, (0, 0), _NECK_EDGE)), np.float32)
 
