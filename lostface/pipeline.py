@@ -22,6 +22,8 @@ for the worker.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -152,6 +154,18 @@ class Timings:
         return out
 
 
+def _lower_priority(nice: int) -> None:
+    """Add `nice` to the calling thread's niceness (Linux: a thread is a task of its own;
+    elsewhere setpriority would reach the whole process, so nothing is done)."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + nice, 19))
+    except OSError as exc:  # a sandbox may refuse it: the worker then runs as the loop does
+        log.debug("Keyframe worker keeps its priority: %s", exc)
+
+
 class KeyframeWorker:
     """Runs keyframe jobs through the painter on one background thread; the newest job wins
     over a backlog. Every call of the painter (paint, forget, reset) happens on that thread
@@ -165,12 +179,14 @@ class KeyframeWorker:
         synchronous: bool = False,
         batch: int = 1,
         keep_within: int = 0,
+        nice: int = 0,
     ):
         """keep_within: a face's pending job is superseded by its newer one only when that is
         more than this many frames later (as long as a delay line holds a frame for its
         face's keyframe: the frames between the two still wait for the older job's patch;
-        0, live: always)."""
+        0, live: always). nice: niceness added to the worker's thread (Linux only)."""
         self.painter = painter
+        self.nice = nice
         self.keep_within = keep_within
         self.timings = timings
         self.synchronous = synchronous
@@ -231,6 +247,8 @@ class KeyframeWorker:
             return evicted
 
     def _run(self) -> None:
+        if self.nice > 0:
+            _lower_priority(self.nice)
         while True:
             with self._wake:
                 while not self._jobs and not self._closed and not self._chores():
@@ -438,6 +456,9 @@ class Pipeline:
             synchronous,
             settings.keyframe.batch,
             _HOLD * self.delay,
+            # files only: the delay line gives a lower-priority worker time; live, a patch
+            # that waits for CPU shows late
+            settings.keyframe.nice if self.delay > 0 else 0,
         )
         self._line: deque[Output] = deque()
         self._frame_no = 0

@@ -3,6 +3,7 @@ unmasked faces untouched."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -323,6 +324,29 @@ def test_a_frame_held_past_the_line_s_hold_takes_the_keyframe_sent_on_it(
     pipe.close()
     later = [painted for index, painted in left if index >= held.frame_index]
     assert later and all(later)
+
+
+def _niceness(thread: threading.Thread | None) -> int:
+    assert thread is not None and thread.native_id is not None
+    with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # stat's 19th field
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux")
+def test_the_keyframe_worker_yields_the_cpu_to_the_loop_in_files_only(settings):
+    """Files: the worker's thread runs keyframe.nice steps nicer than the loop's, so on a busy
+    CPU the detector and the encoder, which every frame waits for, go first; live (no delay
+    line), a patch that waited for the CPU would show late, so it runs as the loop does."""
+    base = _niceness(threading.main_thread())
+    stages = build_stages(settings)
+    for delay, expected in [(None, min(base + settings.keyframe.nice, 19)), (0, base)]:
+        pipe = Pipeline(settings, stages, delay_frames=delay)
+        deadline = time.monotonic() + 10
+        while _niceness(pipe.worker._thread) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _niceness(pipe.worker._thread) == expected, delay
+        pipe.close()
+    assert settings.keyframe.nice > 0 and _niceness(threading.main_thread()) == base
 
 
 def test_queue_is_bounded_and_newest_wins(masked_frames, astronaut_bgr):

@@ -81,6 +81,11 @@ class KeyframeSettings:
     # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
     # for on a head turn reaches the frames of the turn rather than arriving after it
     delay_frames: int = 16
+    # files: niceness added to the keyframe worker's thread (Linux). On a busy CPU the frame
+    # loop's detector and encoder, which every frame waits for, then run first, and the worker
+    # paints in what is left while the delay line holds the frames (bench/README.md,
+    # "Throughput"); 0: as the loop; live: always 0
+    nice: int = 5
     crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
     # between keyframes, bend the patch onto the face's mesh on the frames the detector
     # measured it (lostface.restore.follow; needs models.face_mesh), not only carry it by the
@@ -509,6 +514,7 @@ def validate(s: Settings) -> None:
         (s.keyframe.queue_size >= 1, "keyframe.queue_size must be 1 or more"),
         (s.keyframe.batch >= 1, "keyframe.batch must be 1 or more"),
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
+        (0 <= s.keyframe.nice <= 19, "keyframe.nice must be 0 to 19"),
         (s.keyframe.look_change >= 0, "keyframe.look_change must be 0 or more (0: never)"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
