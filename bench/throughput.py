@@ -7,7 +7,12 @@ scaled to 1280x720. For each, in the same run and interleaved (this machine is n
 Figures are medians over --runs runs. Writes bench/results/throughput.json (with --set,
 throughput_<settings>.json).
 
-    python bench/throughput.py [--runs 5] [--set KEY=VALUE ...]   # e.g. upscale.engine=realesrgan
+--repeat N plays each clip N times over, forwards and backwards in turn (so the joins are no
+scene cuts), for a longer clip of the same shots: the start-up (loading the models, the
+enlarged look's first run, every face's first keyframe) weighs less in it, as in a video of
+minutes (writes throughput_repeat<N>.json).
+
+    python bench/throughput.py [--runs 5] [--repeat N] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -64,6 +69,28 @@ def enlarge(src: Path, dst: Path, vs: VideoSettings) -> None:
                 item.image = cv2.resize(item.image, (1280, 720), interpolation=cv2.INTER_CUBIC)
                 w.write(item)
         w.commit()
+
+
+def repeated(src: Path, times: int, vs: VideoSettings) -> Path:
+    """The clip played `times` times, forwards and backwards in turn (cached in bench/results)."""
+    from dataclasses import replace
+
+    dst = RESULTS / f"{src.stem}_x{times}.mp4"
+    if dst.exists():
+        return dst
+    with VideoReader(src) as r:
+        info = r.info
+        frames = [item.image for item in r.items() if isinstance(item, Frame)]
+    tmp = dst.with_name(f".{dst.name}")
+    w = VideoWriter(tmp, replace(info, frames=len(frames) * times), vs, None)
+    n, frame_time = 0, 1 / info.rate
+    for k in range(times):
+        for image in frames if k % 2 == 0 else frames[::-1]:
+            w.write(Frame(image, n, n, frame_time))  # pts in frame durations
+            n += 1
+    w.commit()
+    tmp.replace(dst)
+    return dst
 
 
 def plain(src: Path, dst: Path, vs: VideoSettings) -> float:
@@ -183,7 +210,16 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a setting for `lostface run`, e.g. --set upscale.engine=realesrgan (repeatable)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="play each clip N times over, forwards and backwards in turn (a longer clip)",
+    )
     args = ap.parse_args()
+    if args.repeat < 1:
+        sys.exit("--repeat must be 1 or more.")
     SETS[:] = [x for item in args.overrides for x in ("--set", item)]
     src = SHARED / "video" / "stage_clip.mp4"
     ref = SHARED / "identity" / "stage_clip_reference.png"
@@ -191,6 +227,8 @@ def main() -> None:
         sys.exit(f"{src} is absent: this benchmark needs ../shared/data.")
     masked, big = prepare(src)
     vs = load_settings().video
+    if args.repeat > 1:
+        masked, big = repeated(masked, args.repeat, vs), repeated(big, args.repeat, vs)
     report: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -199,6 +237,7 @@ def main() -> None:
             "opencv": cv2.__version__,
         },
         "runs": args.runs,
+        "repeat": args.repeat,
         "settings": args.overrides,
         "clips": {},
     }
@@ -236,7 +275,8 @@ def main() -> None:
             flush=True,
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = "_".join(re.sub(r"[^\w.-]+", "-", item) for item in args.overrides)
+    parts = [f"repeat{args.repeat}"] if args.repeat > 1 else []
+    tag = "_".join(parts + [re.sub(r"[^\w.-]+", "-", item) for item in args.overrides])
     path = RESULTS / (f"throughput_{tag}.json" if tag else "throughput.json")
     path.write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
