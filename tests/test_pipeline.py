@@ -183,6 +183,11 @@ def _gated(settings, astronaut_bgr):
     return stages, gate
 
 
+# a short line and frequent keyframes; the detector at most 6 frames ahead, so that the 20
+# frames reach a face's second keyframe
+_HELD_KEYFRAMES = ["keyframe.delay_frames=2", "keyframe.max_age=4", "tracking.detect_ahead=6"]
+
+
 def _next_keyframe_held(pipe, gate, frames):
     """A face's first keyframe painted at once, then frames pushed until its next keyframe is
     sent and held at the gate; returns the face, the next frame to push, and the frames that
@@ -262,7 +267,7 @@ def test_frames_wait_in_the_line_for_their_face_s_keyframe_being_painted(
     """A face's newer keyframe still being painted holds its frames in the delay line (up to
     4x its length), so they leave with that keyframe's patch; the worker says which faces
     have a job queued or being painted."""
-    settings = load_settings(overrides=["keyframe.delay_frames=2", "keyframe.max_age=4"])
+    settings = load_settings(overrides=_HELD_KEYFRAMES)
     frames, covered = masked_frames
     stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)
@@ -289,7 +294,7 @@ def test_a_frame_held_past_the_line_s_hold_takes_the_keyframe_sent_on_it(
     """Files: a frame that reaches the line's hold while the keyframe sent on it is still
     being painted makes the loop wait for that keyframe, so it leaves with that keyframe's
     patch, not the older one of another pose."""
-    settings = load_settings(overrides=["keyframe.delay_frames=2", "keyframe.max_age=4"])
+    settings = load_settings(overrides=_HELD_KEYFRAMES)
     frames, _ = masked_frames
     stages, gate = _gated(settings, astronaut_bgr)
     pipe = Pipeline(settings, stages)

@@ -54,7 +54,10 @@ class DetectSettings:
 class TrackingSettings:
     detect_every: int = 4  # run the detector every N frames, the Kalman filter predicts between
     flow: bool = True  # follow each face by optical flow between detections (about 0.5 ms a face)
-    detect_ahead: int = 6  # files: frames the detector may run ahead of tracking on its own thread
+    # files: frames the detector may run ahead of tracking on its own thread (12: three
+    # detections at detect_every 4, slack for the detector that every frame waits for;
+    # bench/README.md, "Throughput")
+    detect_ahead: int = 12
     match_iou: float = 0.2  # least IoU for a detection to continue a track
     match_distance: float = 1.0  # else: largest centre distance (face sizes) for a match
     birth_hits: int = 2  # matched detections before a track is confirmed
