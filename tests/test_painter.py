@@ -173,7 +173,7 @@ def test_the_pipeline_forgets_through_the_worker_thread(masked_astronaut):
     pipe = Pipeline(settings, stages)
     for i in range(12):
         pipe.push(Frame(image.copy(), i))
-    pipe.worker.wait_idle()
+    pipe.flush()  # every frame tracked (the detector may run ahead of the pushes), jobs done
     assert eng.state  # the masked face was painted and remembered
     pipe.reset()
     pipe.worker.wait_idle()  # the reset runs on the worker thread
