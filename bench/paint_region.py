@@ -11,7 +11,10 @@ real photos (../shared/data/unmasked, every kind) and of frames of
   (mask.dilate + mask.feather_radius canonical pixels, in frame pixels), over the covered
   region's area;
 - recall: the share of the covering's pixels that were painted (changed), over the faces
-  judged covered (a face left alone is counted in painted_share, not here).
+  judged covered (a face left alone is counted in painted_share, not here);
+- the fill's colour, on the faces painted: how far the median colour painted over the
+  covering lies from the median colour of the skin it hides (CIE76 delta E, Lab with L
+  0..100; and the lightness alone, positive when painted lighter), and the PSNR there.
 
 A pixel counts as changed when any channel moved by more than 2 levels.
 
@@ -78,6 +81,9 @@ def one(
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     allowed = cv2.dilate(truth.astype(np.uint8), kernel) > 0
     eyes = eye_band(lm, image.shape) & ~allowed
+    painted = truth & changed
+    de, dl = colour_error(out, image, painted) if painted.any() else (0.0, 0.0)
+    mse = float(((out[truth].astype(np.float32) - image[truth]) ** 2).mean())
     row = {
         "kind": kind,
         "recall": float(changed[truth].mean()),
@@ -85,6 +91,9 @@ def one(
         "eyes_changed": float(changed[eyes].mean()) if eyes.any() else 0.0,
         "painted": bool(changed[truth].mean() > 0.5),
         "face_px": float(align.CANON_SIZE / scale * 0.65),
+        "colour_de": de,
+        "colour_dl": dl,
+        "psnr": 10.0 * float(np.log10(255.0**2 / max(mse, 1e-6))),
     }
     vis = np.hstack([syn.image, out])
     return row, vis
@@ -94,6 +103,9 @@ def summary(rows: list[dict]) -> dict:
     if not rows:
         return {"faces": 0}
     rec = np.array([r["recall"] for r in rows if r["painted"]] or [0.0])
+    de = np.array([r["colour_de"] for r in rows if r["painted"]] or [0.0])
+    dl = np.array([r["colour_dl"] for r in rows if r["painted"]] or [0.0])
+    psnr = np.array([r["psnr"] for r in rows if r["painted"]] or [0.0])
     out = np.array([r["outside"] for r in rows])
     eyes = np.array([r["eyes_changed"] for r in rows])
     return {
@@ -105,7 +117,21 @@ def summary(rows: list[dict]) -> dict:
         "recall_mean": float(rec.mean()),
         "recall_p5": float(np.percentile(rec, 5)),
         "painted_share": float(np.mean([r["painted"] for r in rows])),
+        "colour_de_median": float(np.median(de)),
+        "colour_de_p90": float(np.percentile(de, 90)),
+        "colour_dl_median": float(np.median(dl)),
+        "psnr_mean": float(psnr.mean()),
     }
+
+
+def colour_error(out: np.ndarray, original: np.ndarray, where: np.ndarray) -> tuple[float, float]:
+    """Delta E (CIE76) between the median colours of two images at `where`, and the
+    lightness difference (out minus original), Lab with L 0..100."""
+    lab = [
+        np.median(cv2.cvtColor(x.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[where], axis=0)
+        for x in (out, original)
+    ]
+    return float(np.linalg.norm(lab[0] - lab[1])), float(lab[0][0] - lab[1][0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['recall_median']:.3f}, mean {s['recall_mean']:.3f} (target >= 0.98), p5 "
             f"{s['recall_p5']:.3f} (faces painted); faces painted "
             f"{100 * s['painted_share']:.1f}%"
+        )
+        print(
+            f"  the fill's colour against the skin it hides: delta E median "
+            f"{s['colour_de_median']:.2f} (p90 {s['colour_de_p90']:.2f}), lightness median "
+            f"{s['colour_dl_median']:+.2f}; covered-region PSNR mean {s['psnr_mean']:.2f} dB"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -119,7 +119,12 @@ class TeleaRestorer(NeutralFill):
     what is painted on the same region."""
 
     def fill(
-        self, face: np.ndarray, support: np.ndarray, lightness: float | None = None
+        self,
+        face: np.ndarray,
+        support: np.ndarray,
+        lightness: float | None = None,
+        inpainted: np.ndarray | None = None,
+        turn: float = 0.0,
     ) -> np.ndarray:
         m = (support > 0).astype(np.uint8) * 255
         return cv2.inpaint(face, m, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32)

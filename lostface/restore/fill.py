@@ -3,10 +3,10 @@
 Classical and cheap: inpaint the covered region from its border for its shading, keep that
 shading to broad strokes (inpainting each pixel from its nearest border draws streaks and
 creases, such as an X where a hand or a collar lies below the covering, which look worse than
-a soft face), and take its colour (Lab a, b) from the
-face's own visible skin alone (the lighter of the forehead and the nose bridge, leaving out a
-white cap over the forehead): the border also holds the covering's rim, and a green or blue
-covering must not leave a green or blue face.
+a soft face), and take its colour (Lab a, b, and the lightness it is pulled toward) from the
+face's own visible skin alone: the cheeks just above the covering, where they look like the
+forehead's or the nose bridge's skin (skin_colour): the border also holds the covering's
+rim, and a green or blue covering must not leave a green or blue face.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from lostface.frame import CoverMask
-from lostface.restore.regions import mid_skin_mask, trusted_skin, upper_skin_mask
+from lostface.restore.align import CANON_LANDMARKS, yaw_proxy
+from lostface.restore.regions import face_oval_mask, mid_skin_mask, trusted_skin, upper_skin_mask
 from lostface.stages import Restorer
 
 _WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper than 256
@@ -23,6 +24,22 @@ _WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper 
 # inpainting's own blur): smaller left the stage clip's X of creases visible (6), the smooth
 # fills from the whole border tried instead lost the shade beside turned faces (bench/README)
 _SHADING_SIGMA = 9.5
+# The skin above a covered region (skin_colour): a band from _RING_IN to _RING_OUT canonical
+# pixels above the region's edge; its pixels within _RING_L (Lab L) and _RING_AB (Lab a, b)
+# of a visible skin sample count, when there are _RING_MIN of them.
+_RING_OUT = 15
+_RING_IN = 3
+_RING_L = 25.0
+_RING_AB = 10.0
+_RING_MIN = 64
+# ... and at least _RING_CHROMA of that sample's chroma (Lab a, b from neutral): a white or
+# grey covering beside pale skin lies near it in Lab, but has next to no colour
+_RING_CHROMA = 0.6
+# ... on a face turned less than _RING_TURN (align.yaw_proxy, eye distances; about 25
+# degrees): on a turned face the band crosses the near cheek's shading and the far side's
+# edge, and the stage clip's turned faces were filled 0.5-1.3 dB further from what the
+# covering hid (bench/README "The neutral fill's colour")
+_RING_TURN = 0.25
 
 
 class NeutralFill(Restorer):
@@ -46,7 +63,7 @@ class NeutralFill(Restorer):
         alpha = np.clip(cover.alpha.astype(np.float32), 0.0, 1.0)
         if not cover.covered or float(alpha.max()) <= 0.0:
             return face.copy(), None
-        fill = self.fill(face, (alpha > 0.01).astype(np.uint8))
+        fill = self.fill(face, (alpha > 0.01).astype(np.uint8), turn=yaw_proxy(landmarks[:5]))
         a = alpha[..., None]
         out = face.astype(np.float32) * (1.0 - a) + fill * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), None
@@ -57,12 +74,21 @@ class NeutralFill(Restorer):
         support: np.ndarray,
         lightness: float | None = None,
         inpainted: np.ndarray | None = None,
+        turn: float = 0.0,
     ) -> np.ndarray:
         """The smooth fill of the support region (float32 BGR, shaped like face); lightness
-        (Lab L, 0..100) is the skin brightness to pull toward, the forehead's when None;
-        inpainted: smooth_inpaint(face, support, self.blur_sigma) when the caller has it."""
+        (Lab L, 0..100) is the skin brightness to pull toward, skin_colour's when None;
+        inpainted: smooth_inpaint(face, support, self.blur_sigma) when the caller has it;
+        turn: the face's head turn (align.yaw_proxy of its canonical landmarks)."""
         return neutral_fill(
-            face, support, self.chroma_pull, self.blur_sigma, self.light_pull, lightness, inpainted
+            face,
+            support,
+            self.chroma_pull,
+            self.blur_sigma,
+            self.light_pull,
+            lightness,
+            inpainted,
+            turn,
         )
 
 
@@ -74,6 +100,7 @@ def neutral_fill(
     light_pull: float = 0.0,
     lightness: float | None = None,
     inpainted: np.ndarray | None = None,
+    turn: float = 0.0,
 ) -> np.ndarray:
     """A smooth skin-toned fill of the support region: float32 BGR in 0..255, shaped like face.
 
@@ -87,18 +114,8 @@ def neutral_fill(
     fill = cv2.GaussianBlur(fill, (0, 0), _SHADING_SIGMA)
     lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     face_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    medians = []
-    for sample in (upper_skin_mask(), mid_skin_mask()):
-        sel = (sample > 0) & (support == 0)
-        if int(sel.sum()) >= 32:
-            # hair, glasses or a fringe in the sample do not drag the median
-            medians.append(np.median(face_lab[sel], axis=0))
-    if medians:
-        # the forehead with the nose bridge, unless it is a white cap (regions.trusted_skin)
-        kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians])
-        # of those, the lighter: a hair fringe or a hat's shadow over one sample is darker
-        # than the skin the other shows
-        mu = medians[max(kept, key=lambda k: float(medians[k][0]))]
+    mu = skin_colour(face_lab, support, turn)
+    if mu is not None:
         if lightness is not None:
             mu[0] = lightness
         lab[..., 1:] = (1 - chroma_pull) * lab[..., 1:] + chroma_pull * mu[1:]
@@ -111,6 +128,60 @@ def neutral_fill(
             lab[..., 0] = np.clip(lab[..., 0], mu[0] - 25.0, mu[0] + 15.0)
     fill = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255.0
     return cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) -> np.ndarray | None:
+    """The colour (Lab, float: L 0..100) to fill a covered face with: that of the skin just
+    above the covered region (support: uint8, the crop's shape), below the eyes; None when no
+    skin sample shows.
+
+    The lower face is most often darker than the forehead (light from above) and a forehead's
+    highlight is paler: the cheeks just above the covering match what it hides best (on
+    synthetic coverings over the open photos, bench/README "The neutral fill's colour").
+    Its pixels count where they look like one of the visible skin's samples (the forehead and
+    the nose bridge, less a white cap, regions.trusted_skin) and are as colourful, so the
+    covering's rim (also where the region fell short of a pale covering), hair, the eyes and
+    the background do not. Where too few do (a face turned far, a covering up to
+    the eyes), the lighter sample itself: a hair fringe or a hat's shadow over one sample is
+    darker than the skin the other shows."""
+    medians = []
+    for sample in (upper_skin_mask(), mid_skin_mask()):
+        sel = (sample > 0) & (support == 0)
+        if int(sel.sum()) >= 32:
+            # hair, glasses or a fringe in the sample do not drag the median
+            medians.append(np.median(face_lab[sel], axis=0))
+    if not medians:
+        return None
+    kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians])
+    px = face_lab[_ring(support)] if abs(turn) < _RING_TURN else face_lab[:0, 0]
+    chroma = np.hypot(px[:, 1], px[:, 2])
+    like = np.zeros(len(px), bool)
+    for k in kept:
+        m = medians[k]
+        like |= (
+            (np.abs(px[:, 0] - m[0]) < _RING_L)
+            & (np.hypot(px[:, 1] - m[1], px[:, 2] - m[2]) < _RING_AB)
+            & (chroma >= _RING_CHROMA * float(np.hypot(m[1], m[2])))
+        )
+    if int(like.sum()) >= _RING_MIN:
+        return np.median(px[like], axis=0)
+    # of the samples, the lighter: a hair fringe or a hat's shadow over one sample is darker
+    # than the skin the other shows
+    return medians[max(kept, key=lambda k: float(medians[k][0]))].copy()
+
+
+def _ring(support: np.ndarray) -> np.ndarray:
+    """The band above the covered region (bool, the crop's shape): _RING_IN to _RING_OUT
+    pixels above its edge (past the covering's rim and the feather), below the eyes' line,
+    inside the face's oval. Beside a covering lie the face's shaded sides, hair or the
+    background; above it, the cheeks under the eyes, lit as the ones it hides."""
+    sup = (support > 0).astype(np.uint8)
+    # a vertical kernel anchored at its top row: each pixel of the region reaches up
+    reach = cv2.dilate(sup, np.ones((_RING_OUT + 1, 1), np.uint8), anchor=(0, 0)) > 0
+    inner = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _RING_IN + 1, 2 * _RING_IN + 1))
+    ring = reach & ~(cv2.dilate(sup, inner) > 0) & (face_oval_mask() > 0)
+    ring[: int(round(float(CANON_LANDMARKS[:2, 1].mean())))] = False
+    return ring
 
 
 def border_fill(face: np.ndarray, inpainted: np.ndarray) -> np.ndarray:

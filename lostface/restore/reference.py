@@ -37,7 +37,7 @@ from lostface.restore.align import (
 )
 from lostface.restore.fill import NeutralFill, border_fill, smooth_inpaint
 from lostface.restore.mesh import FACE_OVAL, FaceMesh
-from lostface.restore.regions import mid_skin_mask, upper_skin_mask
+from lostface.restore.regions import face_oval_mask, mid_skin_mask, upper_skin_mask
 from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, mesh_maps
 from lostface.stages import Detector, Restorer, Segmenter
 from lostface.stream.image import read_image as load_image
@@ -483,10 +483,7 @@ class ReferenceRestorer(Restorer):
         self._upper_band = (
             (yy > 0.18 * s) & (yy < 0.55 * s) & (xx > 0.16 * s) & (xx < 0.84 * s)
         ).astype(np.uint8)
-        # where face skin can be around a mask: inside the face oval, not the hair or collar
-        self._face_zone = np.zeros(CANON_SHAPE, np.uint8)
-        centre, axes = (s // 2, int(0.56 * s)), (int(0.37 * s), int(0.42 * s))
-        cv2.ellipse(self._face_zone, centre, axes, 0, 0, 360, 1, -1)
+        self._face_zone = (face_oval_mask() > 0).astype(np.uint8)
         self._skin_zone = np.maximum(upper_skin_mask(), mid_skin_mask())
         self._ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25))
         # mouth and chin: always painted from the reference (lips and teeth are not skin-coloured)
@@ -618,7 +615,7 @@ class ReferenceRestorer(Restorer):
         # skin-coloured bulge over the background
         keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
         inpainted = smooth_inpaint(face, support, self._fill.blur_sigma)
-        fill = self._fill.fill(face, support, skin_l, inpainted)
+        fill = self._fill.fill(face, support, skin_l, inpainted, yaw_proxy(lm))
         outline = self._outline(ref, bend, m)
         if outline is not None:
             on_face = on_face_or_neck(outline)[..., None]

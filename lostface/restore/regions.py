@@ -54,6 +54,16 @@ def mid_skin_mask() -> np.ndarray:
     return _poly_mask(*MID_SKIN_POLYGONS)
 
 
+@cache
+def face_oval_mask() -> np.ndarray:
+    """Where face skin can lie around a mask: inside the face's oval, not the hair, the
+    background beside the cheeks or the collar."""
+    s = CANON_SHAPE[1]
+    m = np.zeros(CANON_SHAPE, np.uint8)
+    cv2.ellipse(m, (s // 2, int(0.56 * s)), (int(0.37 * s), int(0.42 * s)), 0, 0, 360, 255, -1)
+    return m
+
+
 # A skin sample whose Lab a and b lie within _GREY of neutral (8-bit units), lighter than
 # another sample whose a or b reach _COLOURED, is no skin: a white cap or hood, grey hair, a
 # white visor, a grey covering drawn up over the nose bridge. Such materials are rarely quite
