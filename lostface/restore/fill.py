@@ -141,9 +141,9 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
     Its pixels count where they look like one of the visible skin's samples (the forehead and
     the nose bridge, less a white cap, regions.trusted_skin) and are as colourful, so the
     covering's rim (also where the region fell short of a pale covering), hair, the eyes and
-    the background do not. Where too few do (a face turned far, a covering up to
-    the eyes), the lighter sample itself: a hair fringe or a hat's shadow over one sample is
-    darker than the skin the other shows."""
+    the background do not. On a face turned more than _RING_TURN (`turn`: align.yaw_proxy),
+    and where too few pixels qualify (a covering up to the eyes), the lighter sample itself: a
+    hair fringe or a hat's shadow over one sample is darker than the skin the other shows."""
     medians = []
     for sample in (upper_skin_mask(), mid_skin_mask()):
         sel = (sample > 0) & (support == 0)
@@ -153,7 +153,7 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
     if not medians:
         return None
     kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians])
-    px = face_lab[_ring(support)] if abs(turn) < _RING_TURN else face_lab[:0, 0]
+    px = face_lab[_ring(support)] if abs(turn) < _RING_TURN else np.empty((0, 3), np.float32)
     chroma = np.hypot(px[:, 1], px[:, 2])
     like = np.zeros(len(px), bool)
     for k in kept:
