@@ -11,7 +11,8 @@ composite the newest patch of each face on every frame.
 
 Keyframe work (lostface.restore.painter: segment, upscale, restore) runs on a worker thread fed
 by a bounded queue; when the queue is full the newest job replaces the oldest (files: the
-oldest of a face still in view, which asks again if it has no patch yet).
+oldest of a face still in view, which asks again if it has no patch yet, and not the second
+look of a face found covered once after being open, Painted.recheck).
 Frames wait in a short delay line before compositing, so a patch painted on a keyframe
 also reaches the frames just before it (a face is restored from its first frame on, in files);
 a frame whose face's keyframe is still being painted stays up to _HOLD times the line's length,
@@ -200,6 +201,7 @@ class KeyframeWorker:
         self._results: dict[int, deque[tuple[int, Painted]]] = {}
         self._working: list[PaintJob] = []  # the jobs being painted now
         self._forgets: set[int] = set()
+        self._rechecks: set[int] = set()  # faces whose newest result asks for another look
         self._reset = False
         self._adopt: list[tuple[str, list]] = []  # people to paint from (painter.adopt)
         self._lock = threading.Lock()
@@ -218,7 +220,9 @@ class KeyframeWorker:
     def submit(self, job: PaintJob, live: Collection[int] = ()) -> int | None:
         """Queue a job; returns the track whose pending job it pushed out of a full queue: the
         oldest; in files (keep_within), the oldest of a face still in the loop (`live`), which
-        can ask again, before one whose frames are all sent and wait in the line for it."""
+        can ask again, before one whose frames are all sent and wait in the line for it; and
+        of those, one whose face does not wait for a second look (Painted.recheck), which
+        decides whether it is painted at all."""
         if self.synchronous:
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._work([job])
@@ -237,7 +241,9 @@ class KeyframeWorker:
                 self.dropped += 1
                 oldest = self._jobs[0]
                 if self.keep_within:
-                    oldest = next((j for j in self._jobs if j.track_id in live), oldest)
+                    mine = [j for j in self._jobs if j.track_id in live]
+                    sure = [j for j in mine if not self._awaits_recheck(j.track_id)]
+                    oldest = next(iter(sure or mine), oldest)
                 self._jobs.remove(oldest)
                 evicted = oldest.track_id
                 self._sent.pop((oldest.track_id, oldest.frame_index), None)
@@ -245,6 +251,11 @@ class KeyframeWorker:
             self._jobs.append(job)
             self._wake.notify()
             return evicted
+
+    def _awaits_recheck(self, track_id: int) -> bool:
+        """Whether the face's newest result asks for a second look (with the lock held)."""
+        kept = self._results.get(track_id)
+        return bool(kept) and kept[-1][1].recheck  # type: ignore[index]
 
     def _run(self) -> None:
         if self.nice > 0:
@@ -311,6 +322,10 @@ class KeyframeWorker:
             with self._lock:
                 kept = self._results.setdefault(painted.track_id, deque(maxlen=_RESULTS_KEPT))
                 kept.append((job.frame_index, painted))
+                if painted.recheck:
+                    self._rechecks.add(painted.track_id)
+                else:
+                    self._rechecks.discard(painted.track_id)
                 sent = self._sent.pop((job.track_id, job.frame_index), None)
             if sent is not None and painted.patch is not None:
                 self.timings.add("keyframe_wait", time.perf_counter() - sent)
@@ -358,6 +373,12 @@ class KeyframeWorker:
             pick += 1
         return kept[pick][1]
 
+    def take_rechecks(self) -> set[int]:
+        """The faces whose newest result asks for another keyframe (Painted.recheck), once."""
+        with self._lock:
+            out, self._rechecks = self._rechecks, set()
+        return out
+
     def pending(self, track_id: int) -> bool:
         """Whether a job of this face is queued or being painted."""
         with self._lock:
@@ -385,6 +406,7 @@ class KeyframeWorker:
         with self._wake:
             for t in track_ids:
                 self._results.pop(t, None)
+            self._rechecks -= track_ids
             for key in [k for k in self._sent if k[0] in track_ids]:
                 del self._sent[key]
             self._forgets |= track_ids
@@ -396,6 +418,7 @@ class KeyframeWorker:
         """Forget every face (results now, the painter's state on its thread)."""
         with self._wake:
             self._results.clear()
+            self._rechecks.clear()
             self._jobs.clear()
             self._sent.clear()
             self._forgets.clear()
@@ -620,6 +643,9 @@ class Pipeline:
             # so the loop does not stall on it when that frame is tracked
             nxt = self._arrivals[0]
             nxt.detections = self._detect_async(nxt.frame.image)
+        for tid in self.worker.take_rechecks():
+            # found covered once after being open: its next detection takes a keyframe
+            self.stages.policy.forget(tid)
         views = []
         live = set()
         for tr in tracks:
@@ -665,10 +691,13 @@ class Pipeline:
         if job is None:
             return
         evicted = self.worker.submit(job, self._live_ids | {track.track_id})
-        if evicted is not None and self.worker.result(evicted) is None:
-            # that face lost its first keyframe to a full queue: ask again on its next frame,
-            # not only when its pose changes or its patch ages (a face with a patch keeps it)
-            self.stages.policy.forget(evicted)
+        if evicted is not None:
+            res = self.worker.result(evicted)
+            if res is None or res.recheck:
+                # that face lost its first keyframe, or its second look, to a full queue: ask
+                # again on its next frame, not only when its pose changes or its patch ages
+                # (a face with a patch keeps it)
+                self.stages.policy.forget(evicted)
         self._submitted.add(track.track_id)
         self.keyframes += 1
 

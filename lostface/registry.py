@@ -290,6 +290,7 @@ def build_painter(
         restorer if restorer is not None else RESTORERS.build(settings.restore.engine, ing),
         upscale_below=settings.upscale.below,
         min_face=settings.mask.min_face,
+        confirm_below=settings.mask.confirm_below,
         gate=build_gate(settings, references, from_footage or captures),
         marker=build_marker(settings),
         mesh=_segment_mesh(settings),

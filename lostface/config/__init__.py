@@ -104,6 +104,11 @@ class MaskSettings:
     # a face judged covered stays covered until its score falls this far below the threshold,
     # and one judged open needs this much above it (no flip-flop on a borderline face)
     presence_hysteresis: float = 0.08
+    # a face judged open on its last keyframe and found covered with a score under this is
+    # taken as covered only when its next keyframe (asked for at its next detection) agrees:
+    # a microphone, a hand or a cup passing an open face's mouth on one keyframe is not
+    # painted; a score this high or more turns it covered at once (0: always at once)
+    confirm_below: float = 0.75
     # a face scoring within 0.08 of the threshold is judged by how far a neutral covering
     # moves it in dlib's embedding: little, covered; far, open (a face painted on its last
     # keyframe stays painted). Another look, independent of colour, at the faces the colour
@@ -520,6 +525,7 @@ def validate(s: Settings) -> None:
         (0 <= s.keyframe.nice <= 19, "keyframe.nice must be 0 to 19"),
         (s.keyframe.look_change >= 0, "keyframe.look_change must be 0 or more (0: never)"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
+        (0 <= s.mask.confirm_below <= 1, "mask.confirm_below must lie between 0 and 1"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
         (s.upscale.threads >= 1, "upscale.threads must be 1 or more"),
         (1 <= s.upscale.steps <= 50, "upscale.steps must lie between 1 and 50"),

@@ -11,7 +11,10 @@ pixels; the painter aligns them to the canonical crop (restore.align) where segm
 restorers work, and where the patch lives until the compositor carries it onto later frames.
 
 The painter keeps two decisions per face: whether it is covered, which the segmenter starts
-from (a borderline face does not flip between painted and untouched), and, with named
+from (a borderline face does not flip between painted and untouched), and which a face judged
+open turns, short of clear evidence, only when two keyframes in a row find it covered (a
+microphone, a hand or a cup passing an open face's mouth on one keyframe is not painted:
+`Painted.recheck` asks for the second look at once), and, with named
 references, which person it is (lostface.restore.identity: the gate looks at a covered face's
 visible upper face). A face that matches nobody is painted without anyone's photo. When a
 face's person changes, the engines forget that face (a diffusion restorer's latents hold the
@@ -120,10 +123,15 @@ def _through_upscale(m: np.ndarray, k: float) -> np.ndarray:
     return out
 
 
+def _empty_masks() -> tuple[np.ndarray, np.ndarray]:
+    """An alpha and a hard region that paint nothing (canonical)."""
+    empty = np.zeros(align.CANON_SHAPE, np.float32)
+    return empty, empty > 0
+
+
 def _too_small() -> CoverMask:
     """The decision for a face too small to judge: not covered, nothing to paint."""
-    empty = np.zeros(align.CANON_SHAPE, np.float32)
-    return CoverMask(False, empty, empty > 0, 0.0)
+    return CoverMask(False, *_empty_masks(), 0.0)
 
 
 @dataclass(slots=True)
@@ -143,6 +151,9 @@ class Painted:
     # what painted it: "given" (a reference photo), "self" (the person's own unmasked frames,
     # lostface.restore.selfref), None (no one's face: the neutral fill, or not painted)
     source: str | None = None
+    # judged open for now, though found covered: the face was open on its last keyframe, and
+    # turns covered only when its next keyframe agrees, which it should ask for at once
+    recheck: bool = False
 
 
 @dataclass(slots=True)
@@ -153,6 +164,7 @@ class _Aligned:
     cover: CoverMask
     seconds: dict[str, float]
     dense: np.ndarray | None = None  # the face mesh's points (canonical), when found
+    recheck: bool = False  # see Painted.recheck
 
 
 class Marker(Protocol):
@@ -169,6 +181,9 @@ class Painter:
     upscale_below: faces whose canonical crop spans fewer frame pixels than this (its width)
     are handed to the upscaler first. min_face: faces narrower than this (frame pixels, from
     the alignment's scale) are too small to judge: they are left as they are, never segmented.
+    confirm_below: a face judged open on its last keyframe and found covered with a lower
+    score is judged open once more, with Painted.recheck set, and covered only when its next
+    keyframe agrees (mask.confirm_below; 0: covered at once).
     gate: tells the reference people apart (None: no references, or no identity sought).
     marker: when given, every painted patch carries its invisible watermark (computed here, on
     the keyframe worker's thread; the compositor only adds it), over the whole face crop.
@@ -184,6 +199,7 @@ class Painter:
         *,
         upscale_below: float = 0.0,
         min_face: float = 0.0,
+        confirm_below: float = 0.0,
         gate: IdentityGate | None = None,
         marker: Marker | None = None,
         mesh: FaceMesh | None = None,
@@ -196,7 +212,9 @@ class Painter:
         self.gate = gate
         self.upscale_below = float(upscale_below)
         self.min_face = float(min_face)
+        self.confirm_below = float(confirm_below)
         self._covered: dict[int, bool] = {}
+        self._leaning: set[int] = set()  # open faces found covered once (Painted.recheck)
         self._person: dict[int, str | None] = {}
         # people learned from the footage's own unmasked faces (learn_from_footage)
         self.selfref: SelfReferences | None = None
@@ -255,13 +273,29 @@ class Painter:
         a = self._segment(job, outline=False)  # a covered face teaches nothing: no outline
         if not a.cover.covered:
             self._offer(a)
-        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
+        return Painted(
+            job.track_id,
+            a.cover.covered,
+            a.cover.score,
+            None,
+            a.cover,
+            a.seconds,
+            recheck=a.recheck,
+        )
 
     def judge(self, job: PaintJob) -> Painted:
         """Whether the face wears a covering, and the evidence, without painting it
         (`lostface detect --json`, benchmarks of the decision)."""
         a = self._segment(job)
-        return Painted(job.track_id, a.cover.covered, a.cover.score, None, a.cover, a.seconds)
+        return Painted(
+            job.track_id,
+            a.cover.covered,
+            a.cover.score,
+            None,
+            a.cover,
+            a.seconds,
+            recheck=a.recheck,
+        )
 
     def paint_many(self, jobs: Sequence[PaintJob]) -> list[Painted]:
         """Paint several faces; the restorer gets the covered ones in one call (a GPU
@@ -310,6 +344,7 @@ class Painter:
                 a.seconds,
                 self._person.get(a.job.track_id) if a.cover.covered else None,
                 self._source(patches.get(id(a))),
+                a.recheck,
             )
             for a in aligned
         ]
@@ -387,11 +422,24 @@ class Painter:
                 mesh=outline_mesh if mesh is not None and outline else None,
                 inside=align.in_picture(pixels.shape, m),
             )
-        self._covered[job.track_id] = cover.covered
+        tid, recheck = job.track_id, False
+        if (
+            cover.covered
+            and cover.score < self.confirm_below
+            and self._covered.get(tid) is False
+            and tid not in self._leaning
+        ):
+            # open on its last keyframe: covered only when the next keyframe agrees
+            self._leaning.add(tid)
+            cover, recheck = CoverMask(False, *_empty_masks(), cover.score), True
+        else:
+            self._leaning.discard(tid)
+        self._covered[tid] = cover.covered
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:
             seconds["upscale"] = t1 - t0
-        return _Aligned(job, face, landmarks, cover, seconds, meshed[0] if meshed else None)
+        dense = meshed[0] if meshed else None
+        return _Aligned(job, face, landmarks, cover, seconds, dense, recheck)
 
     def _upscale_factor(self, m: np.ndarray) -> int:
         """How many times a face's pixels should grow: 1 when its crop is wide enough."""
@@ -414,11 +462,13 @@ class Painter:
     def forget(self, track_id: int) -> None:
         """The face's track ended: drop its decisions and the engines' state for it."""
         self._covered.pop(track_id, None)
+        self._leaning.discard(track_id)
         self._forget_person(track_id)
         self._forget_engines(track_id)
 
     def reset(self) -> None:
         self._covered.clear()
+        self._leaning.clear()
         self._person.clear()
         if self.gate is not None:
             self.gate.reset()
