@@ -166,6 +166,12 @@ class _Aligned:
     dense: np.ndarray | None = None  # the face mesh's points (canonical), when found
     recheck: bool = False  # see Painted.recheck
 
+    def judged(self) -> Painted:
+        """The decision alone, nothing painted."""
+        j = self.job
+        c = self.cover
+        return Painted(j.track_id, c.covered, c.score, None, c, self.seconds, recheck=self.recheck)
+
 
 class Marker(Protocol):
     """The invisible watermark of a painted canonical crop (lostface.provenance.watermark)."""
@@ -273,29 +279,13 @@ class Painter:
         a = self._segment(job, outline=False)  # a covered face teaches nothing: no outline
         if not a.cover.covered:
             self._offer(a)
-        return Painted(
-            job.track_id,
-            a.cover.covered,
-            a.cover.score,
-            None,
-            a.cover,
-            a.seconds,
-            recheck=a.recheck,
-        )
+        return a.judged()
 
     def judge(self, job: PaintJob) -> Painted:
         """Whether the face wears a covering, and the evidence, without painting it
         (`lostface detect --json`, benchmarks of the decision)."""
         a = self._segment(job)
-        return Painted(
-            job.track_id,
-            a.cover.covered,
-            a.cover.score,
-            None,
-            a.cover,
-            a.seconds,
-            recheck=a.recheck,
-        )
+        return a.judged()
 
     def paint_many(self, jobs: Sequence[PaintJob]) -> list[Painted]:
         """Paint several faces; the restorer gets the covered ones in one call (a GPU
