@@ -656,3 +656,24 @@ def test_the_second_look_decides_the_faces_near_the_threshold(detector, second_l
         ]
         assert not any(c for c, _ in judged), name
         assert any(c for _, c in judged), name  # read as a whole face, the edge fools it
+
+
+def test_a_hand_over_the_mouth_with_the_nostrils_showing_is_no_covering(
+    detector, segmenter
+) -> None:
+    """A lower face of the skin's own colour (in Lab and in chromaticity) under a nose whose
+    nostrils show wears no covering: what steps across its cheeks (the fingers of a hand held
+    over the mouth, a shadow's edge) is no covering's rim. A real photo of a hand over the
+    mouth (unmasked/0242) was judged covered on that rim alone. The masked photos nearest to
+    the rule stay covered: coverings that read as skin hide the nostrils (0095, 0227, 0230),
+    and a white N95 under visible nostrils is further from the skin's colour (0245)."""
+
+    def judged(folder: str, name: str):
+        image = cv2.imread(str(shared_path(folder, name)))
+        lm = faces(detector, image)[0][:5]
+        m = to_canonical(lm)
+        return segmenter.segment(warp_to_canonical(image, m), apply(m, lm))
+
+    assert not judged("unmasked", "0242.jpg").covered
+    for name in ("0095.jpg", "0227.jpg", "0230.jpg", "0245.jpg"):
+        assert judged("masked", name).covered, name
