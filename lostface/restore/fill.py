@@ -184,14 +184,6 @@ def _ring(support: np.ndarray) -> np.ndarray:
     return ring
 
 
-def border_fill(face: np.ndarray, inpainted: np.ndarray) -> np.ndarray:
-    """What surrounds a region, carried smoothly into it (float32 BGR in 0..255, shaped like
-    face), from smooth_inpaint's result: for the part of a covering that hides no face, such as
-    the background beside a jaw the covering stands off."""
-    h, w = face.shape[:2]
-    return cv2.resize(inpainted.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-
-
 def smooth_inpaint(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
     """The face at _WORK pixels wide, its support region inpainted from its border and the
     whole smoothed (uint8 BGR)."""
@@ -202,3 +194,24 @@ def smooth_inpaint(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> 
     msk = cv2.dilate(msk, np.ones((3, 3), np.uint8))
     fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
     return cv2.GaussianBlur(fill, (0, 0), blur_sigma)
+
+
+def push_pull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """image (float32, H x W x C) filled where `known` (bool, H x W) is False from what is
+    known around it, smoothly and without direction: each unknown pixel takes the mean of the
+    known pixels of the coarsest pyramid level that holds some near it, blended level by
+    level (a pull-push fill). Telea's inpainting draws each pixel from its nearest border
+    and streaks radially (a fan) across a wide region; this fills it like a soft blur."""
+    w = known.astype(np.float32)
+    levels = [(image * w[..., None], w)]
+    while min(levels[-1][1].shape) > 2 and float(levels[-1][1].min()) <= 0.0:
+        img, wt = levels[-1]
+        levels.append((cv2.pyrDown(img), cv2.pyrDown(wt)))
+    img, wt = levels[-1]
+    est = img / np.maximum(wt, 1e-6)[..., None]
+    for img, wt in reversed(levels[:-1]):
+        up = cv2.pyrUp(est, dstsize=(wt.shape[1], wt.shape[0]))
+        a = np.clip(wt, 0.0, 1.0)[..., None]
+        est = img / np.maximum(wt, 1e-6)[..., None] * a + up * (1.0 - a)
+    out = np.where(known[..., None], image, est)
+    return np.asarray(out, np.float32)
