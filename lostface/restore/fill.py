@@ -184,16 +184,30 @@ def _ring(support: np.ndarray) -> np.ndarray:
     return ring
 
 
-def smooth_inpaint(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
-    """The face at _WORK pixels wide, its support region inpainted from its border and the
-    whole smoothed (uint8 BGR)."""
+def _at_work(face: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The face at _WORK pixels wide, and its support region there (uint8 0/1, grown by a
+    pixel so that no rim of it is taken as known)."""
     h, w = face.shape[:2]
     work = (_WORK, max(1, round(_WORK * h / w)))
     small = cv2.resize(face, work, interpolation=cv2.INTER_AREA)
     msk = cv2.resize(support.astype(np.uint8), work, interpolation=cv2.INTER_NEAREST)
-    msk = cv2.dilate(msk, np.ones((3, 3), np.uint8))
+    return small, cv2.dilate(msk, np.ones((3, 3), np.uint8))
+
+
+def smooth_inpaint(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
+    """The face at _WORK pixels wide, its support region inpainted from its border and the
+    whole smoothed (uint8 BGR)."""
+    small, msk = _at_work(face, support)
     fill = cv2.inpaint(small, msk * 255, 3, cv2.INPAINT_TELEA)
     return cv2.GaussianBlur(fill, (0, 0), blur_sigma)
+
+
+def smooth_blend(face: np.ndarray, support: np.ndarray, blur_sigma: float) -> np.ndarray:
+    """The face at _WORK pixels wide, its support region filled by push_pull from what
+    surrounds it and the whole smoothed (float32 BGR)."""
+    small, msk = _at_work(face, support)
+    fill = push_pull(small.astype(np.float32), msk == 0)
+    return np.asarray(cv2.GaussianBlur(fill, (0, 0), blur_sigma), np.float32)
 
 
 def push_pull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -203,7 +217,7 @@ def push_pull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     level (a pull-push fill). Telea's inpainting draws each pixel from its nearest border
     and streaks radially (a fan) across a wide region; this fills it like a soft blur."""
     w = known.astype(np.float32)
-    levels = [(image * w[..., None], w)]
+    levels: list[tuple[np.ndarray, np.ndarray]] = [(image * w[..., None], w)]
     while min(levels[-1][1].shape) > 2 and float(levels[-1][1].min()) <= 0.0:
         img, wt = levels[-1]
         levels.append((cv2.pyrDown(img), cv2.pyrDown(wt)))

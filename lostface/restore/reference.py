@@ -35,7 +35,7 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import NeutralFill, push_pull, smooth_inpaint
+from lostface.restore.fill import NeutralFill, smooth_blend, smooth_inpaint
 from lostface.restore.mesh import FACE_OVAL, FaceMesh
 from lostface.restore.regions import face_oval_mask, mid_skin_mask, upper_skin_mask
 from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, mesh_maps
@@ -69,7 +69,6 @@ _NECK = 0.6
 _OUTLINE_EDGE = 2.0
 _NECK_EDGE = 8.0
 _AROUND_OUTLINE = np.ones((5, 5), np.uint8)
-_BESIDE_WORK = 128  # the fill beside the face works at this width (it is smooth anyway)
 
 
 @dataclass(slots=True)
@@ -765,11 +764,7 @@ def beside_fill(
     haze (float32 BGR in 0..255)."""
     unknown = np.maximum(support, cv2.dilate(outline, _AROUND_OUTLINE))
     h, w = face.shape[:2]
-    work = (_BESIDE_WORK, max(1, round(_BESIDE_WORK * h / w)))
-    small = cv2.resize(face, work, interpolation=cv2.INTER_AREA).astype(np.float32)
-    hole = cv2.resize(unknown.astype(np.uint8), work, interpolation=cv2.INTER_NEAREST) > 0
-    hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    filled = cv2.GaussianBlur(push_pull(small, ~hole), (0, 0), blur_sigma)
+    filled = smooth_blend(face, unknown, blur_sigma)
     return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
