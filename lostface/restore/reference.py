@@ -69,6 +69,21 @@ _NECK = 0.6
 _OUTLINE_EDGE = 2.0
 _NECK_EDGE = 8.0
 _AROUND_OUTLINE = np.ones((5, 5), np.uint8)
+# Something held in front of a reference's lower face (a microphone, a phone, a cup) is no
+# part of the face: pixels that hold less than _HELD_GREY of the forehead's chroma and are
+# darker than _HELD_DARK of its lightness, with the grey pixels joined to them up to
+# _HELD_LIGHT of it (a grille's highlights), grown by _HELD_RIM (its rim). It is held from
+# below: it reaches down past _HELD_BELOW of the mouth corners' distance below their line and
+# no higher than _HELD_ABOVE of it above (a beard or a moustache reaches up beside the mouth).
+# The mouth (an ellipse about its corners, of these half-axes as shares of their distance) is
+# never one, as an open mouth is dark too
+_HELD_DARK = 0.6
+_HELD_LIGHT = 0.9
+_HELD_GREY = 0.45
+_HELD_ABOVE = 0.1
+_HELD_BELOW = 1.0
+_MOUTH_AXES = (0.75, 0.45)
+_HELD_RIM = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
 
 
 @dataclass(slots=True)
@@ -612,8 +627,10 @@ class ReferenceRestorer(Restorer):
         # the reference's face outline (a shadow, a beard) skin-toned from the target's own
         # skin; beyond it (its background past the jaw, its collar) what surrounds the
         # covering carried inward, so a covering that stands off the jaw is not painted as a
-        # skin-coloured bulge over the background
-        keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
+        # skin-coloured bulge over the background. The mouth and chin are the reference's
+        # (the core), except for what it holds to them (a microphone would be doubled).
+        core = self._core * (1.0 - self._placed(held_in_front(ref), bend, m))
+        keep = cv2.GaussianBlur(np.maximum(ref_skin, core), (0, 0), 4.0)[..., None]
         inpainted = smooth_inpaint(face, support, self._fill.blur_sigma)
         fill = self._fill.fill(face, support, skin_l, inpainted, yaw_proxy(lm))
         outline = self._outline(ref, bend, m)
@@ -659,9 +676,17 @@ class ReferenceRestorer(Restorer):
             return None
         oval = np.zeros(CANON_SHAPE, np.uint8)
         cv2.fillPoly(oval, [np.round(points[list(FACE_OVAL), :2]).astype(np.int32)], 1)
+        return self._placed(oval, bend, m)
+
+    @staticmethod
+    def _placed(
+        image: np.ndarray, bend: tuple[np.ndarray, np.ndarray] | None, m: np.ndarray
+    ) -> np.ndarray:
+        """A map over the reference's canonical crop, placed on the face as its pixels are."""
+        flag = cv2.INTER_NEAREST if image.dtype == np.uint8 else cv2.INTER_LINEAR
         if bend is not None:
-            return cv2.remap(oval, *bend, cv2.INTER_NEAREST)
-        return cv2.warpAffine(oval, m, CANON_DSIZE, flags=cv2.INTER_NEAREST)
+            return cv2.remap(image, *bend, flag)
+        return cv2.warpAffine(image, m, CANON_DSIZE, flags=flag)
 
     def _match_colour(
         self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
@@ -734,6 +759,40 @@ class ReferenceRestorer(Restorer):
         a = alpha[..., None]
         out = face.astype(np.float32) * (1.0 - a) + src.astype(np.float32) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def held_in_front(ref: Reference) -> np.ndarray:
+    """(H, W) float32 in 0..1 over the reference's canonical crop: what is held in front of
+    its lower face (a microphone, a phone), dark and nearly grey against the forehead's
+    skin, outside the mouth; softened at its edge. The reference's mouth and chin are painted
+    even where they look unlike skin (lips, teeth, stubble), but not such an object."""
+    lab = cv2.cvtColor(ref.image.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    skin = lab[upper_skin_mask() > 0]
+    light = float(np.median(skin[:, 0]))
+    chroma = float(np.median(np.hypot(skin[:, 1], skin[:, 2])))
+    grey = np.hypot(lab[..., 1], lab[..., 2]) < _HELD_GREY * chroma
+    seed = grey & (lab[..., 0] < _HELD_DARK * light)
+    joined = (grey & (lab[..., 0] < _HELD_LIGHT * light)).astype(np.uint8)
+    left, right = np.asarray(ref.landmarks[3], np.float64), np.asarray(ref.landmarks[4])
+    span = float(np.linalg.norm(right - left))
+    line = float(left[1] + right[1]) / 2
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    top = stats[:, cv2.CC_STAT_TOP]
+    bottom = top + stats[:, cv2.CC_STAT_HEIGHT]
+    held_ids = [
+        i
+        for i in np.unique(labels[seed & (joined > 0)])
+        if top[i] > line - _HELD_ABOVE * span and bottom[i] > line + _HELD_BELOW * span
+    ]
+    found = np.isin(labels, held_ids)
+    mouth = np.zeros(CANON_SHAPE, np.uint8)
+    centre = tuple(int(round(v)) for v in (left + right) / 2)
+    axes = (int(round(_MOUTH_AXES[0] * span)), int(round(_MOUTH_AXES[1] * span)))
+    angle = float(np.degrees(np.arctan2(*(right - left)[::-1])))
+    cv2.ellipse(mouth, centre, axes, angle, 0, 360, 1, -1)
+    apart = (found & (mouth == 0)).astype(np.uint8)
+    held = cv2.dilate(cv2.morphologyEx(apart, cv2.MORPH_OPEN, _AROUND_OUTLINE), _HELD_RIM)
+    return np.asarray(cv2.GaussianBlur(held.astype(np.float32), (0, 0), _OUTLINE_EDGE), np.float32)
 
 
 def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
