@@ -35,7 +35,7 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import NeutralFill, smooth_blend, smooth_inpaint
+from lostface.restore.fill import NeutralFill, push_pull, smooth_blend, smooth_inpaint
 from lostface.restore.mesh import FACE_OVAL, FaceMesh
 from lostface.restore.regions import face_oval_mask, mid_skin_mask, upper_skin_mask
 from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, mesh_maps
@@ -83,6 +83,7 @@ _HELD_GREY = 0.45
 _HELD_ABOVE = 0.1
 _HELD_BELOW = 1.0
 _MOUTH_AXES = (0.75, 0.45)
+_HELD_SOME = 0.05  # held_in_front's softened value that marks a pixel as held
 _HELD_RIM = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
 
 
@@ -628,9 +629,12 @@ class ReferenceRestorer(Restorer):
         # skin; beyond it (its background past the jaw, its collar) what surrounds the
         # covering carried inward, so a covering that stands off the jaw is not painted as a
         # skin-coloured bulge over the background. The mouth and chin are the reference's
-        # (the core), except for what it holds to them (a microphone would be doubled).
-        core = self._core * (1.0 - self._placed(held_in_front(ref), bend, m))
-        keep = cv2.GaussianBlur(np.maximum(ref_skin, core), (0, 0), 4.0)[..., None]
+        # (the core), but not what it holds to them (a microphone would be doubled): there
+        # its own skin around the object is carried in.
+        held = self._placed(held_in_front(ref), bend, m)
+        if float(held.max()) > _HELD_SOME:
+            matched = _carried_over(matched, held)
+        keep = cv2.GaussianBlur(np.maximum(ref_skin, self._core), (0, 0), 4.0)[..., None]
         inpainted = smooth_inpaint(face, support, self._fill.blur_sigma)
         fill = self._fill.fill(face, support, skin_l, inpainted, yaw_proxy(lm))
         outline = self._outline(ref, bend, m)
@@ -793,6 +797,15 @@ def held_in_front(ref: Reference) -> np.ndarray:
     apart = (found & (mouth == 0)).astype(np.uint8)
     held = cv2.dilate(cv2.morphologyEx(apart, cv2.MORPH_OPEN, _AROUND_OUTLINE), _HELD_RIM)
     return np.asarray(cv2.GaussianBlur(held.astype(np.float32), (0, 0), _OUTLINE_EDGE), np.float32)
+
+
+def _carried_over(image: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """image (uint8 BGR) with what `held` marks (float 0..1) filled by push_pull from the
+    pixels around it, blended in by `held`."""
+    filled = push_pull(image.astype(np.float32), held <= _HELD_SOME)
+    h = held[..., None]
+    out = image.astype(np.float32) * (1.0 - h) + filled * h
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
