@@ -332,3 +332,61 @@ def test_between_keyframes_a_patch_is_painted_only_where_its_covering_is(scene: 
     own = image.copy()  # the keyframe's own frame: painted without looking
     comp.begin_frame(0)
     assert comp.composite(own, track, patch) and not np.array_equal(own, image)
+
+
+def _past_the_crop(scene: dict, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A covering on a turned face whose near side reaches past the crop's right edge: the
+    keyframe's region (canonical, solid up to that edge), the covering in the frame (its wing
+    `reach` canonical px past the edge) and the wing alone (frame pixels)."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    m = align.to_canonical(lm5)
+    inv = align.invert(m)
+    key = lower_face_mask() > 0
+    key[150:226, 128:] = True  # the near side, on to the crop's edge
+    size = align.CANON_SIZE
+    wide = np.zeros((align.CANON_HEIGHT, size + 128), np.uint8)
+    wide[:, :size] = key
+    wide[158:218, size : size + reach] = 1  # past the edge
+    wing = np.zeros_like(wide)
+    wing[158:218, size : size + reach] = 1
+    # the wide canvas is canonical space with more columns on the right: the same transform
+    covering = cv2.warpAffine(wide, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    beyond = cv2.warpAffine(wing, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    crop = cv2.warpAffine(np.ones(align.CANON_SHAPE, np.uint8), inv, (w, h)) > 0
+    return key, covering, beyond & ~crop
+
+
+@pytest.mark.parametrize("reach", [30, 100])
+def test_the_covering_past_the_crop_s_side_is_painted_where_it_ends(
+    scene: dict, reach: int
+) -> None:
+    """On a turned face the covering's near side can reach past the side edge of the face's
+    crop, where no patch is painted. A wing of it that ends within reach of the edge (30
+    canonical px) is painted over from what surrounds it, on the keyframe's own frame and
+    between keyframes; nothing else outside the patch changes. One that runs on (100 px: hair,
+    a hood, a collar of the covering's colour) is left as it is."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    key, covering, wing = _past_the_crop(scene, reach)
+    assert wing.sum() > 300
+    alpha = regions.feather(key, 0, 2)
+    patch, comp = _between_keyframes_patch(scene, alpha, np.float32(MASK_BGR))
+    track = FaceTrack(1, scene["box"], lm5)
+    inv = align.invert(align.to_canonical(lm5))
+    support = cv2.warpAffine((alpha > 0).astype(np.uint8), inv, (w, h)) > 0
+    support = cv2.dilate(support.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    near_wing = cv2.dilate(wing.view(np.uint8), np.ones((13, 13), np.uint8)) > 0  # its rim
+    for index in (0, 5):  # the keyframe's own frame (a photo), then one between keyframes
+        frame = image.copy()
+        frame[covering] = MASK_BGR
+        before = frame.copy()
+        comp.begin_frame(index)
+        comp.composite(frame, track, patch)
+        left = (np.abs(frame[wing].astype(np.int16) - MASK_BGR).max(axis=1) < 30).mean()
+        if reach <= 64:
+            assert left < 0.05, (index, left)  # before: 1.0
+            changed = (frame != before).any(axis=-1)
+            assert not (changed & ~support & ~near_wing).any(), index
+        else:  # but for the patch's own edge, half a pixel past the crop
+            assert left > 0.97, (index, left)

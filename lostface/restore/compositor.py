@@ -9,7 +9,8 @@ invisible watermark (Patch.mark, lostface.provenance) has its residual added ove
 whole crop region, on the same frames: the payload's for 8 frames, then its complement's.
 With the face mesh (restore.follow), on the frames where the detector measured the face the
 patch is bent onto the face's current mesh, so the painted mouth and chin do not slide against
-a turning head.
+a turning head. Where a turned face's covering reaches past the side of the crop, the piece of
+it beyond the patch is inpainted from its surroundings (_past_edge).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from lostface.config import Settings
 from lostface.frame import FaceTrack, Patch
 from lostface.restore import align
+from lostface.restore.fill import push_pull
 from lostface.restore.follow import MeshFollow
 from lostface.restore.regions import upper_skin_mask
 from lostface.stages import Compositor
@@ -52,8 +54,22 @@ _RIM = np.ones((3, 3), np.uint8)  # the covering's rim: its edge pixels, like ne
 # 0.0-0.3.
 _HIDE_SHARE = 0.25
 _SHOW_SHARE = 0.35
+_BAND_TOP = int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8)
 _BAND = np.zeros(align.CANON_SHAPE, np.uint8)
-_BAND[int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8) :] = 255
+_BAND[_BAND_TOP:] = 255
+# The crop spans 3.6 eye distances; on a turned face the covering's near side can reach past
+# its side edge, where no patch is painted, and a strip of the covering stays beside the cheek.
+# Where the patch is solid on _PAST_MIN_ROWS rows or more of a side edge of the crop, the
+# pixels past that edge (up to _PAST_REACH canonical px, below the eyes' band) that look like
+# the keyframe's covering (_looks_like), in pieces that start at the edge beside the patch's
+# solid rows and end within the reach and within 8 px of those rows (a piece that runs on is
+# hair, a hood, a neck gaiter, a collar or a background of the covering's colour), grown by
+# their rim, are filled from what surrounds them: the patch's edge and the frame beyond.
+_PAST_MIN_ROWS = 8
+_PAST_REACH = 64
+_PAST_INSIDE = 3  # columns inside the crop the zone also reads (the patch's edge)
+_PAST_CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+_PAST_RING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # frame px it is filled from
 
 
 def skin_mean(face_canonical: np.ndarray) -> np.ndarray:
@@ -76,6 +92,9 @@ class _Prepared:
     corners: np.ndarray  # (4,2) canonical corners of the alpha support's bounding box
     skin: np.ndarray  # (3,) float32 skin mean at its keyframe
     mesh: np.ndarray | None = None  # the face mesh of the painted patch (MeshFollow)
+    # per side of the crop (left, right): the rows where the patch is solid at that edge, or
+    # None where it is on fewer than _PAST_MIN_ROWS (see _past_edge)
+    edges: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     bent: np.ndarray | None = None  # bgra bent onto the face's latest measured mesh
     bent_corners: np.ndarray | None = None
 
@@ -100,7 +119,17 @@ def _prepare(patch: Patch, follow: MeshFollow | None = None) -> _Prepared:
     a8 = (alpha * 255.0 + 0.5).astype(np.uint8)
     bgra = np.dstack([patch.image, a8])
     mesh = follow.mesh_of(patch.image) if follow is not None else None
-    return _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch), mesh)
+    edges = tuple(_solid_rows(a8[:, cols]) for cols in (np.s_[:2], np.s_[-2:]))
+    prepared = _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch))
+    prepared.mesh, prepared.edges = mesh, (edges[0], edges[1])
+    return prepared
+
+
+def _solid_rows(columns: np.ndarray) -> np.ndarray | None:
+    """Rows (bool) where these edge columns of a patch's alpha are solid; None when few."""
+    rows = columns.max(axis=1) >= 128
+    rows[:_BAND_TOP] = False
+    return rows if int(rows.sum()) >= _PAST_MIN_ROWS else None
 
 
 def _support_corners(a8: np.ndarray) -> np.ndarray:
@@ -217,6 +246,12 @@ class PatchCompositor(Compositor):
                 return False
             _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit, solid)
         self._blend(image[y0:y1, x0:x1], warped, gain)
+        if cover is not None and any(e is not None for e in st.current.edges):
+            lit = skin if gain is None else skin * gain
+            relit = cover if gain is None else cover * gain
+            for side, rows in enumerate(st.current.edges):
+                if rows is not None:
+                    _past_edge(image, m, side, rows, relit, lit)
         mark = st.current.patch.mark
         if mark is not None:
             # the payload and its complement in turns of SEGMENT frames of the file (the
@@ -347,6 +382,64 @@ def _reach_covering(
     seen[ys[covering], xs[covering]] = 1
     take = takes & (cv2.dilate(seen, _RIM)[ys, xs] > 0)
     a8[ys[take], xs[take]] = 255
+
+
+def _past_edge(
+    image: np.ndarray,
+    m: np.ndarray,
+    side: int,
+    rows: np.ndarray,
+    cover: np.ndarray,
+    skin: np.ndarray,
+) -> None:
+    """Inpaint, in place, the covering that reaches past one side edge of the face's crop
+    (side 0: left, 1: right) beside the patch's solid rows (see _PAST_REACH)."""
+    ys = np.nonzero(rows)[0]
+    top, bottom = max(int(ys[0]) - 8, _BAND_TOP), min(int(ys[-1]) + 9, align.CANON_HEIGHT)
+    width = _PAST_REACH + _PAST_INSIDE
+    # canonical -> zone: the zone's column 0 is the crop's edge column _PAST_INSIDE inside it,
+    # counting outwards (mirrored on the left side)
+    if side:
+        to_zone = np.array([[1.0, 0.0, _PAST_INSIDE - align.CANON_SIZE], [0.0, 1.0, -top]])
+    else:
+        to_zone = np.array([[-1.0, 0.0, _PAST_INSIDE - 1.0], [0.0, 1.0, -top]])
+    t = align.compose(to_zone, m)
+    size = (width, bottom - top)
+    fill = tuple(float(v) for v in skin)  # beyond the frame: nothing of the covering
+    zone = cv2.warpAffine(image, t, size, flags=cv2.INTER_LINEAR, borderValue=fill)
+    looks = _looks_like(zone.reshape(-1, 3), cover, skin).reshape(zone.shape[:2])
+    looks[:, :_PAST_INSIDE] = False
+    n, labels = cv2.connectedComponents(looks.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return
+    seeds = labels[ys - top, _PAST_INSIDE]
+    starts = np.bincount(seeds, minlength=n) > 0
+    ends = np.concatenate([labels[:, -1], labels[0], labels[-1]])
+    runs_on = np.bincount(ends, minlength=n) > 0
+    keep = np.nonzero(starts & ~runs_on)[0]
+    keep = keep[keep > 0]
+    if not len(keep):
+        return
+    found = np.isin(labels, keep).view(np.uint8)
+    piece = np.asarray(cv2.dilate(cv2.morphologyEx(found, cv2.MORPH_CLOSE, _PAST_CLOSE), _RIM))
+    # and the patch's own last columns beside it, where its edge mixed with the covering
+    piece[:, : _PAST_INSIDE - 2] = 0
+    piece[:, _PAST_INSIDE - 2 : _PAST_INSIDE] = piece[:, _PAST_INSIDE : _PAST_INSIDE + 1]
+    piece *= np.uint8(255)
+    corners = np.array([[-1.0, -1.0], [width, -1.0], [width, size[1]], [-1.0, size[1]]])
+    roi = _roi(image.shape, align.invert(t), corners)
+    if roi is None:
+        return
+    x0, y0, x1, y1, mt = roi
+    mask = cv2.warpAffine(piece, mt, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = (mask > 64).view(np.uint8)
+    if not mask.any():
+        return
+    region = image[y0:y1, x0:x1]
+    # filled smoothly from a ring of pixels around it (Telea's fill streaks across a strip)
+    ring = (cv2.dilate(mask, _PAST_RING) > 0) & (mask == 0)
+    painted = push_pull(region.astype(np.float32), ring)
+    np.copyto(region, painted + 0.5, where=mask[:, :, None] > 0, casting="unsafe")
 
 
 def _covering_share(under: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> float:
