@@ -10,7 +10,7 @@ whole crop region, on the same frames: the payload's for 8 frames, then its comp
 With the face mesh (restore.follow), on the frames where the detector measured the face the
 patch is bent onto the face's current mesh, so the painted mouth and chin do not slide against
 a turning head. Where a turned face's covering reaches past the side of the crop, the piece of
-it beyond the patch is inpainted from its surroundings (_past_edge).
+it beyond the patch is filled from its surroundings (_past_edge).
 """
 
 from __future__ import annotations
@@ -119,10 +119,10 @@ def _prepare(patch: Patch, follow: MeshFollow | None = None) -> _Prepared:
     a8 = (alpha * 255.0 + 0.5).astype(np.uint8)
     bgra = np.dstack([patch.image, a8])
     mesh = follow.mesh_of(patch.image) if follow is not None else None
-    edges = tuple(_solid_rows(a8[:, cols]) for cols in (np.s_[:2], np.s_[-2:]))
-    prepared = _Prepared(patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch))
-    prepared.mesh, prepared.edges = mesh, (edges[0], edges[1])
-    return prepared
+    edges = (_solid_rows(a8[:, :2]), _solid_rows(a8[:, -2:]))
+    return _Prepared(
+        patch, np.ascontiguousarray(bgra), _support_corners(a8), _skin(patch), mesh, edges
+    )
 
 
 def _solid_rows(columns: np.ndarray) -> np.ndarray | None:
@@ -234,11 +234,11 @@ class PatchCompositor(Compositor):
                 gain = st.gain + _GAIN_SMOOTHING * (gain - st.gain)
             st.gain = gain
         cover = st.current.patch.cover_colour
-        if cover is not None and st.current.patch.frame_index != self._frame:
+        lit = skin if gain is None else skin * gain
+        relit = None if cover is None else cover if gain is None else cover * gain
+        if cover is not None and relit is not None and st.current.patch.frame_index != self._frame:
             # between keyframes only: on its own frame (a photo) the patch is where the
             # covering was found, and a generative engine's pixels beyond it are not the face's
-            lit = skin if gain is None else skin * gain
-            relit = cover if gain is None else cover * gain
             solid = a8 >= 128
             seen = _covering_share(image[y0:y1, x0:x1][solid], relit, lit)
             st.hidden = seen < (_SHOW_SHARE if st.hidden else _HIDE_SHARE)
@@ -246,12 +246,9 @@ class PatchCompositor(Compositor):
                 return False
             _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit, solid)
         self._blend(image[y0:y1, x0:x1], warped, gain)
-        if cover is not None and any(e is not None for e in st.current.edges):
-            lit = skin if gain is None else skin * gain
-            relit = cover if gain is None else cover * gain
-            for side, rows in enumerate(st.current.edges):
-                if rows is not None:
-                    _past_edge(image, m, side, rows, relit, lit)
+        for side, rows in enumerate(st.current.edges):
+            if rows is not None and relit is not None:
+                _past_edge(image, m, side, rows, relit, lit)
         mark = st.current.patch.mark
         if mark is not None:
             # the payload and its complement in turns of SEGMENT frames of the file (the
@@ -392,7 +389,7 @@ def _past_edge(
     cover: np.ndarray,
     skin: np.ndarray,
 ) -> None:
-    """Inpaint, in place, the covering that reaches past one side edge of the face's crop
+    """Fill, in place, the covering that reaches past one side edge of the face's crop
     (side 0: left, 1: right) beside the patch's solid rows (see _PAST_REACH)."""
     ys = np.nonzero(rows)[0]
     top, bottom = max(int(ys[0]) - 8, _BAND_TOP), min(int(ys[-1]) + 9, align.CANON_HEIGHT)
