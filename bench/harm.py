@@ -6,7 +6,9 @@ coverings are missed.
   painter (detector, alignment, segmenter), as `lostface restore` judges them; in the unmasked
   photos every other face found too (none may be judged covered);
 - regions: of the masked photos judged covered, those whose covered region holds under half of
-  the zone between the nose tip and the mouth (the covering left in sight);
+  the zone between the nose tip and the mouth (the covering left in sight), and those whose
+  region lies along a side edge of the aligned crop on 20 rows or more (a turned face's
+  covering reaching past the crop, where the compositor fills what lies beyond);
 - clips: real footage in which nobody wears a mask (../shared/data/video/stage_clip.mp4 and
   the demo's carphone clip) through the video pipeline (runner.process_video, `--tracks`):
   the frames with a face judged covered are frames with a painted face.
@@ -58,6 +60,8 @@ RESULTS = ROOT / "bench" / "results"
 _NOSE, _LEFT, _RIGHT = align.CANON_LANDMARKS[2], align.CANON_LANDMARKS[3], align.CANON_LANDMARKS[4]
 MOUTH_ZONE = np.zeros(align.CANON_SHAPE, bool)
 MOUTH_ZONE[int(_NOSE[1]) : int(_LEFT[1]) + 8, int(_LEFT[0]) : int(_RIGHT[0]) + 1] = True
+SIDE_COLUMNS = 3  # a region "at a side edge" holds pixels in the crop's 3 outermost columns
+SIDE_ROWS = 20  # ... on this many rows or more
 LOWER_FACE = regions.lower_face_mask() > 0
 
 
@@ -121,6 +125,7 @@ def photos(
     sizes: dict[str, int] = {}  # the short side of each photo as read
     in_sight: dict[str, float] = {}  # share of the largest face's lower face in the picture
     held: dict[str, float] = {}  # faces judged covered: share of the mouth zone their region holds
+    at_side: dict[str, int] = {}  # faces judged covered: rows of their region at a side edge
     others_found = 0
     others_covered: dict[str, float] = {}  # "photo#k" (face k, detector order): its score
     for path in files:
@@ -152,7 +157,11 @@ def photos(
         if painted.covered:
             covered.append(path.name)
             if painted.cover is not None:
-                held[path.name] = round(float(painted.cover.hard[MOUTH_ZONE].mean()), 4)
+                hard = painted.cover.hard
+                held[path.name] = round(float(hard[MOUTH_ZONE].mean()), 4)
+                at_side[path.name] = int(
+                    max(hard[:, :SIDE_COLUMNS].any(1).sum(), hard[:, -SIDE_COLUMNS:].any(1).sum())
+                )
         tiles[path.name] = align.warp_to_canonical(image, align.to_canonical(dets.landmarks[i]))
         if shifts:  # how far a neutral covering moves the face (the segmenter's second look)
             from lostface.restore.identity import cover_shift
@@ -191,6 +200,7 @@ def photos(
         "short_side": sizes,
         "lower_face_in_sight": in_sight,
         "region_holds_mouth_zone": held,
+        "region_rows_at_side_edge": at_side,
         **extra,
         "_tiles": tiles,
     }
@@ -295,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  of those, outlined short (the region holds under half the zone between the nose tip "
         f"and the mouth): {len(short)}: {', '.join(short)}"
+    )
+    side = sorted(n for n, v in m["region_rows_at_side_edge"].items() if v >= SIDE_ROWS)
+    print(
+        f"  reaching a side edge of the aligned crop ({SIDE_ROWS} rows or more): {len(side)}: "
+        f"{', '.join(side)}"
     )
     for kind in ("unmasked", "masked") if args.shifts else ():
         q = np.percentile(list(result[kind]["cover_shift"].values()), [5, 25, 50, 75, 95])
