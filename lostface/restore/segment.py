@@ -85,6 +85,21 @@ _NOSTRILS_SHOW = 15.0
 _MAT_LOG_L_SPREAD = (0.12, 0.6)
 _MAT_AB_SPREAD = (3.0, 16.0)
 _MAT_Z = 3.5
+# A covering is lit unevenly: its side turned from the light, or the part under the chin, can
+# be half as light as the part over the nose and mouth where its material is sampled, which
+# the model above then leaves out (on turned faces in the stage clip a strip of the covering
+# stayed between the region and the ear). The shape then also takes the non-skin pixels within
+# _MAT_Z of that material measured as shading changes it: by lightness (log L) with a spread
+# of at least _SHADED_LOG_L, and by chromaticity (r and g over r+g+b, which shading keeps)
+# with a spread clamped to _SHADED_CHROMA; joined to the shape without a step: lightness
+# changing by less than _SHADED_STEP (log L per canonical px) from pixel to pixel, as shading
+# does across a covering, while a covering's own edge against hair, a collar or a shadow steps
+# more. The edge cut (mask.refine) then trims what the growth took past the covering's edge;
+# without the cut the shape is not grown (it took the skin under the eyes on 1 % more faces of
+# bench/paint_region.py's photos).
+_SHADED_LOG_L = 0.3
+_SHADED_CHROMA = (0.01, 0.04)
+_SHADED_STEP = 0.04
 # A covering close to the skin's colour (see GeometrySegmenter._shape): taken from the material
 # over the nose tip and mouth when the colour shape holds less than _PALE_CORE of that zone,
 # the zone's median lies at least _PALE_Z robust units from the skin (white or grey coverings
@@ -581,7 +596,7 @@ class GeometrySegmenter(Segmenter):
         nonskin = skin_z > _NONSKIN_Z
         hard = self._shape(nonskin, lab, bound, skin_z if abs(yaw) < _PALE_TURN else None)
         if self.settings.refine:
-            hard = self._cut(face, hard, bound)
+            hard = self._cut(face, self._shaded(face, hard, nonskin, lab, bound), bound)
         if abs(yaw) > _TURNED:
             hard = self._extend(hard, nonskin, lab)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
@@ -660,6 +675,47 @@ class GeometrySegmenter(Segmenter):
         if pale is None:
             return hard
         return self._solid(cand | (bound & (pale < _MAT_Z) & (pale < skin_z)), bound)
+
+    def _shaded(
+        self,
+        face: np.ndarray,
+        hard: np.ndarray,
+        nonskin: np.ndarray,
+        lab: np.ndarray,
+        bound: np.ndarray,
+    ) -> np.ndarray:
+        """The shape grown over the parts of the covering that its light leaves darker or
+        lighter than the material sampled over the nose and mouth (see _SHADED_LOG_L)."""
+        h = hard[self._y0 :]
+        core = h & self._core
+        if int(core.sum()) < 40:
+            return hard
+        light = np.ascontiguousarray(lab[..., 0])
+        rows = cv2.blur(face, (3, 3))[self._y0 :]
+        chroma = _chromaticity(rows.reshape(-1, 3)).reshape(*rows.shape[:2], 2)
+        zz = []
+        for values, lo, hi in (
+            (light[..., None], _SHADED_LOG_L, _MAT_LOG_L_SPREAD[1]),
+            (chroma, *_SHADED_CHROMA),
+        ):
+            med = np.median(values[core], axis=0)
+            spread = np.clip(1.4826 * np.median(np.abs(values[core] - med), axis=0), lo, hi)
+            zz.append((((values - med) / spread) ** 2).sum(axis=-1))
+        z = np.sqrt(zz[0] + zz[1])
+        gx = cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3)
+        smooth = np.hypot(gx, gy) < 8.0 * _SHADED_STEP  # the 3x3 Sobel weighs a slope 8 times
+        cand = (nonskin & bound & (z < _MAT_Z) & smooth) | h
+        n, labels = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
+        joined = np.bincount(labels[h], minlength=n) > 0
+        joined[0] = False
+        grown = joined[labels]
+        if not (grown & ~h).any():
+            return hard
+        grown = cv2.morphologyEx(grown.astype(np.uint8), cv2.MORPH_CLOSE, self._close) > 0
+        out = hard.copy()
+        out[self._y0 :] = grown & bound
+        return out
 
     def _solid(self, cand: np.ndarray, bound: np.ndarray) -> np.ndarray:
         """The convex hull of the candidates (rows y0..S) that reach the material zone, after
