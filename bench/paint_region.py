@@ -19,12 +19,21 @@ real photos (../shared/data/unmasked, every kind) and of frames of
 A pixel counts as changed when any channel moved by more than 2 levels.
 
     python bench/paint_region.py [--photos 100] [--frames 90] [--set KEY=VALUE ...] [--tiles DIR]
-                                 [--ear-loops]
+                                 [--ear-loops] [--video]
 
 --ear-loops draws surgical coverings only, with their elastic ear loops (thin lines of the
 material from the covering's side corners back to the ears, part of the truth), and also
 prints the recall on the loops' own pixels: the loops a real surgical mask shows, which the
 covered region does not follow far from the covering.
+
+--video also runs the whole stage clip three times, a synthetic covering of each kind (one
+material for the whole clip) drawn in every frame on one person per shot (the largest face
+when the shot starts; landmarks averaged over +-2 frames of the shot, as bench/quality.py
+draws it), through `lostface run`'s pipeline (synchronous: keyframes in the
+loop): the same figures per face and frame, on keyframes and on the frames between them,
+where the patch painted on a keyframe follows the tracked face. Changes are read from the
+compositor itself (the frame before and after it paints, not the encoded file, whose
+compression moves pixels everywhere), with the invisible watermark off.
 
 Prints medians and 95th percentiles and writes bench/results/paint_region.json
 (paint_region_loops.json with --ear-loops).
@@ -116,13 +125,142 @@ def one(
     return row, vis
 
 
+def video_rows(
+    settings: Settings, kind: str, worst: list[tuple[float, np.ndarray]] | None = None
+) -> list[dict]:
+    """The stage clip with a synthetic covering on its largest face in every frame, through
+    the video pipeline (synchronous); per frame with a covering, what the compositor changed
+    (see --video)."""
+    import copy
+    import tempfile
+
+    from lostface.frame import Frame
+    from lostface.runner import process_video
+    from lostface.stream.video import VideoReader, VideoWriter
+    from lostface.synthetic import steady_landmarks
+    from lostface.tracking.detectors import box_iou_matrix
+    from lostface.tracking.scenecut import HistogramSceneCut
+
+    settings = copy.deepcopy(settings)
+    # the frame's invisible watermark moves every pixel of a painted face's crop by a level or
+    # two (more than a photo's); what is painted is what this measures
+    settings.provenance.watermark = False
+    stages = build_stages(settings)
+    cut = HistogramSceneCut(settings.tracking.scene_cut_threshold)
+    with VideoReader(DATA / "video" / "stage_clip.mp4") as reader:
+        info = reader.info
+        frames = [item for item in reader.items() if isinstance(item, Frame)]
+    lms: list[np.ndarray | None] = []
+    boxes: list[np.ndarray | None] = []
+    shots: list[int] = []
+    for f in frames:
+        new_shot = cut.is_cut(f.image)
+        shots.append((shots[-1] if shots else 0) + int(new_shot))
+        d = stages.detector.detect(f.image)
+        if len(d) == 0:
+            lms.append(None)
+            boxes.append(None)
+            continue
+        # a covering stays on one person: the largest face when a shot starts, then the face
+        # overlapping the last one chosen (as bench/quality.py draws it)
+        k = int(np.argmax((d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])))
+        prev = None if new_shot else next((b for b in reversed(boxes) if b is not None), None)
+        if prev is not None:
+            overlap = box_iou_matrix(np.asarray([prev[:4]]), d.boxes[:, :4])[0]
+            if overlap.max() >= 0.3:
+                k = int(np.argmax(overlap))
+        lms.append(d.landmarks[k][:5].astype(np.float64))
+        boxes.append(d.boxes[k])
+    lms = steady_landmarks(lms, boxes, shots)
+    originals = [f.image.copy() for f in frames]
+    truths: list[np.ndarray | None] = []
+    changed = [np.zeros(f.image.shape[:2], bool) for f in frames]
+    keyframe = [False] * len(frames)  # a patch painted on this very frame was composited
+    compositor = stages.compositor
+    composite = compositor.composite
+    at = {"frame": 0}
+    begin = compositor.begin_frame
+
+    def begin_frame(index: int) -> None:
+        at["frame"] = index
+        begin(index)
+
+    painted_frames: dict[int, np.ndarray] = {}
+
+    def traced(image, track, patch):  # type: ignore[no-untyped-def]
+        before = image.copy()
+        painted = composite(image, track, patch)
+        i = at["frame"]
+        if worst is not None:
+            painted_frames[i] = image.copy()
+        if i < len(changed):
+            changed[i] |= np.abs(image.astype(np.int16) - before).max(axis=2) > CHANGED
+            keyframe[i] |= patch.frame_index == i
+        return painted
+
+    compositor.begin_frame = begin_frame  # type: ignore[method-assign]
+    compositor.composite = traced  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory(prefix="lostface-paint-region-") as tmp:
+        masked = Path(tmp) / "masked.mp4"
+        writer = VideoWriter(masked, info, settings.video, None)
+        try:
+            for f, lm in zip(frames, lms, strict=True):
+                if lm is None:
+                    truths.append(None)
+                else:
+                    syn = draw_mask(f.image, lm, kind, rng=np.random.default_rng(0))
+                    f.image = syn.image
+                    truths.append(syn.covered)
+                writer.write(f)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        process_video(masked, Path(tmp) / "restored.mp4", settings, stages, synchronous=True)
+    rows = []
+    for i, (lm, truth) in enumerate(zip(lms, truths, strict=True)):
+        if lm is None or truth is None or int(truth.sum()) < 50:
+            continue
+        ch = changed[i]
+        scale = align.scale_of(align.to_canonical(lm))
+        r = max(1, int(np.ceil((settings.mask.dilate + settings.mask.feather_radius) / scale)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        allowed = cv2.dilate(truth.astype(np.uint8), kernel) > 0
+        eyes = eye_band(lm, originals[i].shape) & ~allowed
+        outside = float((ch & ~allowed).sum() / truth.sum())
+        if worst is not None and i in painted_frames:
+            # the frame as painted, the changes beyond the feather band in magenta and the
+            # eyes' band's in red, the covering's outline in green
+            vis = painted_frames[i].copy()
+            vis[ch & ~allowed] = (255, 0, 255)
+            vis[ch & eyes] = (0, 0, 255)
+            contours, _ = cv2.findContours(
+                truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+            )
+            cv2.drawContours(vis, contours, -1, (0, 255, 0), 1)
+            worst.append((-outside - float(ch[eyes].mean() if eyes.any() else 0.0), vis))
+        rows.append(
+            {
+                "frame": i,
+                "kind": kind,
+                "recall": float(ch[truth].mean()),
+                "outside": outside,
+                "eyes_changed": float(ch[eyes].mean()) if eyes.any() else 0.0,
+                "painted": bool(ch[truth].mean() > 0.5),
+                "face_px": float(align.CANON_SIZE / scale * 0.65),
+                "keyframe": keyframe[i],
+            }
+        )
+    return rows
+
+
 def summary(rows: list[dict]) -> dict:
     if not rows:
         return {"faces": 0}
     rec = np.array([r["recall"] for r in rows if r["painted"]] or [0.0])
-    de = np.array([r["colour_de"] for r in rows if r["painted"]] or [0.0])
-    dl = np.array([r["colour_dl"] for r in rows if r["painted"]] or [0.0])
-    psnr = np.array([r["psnr"] for r in rows if r["painted"]] or [0.0])
+    de = np.array([r.get("colour_de", np.nan) for r in rows if r["painted"]] or [0.0])
+    dl = np.array([r.get("colour_dl", np.nan) for r in rows if r["painted"]] or [0.0])
+    psnr = np.array([r.get("psnr", np.nan) for r in rows if r["painted"]] or [0.0])
     out = np.array([r["outside"] for r in rows])
     eyes = np.array([r["eyes_changed"] for r in rows])
     loops = np.array([r["loops_recall"] for r in rows if r["painted"] and "loops_recall" in r])
@@ -172,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="surgical coverings with their ear loops (part of the truth): recall on the loops",
     )
+    ap.add_argument(
+        "--video",
+        action="store_true",
+        help="also the whole stage clip through the video pipeline (keyframes and between)",
+    )
     args = ap.parse_args(argv)
     if not (DATA / "unmasked").is_dir():
         print(
@@ -205,9 +348,19 @@ def main(argv: list[str] | None = None) -> int:
             got = one(stages, settings, frame, lm, kind, k, args.ear_loops)
             if got is not None:
                 rows["stage_clip"].append({"frame": 3 * k, **got[0]})
+    if args.video and clip.is_file():
+        video_worst: list[tuple[float, np.ndarray]] | None = [] if args.tiles else None
+        rows["stage_clip_video"] = [
+            r for kind in KINDS for r in video_rows(settings, kind, video_worst)
+        ]
     result = {"settings": args.overrides, **{k: summary(v) for k, v in rows.items()}}
+    if "stage_clip_video" in rows:
+        # the keyframes' own frames, and the frames a patch is carried onto
+        video = rows["stage_clip_video"]
+        result["video_keyframes"] = summary([r for r in video if r["keyframe"]])
+        result["video_between"] = summary([r for r in video if not r["keyframe"]])
     result["rows"] = rows
-    for name in ("photos", "stage_clip"):
+    for name in rows:
         s = result[name]
         if not s["faces"]:
             continue
@@ -226,6 +379,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['loops_recall_mean']:.3f}; loops painted (recall >= 0.9) on "
                 f"{100 * s['loops_painted_share']:.1f}% of the faces"
             )
+        if name == "stage_clip_video":
+            for part, key in (("keyframes", "video_keyframes"), ("between", "video_between")):
+                v = result[key]
+                if v["faces"]:
+                    print(
+                        f"  {part} ({v['faces']} faces): eyes and brows unchanged on "
+                        f"{100 * v['eyes_unchanged_share']:.1f}%; changed outside "
+                        f"{100 * v['outside_median']:.2f}% (p95 {100 * v['outside_p95']:.1f}%); "
+                        f"recall mean {v['recall_mean']:.3f}; painted "
+                        f"{100 * v['painted_share']:.1f}%"
+                    )
+            continue  # the fill's colour is read on the photos and frames above
         print(
             f"  the fill's colour against the skin it hides: delta E median "
             f"{s['colour_de_median']:.2f} (p90 {s['colour_de_p90']:.2f}), lightness median "
@@ -241,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         worst.sort(key=lambda t: t[0])
         for n, (_, vis) in enumerate(worst[:6]):
             cv2.imwrite(str(args.tiles / f"worst_{n}.png"), vis)
+        if args.video and video_worst:
+            video_worst.sort(key=lambda t: t[0])
+            for n, (_, vis) in enumerate(video_worst[:12]):
+                cv2.imwrite(str(args.tiles / f"video_worst_{n}.png"), vis)
     return 0
 
 
