@@ -195,6 +195,34 @@ def test_crossfade_never_uncovers_what_the_new_patch_covers(scene: dict) -> None
     assert float(frame[both].mean()) > float(settled[both].mean()) + 10.0
 
 
+def test_crossfade_leaves_where_only_the_old_patch_reached(scene: dict) -> None:
+    """A new keyframe found the covering lower than the old one (the old patch, painted at
+    another pose, lies over the nose and the eyes' lower lids when carried onto this frame):
+    from the new patch's first frame, what only the old patch covered shows the frame as it
+    is, not an old patch fading out over the face."""
+    image, lm5 = scene["image"], scene["lm"]
+    old_p = scene["patch"]
+    raised = np.zeros_like(old_p.alpha)
+    raised[:-30] = old_p.alpha[30:]  # 30 canonical px higher
+    dark = (old_p.image.astype(np.float32) * 0.5).astype(np.uint8)
+    old = Patch(0, 0, dark, raised, old_p.to_canonical, old_p.skin_mean)
+    new = Patch(0, 10, old_p.image, old_p.alpha, old_p.to_canonical, old_p.skin_mean)
+    settings, comp, track, base = _fading(scene, 8)
+    inv = align.invert(align.to_canonical(lm5))
+    size = (image.shape[1], image.shape[0])
+    only_old = (raised > 0.99) & (old_p.alpha < 0.01)
+    only_old = cv2.warpAffine(only_old.astype(np.uint8), inv, size, flags=cv2.INTER_NEAREST) > 0
+    only_old = cv2.erode(only_old.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert only_old.sum() > 200
+    comp.composite(base.copy(), track, old)
+    frame = base.copy()
+    comp.composite(frame, track, new)  # first frame of the crossfade
+    assert comp.fade_weight(1) < 0.5
+    assert np.array_equal(frame[only_old], base[only_old])
+    # where the new patch reaches, it shows, its colours fading in from the old one's
+    region = cv2.warpAffine(lower_face_mask(), inv, size) > 128
+    assert (frame != base).any(axis=-1)[region].mean() > 0.9
+
 def _covering_moved_up(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The keyframe's covered region (canonical), the covering now (frame pixels: its top
     edge 6 canonical px higher, as on a turning head) and the canonical-to-frame transform."""
