@@ -134,46 +134,36 @@ def video_rows(
     import copy
     import tempfile
 
+    from quality import masked_person, smooth_landmarks, write_masked
+
     from lostface.frame import Frame
     from lostface.runner import process_video
-    from lostface.stream.video import VideoReader, VideoWriter
-    from lostface.synthetic import steady_landmarks
-    from lostface.tracking.detectors import box_iou_matrix
-    from lostface.tracking.scenecut import HistogramSceneCut
+    from lostface.stream.video import VideoReader
 
     settings = copy.deepcopy(settings)
     # the frame's invisible watermark moves every pixel of a painted face's crop by a level or
     # two (more than a photo's); what is painted is what this measures
     settings.provenance.watermark = False
     stages = build_stages(settings)
-    cut = HistogramSceneCut(settings.tracking.scene_cut_threshold)
     with VideoReader(DATA / "video" / "stage_clip.mp4") as reader:
         info = reader.info
         frames = [item for item in reader.items() if isinstance(item, Frame)]
-    lms: list[np.ndarray | None] = []
-    boxes: list[np.ndarray | None] = []
-    shots: list[int] = []
-    for f in frames:
-        new_shot = cut.is_cut(f.image)
-        shots.append((shots[-1] if shots else 0) + int(new_shot))
-        d = stages.detector.detect(f.image)
-        if len(d) == 0:
-            lms.append(None)
-            boxes.append(None)
-            continue
-        # a covering stays on one person: the largest face when a shot starts, then the face
-        # overlapping the last one chosen (as bench/quality.py draws it)
-        k = int(np.argmax((d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])))
-        prev = None if new_shot else next((b for b in reversed(boxes) if b is not None), None)
-        if prev is not None:
-            overlap = box_iou_matrix(np.asarray([prev[:4]]), d.boxes[:, :4])[0]
-            if overlap.max() >= 0.3:
-                k = int(np.argmax(overlap))
-        lms.append(d.landmarks[k][:5].astype(np.float64))
-        boxes.append(d.boxes[k])
-    lms = steady_landmarks(lms, boxes, shots)
-    originals = [f.image.copy() for f in frames]
-    truths: list[np.ndarray | None] = []
+    images = [f.image for f in frames]
+    found = [stages.detector.detect(im) for im in images]
+    # a covering stays on one person: the largest face when a shot starts, then the same
+    # person; landmarks averaged over +-2 frames of the shot (as bench/quality.py draws it)
+    picks = masked_person(found, images)
+    boxes = [None if k is None else d.boxes[k] for d, k in zip(found, picks, strict=True)]
+    lms = smooth_landmarks(
+        [
+            None if k is None else d.landmarks[k][:5].astype(np.float64)
+            for d, k in zip(found, picks, strict=True)
+        ],
+        boxes,
+        images,
+        2,
+    )
+    originals = [im.copy() for im in images]
     changed = [np.zeros(f.image.shape[:2], bool) for f in frames]
     keyframe = [False] * len(frames)  # a patch painted on this very frame was composited
     compositor = stages.compositor
@@ -202,24 +192,11 @@ def video_rows(
     compositor.composite = traced  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory(prefix="lostface-paint-region-") as tmp:
         masked = Path(tmp) / "masked.mp4"
-        writer = VideoWriter(masked, info, settings.video, None)
-        try:
-            for f, lm in zip(frames, lms, strict=True):
-                if lm is None:
-                    truths.append(None)
-                else:
-                    syn = draw_mask(f.image, lm, kind, rng=np.random.default_rng(0))
-                    f.image = syn.image
-                    truths.append(syn.covered)
-                writer.write(f)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        truths = write_masked(frames, lms, kind, masked, info, settings)
         process_video(masked, Path(tmp) / "restored.mp4", settings, stages, synchronous=True)
     rows = []
     for i, (lm, truth) in enumerate(zip(lms, truths, strict=True)):
-        if lm is None or truth is None or int(truth.sum()) < 50:
+        if lm is None or int(truth.sum()) < 50:
             continue
         ch = changed[i]
         scale = align.scale_of(align.to_canonical(lm))

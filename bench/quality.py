@@ -64,7 +64,7 @@ from lostface.metrics import (
 from lostface.restore.fill import NeutralFill
 from lostface.restore_image import restore_image
 from lostface.runner import process_video
-from lostface.stream.video import VideoReader, VideoWriter, read_frames
+from lostface.stream.video import VideoInfo, VideoReader, VideoWriter, read_frames
 from lostface.synthetic import KINDS, draw_mask, steady_landmarks
 from lostface.tracking.detectors import box_iou_matrix
 from lostface.tracking.scenecut import HistogramSceneCut
@@ -175,6 +175,35 @@ def smooth_landmarks(
     return steady_landmarks(lms, boxes, shots, k)
 
 
+def write_masked(
+    frames: list[Frame],
+    lms: list[np.ndarray | None],
+    kind: str,
+    path: Path,
+    info: VideoInfo,
+    settings: Settings,
+) -> list[np.ndarray]:
+    """Write the clip with a synthetic covering of `kind` drawn on each frame's landmarks
+    (one material for the whole clip; frames without landmarks as they are) to `path`; the
+    frames' images are replaced by the masked ones. Per frame the covered region (bool)."""
+    covered = []
+    writer = VideoWriter(path, info, settings.video, None)
+    try:
+        for f, lm in zip(frames, lms, strict=True):
+            if lm is None:
+                covered.append(np.zeros(f.image.shape[:2], bool))
+            else:
+                sm = draw_mask(f.image, lm, kind=kind, rng=np.random.default_rng(0))
+                f.image = sm.image
+                covered.append(sm.covered)
+            writer.write(f)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return covered
+
+
 def masked_person(found: list[Detections], images: list[np.ndarray]) -> list[int | None]:
     """Per frame, the face that wears the mask: the largest face when a shot starts, then the
     same person (the detection overlapping the previous pick) for the rest of the shot.
@@ -214,8 +243,6 @@ def run_video(
     synchronous: bool = False,
 ) -> dict:
     detector = build_detector(settings)
-    originals: list[np.ndarray] = []
-    covered: list[np.ndarray] = []
     with tempfile.TemporaryDirectory(prefix="lostface-quality-") as tmp:
         masked_path = Path(tmp) / "masked.mp4"
         restored_path = Path(tmp) / "restored.mp4"
@@ -240,22 +267,8 @@ def run_video(
         ]
         if smooth:
             lms = smooth_landmarks(lms, boxes, [f.image for f in frames], smooth)
-        writer = VideoWriter(masked_path, info, settings.video, None)
-        try:
-            for f, lm in zip(frames, lms, strict=True):
-                originals.append(f.image.copy())
-                if lm is None:
-                    covered.append(np.zeros(f.image.shape[:2], bool))
-                else:
-                    rng = np.random.default_rng(0)  # one mask material for the whole clip
-                    sm = draw_mask(f.image, lm, kind=kind, rng=rng)
-                    f.image = sm.image
-                    covered.append(sm.covered)
-                writer.write(f)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        originals = [f.image.copy() for f in frames]
+        covered = write_masked(frames, lms, kind, masked_path, info, settings)
         del frames
         t_mask = time.perf_counter() - t0
         stages = build_stages(settings, references=[CLIP_REFERENCE], detector=detector)

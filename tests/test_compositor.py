@@ -223,6 +223,7 @@ def test_crossfade_leaves_where_only_the_old_patch_reached(scene: dict) -> None:
     region = cv2.warpAffine(lower_face_mask(), inv, size) > 128
     assert (frame != base).any(axis=-1)[region].mean() > 0.9
 
+
 def _covering_moved_up(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The keyframe's covered region (canonical), the covering now (frame pixels: its top
     edge 6 canonical px higher, as on a turning head) and the canonical-to-frame transform."""
