@@ -288,24 +288,17 @@ def test_masks_on_turned_faces_in_real_footage_are_found(
     from lostface.restore.align import apply, yaw_proxy
     from lostface.stream.video import read_frames
 
-    def near(dets, box):  # the detection of the same person (largest overlap)
-        x0 = np.maximum(dets.boxes[:, 0], box[0])
-        x1 = np.minimum(dets.boxes[:, 2], box[2])
-        y0 = np.maximum(dets.boxes[:, 1], box[1])
-        y1 = np.minimum(dets.boxes[:, 3], box[3])
-        return int(np.argmax(np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)))
-
     frames = read_frames(shared_path("video", "stage_clip.mp4"))
     woman = np.array([380.0, 80.0, 440.0, 170.0])  # the audience member turned to the stage
     ious = []
     for i in (215, 230, 245, 260):
         dets = detector.detect(frames[i])
-        k = near(dets, woman)
+        k = nearest(dets, woman)
         lm = dets.landmarks[k]
         assert yaw_proxy(lm) < -0.4
         syn = draw_mask(frames[i], lm, "surgical", rng=i)
         dets_m = detector.detect(syn.image)
-        lm_m = dets_m.landmarks[near(dets_m, dets.boxes[k])]
+        lm_m = dets_m.landmarks[nearest(dets_m, dets.boxes[k])]
         m = to_canonical(lm_m)
         face = warp_to_canonical(syn.image, m)
         truth = cv2.warpAffine(syn.covered.astype(np.uint8), m, CANON_DSIZE) > 0
@@ -329,9 +322,10 @@ def test_the_shaded_side_of_a_covering_on_a_turned_face_is_outlined(
     woman = np.array([380.0, 80.0, 440.0, 170.0])
     for i in (219, 237, 261):
         dets = detector.detect(frames[i])
-        lm = faces_near(dets, woman)
+        lm = dets.landmarks[nearest(dets, woman)]
         syn = draw_mask(frames[i], lm, "cloth", rng=i)
-        lm_m = faces_near(detector.detect(syn.image), woman)
+        found = detector.detect(syn.image)
+        lm_m = found.landmarks[nearest(found, woman)]
         m = to_canonical(lm_m)
         face = warp_to_canonical(syn.image, m)
         truth = cv2.warpAffine(syn.covered.astype(np.uint8), m, CANON_DSIZE) > 0
@@ -340,13 +334,13 @@ def test_the_shaded_side_of_a_covering_on_a_turned_face_is_outlined(
         assert (hard & ~truth).sum() < 0.01 * truth.sum(), i
 
 
-def faces_near(dets, box: np.ndarray) -> np.ndarray:
-    """Landmarks of the detection that overlaps `box` most."""
+def nearest(dets, box: np.ndarray) -> int:
+    """The detection that overlaps `box` most (the same person on another frame)."""
     x0 = np.maximum(dets.boxes[:, 0], box[0])
     x1 = np.minimum(dets.boxes[:, 2], box[2])
     y0 = np.maximum(dets.boxes[:, 1], box[1])
     y1 = np.minimum(dets.boxes[:, 3], box[3])
-    return dets.landmarks[int(np.argmax(np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)))]
+    return int(np.argmax(np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)))
 
 
 def test_open_faces_in_profile_in_real_footage_are_not_covered(
