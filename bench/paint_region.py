@@ -128,9 +128,9 @@ def one(
 def video_rows(
     settings: Settings, kind: str, worst: list[tuple[float, np.ndarray]] | None = None
 ) -> list[dict]:
-    """The stage clip with a synthetic covering on its largest face in every frame, through
-    the video pipeline (synchronous); per frame with a covering, what the compositor changed
-    (see --video)."""
+    """The stage clip with a synthetic covering on one person per shot in every frame,
+    through the video pipeline (synchronous); per frame with a covering, what the compositor
+    changed (see --video)."""
     import copy
     import tempfile
 
@@ -163,7 +163,6 @@ def video_rows(
         images,
         2,
     )
-    originals = [im.copy() for im in images]
     changed = [np.zeros(f.image.shape[:2], bool) for f in frames]
     keyframe = [False] * len(frames)  # a patch painted on this very frame was composited
     compositor = stages.compositor
@@ -203,7 +202,7 @@ def video_rows(
         r = max(1, int(np.ceil((settings.mask.dilate + settings.mask.feather_radius) / scale)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         allowed = cv2.dilate(truth.astype(np.uint8), kernel) > 0
-        eyes = eye_band(lm, originals[i].shape) & ~allowed
+        eyes = eye_band(lm, truth.shape) & ~allowed
         outside = float((ch & ~allowed).sum() / truth.sum())
         if worst is not None and i in painted_frames:
             # the frame as painted, the changes beyond the feather band in magenta and the
@@ -235,9 +234,11 @@ def summary(rows: list[dict]) -> dict:
     if not rows:
         return {"faces": 0}
     rec = np.array([r["recall"] for r in rows if r["painted"]] or [0.0])
-    de = np.array([r.get("colour_de", np.nan) for r in rows if r["painted"]] or [0.0])
-    dl = np.array([r.get("colour_dl", np.nan) for r in rows if r["painted"]] or [0.0])
-    psnr = np.array([r.get("psnr", np.nan) for r in rows if r["painted"]] or [0.0])
+    # the fill's colour: on photos and frames restored on their own (not --video's rows)
+    coloured = [r for r in rows if r["painted"] and "colour_de" in r]
+    de = np.array([r["colour_de"] for r in coloured] or [0.0])
+    dl = np.array([r["colour_dl"] for r in coloured] or [0.0])
+    psnr = np.array([r["psnr"] for r in coloured] or [0.0])
     out = np.array([r["outside"] for r in rows])
     eyes = np.array([r["eyes_changed"] for r in rows])
     loops = np.array([r["loops_recall"] for r in rows if r["painted"] and "loops_recall" in r])
