@@ -157,6 +157,9 @@ class Patch:
     # median BGR of the covering at the keyframe: between keyframes the compositor paints the
     # pixels of that colour just outside the patch (the covering moved against the face)
     cover_colour: np.ndarray | None = None
+    # (H,W) bool (align.CANON_SHAPE): the covered region found at the keyframe, the shape the
+    # compositor looks for between keyframes (it slides the patch onto the covering in view)
+    covered: np.ndarray | None = None
     # the invisible watermark (lostface.provenance): float32 residuals (2,H,W,3) in canonical
     # space, the payload's and its complement's, that the compositor adds in turns over the
     # whole face crop; None when unmarked

@@ -363,6 +363,82 @@ def test_between_keyframes_a_patch_is_painted_only_where_its_covering_is(scene: 
     assert comp.composite(own, track, patch) and not np.array_equal(own, image)
 
 
+def _drifted(scene: dict, slide: bool, background: bool = False) -> dict:
+    """A frame between keyframes whose covering lies where the keyframe found it, while the
+    track's landmarks have drifted up and to the side by a seventh of the eye distance (as
+    tracked landmarks do between detections); the patch composited on it, with or without
+    the slide (keyframe.slide). `background`: a wall of the covering's colour beside the
+    face, farther than the slide looks."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    inv = align.invert(align.to_canonical(lm5))
+    key = lower_face_mask() > 0
+    covering = cv2.warpAffine(key.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    frame = image.copy()
+    frame[covering] = MASK_BGR
+    if background:
+        left = int(np.nonzero(covering.any(axis=0))[0][0])
+        gap = int(30 / align.scale_of(align.to_canonical(lm5)))  # canonical px -> frame px
+        frame[:, : left - gap] = MASK_BGR
+    eyes = float(np.hypot(*(lm5[1] - lm5[0])))
+    drift = np.float32([0.1, -0.1]) * eyes
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        regions.feather(key, 6, 6),  # the segmenter's alpha (mask.dilate, mask.feather_radius)
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=np.float32(MASK_BGR),
+        covered=key,
+    )
+    settings = Settings()
+    settings.restore.relight = False
+    settings.keyframe.slide = slide
+    comp = PatchCompositor(settings)
+    out = frame.copy()
+    comp.begin_frame(5)
+    assert comp.composite(out, FaceTrack(1, scene["box"], lm5 + drift), patch)
+    # the band of the brows and eyes (bench/paint_region.py's), beyond the covering grown
+    # by the feather band: nothing there may change
+    band = np.zeros(align.CANON_SHAPE, np.uint8)
+    band[62:120, 46:210] = 1
+    band = cv2.warpAffine(band, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    r = int(np.ceil(12 / align.scale_of(align.to_canonical(lm5))))
+    grown = cv2.dilate(covering.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+    changed = (out != frame).any(axis=-1)
+    return {
+        "eyes_changed": float(changed[band & ~grown].mean()),
+        "covering_left": float((out[covering] == MASK_BGR).all(axis=1).mean()),
+        "out": out,
+    }
+
+
+@pytest.mark.parametrize("slide", [True, False])
+def test_between_keyframes_the_patch_slides_onto_its_covering(scene: dict, slide: bool) -> None:
+    """Tracked landmarks drift against the face between detections, and the carried patch
+    with them: onto the eyes on one side, off the covering's edge on the other. The covering
+    itself is in view, and the patch slides to it: the eyes and brows stay as they were and
+    nothing of the covering shows. Without the slide the patch lies over the eyes (the
+    covering's pixels beside it are still painted, by _reach_covering)."""
+    got = _drifted(scene, slide)
+    assert got["covering_left"] < 0.01
+    if slide:
+        assert got["eyes_changed"] < 0.01
+    else:
+        assert got["eyes_changed"] > 0.05
+
+
+def test_the_slide_is_not_drawn_to_a_background_of_the_covering_s_colour(scene: dict) -> None:
+    """A wall of the covering's colour beside the face, beyond how far the patch may slide,
+    does not pull it: the patch lands where it does on a plain background."""
+    plain = _drifted(scene, True)
+    wall = _drifted(scene, True, background=True)
+    assert wall["eyes_changed"] < 0.01 and wall["covering_left"] < 0.01
+    face = (plain["out"] != scene["image"]).any(axis=-1)
+    assert np.array_equal(plain["out"][face], wall["out"][face])
+
+
 def _past_the_crop(scene: dict, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A covering on a turned face whose near side reaches past the crop's right edge: the
     keyframe's region (canonical, solid up to that edge), the covering in the frame (its wing

@@ -96,6 +96,10 @@ class KeyframeSettings:
     # covering bends the patch off it (turned faces keep slivers of the covering; the stage
     # clip's restored identity 0.453 against 0.414, bench/README.md "Face mesh")
     follow_mesh: bool = False
+    # between keyframes, slide the carried patch (a shift of up to a fifth of the eye
+    # distance) to where the frame's pixels look like its keyframe's covering, rather than
+    # only where the tracked landmarks put it (lostface.restore.compositor, _slide)
+    slide: bool = True
 
 
 @dataclass

@@ -323,6 +323,7 @@ class Painter:
                 reference=reference,
                 mark=mark,
                 cover_colour=_cover_colour(a.face, a.cover.hard),
+                covered=a.cover.hard,
             )
         return [
             Painted(
