@@ -481,7 +481,7 @@ def _slide(
         prepared.solid = solid
     k = _SLIDE_SAMPLE / align.CANON_SIZE
     p = _SLIDE_PAD
-    ms = np.array([[k, 0.0, p], [0.0, k, p]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
+    ms = align.compose(np.array([[k, 0.0, p], [0.0, k, p]]), m)
     size = (_SLIDE_DSIZE[0] + 2 * p, _SLIDE_DSIZE[1] + 2 * p)
     sample = cv2.warpAffine(
         image, ms, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
