@@ -439,6 +439,57 @@ def test_the_slide_is_not_drawn_to_a_background_of_the_covering_s_colour(scene: 
     assert np.array_equal(plain["out"][face], wall["out"][face])
 
 
+@pytest.mark.parametrize("slide", [True, False])
+def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
+    scene: dict, slide: bool
+) -> None:
+    """The head pitched since the keyframe: the covering's top edge came down the nose by a
+    third of the eye distance, and the patch, which keeps its keyframe's shape, would lie over
+    the lower lids and the eyes. Between keyframes it is trimmed to the covering in view: the
+    eyes and brows stay as they were, and the covering is still painted all over. Without the
+    slide (keyframe.slide, which also reads the covering for this) the patch covers the eyes'
+    band's lower part."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    inv = align.invert(align.to_canonical(lm5))
+    key = lower_face_mask() > 0
+    now = key.copy()
+    top = int(np.nonzero(key.any(axis=1))[0][0])
+    now[: top + 24] = False  # canonical px
+    covering = cv2.warpAffine(now.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    frame = image.copy()
+    frame[covering] = MASK_BGR
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        regions.feather(key, 6, 6),
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=np.float32(MASK_BGR),
+        covered=key,
+    )
+    settings = Settings()
+    settings.restore.relight = False
+    settings.keyframe.slide = slide
+    comp = PatchCompositor(settings)
+    out = frame.copy()
+    comp.begin_frame(5)
+    assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch)
+    band = np.zeros(align.CANON_SHAPE, np.uint8)
+    band[62:120, 46:210] = 1
+    band = cv2.warpAffine(band, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    r = int(np.ceil(12 / align.scale_of(align.to_canonical(lm5))))
+    grown = cv2.dilate(covering.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+    changed = (out != frame).any(axis=-1)
+    eyes_changed = float(changed[band & ~grown].mean())
+    assert (out[covering] == MASK_BGR).all(axis=1).mean() < 0.01
+    if slide:
+        assert eyes_changed < 0.01
+    else:
+        assert eyes_changed > 0.05
+
+
 def _past_the_crop(scene: dict, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A covering on a turned face whose near side reaches past the crop's right edge: the
     keyframe's region (canonical, solid up to that edge), the covering in the frame (its wing

@@ -98,7 +98,8 @@ class KeyframeSettings:
     follow_mesh: bool = False
     # between keyframes, slide the carried patch (a shift of up to a fifth of the eye
     # distance) to where the frame's pixels look like its keyframe's covering, rather than
-    # only where the tracked landmarks put it (lostface.restore.compositor, _slide)
+    # only where the tracked landmarks put it, and trim it above the nose tip to the covering
+    # in view (lostface.restore.compositor, _slide and _recede)
     slide: bool = True
 
 
