@@ -490,6 +490,49 @@ def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
         assert eyes_changed > 0.05
 
 
+def test_between_keyframes_nothing_beyond_the_patch_s_reach_is_taken_for_its_covering(
+    scene: dict,
+) -> None:
+    """Beside a covering, dark hair, a dark stage or a lower lid can look like it. Between
+    keyframes the patch takes the pixels that look like its covering only where it reaches
+    (its feather band, and one pixel beyond): a band of the covering's colour beside the
+    covering, 17 canonical px from its side (beyond the patch's 12 px margin), stays as it
+    was; the covering itself is painted all over."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    inv = align.invert(align.to_canonical(lm5))
+    key = lower_face_mask() > 0
+    rows = np.nonzero(key.any(axis=1))[0]
+    left = int(np.nonzero(key[rows[len(rows) // 2]])[0][0])  # the covering's side, mid-height
+    beside = np.zeros_like(key)
+    y0, y1 = rows[len(rows) // 2] - 20, rows[len(rows) // 2] + 20
+    beside[y0:y1, left - 21 : left - 17] = True
+    beside &= ~cv2.dilate(key.view(np.uint8), np.ones((33, 33), np.uint8)).astype(bool)
+    covering = cv2.warpAffine(key.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    band = cv2.warpAffine(beside.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    assert band.sum() > 20
+    frame = image.copy()
+    frame[covering | band] = MASK_BGR
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        regions.feather(key, 6, 6),
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=np.float32(MASK_BGR),
+        covered=key,
+    )
+    settings = Settings()
+    settings.restore.relight = False
+    comp = PatchCompositor(settings)
+    out = frame.copy()
+    comp.begin_frame(5)
+    assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch)
+    assert (out[covering] == MASK_BGR).all(axis=1).mean() < 0.01
+    assert np.array_equal(out[band], frame[band])
+
+
 def _past_the_crop(scene: dict, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A covering on a turned face whose near side reaches past the crop's right edge: the
     keyframe's region (canonical, solid up to that edge), the covering in the frame (its wing
