@@ -363,6 +363,48 @@ def test_between_keyframes_a_patch_is_painted_only_where_its_covering_is(scene: 
     assert comp.composite(own, track, patch) and not np.array_equal(own, image)
 
 
+def _carried(
+    scene: dict, key: np.ndarray, frame: np.ndarray, lm5: np.ndarray, slide: bool = True
+) -> np.ndarray:
+    """`frame` with the scene's true face composited on it as a patch carried between
+    keyframes (frame 5 of a keyframe at 0): the keyframe found the covered region `key`
+    (canonical), its alpha is the segmenter's (mask.dilate, mask.feather_radius), the track's
+    landmarks are `lm5`; no relighting, with or without the slide (keyframe.slide)."""
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        regions.feather(key, 6, 6),
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=np.float32(MASK_BGR),
+        covered=key,
+    )
+    settings = Settings()
+    settings.restore.relight = False
+    settings.keyframe.slide = slide
+    comp = PatchCompositor(settings)
+    out = frame.copy()
+    comp.begin_frame(5)
+    assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch)
+    return out
+
+
+def _eyes_changed(scene: dict, out: np.ndarray, frame: np.ndarray, covering: np.ndarray) -> float:
+    """The share of the band of the brows and eyes (bench/paint_region.py's), beyond the
+    covering grown by the feather band, that changed from `frame` to `out`."""
+    lm5 = scene["lm"]
+    h, w = frame.shape[:2]
+    band = np.zeros(align.CANON_SHAPE, np.uint8)
+    band[62:120, 46:210] = 1
+    inv = align.invert(align.to_canonical(lm5))
+    band = cv2.warpAffine(band, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    r = int(np.ceil(12 / align.scale_of(align.to_canonical(lm5))))
+    grown = cv2.dilate(covering.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+    changed = (out != frame).any(axis=-1)
+    return float(changed[band & ~grown].mean())
+
+
 def _drifted(scene: dict, slide: bool, background: bool = False) -> dict:
     """A frame between keyframes whose covering lies where the keyframe found it, while the
     track's landmarks have drifted up and to the side by a seventh of the eye distance (as
@@ -382,33 +424,9 @@ def _drifted(scene: dict, slide: bool, background: bool = False) -> dict:
         frame[:, : left - gap] = MASK_BGR
     eyes = float(np.hypot(*(lm5[1] - lm5[0])))
     drift = np.float32([0.1, -0.1]) * eyes
-    patch = Patch(
-        0,
-        0,
-        scene["patch"].image,
-        regions.feather(key, 6, 6),  # the segmenter's alpha (mask.dilate, mask.feather_radius)
-        scene["patch"].to_canonical,
-        scene["patch"].skin_mean,
-        cover_colour=np.float32(MASK_BGR),
-        covered=key,
-    )
-    settings = Settings()
-    settings.restore.relight = False
-    settings.keyframe.slide = slide
-    comp = PatchCompositor(settings)
-    out = frame.copy()
-    comp.begin_frame(5)
-    assert comp.composite(out, FaceTrack(1, scene["box"], lm5 + drift), patch)
-    # the band of the brows and eyes (bench/paint_region.py's), beyond the covering grown
-    # by the feather band: nothing there may change
-    band = np.zeros(align.CANON_SHAPE, np.uint8)
-    band[62:120, 46:210] = 1
-    band = cv2.warpAffine(band, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
-    r = int(np.ceil(12 / align.scale_of(align.to_canonical(lm5))))
-    grown = cv2.dilate(covering.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
-    changed = (out != frame).any(axis=-1)
+    out = _carried(scene, key, frame, lm5 + drift, slide)
     return {
-        "eyes_changed": float(changed[band & ~grown].mean()),
+        "eyes_changed": _eyes_changed(scene, out, frame, covering),
         "covering_left": float((out[covering] == MASK_BGR).all(axis=1).mean()),
         "out": out,
     }
@@ -459,30 +477,8 @@ def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
     covering = cv2.warpAffine(now.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
     frame = image.copy()
     frame[covering] = MASK_BGR
-    patch = Patch(
-        0,
-        0,
-        scene["patch"].image,
-        regions.feather(key, 6, 6),
-        scene["patch"].to_canonical,
-        scene["patch"].skin_mean,
-        cover_colour=np.float32(MASK_BGR),
-        covered=key,
-    )
-    settings = Settings()
-    settings.restore.relight = False
-    settings.keyframe.slide = slide
-    comp = PatchCompositor(settings)
-    out = frame.copy()
-    comp.begin_frame(5)
-    assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch)
-    band = np.zeros(align.CANON_SHAPE, np.uint8)
-    band[62:120, 46:210] = 1
-    band = cv2.warpAffine(band, inv, (w, h), flags=cv2.INTER_NEAREST) > 0
-    r = int(np.ceil(12 / align.scale_of(align.to_canonical(lm5))))
-    grown = cv2.dilate(covering.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
-    changed = (out != frame).any(axis=-1)
-    eyes_changed = float(changed[band & ~grown].mean())
+    out = _carried(scene, key, frame, lm5, slide)
+    eyes_changed = _eyes_changed(scene, out, frame, covering)
     assert (out[covering] == MASK_BGR).all(axis=1).mean() < 0.01
     if slide:
         assert eyes_changed < 0.01
@@ -513,22 +509,7 @@ def test_between_keyframes_nothing_beyond_the_patch_s_reach_is_taken_for_its_cov
     assert band.sum() > 20
     frame = image.copy()
     frame[covering | band] = MASK_BGR
-    patch = Patch(
-        0,
-        0,
-        scene["patch"].image,
-        regions.feather(key, 6, 6),
-        scene["patch"].to_canonical,
-        scene["patch"].skin_mean,
-        cover_colour=np.float32(MASK_BGR),
-        covered=key,
-    )
-    settings = Settings()
-    settings.restore.relight = False
-    comp = PatchCompositor(settings)
-    out = frame.copy()
-    comp.begin_frame(5)
-    assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch)
+    out = _carried(scene, key, frame, lm5)
     assert (out[covering] == MASK_BGR).all(axis=1).mean() < 0.01
     assert np.array_equal(out[band], frame[band])
 
