@@ -81,12 +81,12 @@ _SLIDE_RING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _SLIDE_PAD + 5, 
 # view: beyond the keyframe's own margin (mask.dilate + mask.feather_radius) around the pixels
 # of _slide's sample that look like the covering within _RECEDE_NEAR of its region (moved as
 # found, holes filled), the patch's alpha falls over the feather band as at its keyframe, on
-# the pixels nearer the skin's colour than the covering's (a lighter fold or the covering's
-# edge mixed with a dark eye is neither, and stays painted). Only above _RECEDE_BELOW (the
+# the pixels nearer the skin's colour than the covering's (a lighter fold of the covering, or
+# its edge mixed with a dark eye, is not, and stays painted). Only above _RECEDE_BELOW (the
 # nose tip): below it the covering meets the jaw, the neck and the background, and its shaded
-# side reads as neither colour (trimmed there too, the blue covering's recall fell from 0.99
-# to 0.93). Not when fewer than _RECEDE_SEEN of the region's pixels look like the covering
-# (it is not read well). About 0.1 ms a face.
+# side reads as neither colour (trimmed there too, in a first version, the blue covering's
+# recall fell from 0.99 to 0.93). Not when fewer than _RECEDE_SEEN of the region's pixels
+# look like the covering (it is not read well). About 0.1 ms a face.
 _RECEDE_NEAR = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))  # 2 sample px
 _RECEDE_BELOW = float(align.CANON_LANDMARKS[2, 1])
 _RECEDE_SEEN = 0.5
@@ -598,24 +598,19 @@ def _covering_share(under: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> f
 def _reads(
     colour: np.ndarray, cover: np.ndarray, skin: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which BGR pixels (N,3) look like the covering (_looks_like), and which lie nearer the
-    skin's colour than the covering's."""
+    """Which BGR pixels (N,3) look like the covering rather than the skin (_LIKE, _NEAR),
+    and which lie nearer the skin's colour than the covering's."""
     c = colour.astype(np.float32)
     d = c - cover
-    to_cover = np.einsum("ij,ij->i", d, d)
+    to_cover = np.einsum("ij,ij->i", d, d)  # squared distances: no square roots
     d = c - skin
     to_skin = np.einsum("ij,ij->i", d, d)
     return (to_cover < _LIKE * _LIKE * to_skin) & (to_cover < _NEAR * _NEAR), to_skin < to_cover
 
 
 def _looks_like(colour: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """Which BGR pixels (N,3) look like the covering rather than the skin (_LIKE, _NEAR)."""
-    c = colour.astype(np.float32)
-    d = c - cover
-    to_cover = np.einsum("ij,ij->i", d, d)  # squared distances: no square roots
-    d = c - skin
-    to_skin = np.einsum("ij,ij->i", d, d)
-    return (to_cover < _LIKE * _LIKE * to_skin) & (to_cover < _NEAR * _NEAR)
+    """Which BGR pixels (N,3) look like the covering rather than the skin (_reads)."""
+    return _reads(colour, cover, skin)[0]
 
 
 def _warp(bgra: np.ndarray, mt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
