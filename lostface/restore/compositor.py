@@ -557,7 +557,8 @@ def _recede(
     h, w = inside.shape
     placed = np.zeros(seen.looks.shape, np.uint8)
     placed[iy : iy + h, ix : ix + w] = inside
-    if seen.looks[placed > 0].mean() < _RECEDE_SEEN:
+    under = seen.looks[placed > 0]
+    if not len(under) or under.mean() < _RECEDE_SEEN:  # no region, or its covering not read
         return
     covering = (seen.looks & (cv2.dilate(placed, _RECEDE_NEAR) > 0)).view(np.uint8)
     # holes in it (a highlight, a print, a fold) are the covering's too
