@@ -705,3 +705,33 @@ def test_a_hand_over_the_mouth_with_the_nostrils_showing_is_no_covering(
     assert not judged("unmasked", "0242.jpg").covered
     for name in ("0095.jpg", "0227.jpg", "0230.jpg", "0245.jpg"):
         assert judged("masked", name).covered, name
+
+
+def test_a_region_beside_the_nose_and_mouth_is_no_covering(segmenter, monkeypatch) -> None:
+    """The stage clip's singer in profile (frame 72) with a synthetic N95 drawn where the
+    detector finds his face unmasked, aligned as the tracker held him on a keyframe (its 5
+    points 30 px up and right of those: on his cheek). The lower face read there is dark
+    beside his bright cheek, and a region is found on the cheek, none of it over the nose tip
+    and mouth, where every covering lies: the face is left as it is, not painted on the cheek."""
+    from lostface.restore import segment
+    from lostface.stream.video import read_frames
+
+    drawn = np.array(
+        [[500.63, 170.51], [513.25, 172.44], [485.08, 202.74], [503.91, 242.6], [512.91, 242.71]]
+    )
+    tracked = np.array(
+        [[530.94, 136.67], [545.15, 138.12], [521.4, 168.56], [535.09, 208.96], [545.87, 209.02]]
+    )
+    frame = read_frames(shared_path("video", "stage_clip.mp4"))[72]
+    masked = draw_mask(frame, drawn, "n95", rng=np.random.default_rng(0))
+    m = to_canonical(tracked)
+    face = warp_to_canonical(masked.image, m)
+    assert not segmenter.segment(face, apply(m, tracked)).covered
+    # the decision alone takes it for a covering: what is found decides
+    monkeypatch.setattr(segment, "_CORE_HELD", 0.0)
+    cover = segmenter.segment(face, apply(m, tracked))
+    assert cover.covered
+    # the region lies on the cheek, beside the synthetic covering: painting it would leave
+    # the covering as it was and paint over his skin
+    covering = cv2.warpAffine(masked.covered.astype(np.uint8), m, CANON_DSIZE) > 0
+    assert (cover.hard & covering).sum() < 0.1 * cover.hard.sum()

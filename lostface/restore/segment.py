@@ -109,6 +109,15 @@ _SHADED_STEP = 0.04
 _PALE_CORE = 0.5
 _PALE_Z = 1.2
 _PALE_TURN = 0.6
+# Every face covering hides the zone over the nose tip and mouth (the material zone above). A
+# region that holds less than _CORE_HELD of it is not the covering but something beside it
+# (a cheek, hair or the background beside a face whose 5 points landed wrong, as they do on a
+# face in profile): the face is left as it is. On the photos of ../shared/data judged covered
+# the regions hold 0.19 of the zone or more (bench/harm.py); on the stage clip with synthetic
+# coverings (bench/paint_region.py --video) a profile face's cheek was taken for an N95, held
+# none of it, and was painted for 12 frames. Not on a dim face (see _judgeable), whose
+# outline reads too little to tell: a dark covering darkened five times is outlined short.
+_CORE_HELD = 0.1
 # Head turn from the landmarks (align.yaw_proxy) ~ _YAW_GAIN * tan(turn angle) (taken on the
 # weak side: a mask stands off the far cheek), for a head
 # of radius _HEAD_R canonical pixels with the eyes _EYE_ANGLE and the mask's side edges
@@ -357,6 +366,7 @@ class GeometrySegmenter(Segmenter):
         mid = (nose + mouth_c) / 2
         cv2.ellipse(core, (int(mid[0]), int(mid[1]) + 4), (26, 18), 0, 0, 360, 255, -1)
         self._core = core[self._y0 :] > 0
+        self._core_area = int(self._core.sum())
         self._mat_lo = np.array(
             [_MAT_LOG_L_SPREAD[0], _MAT_AB_SPREAD[0], _MAT_AB_SPREAD[0]], np.float32
         )
@@ -599,6 +609,9 @@ class GeometrySegmenter(Segmenter):
             hard = self._cut(face, self._shaded(face, hard, nonskin, lab, bound), bound)
         if abs(yaw) > _TURNED:
             hard = self._extend(hard, nonskin, lab)
+        if not dim and int((hard[self._y0 :] & self._core).sum()) < _CORE_HELD * self._core_area:
+            # what was found lies beside where every covering lies: it is something else
+            return _uncovered(score)
         return CoverMask(covered=True, alpha=self._feather(hard), hard=hard, score=score)
 
     def _edge_step(self, face: np.ndarray, columns: tuple[int, ...] = _EDGE_COLS) -> float:
