@@ -432,6 +432,43 @@ def _drifted(scene: dict, slide: bool, background: bool = False) -> dict:
     }
 
 
+@pytest.mark.parametrize("frame_index", [0, 5])
+def test_a_covering_that_does_not_stand_out_from_its_surroundings_is_left(
+    scene: dict, frame_index: int
+) -> None:
+    """A covering of the same colour as all that surrounds it (a black covering on a face in
+    profile against a dark stage) cannot be placed: the patch is not painted on the keyframe
+    (frame 0) or between keyframes (frame 5), and the frame stays as it came. With the
+    covering's colour on one side of it only (a dark background beside a turned face), it
+    is painted."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    m = align.to_canonical(lm5)
+    key = lower_face_mask() > 0
+    around = cv2.dilate(key.view(np.uint8), np.ones((61, 61), np.uint8))
+    left = around.copy()
+    left[:, 128:] = key[:, 128:]  # the covering's colour beside the face's left side only
+    patch = Patch(
+        0,
+        0,
+        scene["patch"].image,
+        regions.feather(key, 6, 6),
+        scene["patch"].to_canonical,
+        scene["patch"].skin_mean,
+        cover_colour=np.float32(MASK_BGR),
+        covered=key,
+    )
+    for dark, painted in ((around, False), (left, True)):
+        where = cv2.warpAffine(dark, align.invert(m), (w, h), flags=cv2.INTER_NEAREST) > 0
+        frame = image.copy()
+        frame[where] = MASK_BGR
+        out = frame.copy()
+        comp = PatchCompositor(Settings())
+        comp.begin_frame(frame_index)
+        assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch) is painted
+        assert np.array_equal(out, frame) is not painted
+
+
 @pytest.mark.parametrize("slide", [True, False])
 def test_between_keyframes_the_patch_slides_onto_its_covering(scene: dict, slide: bool) -> None:
     """Tracked landmarks drift against the face between detections, and the carried patch

@@ -93,6 +93,16 @@ _RECEDE_SEEN = 0.5
 _BAND_TOP = int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8)
 _BAND = np.zeros(align.CANON_SHAPE, np.uint8)
 _BAND[_BAND_TOP:] = 255
+# A patch is painted only where its covering stands out from what surrounds it: when _SURROUND
+# or more of the pixels around its covered region (the slide's ring, where the landmarks put
+# it) look like the covering too, nothing tells the covering from the background (a black
+# covering on a face in profile against a dark stage), and neither the slide nor the test for
+# the covering under the patch can place it; the frame is left as it is, on the keyframe
+# too. On the stage clip with synthetic coverings (`python bench/paint_region.py --video`)
+# the ring reads 0.1-0.6 as the covering around faces seen from the front or turned, and
+# 0.77-0.98 around the singer in profile, where a patch of skin lay over the dark stage in
+# front of his face on 14 frames between keyframes.
+_SURROUND = 0.75
 # The crop spans 3.6 eye distances; on a turned face the covering's near side can reach past
 # its side edge, where no patch is painted, and a strip of the covering stays beside the cheek.
 # Where the patch is solid on _PAST_MIN_ROWS rows or more of a side edge of the crop, the
@@ -286,11 +296,16 @@ class PatchCompositor(Compositor):
         relit = None if cover is None else cover if gain is None else cover * gain
         between = st.current.patch.frame_index != self._frame
         read = None  # what _slide read of the frame
-        if relit is not None and between and self.slide:
-            # between keyframes only: on its own frame the patch is where the covering was found
-            m = m.copy()
-            shift, read = _slide(image, m, st.current, relit, lit)
-            m[:, 2] -= shift
+        if relit is not None:
+            seen = _read(image, m, st.current, relit, lit)
+            if not _stands_out(seen, st.current):
+                return False
+            if between and self.slide:
+                # between keyframes only: on its own frame the patch is where the covering was
+                # found
+                m = m.copy()
+                shift, read = _slide(seen, st.current)
+                m[:, 2] -= shift
         inv = align.invert(m)
         roi = _roi(image.shape, inv, corners)
         if roi is None:
@@ -310,8 +325,8 @@ class PatchCompositor(Compositor):
             # between keyframes only: on its own frame (a photo) the patch is where the
             # covering was found, and a generative engine's pixels beyond it are not the face's
             solid = a8 >= 128
-            seen = _covering_share(image[y0:y1, x0:x1][solid], relit, lit)
-            st.hidden = seen < (_SHOW_SHARE if st.hidden else _HIDE_SHARE)
+            share = _covering_share(image[y0:y1, x0:x1][solid], relit, lit)
+            st.hidden = share < (_SHOW_SHARE if st.hidden else _HIDE_SHARE)
             if st.hidden:
                 return False
             _reach_covering(image[y0:y1, x0:x1], warped, mt, cover, lit, solid)
@@ -507,13 +522,13 @@ def _past_edge(
     np.copyto(region, painted + 0.5, where=mask[:, :, None] > 0, casting="unsafe")
 
 
-def _slide(
+def _read(
     image: np.ndarray, m: np.ndarray, prepared: _Prepared, cover: np.ndarray, skin: np.ndarray
-) -> tuple[np.ndarray, _Seen]:
-    """How far (canonical px, x and y) the patch's covered region lies from where the frame's
-    pixels look most like its covering (see _SLIDE), and what it read of the frame."""
-    solid = prepared.solid
-    if solid is None:  # once per patch
+) -> _Seen:
+    """Which pixels of the frame around the face look like the patch's covering, on a sample
+    _SLIDE_SAMPLE px wide across the canonical crop padded by the slide's reach, with the
+    covered region where the landmarks put it."""
+    if prepared.solid is None:  # once per patch
         covered = prepared.patch.covered
         if covered is None:  # a patch that does not say: where it is opaque
             covered = prepared.patch.alpha >= 0.999
@@ -523,8 +538,7 @@ def _slide(
         # +1 on the covered region, -1 on a ring around it as wide as the search, 0 beyond:
         # what lies farther away (hair, a background of the covering's colour) weighs nothing
         ring = cv2.dilate(inside, _SLIDE_RING) - inside
-        solid = inside.astype(np.float32) - ring.astype(np.float32)
-        prepared.solid = solid
+        prepared.solid = inside.astype(np.float32) - ring.astype(np.float32)
         prepared.inside = inside
     k = _SLIDE_SAMPLE / align.CANON_SIZE
     p = _SLIDE_PAD
@@ -534,18 +548,36 @@ def _slide(
         image, ms, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
     looks, nearer_skin = _reads(sample.reshape(-1, 3), cover, skin)
-    looks = looks.reshape(size[1], size[0])
-    nearer_skin = nearer_skin.reshape(size[1], size[0])
-    signed = np.where(looks, np.float32(1.0), np.float32(-1.0))
+    return _Seen(looks.reshape(size[1], size[0]), nearer_skin.reshape(size[1], size[0]), ms, (p, p))
+
+
+def _stands_out(seen: _Seen, prepared: _Prepared) -> bool:
+    """Whether fewer than _SURROUND of the pixels around the patch's covered region (the
+    slide's ring, where the landmarks put it) look like its covering (see _SURROUND)."""
+    assert prepared.solid is not None
+    h, w = prepared.solid.shape
+    x, y = seen.at
+    around = seen.looks[y : y + h, x : x + w][prepared.solid < 0]
+    return not len(around) or float(around.mean()) < _SURROUND
+
+
+def _slide(seen: _Seen, prepared: _Prepared) -> tuple[np.ndarray, _Seen]:
+    """How far (canonical px, x and y) the patch's covered region lies from where the frame's
+    pixels look most like its covering (see _SLIDE), and the read with the region there."""
+    solid = prepared.solid
+    assert solid is not None
+    k = _SLIDE_SAMPLE / align.CANON_SIZE
+    p = _SLIDE_PAD
+    signed = np.where(seen.looks, np.float32(1.0), np.float32(-1.0))
     score = cv2.matchTemplate(signed, solid, cv2.TM_CCORR)
     iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
     if score[iy, ix] - score[p, p] < _SLIDE_MIN_GAIN * solid.size:
-        return np.zeros(2), _Seen(looks, nearer_skin, ms, (p, p))
-    seen = _Seen(looks, nearer_skin, ms, (int(ix), int(iy)))
+        return np.zeros(2), seen
+    moved = _Seen(seen.looks, seen.skin, seen.ms, (int(ix), int(iy)))
     dx = ix - p + _vertex(score[iy, ix - 1 : ix + 2] if 0 < ix < 2 * p else None)
     dy = iy - p + _vertex(score[iy - 1 : iy + 2, ix] if 0 < iy < 2 * p else None)
     # the covering lies at the patch's canonical position plus (dx, dy) / k
-    return np.array([dx / k, dy / k]), seen
+    return np.array([dx / k, dy / k]), moved
 
 
 def _recede(
