@@ -433,17 +433,20 @@ def _drifted(scene: dict, slide: bool, background: bool = False) -> dict:
 
 
 @pytest.mark.parametrize("frame_index", [0, 5])
-def test_a_covering_that_does_not_stand_out_from_its_surroundings_is_left(
+def test_a_covering_that_does_not_stand_out_beside_a_turned_face_is_left(
     scene: dict, frame_index: int
 ) -> None:
-    """A covering of the same colour as all that surrounds it (a black covering on a face in
-    profile against a dark stage) cannot be placed: the patch is not painted on the keyframe
-    (frame 0) or between keyframes (frame 5), and the frame stays as it came. With the
-    covering's colour on one side of it only (a dark background beside a turned face), it
-    is painted."""
+    """On a turned face, a covering of the same colour as all that surrounds it (a black
+    covering on a face in profile against a dark stage) cannot be placed: the patch is not
+    painted on the keyframe (frame 0) or between keyframes (frame 5), and the frame stays as
+    it came. With the covering's colour on one side of it only (a dark background beside the
+    face), it is painted; on a face seen from the front (long dark hair and a dark scarf
+    around a dark covering), the landmarks place it and it is painted too."""
     image, lm5 = scene["image"], scene["lm"]
     h, w = image.shape[:2]
-    m = align.to_canonical(lm5)
+    turned = lm5.copy()
+    turned[2] += (turned[0] - turned[1]) * 0.4  # the nose 0.4 eye distances to the side
+    assert align.yaw_proxy(turned) < -0.3
     key = lower_face_mask() > 0
     around = cv2.dilate(key.view(np.uint8), np.ones((61, 61), np.uint8))
     left = around.copy()
@@ -458,14 +461,15 @@ def test_a_covering_that_does_not_stand_out_from_its_surroundings_is_left(
         cover_colour=np.float32(MASK_BGR),
         covered=key,
     )
-    for dark, painted in ((around, False), (left, True)):
+    for dark, lm, painted in ((around, turned, False), (left, turned, True), (around, lm5, True)):
+        m = align.to_canonical(lm)
         where = cv2.warpAffine(dark, align.invert(m), (w, h), flags=cv2.INTER_NEAREST) > 0
         frame = image.copy()
         frame[where] = MASK_BGR
         out = frame.copy()
         comp = PatchCompositor(Settings())
         comp.begin_frame(frame_index)
-        assert comp.composite(out, FaceTrack(1, scene["box"], lm5), patch) is painted
+        assert comp.composite(out, FaceTrack(1, scene["box"], lm), patch) is painted
         assert np.array_equal(out, frame) is not painted
 
 

@@ -93,16 +93,21 @@ _RECEDE_SEEN = 0.5
 _BAND_TOP = int(align.CANON_LANDMARKS[:2, 1].max() + align.CANON_EYE_DISTANCE / 8)
 _BAND = np.zeros(align.CANON_SHAPE, np.uint8)
 _BAND[_BAND_TOP:] = 255
-# A patch is painted only where its covering stands out from what surrounds it: when _SURROUND
-# or more of the pixels around its covered region (the slide's ring, where the landmarks put
-# it) look like the covering too, nothing tells the covering from the background (a black
-# covering on a face in profile against a dark stage), and neither the slide nor the test for
-# the covering under the patch can place it; the frame is left as it is, on the keyframe
-# too. On the stage clip with synthetic coverings (`python bench/paint_region.py --video`)
-# the ring reads 0.1-0.6 as the covering around faces seen from the front or turned, and
-# 0.77-0.98 around the singer in profile, where a patch of skin lay over the dark stage in
-# front of his face on 14 frames between keyframes.
+# On a turned face (align.yaw_proxy beyond _SURROUND_TURN eye distances, as the segmenter's
+# _TURNED) a patch is painted only where its covering stands out from what surrounds it. The
+# ring around its covered region (the slide's, where the landmarks put it) crosses the face's
+# outline on the far side, and the 5 points of a face seen nearly in profile are rough: when
+# _SURROUND or more of the ring looks like the covering too, nothing tells the covering from
+# the background (a black covering against a dark stage), and neither the slide nor the test
+# for the covering under the patch can place it; the frame is left as it is, on the keyframe
+# too. On the stage clip with synthetic coverings (`python bench/paint_region.py --video`) the
+# ring reads 0.1-0.7 as the covering around every face but the singer in profile (turned 1.2
+# to 1.5 eye distances), 0.78-0.98 around him, where a patch of skin lay over the dark stage
+# in front of his face on 18 frames. Around a face seen from the front the ring lies on the
+# face, the hair and the neck, and a dark covering between long dark hair and a dark scarf
+# reads 0.79 there (../shared/data/masked/0132.jpg), placed well by its landmarks.
 _SURROUND = 0.75
+_SURROUND_TURN = 0.25
 # The crop spans 3.6 eye distances; on a turned face the covering's near side can reach past
 # its side edge, where no patch is painted, and a strip of the covering stays beside the cheek.
 # Where the patch is solid on _PAST_MIN_ROWS rows or more of a side edge of the crop, the
@@ -298,7 +303,8 @@ class PatchCompositor(Compositor):
         read = None  # what _slide read of the frame
         if relit is not None:
             seen = _read(image, m, st.current, relit, lit)
-            if not _stands_out(seen, st.current):
+            turned = abs(align.yaw_proxy(track.landmarks[:5])) > _SURROUND_TURN
+            if turned and not _stands_out(seen, st.current):
                 return False
             if between and self.slide:
                 # between keyframes only: on its own frame the patch is where the covering was
