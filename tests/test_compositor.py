@@ -363,14 +363,11 @@ def test_between_keyframes_a_patch_is_painted_only_where_its_covering_is(scene: 
     assert comp.composite(own, track, patch) and not np.array_equal(own, image)
 
 
-def _carried(
-    scene: dict, key: np.ndarray, frame: np.ndarray, lm5: np.ndarray, slide: bool = True
-) -> np.ndarray:
-    """`frame` with the scene's true face composited on it as a patch carried between
-    keyframes (frame 5 of a keyframe at 0): the keyframe found the covered region `key`
-    (canonical), its alpha is the segmenter's (mask.dilate, mask.feather_radius), the track's
-    landmarks are `lm5`; no relighting, with or without the slide (keyframe.slide)."""
-    patch = Patch(
+def _keyframe_patch(scene: dict, key: np.ndarray) -> Patch:
+    """The scene's true face as the patch of a keyframe (frame 0) that found the covered
+    region `key` (canonical) in the covering's colour; its alpha is the segmenter's
+    (mask.dilate, mask.feather_radius)."""
+    return Patch(
         0,
         0,
         scene["patch"].image,
@@ -380,6 +377,15 @@ def _carried(
         cover_colour=np.float32(MASK_BGR),
         covered=key,
     )
+
+
+def _carried(
+    scene: dict, key: np.ndarray, frame: np.ndarray, lm5: np.ndarray, slide: bool = True
+) -> np.ndarray:
+    """`frame` with the scene's true face composited on it as a patch carried between
+    keyframes (frame 5 of a keyframe at 0, _keyframe_patch), the track's landmarks `lm5`; no
+    relighting, with or without the slide (keyframe.slide)."""
+    patch = _keyframe_patch(scene, key)
     settings = Settings()
     settings.restore.relight = False
     settings.keyframe.slide = slide
@@ -451,16 +457,7 @@ def test_a_covering_that_does_not_stand_out_beside_a_turned_face_is_left(
     around = cv2.dilate(key.view(np.uint8), np.ones((61, 61), np.uint8))
     left = around.copy()
     left[:, 128:] = key[:, 128:]  # the covering's colour beside the face's left side only
-    patch = Patch(
-        0,
-        0,
-        scene["patch"].image,
-        regions.feather(key, 6, 6),
-        scene["patch"].to_canonical,
-        scene["patch"].skin_mean,
-        cover_colour=np.float32(MASK_BGR),
-        covered=key,
-    )
+    patch = _keyframe_patch(scene, key)
     for dark, lm, painted in ((around, turned, False), (left, turned, True), (around, lm5, True)):
         m = align.to_canonical(lm)
         where = cv2.warpAffine(dark, align.invert(m), (w, h), flags=cv2.INTER_NEAREST) > 0
