@@ -113,7 +113,8 @@ _PALE_TURN = 0.6
 # region that holds less than _CORE_HELD of it is not the covering but something beside it
 # (a cheek, hair or the background beside a face whose 5 points landed wrong, as they do on a
 # face in profile): the face is left as it is. On the photos of ../shared/data judged covered
-# the regions hold 0.19 of the zone or more (bench/harm.py); on the stage clip with synthetic
+# the regions hold 0.19 of the zone or more (a hand probe over bench/harm.py's photos; its
+# figures are unchanged by the rule); on the stage clip with synthetic
 # coverings (bench/paint_region.py --video) a profile face's cheek was taken for an N95, held
 # none of it, and was painted for 12 frames. Not on a dim face (see _judgeable), whose
 # outline reads too little to tell: a dark covering darkened five times is outlined short.
