@@ -100,12 +100,13 @@ _BAND[_BAND_TOP:] = 255
 # _SURROUND or more of the ring looks like the covering too, nothing tells the covering from
 # the background (a black covering against a dark stage), and neither the slide nor the test
 # for the covering under the patch can place it; the frame is left as it is, on the keyframe
-# too. On the stage clip with synthetic coverings (`python bench/paint_region.py --video`) the
-# ring reads 0.1-0.7 as the covering around every face but the singer in profile (turned 1.2
-# to 1.5 eye distances), 0.78-0.98 around him, where a patch of skin lay over the dark stage
-# in front of his face on 18 frames. Around a face seen from the front the ring lies on the
-# face, the hair and the neck, and a dark covering between long dark hair and a dark scarf
-# reads 0.79 there (../shared/data/masked/0132.jpg), placed well by its landmarks.
+# too. On the stage clip with synthetic coverings (`python bench/paint_region.py --video`'s
+# runs, read by a hand probe) the ring reads 0.1-0.7 as the covering around every face but the
+# singer in profile (turned 1.2 to 1.5 eye distances), 0.78-0.98 around him, where a patch of
+# skin lay over the dark stage in front of his face on 18 frames. Around a face seen from the
+# front the ring lies on the face, the hair and the neck, and a dark covering between long
+# dark hair and a dark scarf reads 0.79 there (../shared/data/masked/0132.jpg), placed well by
+# its landmarks.
 _SURROUND = 0.75
 _SURROUND_TURN = 0.25
 # The crop spans 3.6 eye distances; on a turned face the covering's near side can reach past
@@ -301,14 +302,14 @@ class PatchCompositor(Compositor):
         relit = None if cover is None else cover if gain is None else cover * gain
         between = st.current.patch.frame_index != self._frame
         read = None  # what _slide read of the frame
-        if relit is not None:
+        # between keyframes only: on its own frame the patch is where the covering was found
+        slide = relit is not None and between and self.slide
+        turned = abs(align.yaw_proxy(track.landmarks[:5])) > _SURROUND_TURN
+        if relit is not None and (slide or turned):
             seen = _read(image, m, st.current, relit, lit)
-            turned = abs(align.yaw_proxy(track.landmarks[:5])) > _SURROUND_TURN
             if turned and not _stands_out(seen, st.current):
                 return False
-            if between and self.slide:
-                # between keyframes only: on its own frame the patch is where the covering was
-                # found
+            if slide:
                 m = m.copy()
                 shift, read = _slide(seen, st.current)
                 m[:, 2] -= shift
