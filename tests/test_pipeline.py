@@ -843,17 +843,27 @@ def test_an_open_face_covered_on_one_keyframe_only_is_not_painted(astronaut_bgr,
     def changed(images: list[np.ndarray], level: float) -> list[bool]:
         settings = load_settings(overrides=[f"mask.confirm_below={level}"])
         stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
-        outs = _run(Pipeline(settings, stages, synchronous=synchronous), images)
+        pipe = Pipeline(settings, stages, synchronous=synchronous)
+        outs = []
+        for i, img in enumerate(images):
+            outs += pipe.push(Frame(img.copy(), i, i * 100, None))
+            # beside the loop: the keyframe worker keeps up with the frames, as it does in a
+            # file's frame loop that decodes and encodes, however busy the machine
+            pipe.worker.wait_idle()
+        outs += pipe.flush()
+        pipe.close()
         return [not np.array_equal(o.frame.image, f) for o, f in zip(outs, images, strict=True)]
 
     passed = changed(passing, 1.0)
     assert not any(passed), np.nonzero(passed)[0]
     held = changed(frames, 1.0)
-    # beside the loop, the second look comes with the first detection after the first look's
-    # result is back
-    since = 24 if synchronous else 48
-    assert not any(held[:20]) and all(held[since:]), np.nonzero(held)[0]
-    if synchronous:
-        assert not any(held[20:24])
+    assert not any(held[:20]), np.nonzero(held)[0]
+    if not synchronous:
+        # beside the loop, the second look comes with the first detection after the first
+        # look's result is back: from then on the covering is painted on every frame
+        start = int(np.argmax(held))
+        assert held[start] and start >= 24 and all(held[start:]), np.nonzero(held)[0]
+    else:
+        assert not any(held[20:24]) and all(held[24:]), np.nonzero(held)[0]
         at_once = changed(passing, load_settings().mask.confirm_below)
         assert not any(at_once[:20]) and all(at_once[20:24]), np.nonzero(at_once)[0]
