@@ -276,3 +276,40 @@ def test_a_covering_standing_off_a_turned_face_is_painted_to_its_edge():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         blended = cv2.dilate(syn.covered.astype(np.uint8), kernel) > 0
         assert changed[(eyes > 0) & ~blended].mean() < 0.01, index
+
+
+def test_a_region_unlike_the_face_s_covering_is_left_until_its_next_keyframe(astronaut_bgr):
+    """A face keeps its covering from keyframe to keyframe. A region whose colour against
+    the face's skin is unlike the covering painted on the face's last keyframe, found short
+    of clear evidence (mask.confirm_below; 1 here: every finding is short of it), is
+    something else (on the stage clip, a small dim face whose landmarks had slipped onto its
+    forehead: a region of skin's colour over the eyes): the face is left as it is on that
+    keyframe, still judged covered, and asks for its next keyframe at once; when that one
+    agrees with the face's covering it is painted. The same covering in dimmer light is the
+    same covering; with clear evidence (mask.confirm_below=0) another covering is painted at
+    once; a new shot starts afresh."""
+    det = build_stages(load_settings()).detector.detect(astronaut_bgr)
+    lm = det.landmarks[int(np.argmax(det.scores))]
+    light = draw_mask(astronaut_bgr, lm, kind="surgical", rng=0, variant="light_blue").image
+    black = draw_mask(astronaut_bgr, lm, kind="surgical", rng=0, variant="black").image
+    dim = (light * 0.6).astype(np.uint8)
+
+    def painted(confirm_below: float, *images: np.ndarray, cut_at: int = -1) -> list:
+        settings = load_settings(
+            overrides=[f"mask.confirm_below={confirm_below}", "restore.engine=neutral"]
+        )
+        painter = build_stages(settings).painter
+        out = []
+        for k, image in enumerate(images):
+            job = PaintJob.from_frame(1, 4 * k, image, lm, scene_cut=k == cut_at)
+            assert job is not None
+            got = painter.paint(job)
+            out.append((got.patch is not None, got.recheck))
+        return out
+
+    # light blue, then black (unlike it): left as it is, another look asked for; then light
+    # blue again, painted at once (a face judged open would wait for a second look here)
+    assert painted(1.0, light, black, light) == [(True, False), (False, True), (True, False)]
+    assert painted(1.0, light, dim)[1] == (True, False)  # the same covering, dimmer
+    assert painted(0.0, light, black)[1] == (True, False)  # clear evidence
+    assert painted(1.0, light, black, cut_at=1)[1] == (True, False)  # a new shot

@@ -53,6 +53,18 @@ if TYPE_CHECKING:
 _MARGIN = 2  # frame pixels kept around the canonical crop's footprint (bilinear sampling)
 _MAX_UPSCALE = 4
 _FACE_SHARE = 0.65  # a face box's width over its canonical crop's span (median on real photos)
+# A face keeps its covering from keyframe to keyframe: its region's colour against the face's
+# visible skin (the ratio of their BGR, per channel, each from _MATERIAL_FLOOR up) stays within
+# a factor of _SAME_MATERIAL of what its last painted keyframe found (1.25 or less between the
+# keyframes of the stage clip's synthetic coverings, `bench/paint_region.py --video`). A region
+# unlike it, found short of clear evidence (mask.confirm_below), is something else: on a small
+# dim face in the stage clip's crowd whose landmarks had slipped by more than the eye distance
+# onto the forehead, a region of the skin's own colour over the eyes (a factor of 5.6 from the
+# blue covering before), judged covered by the decision's hysteresis and its second look. The
+# face is left as it is on that keyframe, still judged covered, and its next keyframe is asked
+# for at once (Painted.recheck); a face judged open, or a new shot, starts afresh.
+_SAME_MATERIAL = math.log(2.0)
+_MATERIAL_FLOOR = 16.0
 
 
 @dataclass(slots=True)
@@ -221,6 +233,7 @@ class Painter:
         self.confirm_below = float(confirm_below)
         self._covered: dict[int, bool] = {}
         self._leaning: set[int] = set()  # open faces found covered once (Painted.recheck)
+        self._material: dict[int, np.ndarray] = {}  # the covering's look (_SAME_MATERIAL)
         self._person: dict[int, str | None] = {}
         # people learned from the footage's own unmasked faces (learn_from_footage)
         self.selfref: SelfReferences | None = None
@@ -381,6 +394,7 @@ class Painter:
             # a new shot: nothing carries over but the id (whose face it is, is asked afresh)
             self._forget_engines(job.track_id)
             self._forget_person(job.track_id)
+            self._material.pop(job.track_id, None)
         m = job.local_to_canonical
         pixels = job.pixels
         factor = self._upscale_factor(m)
@@ -426,11 +440,35 @@ class Painter:
         else:
             self._leaning.discard(tid)
         self._covered[tid] = cover.covered
+        if cover.covered and outline:
+            if not self._same_covering(tid, face, cover):
+                cover, recheck = CoverMask(False, *_empty_masks(), cover.score), True
+        elif not recheck:
+            self._material.pop(tid, None)  # open: whatever it wears next is new
         seconds = {"segment": time.perf_counter() - t1}
         if factor > 1:
             seconds["upscale"] = t1 - t0
         dense = meshed[0] if meshed else None
         return _Aligned(job, face, landmarks, cover, seconds, dense, recheck)
+
+    def _same_covering(self, track_id: int, face: np.ndarray, cover: CoverMask) -> bool:
+        """Whether a covered face's region looks like the covering painted on its last
+        keyframe, or the evidence is clear (see _SAME_MATERIAL); it is the face's covering
+        from now on then."""
+        colour = _cover_colour(face, cover.hard)
+        if colour is None:
+            return True
+        floor = np.float32(_MATERIAL_FLOOR)
+        material = np.log(np.maximum(colour, floor) / np.maximum(skin_mean(face), floor))
+        known = self._material.get(track_id)
+        if (
+            known is None
+            or cover.score >= self.confirm_below
+            or float(np.abs(material - known).max()) < _SAME_MATERIAL
+        ):
+            self._material[track_id] = material
+            return True
+        return False
 
     def _upscale_factor(self, m: np.ndarray) -> int:
         """How many times a face's pixels should grow: 1 when its crop is wide enough."""
@@ -454,12 +492,14 @@ class Painter:
         """The face's track ended: drop its decisions and the engines' state for it."""
         self._covered.pop(track_id, None)
         self._leaning.discard(track_id)
+        self._material.pop(track_id, None)
         self._forget_person(track_id)
         self._forget_engines(track_id)
 
     def reset(self) -> None:
         self._covered.clear()
         self._leaning.clear()
+        self._material.clear()
         self._person.clear()
         if self.gate is not None:
             self.gate.reset()
