@@ -14,7 +14,9 @@ by a bounded queue; when the queue is full the newest job replaces the oldest (f
 oldest of a face still in view, which asks again if it has no patch yet, and not the second
 look of a face found covered once after being open, Painted.recheck).
 Frames wait in a short delay line before compositing, so a patch painted on a keyframe
-also reaches the frames just before it (a face is restored from its first frame on, in files);
+also reaches the frames just before it (a face is restored from its first frame on, in files;
+between two keyframes a frame takes the patch that fits its face's covering better,
+KeyframeWorker.result and Compositor.fit);
 a frame whose face's keyframe is still being painted stays up to _HOLD times the line's length,
 and past that the loop waits for it. Live sources set delay_frames = 0: the loop never waits
 for the worker.
@@ -31,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import cv2
 import numpy as np
@@ -331,7 +334,12 @@ class KeyframeWorker:
                 self.timings.add("keyframe_wait", time.perf_counter() - sent)
 
     def result(
-        self, track_id: int, frame_index: int | None = None, reach: int | None = None
+        self,
+        track_id: int,
+        frame_index: int | None = None,
+        reach: int | None = None,
+        fit: Callable[[Patch], float | None] | None = None,
+        since: int = -1,
     ) -> Painted | None:
         """The face's newest result. With frame_index (a frame leaving the delay line), the
         result nearest that frame's time that decides the face as its time did:
@@ -341,7 +349,11 @@ class KeyframeWorker:
           `reach` is the delay line's length, so that a frame held longer for a pending
           keyframe is painted as it would have been without the wait); else the newest
           painted on the frame or before it; a frame before the face's first keyframe takes
-          that one;
+          that one. With `fit` (how well a patch fits the face on that frame: see
+          Compositor.fit), of those two the one that fits better, not the nearer in time
+          (not on a keyframe's own frame); and never one painted before `since` (the
+          keyframe whose patch the face's previous frame took: a face does not go back to
+          an older patch);
         - never a later one that decides otherwise (a face open on the frame and covered
           later in the shot, someone putting a covering on, is not painted there);
         - not the newest either when the frame waited long in the line (a patch painted far
@@ -362,8 +374,18 @@ class KeyframeWorker:
         elif nxt < len(kept):
             ahead, behind = kept[nxt][0] - frame_index, frame_index - kept[own][0]
             alike = kept[nxt][1].covered == kept[own][1].covered
-            if alike and ahead < behind and (reach is None or ahead <= reach):
-                pick = nxt
+            if alike and (reach is None or ahead <= reach):
+                later = ahead < behind
+                if kept[own][0] < since:
+                    later = True
+                elif fit is not None and behind > 0:
+                    a, b = kept[own][1].patch, kept[nxt][1].patch
+                    fa = None if a is None else fit(a)
+                    fb = None if b is None else fit(b)
+                    if fa is not None and fb is not None and fa != fb:
+                        later = fb > fa
+                if later:
+                    pick = nxt
         assert pick is not None
         run = pick
         while run + 1 < len(kept) and kept[run + 1][1].covered == kept[pick][1].covered:
@@ -488,6 +510,7 @@ class Pipeline:
         self._live_ids: set[int] = set()
         self._confirmed: set[int] = set()  # tracks ever confirmed (tentative ones may be noise)
         self._submitted: set[int] = set()  # tracks with a keyframe job sent to the worker
+        self._took: dict[int, int] = {}  # the keyframe whose patch each face took last
         self.restore_enabled = True
         self.debug_overlay = settings.output.debug_overlay
         self.keyframes = 0
@@ -585,6 +608,7 @@ class Pipeline:
         self.worker.reset()
         self._arrivals.clear()
         self._line.clear()
+        self._took.clear()
         self._frame_no = 0
 
     # -- internals ----------------------------------------------------------------------
@@ -708,15 +732,19 @@ class Pipeline:
         paints: list[tuple[FaceTrack, Patch]] = []
         patches: dict[int, Patch | None] = {}
         for view in out.faces:
-            res = self.worker.result(view.track_id, out.frame.index, self.delay)
+            track = FaceTrack(view.track_id, view.box, view.landmarks, detected=view.detected)
+            fit = partial(self.stages.compositor.fit, out.frame.image, track)
+            took = self._took.get(view.track_id, -1)
+            res = self.worker.result(view.track_id, out.frame.index, self.delay, fit, took)
             if res is None:
                 continue
+            if res.patch is not None:
+                self._took[view.track_id] = res.patch.frame_index
             view.masked = res.covered
             view.identity = res.identity
             view.reference = res.source
             patches[view.track_id] = res.patch
             if res.patch is not None and self.restore_enabled and not view.hidden:
-                track = FaceTrack(view.track_id, view.box, view.landmarks, detected=view.detected)
                 paints.append((track, res.patch))
                 self.painted_faces += 1
         dead = self._forget_dead(out)
@@ -771,6 +799,8 @@ class Pipeline:
         dead = self.worker.known() - alive
         self._confirmed &= alive
         self._submitted &= alive
+        for t in dead:
+            self._took.pop(t, None)
         if dead:
             self.worker.drop(dead)
         return dead

@@ -220,6 +220,11 @@ class Compositor(Protocol):
         anything was painted."""
         ...
 
+    def fit(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> float | None:
+        """How well a patch would fit the face on this frame (higher: better), to choose
+        between two keyframes' patches; None: no opinion (the nearer keyframe in time)."""
+        return None
+
     def begin_frame(self, index: int) -> None:
         """The index of the frame the next composites go into (the watermark's turns follow
         the frame count of the file, which a reader sees too)."""

@@ -11,7 +11,7 @@ import pytest
 from lostface.config import DetectSettings, Settings
 from lostface.frame import FaceTrack, Patch
 from lostface.restore import align, regions
-from lostface.restore.compositor import PatchCompositor, skin_mean
+from lostface.restore.compositor import PatchCompositor, covering_fit, skin_mean
 from lostface.restore.regions import lower_face_mask
 from lostface.tracking.detectors import CenterFaceDetector
 
@@ -522,6 +522,32 @@ def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
         assert eyes_changed < 0.01
     else:
         assert eyes_changed > 0.05
+
+
+def test_the_patch_whose_region_is_the_covering_in_view_fits_better(scene: dict) -> None:
+    """Of two keyframes' patches, the one whose covered region is the covering now in view
+    fits the face better (covering_fit: the pipeline takes it between the two keyframes):
+    the head pitched since the earlier keyframe, whose region still reaches a third of the
+    eye distance higher, over the lower lids; also with the track's landmarks drifted by a
+    tenth of the eye distance (the fit looks within the slide's reach). A patch that does not
+    say what its covering looks like has no fit."""
+    image, lm5 = scene["image"], scene["lm"]
+    h, w = image.shape[:2]
+    inv = align.invert(align.to_canonical(lm5))
+    key = lower_face_mask() > 0
+    now = key.copy()
+    top = int(np.nonzero(key.any(axis=1))[0][0])
+    now[: top + 24] = False  # canonical px
+    covering = cv2.warpAffine(now.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+    frame = image.copy()
+    frame[covering] = MASK_BGR
+    pitched, level = _keyframe_patch(scene, key), _keyframe_patch(scene, now)
+    eyes = float(np.hypot(*(lm5[1] - lm5[0])))
+    for lm in (lm5, lm5 + np.float32([0.1, -0.1]) * eyes):
+        fits = [covering_fit(frame, lm, p) for p in (level, pitched)]
+        assert fits[0] is not None and fits[1] is not None
+        assert fits[0] > 0.9 and fits[0] - fits[1] > 0.1, fits
+    assert covering_fit(frame, lm5, scene["patch"]) is None  # no cover_colour
 
 
 def test_between_keyframes_nothing_beyond_the_patch_s_reach_is_taken_for_its_covering(

@@ -13,7 +13,7 @@ import pytest
 
 from lostface.config import load_settings
 from lostface.factory import build_stages
-from lostface.frame import Frame
+from lostface.frame import Frame, Patch
 from lostface.pipeline import Pipeline
 from lostface.stages import Restorer, Segmenter
 
@@ -704,6 +704,25 @@ def test_a_frame_leaving_the_line_takes_the_keyframe_nearest_its_time(
     assert worker.result(1, 16, reach=1).patch.frame_index == 17
     assert worker.result(1, 16, reach=0).patch.frame_index == 14
     assert worker.result(1, 0, reach=1).patch.frame_index == 2  # before the first: the first
+
+    # with how well each patch fits the face on the frame (Compositor.fit), of the frame's own
+    # keyframe and the next the one that fits better, within `reach`, not on a keyframe's
+    # own frame, never one that decides otherwise, and never older than `since`
+    def taken(frame_index: int, favoured: int, reach: int = 8, since: int = -1) -> int | None:
+        def fit(patch: Patch) -> float:
+            return 1.0 if patch.frame_index == favoured else 0.5
+
+        res = worker.result(1, frame_index, reach, fit, since)
+        assert res is not None
+        return None if res.patch is None else res.patch.frame_index
+
+    assert taken(15, favoured=17) == 17  # 14 is nearer in time
+    assert taken(16, favoured=14) == 14  # 17 is nearer in time
+    assert taken(16, favoured=14, reach=0) == 14 and taken(16, favoured=17, reach=0) == 14
+    assert taken(17, favoured=19) == 17  # its own keyframe's
+    assert taken(4, favoured=8) == 2  # the next one (8) judged the face open
+    assert taken(16, favoured=14, since=17) == 17  # the previous frame took 17 already
+    assert worker.result(1, 15, 8, lambda patch: None).patch.frame_index == 14  # no opinion
     worker.close()
 
 

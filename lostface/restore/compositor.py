@@ -135,6 +135,9 @@ def _sample_mask() -> np.ndarray:
     return small > 200
 
 
+_SKIN_SAMPLE = _sample_mask()  # the visible skin's pixels of the relight sample
+
+
 @dataclass(slots=True)
 class _Prepared:
     """A patch ready to warp: BGRA uint8 (alpha in the 4th channel) and its support box."""
@@ -232,7 +235,7 @@ class PatchCompositor(Compositor):
         half = 0.5 * align.CANON_SIZE / _SLIDE_SAMPLE
         self._margin = _Margin(float(settings.mask.dilate) + ramp + half, ramp)
         self._tracks: dict[int, _TrackState] = {}
-        self._skin_sel = _sample_mask()
+        self._skin_sel = _SKIN_SAMPLE
         self._scale = np.diag([_SAMPLE / align.CANON_SIZE] * 2)
         self._frame = 0  # index of the frame being composited (begin_frame)
 
@@ -267,6 +270,10 @@ class PatchCompositor(Compositor):
             st = _TrackState(_prepare(patch, self.follow), st.current, 0, st.gain)
             self._tracks[track_id] = st
         return st
+
+    def fit(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> float | None:
+        """How well a patch fits the face's covering on this frame (covering_fit)."""
+        return covering_fit(image, track.landmarks, patch)
 
     def composite(self, image: np.ndarray, track: FaceTrack, patch: Patch) -> bool:
         """Blend the track's patch into `image` in place, within the face's ROI only;
@@ -556,6 +563,39 @@ def _read(
     )
     looks, nearer_skin = _reads(sample.reshape(-1, 3), cover, skin)
     return _Seen(looks.reshape(size[1], size[0]), nearer_skin.reshape(size[1], size[0]), ms, (p, p))
+
+
+def covering_fit(image: np.ndarray, landmarks: np.ndarray, patch: Patch) -> float | None:
+    """How well a patch's covered region (Patch.covered) agrees with the pixels of the frame
+    that look like its covering (_looks_like, its colours relit as the skin's brightness
+    changed since its keyframe), at its best place within the slide's reach of where the
+    face's landmarks put it: the mean over the region (+1 where they look like it, -1 where
+    not) and the ring around it (the other way round), in -1..1. None where the patch does
+    not say what its covering looks like."""
+    if patch.cover_colour is None:
+        return None
+    try:
+        m = align.to_canonical(landmarks)
+    except ValueError:
+        return None
+    prepared = _Prepared(patch, np.empty((0, 0, 4), np.uint8), np.zeros((0, 2)), _skin(patch))
+    skin, cover = prepared.skin, np.asarray(patch.cover_colour, np.float32)
+    if np.all(skin > 1.0):
+        small = cv2.warpAffine(
+            image,
+            np.diag([_SAMPLE / align.CANON_SIZE] * 2) @ m,
+            _SAMPLE_DSIZE,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        gain = np.clip(small[_SKIN_SAMPLE].mean(0) / skin, *_GAIN_RANGE).astype(np.float32)
+        skin, cover = skin * gain, cover * gain
+    seen = _read(image, m, prepared, cover, skin)
+    solid = prepared.solid
+    assert solid is not None
+    signed = np.where(seen.looks, np.float32(1.0), np.float32(-1.0))
+    score = cv2.matchTemplate(signed, solid, cv2.TM_CCORR)
+    return float(score.max()) / max(float(np.abs(solid).sum()), 1.0)
 
 
 def _stands_out(seen: _Seen, prepared: _Prepared) -> bool:
