@@ -224,6 +224,38 @@ def test_crossfade_leaves_where_only_the_old_patch_reached(scene: dict) -> None:
     assert (frame != base).any(axis=-1)[region].mean() > 0.9
 
 
+def test_the_old_patch_s_feather_band_draws_no_line_across_the_new_one(scene: dict) -> None:
+    """A patch's image holds its keyframe's covering blended into its feather band (the
+    restorer's blend). When a new patch fades in over one painted with the covering lower
+    (a head pitching between the two keyframes), the old patch's feather band lies inside the
+    new patch's solid part; its colour is taken only where it is (nearly) solid, so no dark
+    line of the covering runs across the new patch during the fade."""
+    image, lm5 = scene["image"], scene["lm"]
+    face = scene["patch"]
+    key = lower_face_mask() > 0
+    lower = np.zeros_like(key)
+    lower[30:] = key[:-30]  # the old keyframe's covering, 30 canonical px lower
+    a_old = regions.feather(lower, 6, 6)
+    dark = np.float32(MASK_BGR) * 0.25  # a dark covering, blended into the feather band
+    blended = face.image * a_old[..., None] + dark * (1.0 - a_old[..., None])
+    old = Patch(0, 0, blended.astype(np.uint8), a_old, face.to_canonical, face.skin_mean)
+    new = Patch(0, 10, face.image, regions.feather(key, 6, 6), face.to_canonical, face.skin_mean)
+    settings, comp, track, base = _fading(scene, 8)
+    inv = align.invert(align.to_canonical(lm5))
+    size = (image.shape[1], image.shape[0])
+    edge = (a_old > 0.1) & (a_old < 0.9) & (new.alpha > 0.999) & key
+    edge = cv2.warpAffine(edge.astype(np.uint8), inv, size, flags=cv2.INTER_NEAREST) > 0
+    assert edge.sum() > 100
+    comp.composite(base.copy(), track, old)
+    frame = base.copy()
+    comp.composite(frame, track, new)  # the first frame of the crossfade
+    assert comp.fade_weight(1) < 0.5
+    settled = base.copy()
+    PatchCompositor(settings).composite(settled, track, new)
+    darker = settled[edge].astype(np.float32).mean() - frame[edge].astype(np.float32).mean()
+    assert darker < 3.0, darker
+
+
 def _covering_moved_up(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The keyframe's covered region (canonical), the covering now (frame pixels: its top
     edge 6 canonical px higher, as on a turning head) and the canonical-to-frame transform."""

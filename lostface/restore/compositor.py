@@ -710,7 +710,12 @@ def _mix(old: np.ndarray, new: np.ndarray, w: float) -> np.ndarray:
     (`python bench/paint_region.py --video`: the eyes and brows changed on 14 % of the
     keyframes' own frames, 2 % with this)."""
     new_a = new[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
-    a_o = old[:, :, 3:4].astype(np.float32) * ((1.0 - w) / 255.0)
+    # the old patch's colour only where it is nearly solid (its alpha from 0.8 up, fully from
+    # 1): its feather band holds its keyframe's covering blended in (the restorer's blend),
+    # which drew a dark line across the new patch where the old one's edge lay (the stage
+    # clip's black covering, frames 141-146: a head pitching between keyframes 132 and 148)
+    solid = old[:, :, 3:4].astype(np.float32) * (5.0 / 255.0) - 4.0
+    a_o = np.clip(solid, 0.0, 1.0) * (1.0 - w)
     a_n = new_a * w
     img = old[:, :, :3] * a_o + new[:, :, :3] * a_n
     img /= np.maximum(a_o + a_n, 1e-6)
