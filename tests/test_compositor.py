@@ -527,16 +527,10 @@ def test_the_slide_is_not_drawn_to_a_background_of_the_covering_s_colour(scene: 
     assert np.array_equal(plain["out"][face], wall["out"][face])
 
 
-@pytest.mark.parametrize("slide", [True, False])
-def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
-    scene: dict, slide: bool
-) -> None:
-    """The head pitched since the keyframe: the covering's top edge came down the nose by a
-    third of the eye distance, and the patch, which keeps its keyframe's shape, would lie over
-    the lower lids and the eyes. Between keyframes it is trimmed to the covering in view: the
-    eyes and brows stay as they were, and the covering is still painted all over. Without the
-    slide (keyframe.slide, which also reads the covering for this) the patch covers the eyes'
-    band's lower part."""
+def _pitched(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The head pitched since the keyframe: the keyframe's covered region (canonical), the
+    covering now (canonical: its top edge a third of the eye distance lower, and in frame
+    pixels) and the frame with the covering drawn."""
     image, lm5 = scene["image"], scene["lm"]
     h, w = image.shape[:2]
     inv = align.invert(align.to_canonical(lm5))
@@ -547,6 +541,21 @@ def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
     covering = cv2.warpAffine(now.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
     frame = image.copy()
     frame[covering] = MASK_BGR
+    return key, now, covering, frame
+
+
+@pytest.mark.parametrize("slide", [True, False])
+def test_between_keyframes_the_patch_recedes_with_its_covering_s_top_edge(
+    scene: dict, slide: bool
+) -> None:
+    """The head pitched since the keyframe: the covering's top edge came down the nose by a
+    third of the eye distance, and the patch, which keeps its keyframe's shape, would lie over
+    the lower lids and the eyes. Between keyframes it is trimmed to the covering in view: the
+    eyes and brows stay as they were, and the covering is still painted all over. Without the
+    slide (keyframe.slide, which also reads the covering for this) the patch covers the eyes'
+    band's lower part."""
+    lm5 = scene["lm"]
+    key, _, covering, frame = _pitched(scene)
     out = _carried(scene, key, frame, lm5, slide)
     eyes_changed = _eyes_changed(scene, out, frame, covering)
     assert (out[covering] == MASK_BGR).all(axis=1).mean() < 0.01
@@ -563,16 +572,8 @@ def test_the_patch_whose_region_is_the_covering_in_view_fits_better(scene: dict)
     eye distance higher, over the lower lids; also with the track's landmarks drifted by a
     tenth of the eye distance (the fit looks within the slide's reach). A patch that does not
     say what its covering looks like has no fit."""
-    image, lm5 = scene["image"], scene["lm"]
-    h, w = image.shape[:2]
-    inv = align.invert(align.to_canonical(lm5))
-    key = lower_face_mask() > 0
-    now = key.copy()
-    top = int(np.nonzero(key.any(axis=1))[0][0])
-    now[: top + 24] = False  # canonical px
-    covering = cv2.warpAffine(now.view(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
-    frame = image.copy()
-    frame[covering] = MASK_BGR
+    lm5 = scene["lm"]
+    key, now, _, frame = _pitched(scene)
     pitched, level = _keyframe_patch(scene, key), _keyframe_patch(scene, now)
     eyes = float(np.hypot(*(lm5[1] - lm5[0])))
     for lm in (lm5, lm5 + np.float32([0.1, -0.1]) * eyes):
