@@ -755,6 +755,9 @@ class _Seen:
         self.seen.append((self.frame, patch.frame_index, track.detected))
         return self.inner.composite(image, track, patch)
 
+    def fit(self, image, track, patch):
+        return self.inner.fit(image, track, patch)
+
     def forget(self, track_id):
         self.inner.forget(track_id)
 
