@@ -136,6 +136,22 @@ def _sample_mask() -> np.ndarray:
 
 
 _SKIN_SAMPLE = _sample_mask()  # the visible skin's pixels of the relight sample
+_TO_SAMPLE = np.diag([_SAMPLE / align.CANON_SIZE] * 2)  # canonical -> relight sample
+
+
+def _gain(image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+    """Per-channel ratio of the current visible skin to the keyframe's (~300 samples)."""
+    if not np.all(skin > 1.0):
+        return None
+    small = cv2.warpAffine(
+        image,
+        _TO_SAMPLE @ m,
+        _SAMPLE_DSIZE,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    cur = small[_SKIN_SAMPLE].mean(0)
+    return np.clip(cur / skin, *_GAIN_RANGE).astype(np.float32)
 
 
 @dataclass(slots=True)
@@ -235,8 +251,6 @@ class PatchCompositor(Compositor):
         half = 0.5 * align.CANON_SIZE / _SLIDE_SAMPLE
         self._margin = _Margin(float(settings.mask.dilate) + ramp + half, ramp)
         self._tracks: dict[int, _TrackState] = {}
-        self._skin_sel = _SKIN_SAMPLE
-        self._scale = np.diag([_SAMPLE / align.CANON_SIZE] * 2)
         self._frame = 0  # index of the frame being composited (begin_frame)
 
     def begin_frame(self, index: int) -> None:
@@ -297,7 +311,7 @@ class PatchCompositor(Compositor):
             skin = ((1.0 - w) * old.skin + w * st.current.skin).astype(np.float32)
         if len(corners) == 0:
             return False
-        gain = self._gain(image, m, skin) if self.relight else None
+        gain = _gain(image, m, skin) if self.relight else None
         if gain is not None:
             # The skin sample is small and the tracked geometry jitters: a smoothed gain
             # follows real lighting changes without making the patch shimmer.
@@ -368,17 +382,6 @@ class PatchCompositor(Compositor):
                 continue
             p.bent = self.follow.bend(p.bgra, p.mesh, now)
             p.bent_corners = None if p.bent is None else _support_corners(p.bent[:, :, 3])
-
-    def _gain(self, image: np.ndarray, m: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
-        """Per-channel ratio of the current visible skin to the keyframe's (~300 samples)."""
-        if not np.all(skin > 1.0):
-            return None
-        ms = self._scale @ m
-        small = cv2.warpAffine(
-            image, ms, _SAMPLE_DSIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        cur = small[self._skin_sel].mean(0)
-        return np.clip(cur / skin, *_GAIN_RANGE).astype(np.float32)
 
     def _blend(self, roi: np.ndarray, warped: np.ndarray, gain: np.ndarray | None) -> None:
         """roi <- warped's colour (times gain) over roi, by warped's alpha, in place; pixels
@@ -580,15 +583,8 @@ def covering_fit(image: np.ndarray, landmarks: np.ndarray, patch: Patch) -> floa
         return None
     prepared = _Prepared(patch, np.empty((0, 0, 4), np.uint8), np.zeros((0, 2)), _skin(patch))
     skin, cover = prepared.skin, np.asarray(patch.cover_colour, np.float32)
-    if np.all(skin > 1.0):
-        small = cv2.warpAffine(
-            image,
-            np.diag([_SAMPLE / align.CANON_SIZE] * 2) @ m,
-            _SAMPLE_DSIZE,
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        gain = np.clip(small[_SKIN_SAMPLE].mean(0) / skin, *_GAIN_RANGE).astype(np.float32)
+    gain = _gain(image, m, skin)
+    if gain is not None:
         skin, cover = skin * gain, cover * gain
     seen = _read(image, m, prepared, cover, skin)
     solid = prepared.solid
