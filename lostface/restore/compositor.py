@@ -542,21 +542,31 @@ def _past_edge(
 def _read(
     image: np.ndarray, m: np.ndarray, prepared: _Prepared, cover: np.ndarray, skin: np.ndarray
 ) -> _Seen:
-    """Which pixels of the frame around the face look like the patch's covering, on a sample
-    _SLIDE_SAMPLE px wide across the canonical crop padded by the slide's reach, with the
-    covered region where the landmarks put it."""
-    if prepared.solid is None:  # once per patch
-        covered = prepared.patch.covered
-        if covered is None:  # a patch that does not say: where it is opaque
-            covered = prepared.patch.alpha >= 0.999
-        full = covered.astype(np.uint8) * np.uint8(255)
-        small = cv2.resize(full, _SLIDE_DSIZE, interpolation=cv2.INTER_AREA)
-        inside = (small >= 128).view(np.uint8)
-        # +1 on the covered region, -1 on a ring around it as wide as the search, 0 beyond:
-        # what lies farther away (hair, a background of the covering's colour) weighs nothing
-        ring = cv2.dilate(inside, _SLIDE_RING) - inside
-        prepared.solid = inside.astype(np.float32) - ring.astype(np.float32)
-        prepared.inside = inside
+    """Which pixels of the frame around the face look like the patch's covering (_look), its
+    covered region sampled once per patch (_region)."""
+    if prepared.solid is None:
+        prepared.solid, prepared.inside = _region(prepared.patch)
+    return _look(image, m, cover, skin)
+
+
+def _region(patch: Patch) -> tuple[np.ndarray, np.ndarray]:
+    """A patch's covered region on the slide's sample (uint8 0/1: `inside`) and the template
+    the slide matches (+1 on it, -1 on a ring around it as wide as the search, 0 beyond: what
+    lies farther away, hair or a background of the covering's colour, weighs nothing)."""
+    covered = patch.covered
+    if covered is None:  # a patch that does not say: where it is opaque
+        covered = patch.alpha >= 0.999
+    full = covered.astype(np.uint8) * np.uint8(255)
+    small = cv2.resize(full, _SLIDE_DSIZE, interpolation=cv2.INTER_AREA)
+    inside = (small >= 128).view(np.uint8)
+    ring = cv2.dilate(inside, _SLIDE_RING) - inside
+    return inside.astype(np.float32) - ring.astype(np.float32), inside
+
+
+def _look(image: np.ndarray, m: np.ndarray, cover: np.ndarray, skin: np.ndarray) -> _Seen:
+    """Which pixels of the frame around the face look like a covering of colour `cover`, on
+    a sample _SLIDE_SAMPLE px wide across the canonical crop padded by the slide's reach, with
+    the covered region where the landmarks put it."""
     k = _SLIDE_SAMPLE / align.CANON_SIZE
     p = _SLIDE_PAD
     ms = align.compose(np.array([[k, 0.0, p], [0.0, k, p]]), m)
@@ -566,6 +576,13 @@ def _read(
     )
     looks, nearer_skin = _reads(sample.reshape(-1, 3), cover, skin)
     return _Seen(looks.reshape(size[1], size[0]), nearer_skin.reshape(size[1], size[0]), ms, (p, p))
+
+
+def _agreement(seen: _Seen, solid: np.ndarray) -> np.ndarray:
+    """The slide's template (_region) matched against what was seen, at every place within
+    its reach: the sum over the template of +1 where a pixel looks like the covering, -1 not."""
+    signed = np.where(seen.looks, np.float32(1.0), np.float32(-1.0))
+    return np.asarray(cv2.matchTemplate(signed, solid, cv2.TM_CCORR))
 
 
 def covering_fit(image: np.ndarray, landmarks: np.ndarray, patch: Patch) -> float | None:
@@ -581,16 +598,12 @@ def covering_fit(image: np.ndarray, landmarks: np.ndarray, patch: Patch) -> floa
         m = align.to_canonical(landmarks)
     except ValueError:
         return None
-    prepared = _Prepared(patch, np.empty((0, 0, 4), np.uint8), np.zeros((0, 2)), _skin(patch))
-    skin, cover = prepared.skin, np.asarray(patch.cover_colour, np.float32)
+    skin, cover = _skin(patch), np.asarray(patch.cover_colour, np.float32)
     gain = _gain(image, m, skin)
     if gain is not None:
         skin, cover = skin * gain, cover * gain
-    seen = _read(image, m, prepared, cover, skin)
-    solid = prepared.solid
-    assert solid is not None
-    signed = np.where(seen.looks, np.float32(1.0), np.float32(-1.0))
-    score = cv2.matchTemplate(signed, solid, cv2.TM_CCORR)
+    solid, _ = _region(patch)
+    score = _agreement(_look(image, m, cover, skin), solid)
     return float(score.max()) / max(float(np.abs(solid).sum()), 1.0)
 
 
@@ -611,8 +624,7 @@ def _slide(seen: _Seen, prepared: _Prepared) -> tuple[np.ndarray, _Seen]:
     assert solid is not None
     k = _SLIDE_SAMPLE / align.CANON_SIZE
     p = _SLIDE_PAD
-    signed = np.where(seen.looks, np.float32(1.0), np.float32(-1.0))
-    score = cv2.matchTemplate(signed, solid, cv2.TM_CCORR)
+    score = _agreement(seen, solid)
     iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
     if score[iy, ix] - score[p, p] < _SLIDE_MIN_GAIN * solid.size:
         return np.zeros(2), seen

@@ -56,7 +56,8 @@ _FACE_SHARE = 0.65  # a face box's width over its canonical crop's span (median 
 # A face keeps its covering from keyframe to keyframe: its region's colour against the face's
 # visible skin (the ratio of their BGR, per channel, each from _MATERIAL_FLOOR up) stays within
 # a factor of _SAME_MATERIAL of what its last painted keyframe found (1.25 or less between the
-# keyframes of the stage clip's synthetic coverings, `bench/paint_region.py --video`). A region
+# keyframes of the stage clip's synthetic coverings: a hand probe over the runs of
+# `bench/paint_region.py --video`). A region
 # unlike it, found short of clear evidence (mask.confirm_below), is something else: on a small
 # dim face in the stage clip's crowd whose landmarks had slipped by more than the eye distance
 # onto the forehead, a region of the skin's own colour over the eyes (a factor of 5.6 from the
