@@ -119,7 +119,8 @@ def test_a_local_cluster_restores_clips_as_single_runs_do(clips, tmp_path):
 def test_a_long_clip_is_cut_into_segments_and_joined_exactly(clips, tmp_path):
     """9 s cut every 3 s: three segments, joined with the input's frame count, timestamps and
     sound; at each join the pictures are as a single run's (the segment's pipeline started
-    1 s early), not a fresh start."""
+    1 s early), not a fresh start. Both encode losslessly, as in the test above (at the default
+    crf x264's threads alone moved the joins' frames 1.4-2.0 levels)."""
     from lostface.batch import plan
 
     src = clips["long"]
@@ -128,7 +129,8 @@ def test_a_long_clip_is_cut_into_segments_and_joined_exactly(clips, tmp_path):
     assert all(s.warm is not None and s.start is not None and s.warm < s.start for s in segs[1:])
     ref = str(shared_path("identity", "stage_clip_reference.png"))
     out = tmp_path / "out"
-    sets = ["--set", "batch.segment_seconds=3", "--set", "batch.overlap_seconds=1"]
+    lossless = ["--set", "video.crf=0"]
+    sets = ["--set", "batch.segment_seconds=3", "--set", "batch.overlap_seconds=1", *lossless]
     done = _cli("batch", str(src), "-o", str(out), "--workers", "2", "-r", ref, "-q", *sets)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "lostface-batch.json").read_text())
@@ -138,14 +140,14 @@ def test_a_long_clip_is_cut_into_segments_and_joined_exactly(clips, tmp_path):
     a, b = audio_span(got), audio_span(src)
     assert a is not None and b is not None and abs((a[1] - a[0]) - (b[1] - b[0])) < 0.03
     single = tmp_path / "single.mp4"
-    assert _cli("run", str(src), "-o", str(single), "-r", ref, "-q").returncode == 0
+    assert _cli("run", str(src), "-o", str(single), "-r", ref, "-q", *lossless).returncode == 0
     frames, ones = _decoded(got), _decoded(single)
     tb = probe(src)["time_base"]
     pts = probe(src)["pts"]
     for s in segs[1:]:
         j = pts.index(next(p for p in pts if p >= s.start))  # the join's first frame
         for k in range(j - 2, j + 3):
-            assert np.abs(frames[k].astype(int) - ones[k]).mean() < 3.0, (s, k, tb)
+            assert np.abs(frames[k].astype(int) - ones[k]).mean() < 1.0, (s, k, tb)
 
 
 def _start_cluster(tmp_path: Path) -> tuple[str, list[subprocess.Popen]]:
