@@ -45,41 +45,23 @@ def _frames(path: Path, n: int, size: tuple[int, int]) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stage() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The stage clip at 320x180 with a synthetic surgical covering on the largest face of
-    every frame (drawn at 640x360 on landmarks steadied within each shot, as `lostface demo`
-    draws them), and each frame's covered pixels."""
+    """The stage clip at 320x180 with a synthetic covering on its largest face (drawn at
+    640x360, as the live tests draw it), and each frame's covered pixels."""
     import cv2
 
-    from lostface.config import DetectSettings
-    from lostface.synthetic import draw_mask, steady_landmarks
-    from lostface.tracking.detectors import CenterFaceDetector
-    from lostface.tracking.scenecut import HistogramSceneCut
+    from tests.live_helpers import masked_stage_clip
 
-    big = _frames(shared_path("video", "stage_clip.mp4"), 275, (640, 360))
-    detector, cut = CenterFaceDetector(DetectSettings()), HistogramSceneCut(0.35)
-    points: list[np.ndarray | None] = []
-    boxes: list[np.ndarray | None] = []
-    shots: list[int] = []
-    for image in big:
-        shots.append(shots[-1] + int(cut.is_cut(image)) if shots else 0)
-        found = detector.detect(image)
-        if not len(found):
-            points.append(None)
-            boxes.append(None)
-            continue
-        sides = found.boxes[:, 2:] - found.boxes[:, :2]
-        i = int(np.argmax(sides[:, 0] * sides[:, 1]))
-        points.append(found.landmarks[i][:5].astype(np.float64))
-        boxes.append(found.boxes[i].copy())
-    frames, covered = [], []
-    for image, lm in zip(big, steady_landmarks(points, boxes, shots), strict=True):
-        hidden = np.zeros(image.shape[:2], np.uint8)
-        if lm is not None:
-            drawn = draw_mask(image, lm, kind="surgical", rng=0)
-            image, hidden = drawn.image, drawn.covered.astype(np.uint8)
-        frames.append(cv2.resize(image, (320, 180), interpolation=cv2.INTER_AREA))
-        covered.append(cv2.resize(hidden, (320, 180), interpolation=cv2.INTER_NEAREST) > 0)
-    return frames, covered
+    masked, covered, _ = masked_stage_clip(
+        str(shared_path("video", "stage_clip.mp4")), 275, letterboxed=False
+    )
+    assert len(masked) == 275  # a face in every frame: the clip's frames and times kept
+    return (
+        [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA) for f in masked],
+        [
+            cv2.resize(c.astype(np.uint8), (320, 180), interpolation=cv2.INTER_NEAREST) > 0
+            for c in covered
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
