@@ -617,6 +617,8 @@ def test_face_whose_job_a_full_queue_pushed_out_is_painted_soon(masked_frames, a
             if v.masked is True:
                 first.setdefault(int(v.box[0] // frames[0].shape[1]), o.frame.index)
     assert sorted(first) == [0, 1, 2] and max(first.values()) <= 9, first
+    ninth = next(o for o in outs if o.frame.index == 9)
+    assert all(v.masked is True for v in ninth.faces)  # painted there, all three
 
 
 class _Recorder(Segmenter):
