@@ -6,7 +6,12 @@ on the synthetic-masked photo lie from its points on the same photo unmasked, in
 distances (what restore.refine's eye fit corrects for the reference). Mesh shift: the same
 for the face mesh's jaw line, mouth and chin points (lostface.restore.mesh; the model predicts
 them under the covering from the visible face), when `lostface models pull models.face_mesh`
-has fetched the model.
+has fetched the model. Face outline under the covering: the mesh's oval found on the masked
+crop, as found and lengthened below the nose tip (lostface.restore.reference.COVERED_CHIN, the
+painter's outline of the face), against the oval found on the same crop unmasked, within the
+covering grown by the feather band (mask.dilate + mask.feather_radius): the share of the face
+there that the outline leaves out (painted as background beside the jaw) and the share of what
+is not face there that it takes in (painted as skin).
 
     python bench/segmentation.py [--sample 100] [--overlays /tmp/seg_overlays]
 
@@ -30,6 +35,7 @@ import numpy as np
 from lostface.config import DetectSettings, MaskSettings
 from lostface.restore import mesh as face_mesh
 from lostface.restore.align import apply, invert, to_canonical, warp_to_canonical
+from lostface.restore.reference import COVERED_CHIN
 from lostface.restore.segment import GeometrySegmenter
 from lostface.synthetic import KINDS, draw_mask
 from lostface.tracking.detectors import CenterFaceDetector
@@ -116,6 +122,30 @@ def _eyes_nose_mouth(lm: np.ndarray) -> np.ndarray:
     return np.array([lm[:2].mean(0), lm[2], lm[3:5].mean(0)])
 
 
+# lengthenings of the masked face's oval below the nose tip measured (the painter's among them)
+_LENGTHENINGS = tuple(sorted({1.0, 1.1, 1.2, COVERED_CHIN}))
+
+
+def outline_errors(
+    found: np.ndarray, truth: np.ndarray, covering: np.ndarray, band: int
+) -> dict[float, tuple[float, float]]:
+    """Per lengthening of the oval found under the covering (mesh points, canonical): the
+    share of the face (truth: the oval found uncovered) within the covering grown by `band`
+    px that the outline leaves out, and the share of what is not face there that it takes in."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    region = cv2.dilate(covering.astype(np.uint8), kernel) > 0
+    face = region & (face_mesh.outline_mask(truth) > 0)
+    other = region & ~face
+    out = {}
+    for k in _LENGTHENINGS:
+        inside = face_mesh.outline_mask(found, k) > 0
+        out[k] = (
+            float((face & ~inside).sum() / max(face.sum(), 1)),
+            float((other & inside).sum() / max(other.sum(), 1)),
+        )
+    return out
+
+
 def overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks."""
     return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
@@ -157,6 +187,8 @@ def main() -> None:
     mesh_shifts: dict[str, list[dict[str, float]]] = {k: [] for k in KINDS}
     mouth_5: dict[str, list[float]] = {k: [] for k in KINDS}
     iou_mesh: dict[str, list[float]] = {k: [] for k in KINDS}
+    outline: dict[float, list[tuple[float, float]]] = {k: [] for k in _LENGTHENINGS}
+    band = settings.dilate + settings.feather_radius
 
     for i, path in enumerate(sample(DATA / "unmasked", args.sample)):
         image = cv2.imread(str(path))
@@ -175,6 +207,7 @@ def main() -> None:
         if len(tiles["unmasked"]) < 12 and (i % 4 == 0 or cover.covered):
             tiles["unmasked"].append(overlay(face, cover.hard, None, cover.score))
         truth_mesh = frame_mesh(mesh, image, lm) if mesh is not None else None
+        open_mesh = mesh.points(face) if mesh is not None else None  # canonical
         for j, kind in enumerate(KINDS):
             syn = draw_mask(image, lm, kind, rng=1000 * i + j)
             shift = landmark_shift(detector, syn.image, lm)
@@ -203,6 +236,9 @@ def main() -> None:
                 pts = mesh.points(face_s, 0.0)
                 ext = lm_c if pts is None else np.vstack([lm_c, pts[:, :2]])
                 iou_mesh[kind].append(overlap(seg.segment(face_s, ext).hard, truth))
+                if pts is not None and open_mesh is not None:
+                    for k, v in outline_errors(pts, open_mesh, truth, band).items():
+                        outline[k].append(v)
             iou_uncut[kind].append(overlap(plain.hard, truth))
             syn_hits[kind].append(cover_s.covered)
             if len(tiles["synthetic"]) < 12 and i % 7 == 0:
@@ -266,6 +302,18 @@ def main() -> None:
             for k, vs in mesh_shifts.items()
             if vs
         },
+        "outline_under_covering": {
+            str(k): {
+                "face_left_out_mean": float(np.mean([v[0] for v in vs])),
+                "face_left_out_p90": float(np.percentile([v[0] for v in vs], 90)),
+                "other_taken_in_mean": float(np.mean([v[1] for v in vs])),
+                "other_taken_in_p90": float(np.percentile([v[1] for v in vs], 90)),
+                "painter": k == COVERED_CHIN,
+                "n": len(vs),
+            }
+            for k, vs in outline.items()
+            if vs
+        },
         "synthetic_detected": {k: float(np.mean(v)) for k, v in syn_hits.items()},
         "presence": {
             "masked_true_positive": float(np.mean(presence["masked"])),
@@ -312,6 +360,17 @@ def main() -> None:
             )
             print(
                 f"  {k:<9} {groups}; 5-point mouth {r['five_point_mouth_median']:.3f} (n={r['n']})"
+            )
+        print(
+            "face outline under the covering (the oval lengthened below the nose tip) against "
+            "the same face's uncovered, within the covering and its feather band (mean / p90):"
+        )
+        for k, r in result["outline_under_covering"].items():
+            mark = "  (the painter's)" if r["painter"] else ""
+            print(
+                f"  x{float(k):.2f}: face left out {r['face_left_out_mean']:.3f}/"
+                f"{r['face_left_out_p90']:.3f}, not face taken in {r['other_taken_in_mean']:.3f}/"
+                f"{r['other_taken_in_p90']:.3f} (n={r['n']}){mark}"
             )
     else:
         print("face mesh: not measured (run `lostface models pull models.face_mesh`)")

@@ -32,7 +32,7 @@ import numpy as np
 
 from lostface.errors import ModelError
 from lostface.models import file_sha256
-from lostface.restore.align import CANON_EYE_DISTANCE
+from lostface.restore.align import CANON_EYE_DISTANCE, CANON_HEIGHT, CANON_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,18 @@ JAW = FACE_OVAL[8:29]  # 454 ... 234 along the jaw, through the chin (152)
 # what a face mask leaves visible and the model finds well: brows, eyes, nose bridge (the
 # oval at the temples and forehead is left out: hair hides it, and it moves the pose's scale)
 UPPER = BROWS + LEFT_EYE + RIGHT_EYE + (6, 168, 197, 195)
+
+
+def outline_mask(points: np.ndarray, lengthen: float = 1.0) -> np.ndarray:
+    """The face outline of a mesh (its oval, canonical points) as a uint8 0/1 map over the
+    canonical crop; the points below the nose tip `lengthen` times as far below it."""
+    pts = np.asarray(points, np.float64)[list(FACE_OVAL), :2].copy()
+    tip = float(points[NOSE_TIP][1])
+    below = pts[:, 1] > tip
+    pts[below, 1] = tip + (pts[below, 1] - tip) * lengthen
+    out = np.zeros((CANON_HEIGHT, CANON_SIZE), np.uint8)
+    cv2.fillPoly(out, [np.round(pts).astype(np.int32)], 1)
+    return out
 
 
 def default_path() -> Path:
