@@ -13,6 +13,7 @@ from lostface.errors import InputError
 from lostface.restore import regions
 from lostface.restore.align import (
     CANON_DSIZE,
+    CANON_LANDMARKS,
     CANON_SHAPE,
     apply,
     in_picture,
@@ -735,3 +736,25 @@ def test_a_region_beside_the_nose_and_mouth_is_no_covering(segmenter, monkeypatc
     # the covering as it was and paint over his skin
     covering = cv2.warpAffine(masked.covered.astype(np.uint8), m, CANON_DSIZE) > 0
     assert (cover.hard & covering).sum() < 0.1 * cover.hard.sum()
+
+
+def test_a_covering_with_a_valve_over_the_mouth_is_outlined_whole(
+    detector, segmenter: GeometrySegmenter, astronaut_bgr: np.ndarray
+) -> None:
+    """A valve (a white disc over the mouth) is what the material zone samples: the covering
+    around it, of another colour, is outlined with it, not left beside a painted disc."""
+    lm = faces(detector, astronaut_bgr)[0][:5]
+    m = to_canonical(lm)
+    lm_c = apply(m, lm)
+    centre = np.round((CANON_LANDMARKS[2] + CANON_LANDMARKS[3:5].mean(0)) / 2)
+    for kind in KINDS:
+        for variant in ("black", "light_blue"):
+            syn = draw_mask(astronaut_bgr, lm, kind, rng=0, variant=variant)
+            face = warp_to_canonical(syn.image, m)
+            truth = cv2.warpAffine(syn.covered.astype(np.uint8), m, CANON_DSIZE) > 0
+            cv2.circle(face, (int(centre[0]), int(centre[1]) + 6), 20, (235, 235, 235), -1)
+            cover = segmenter.segment(face, lm_c)
+            assert cover.covered, (kind, variant)
+            recall = (cover.hard & truth).sum() / truth.sum()
+            beyond = (cover.hard & ~truth).sum() / truth.sum()
+            assert recall > 0.9 and beyond < 0.05, (kind, variant, recall, beyond)
