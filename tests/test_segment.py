@@ -541,6 +541,32 @@ def test_the_neutral_fill_is_not_darkened_by_a_hair_fringe(detector) -> None:
     assert (shifts_abs < 5.0).sum() >= 24, np.round(shifts, 1)
 
 
+def test_the_neutral_fill_is_not_blackened_by_a_cap_and_sunglasses(detector) -> None:
+    """A black cap over the forehead and sunglasses over the nose bridge (both skin samples
+    painted near black on real open faces wearing a synthetic covering) leave no sample with
+    colour, as a photo in black and white does; the warm skin still showing elsewhere in the
+    face says they are no skin: the fill's lightness moves little (it was filled black)."""
+    from lostface.restore.fill import neutral_fill
+
+    samples = (regions.upper_skin_mask() > 0) | (regions.mid_skin_mask() > 0)
+
+    def lightness(face: np.ndarray, covered: np.ndarray) -> float:
+        fill = np.clip(neutral_fill(face, covered.astype(np.uint8), light_pull=0.5), 0, 255)
+        lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        return float(np.median(lab[covered][:, 0]))
+
+    shifts = []
+    for i, path in enumerate(sample("unmasked", 30)):
+        image = cv2.imread(str(path))
+        face, covered = synthetic_case(image, faces(detector, image)[0], KINDS[i % 3], i)
+        before = lightness(face, covered)
+        face[samples & ~covered] = (22, 20, 20)  # black cap and sunglasses
+        shifts.append(lightness(face, covered) - before)
+    shifts_abs = np.abs(shifts)
+    assert np.median(shifts_abs) < 8.0, np.round(shifts, 1)
+    assert (shifts_abs < 15.0).sum() >= 24, np.round(shifts, 1)
+
+
 def test_a_hair_fringe_and_sunglasses_are_not_taken_for_the_skin(detector, segmenter) -> None:
     """The visible skin is sampled on the forehead and the nose bridge. Under a dark hair
     fringe and sunglasses both samples are dark, and a smiling open face looked unlike its

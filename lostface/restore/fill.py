@@ -16,7 +16,13 @@ import numpy as np
 
 from lostface.frame import CoverMask
 from lostface.restore.align import CANON_LANDMARKS, yaw_proxy
-from lostface.restore.regions import face_oval_mask, mid_skin_mask, trusted_skin, upper_skin_mask
+from lostface.restore.regions import (
+    coloured,
+    face_oval_mask,
+    mid_skin_mask,
+    trusted_skin,
+    upper_skin_mask,
+)
 from lostface.stages import Restorer
 
 _WORK = 128  # inpainting resolution: the fill is smooth anyway, and 4x cheaper than 256
@@ -40,6 +46,16 @@ _RING_CHROMA = 0.6
 # edge, and the stage clip's turned faces were filled 0.5-1.3 dB further from what the
 # covering hid (bench/README "The neutral fill's colour")
 _RING_TURN = 0.25
+# Samples without colour are both kept (a photo in black and white, regions.trusted_skin), but
+# where the face's oval shows warm pixels (Lab a and b both over _WARM_AB) that are more than
+# _DARKER (Lab L) lighter than the colour they give, they are no skin either: a black cap,
+# a fringe or sunglasses over both. The colour is then the warm pixels' of the band above the
+# covering, or of the whole oval where fewer than _RING_MIN show there. On the real photos of
+# ../shared/data it changes four faces, filled black, dark grey or navy before (a hand probe;
+# bench/README.md, "Samples that are no skin").
+_WARM_AB = 4.0
+_DARKER = 20.0
+_WARM_MIN = 200
 
 
 class NeutralFill(Restorer):
@@ -143,7 +159,9 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
     covering's rim (also where the region fell short of a pale covering), hair, the eyes and
     the background do not. On a face turned more than _RING_TURN (`turn`: align.yaw_proxy),
     and where too few pixels qualify (a covering up to the eyes), the lighter sample itself: a
-    hair fringe or a hat's shadow over one sample is darker than the skin the other shows."""
+    hair fringe or a hat's shadow over one sample is darker than the skin the other shows.
+    Where neither sample has colour and warm skin elsewhere in the face is far lighter than
+    the colour they give, that skin's (_warm_instead: a black cap and sunglasses)."""
     medians = []
     for sample in (upper_skin_mask(), mid_skin_mask()):
         sel = (sample > 0) & (support == 0)
@@ -164,10 +182,26 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
             & (chroma >= _RING_CHROMA * float(np.hypot(m[1], m[2])))
         )
     if int(like.sum()) >= _RING_MIN:
-        return np.median(px[like], axis=0)
-    # of the samples, the lighter: a hair fringe or a hat's shadow over one sample is darker
-    # than the skin the other shows
-    return medians[max(kept, key=lambda k: float(medians[k][0]))].copy()
+        colour = np.median(px[like], axis=0)
+    else:
+        # of the samples, the lighter: a hair fringe or a hat's shadow over one sample is
+        # darker than the skin the other shows
+        colour = medians[max(kept, key=lambda k: float(medians[k][0]))].copy()
+    if any(coloured(float(m[1]), float(m[2])) for m in medians):
+        return colour
+    return _warm_instead(face_lab, support, colour)
+
+
+def _warm_instead(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """The warm pixels' colour instead of `colour`, given by samples without colour, where
+    they show it is no skin's (see _WARM_AB)."""
+    oval = face_lab[(support == 0) & (face_oval_mask() > 0)]
+    warm = oval[(oval[:, 1] > _WARM_AB) & (oval[:, 2] > _WARM_AB)]
+    if len(warm) < _WARM_MIN or float(colour[0]) > float(np.median(warm[:, 0])) - _DARKER:
+        return colour
+    band = face_lab[_ring(support)]
+    band = band[(band[:, 1] > _WARM_AB) & (band[:, 2] > _WARM_AB)]
+    return np.median(band if len(band) >= _RING_MIN else warm, axis=0)
 
 
 def _ring(support: np.ndarray) -> np.ndarray:

@@ -74,6 +74,11 @@ _GREY = 7.0
 _COLOURED = 8.0
 
 
+def coloured(a: float, b: float) -> bool:
+    """Whether a skin sample's Lab a and b (offsets from neutral) show colour (_COLOURED)."""
+    return max(abs(a), abs(b)) >= _COLOURED
+
+
 def trusted_skin(samples: list[tuple[float, float, float]]) -> list[int]:
     """Which visible-skin samples (upper_skin_mask, mid_skin_mask) to trust, from each one's
     median (lightness on any increasing scale, Lab a and b as offsets from neutral): all,
@@ -82,13 +87,13 @@ def trusted_skin(samples: list[tuple[float, float, float]]) -> list[int]:
     face whose grey sample is darker, hair or a dark cap: taken for skin it keeps beards and
     shadows from looking like a covering.)"""
     colour = [max(abs(a), abs(b)) for _, a, b in samples]
-    coloured = [light for (light, _, _), c in zip(samples, colour, strict=True) if c >= _COLOURED]
-    if not coloured:
+    lights = [light for light, a, b in samples if coloured(a, b)]
+    if not lights:
         return list(range(len(samples)))
     kept = [
         k
         for k, (light, _, _) in enumerate(samples)
-        if not (colour[k] < _GREY and light > max(coloured))
+        if not (colour[k] < _GREY and light > max(lights))
     ]
     return kept or list(range(len(samples)))
 
