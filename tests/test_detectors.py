@@ -23,6 +23,7 @@ from lostface.tracking.detectors import (
     detections_from_ultralytics,
     landmarks_from_boxes,
     nms,
+    not_within,
 )
 from tests.conftest import shared_path
 
@@ -190,6 +191,28 @@ def test_nms_keeps_only_boxes_no_better_box_overlaps() -> None:
     better = scores[None, :] > scores[dropped, None]
     assert np.all(((iou[dropped] > 0.3) & better).any(axis=1))
     assert len(nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.3)) == 0
+
+
+def test_a_face_printed_on_a_covering_below_a_face_is_dropped(
+    detector: CenterFaceDetector,
+) -> None:
+    """A black covering printed with a white skull (a real photo): the print with the choker
+    below it is found as a second, weaker face on the neck, its eyes inside the wearer's box
+    below the nose; it would be judged covered and the neck painted. Only the wearer is kept."""
+    image = cv2.imread(str(shared_path("masked", "0133.jpg")))
+    found = detector.detect(image)
+    assert len(found) == 1, found.boxes
+    eyes_y = found.landmarks[0][:2, 1].mean()
+    assert eyes_y < found.landmarks[0][2, 1]  # the wearer's own face, eyes above the nose
+    # the same arrays: faces side by side, one behind the other's shoulder, one above another
+    # are all kept; the one whose eyes lie in a better face's box under its nose is dropped
+    boxes = np.array(
+        [[100, 100, 200, 220], [210, 100, 310, 220], [180, 20, 260, 110], [110, 170, 190, 280]],
+        np.float32,
+    )
+    lm = landmarks_from_boxes(boxes)
+    keep = not_within(boxes, lm, np.arange(4))
+    assert keep.tolist() == [0, 1, 2]
 
 
 def test_the_registry_builds_detectors_by_name() -> None:
