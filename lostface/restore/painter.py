@@ -236,6 +236,9 @@ class Painter:
         self._leaning: set[int] = set()  # open faces found covered once (Painted.recheck)
         self._material: dict[int, np.ndarray] = {}  # the covering's look (_SAME_MATERIAL)
         self._person: dict[int, str | None] = {}
+        # people a track cannot be: their open face showed on another track during its life
+        self._elsewhere: dict[int, set[str]] = {}
+        self._born: dict[int, int] = {}  # tracks -> the first frame painted or judged
         # people learned from the footage's own unmasked faces (learn_from_footage)
         self.selfref: SelfReferences | None = None
 
@@ -306,6 +309,7 @@ class Painter:
         engine batches them)."""
         aligned = [self._segment(job) for job in jobs]
         for a in aligned:
+            self._born.setdefault(a.job.track_id, a.job.frame_index)
             if not a.cover.covered:
                 self._offer(a)
         todo = [a for a in aligned if a.cover.covered]
@@ -372,7 +376,9 @@ class Painter:
             # found only for a face the banks could take (most open faces are not)
             face = a.face
             dense = lambda: mesh.points(face, min_score=0.0)  # noqa: E731
-        self.selfref.offer(a.job.track_id, a.face, a.landmarks, a.cover, span, dense)
+        self.selfref.offer(
+            a.job.track_id, a.face, a.landmarks, a.cover, span, dense, a.job.frame_index
+        )
         a.seconds["self_reference"] = time.perf_counter() - t0
 
     def _identify(self, a: _Aligned) -> str | None:
@@ -383,6 +389,14 @@ class Painter:
         t0 = time.perf_counter()
         tid = a.job.track_id
         person = self.gate.observe(tid, a.face)
+        if person is not None and self.selfref is not None:
+            # one person is not in two places: whoever's open face another track showed while
+            # this one was in view is not this face, however close their upper faces (two
+            # people under the same covering can lie within the gate's threshold)
+            if self.selfref.open_elsewhere(person, tid, self._born.get(tid, a.job.frame_index)):
+                self._elsewhere.setdefault(tid, set()).add(person)
+            if person in self._elsewhere.get(tid, ()):
+                person = None
         if tid in self._person and self._person[tid] != person:
             self._forget_engines(tid)
         self._person[tid] = person
@@ -484,6 +498,8 @@ class Painter:
 
     def _forget_person(self, track_id: int) -> None:
         self._person.pop(track_id, None)
+        self._elsewhere.pop(track_id, None)
+        self._born.pop(track_id, None)
         if self.gate is not None:
             self.gate.forget(track_id)
         if self.selfref is not None:
@@ -502,8 +518,12 @@ class Painter:
         self._leaning.clear()
         self._material.clear()
         self._person.clear()
+        self._elsewhere.clear()
+        self._born.clear()
         if self.gate is not None:
             self.gate.reset()
+        if self.selfref is not None:
+            self.selfref.reset()
         for engine in (self.segmenter, self.upscaler, self.restorer):
             engine.reset()
 

@@ -135,6 +135,7 @@ class SelfReferences:
         self._learned = learned
         self._people: dict[str, _Person] = {}
         self._track_person: dict[int, str] = {}  # tracks seen open -> the person they are
+        self._seen_open: dict[int, int] = {}  # tracks -> the last frame their open face showed
         self._count = 0
         self.looks = 0  # embeddings computed (benchmarks report the cost)
 
@@ -163,10 +164,13 @@ class SelfReferences:
         cover: CoverMask,
         span: float,
         mesh: np.ndarray | Callable[[], np.ndarray | None] | None = None,
+        frame_index: int = 0,
     ) -> str | None:
         """Consider one open keyframe face (canonical crop, its 5 canonical landmarks, the
         covered decision, the frame pixels its crop spans, its face-mesh points, or what
-        finds them when asked); returns the learned person whose bank it joined, or None."""
+        finds them when asked; the frame it is on); returns the learned person whose bank it
+        joined, or None."""
+        self._seen_open[track_id] = frame_index
         quality = self.quality(face, landmarks, cover, span, mesh)
         if quality is None:
             return None
@@ -223,8 +227,22 @@ class SelfReferences:
         width = 0.65 * align.CANON_SIZE / align.scale_of(to_canonical)
         return width >= self.min_face and abs(align.yaw_proxy(landmarks)) <= _MAX_YAW
 
+    def open_elsewhere(self, person: str, track_id: int, since: int) -> bool:
+        """Whether a track other than this one, found to be `person` by its open face (a
+        learned or a given person), showed that face on frame `since` or later."""
+        return any(
+            p == person and t != track_id and self._seen_open.get(t, -1) >= since
+            for t, p in self._track_person.items()
+        )
+
     def forget(self, track_id: int) -> None:
         self._track_person.pop(track_id, None)
+        self._seen_open.pop(track_id, None)
+
+    def reset(self) -> None:
+        """The tracks all ended (what was learned of the people stays)."""
+        self._track_person.clear()
+        self._seen_open.clear()
 
     def give_way(self, person: str, embeddings: Sequence[np.ndarray]) -> list[str]:
         """A person given now (a face captured live): drop the learned people who are them
