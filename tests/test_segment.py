@@ -515,14 +515,11 @@ def test_the_neutral_fill_takes_its_colour_from_skin_not_from_a_white_cap(detect
     assert (np.array(shifts) < 3.0).sum() >= 27, np.round(shifts, 1)
 
 
-def test_the_neutral_fill_is_not_darkened_by_a_hair_fringe(detector) -> None:
-    """A dark hair fringe or a hat's shadow over the forehead (painted dark brown on real open
-    faces wearing a synthetic covering) is no skin either: the fill's lightness moves little
-    with it (it took the fringe's once, and masked faces under a fringe were filled dark brown
-    or grey: 30 to 50 units darker)."""
+def fill_lightness_shifts(detector, where: np.ndarray, colour: tuple[int, int, int]) -> list:  # noqa: ANN001
+    """How far the neutral fill's lightness (Lab L, median over the covering) moves when the
+    pixels `where` (outside the covering) are painted `colour`, on 30 real open faces wearing
+    a synthetic covering."""
     from lostface.restore.fill import neutral_fill
-
-    forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
 
     def lightness(face: np.ndarray, covered: np.ndarray) -> float:
         fill = np.clip(neutral_fill(face, covered.astype(np.uint8), light_pull=0.5), 0, 255)
@@ -534,8 +531,18 @@ def test_the_neutral_fill_is_not_darkened_by_a_hair_fringe(detector) -> None:
         image = cv2.imread(str(path))
         face, covered = synthetic_case(image, faces(detector, image)[0], KINDS[i % 3], i)
         before = lightness(face, covered)
-        face[forehead] = (30, 42, 58)  # dark brown hair
+        face[where & ~covered] = colour
         shifts.append(lightness(face, covered) - before)
+    return shifts
+
+
+def test_the_neutral_fill_is_not_darkened_by_a_hair_fringe(detector) -> None:
+    """A dark hair fringe or a hat's shadow over the forehead (painted dark brown on real open
+    faces wearing a synthetic covering) is no skin either: the fill's lightness moves little
+    with it (it took the fringe's once, and masked faces under a fringe were filled dark brown
+    or grey: 30 to 50 units darker)."""
+    forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
+    shifts = fill_lightness_shifts(detector, forehead, (30, 42, 58))  # dark brown hair
     shifts_abs = np.abs(shifts)
     assert np.median(shifts_abs) < 2.0, np.round(shifts, 1)
     assert (shifts_abs < 5.0).sum() >= 24, np.round(shifts, 1)
@@ -546,22 +553,8 @@ def test_the_neutral_fill_is_not_blackened_by_a_cap_and_sunglasses(detector) -> 
     painted near black on real open faces wearing a synthetic covering) leave no sample with
     colour, as a photo in black and white does; the warm skin still showing elsewhere in the
     face says they are no skin: the fill's lightness moves little (it was filled black)."""
-    from lostface.restore.fill import neutral_fill
-
     samples = (regions.upper_skin_mask() > 0) | (regions.mid_skin_mask() > 0)
-
-    def lightness(face: np.ndarray, covered: np.ndarray) -> float:
-        fill = np.clip(neutral_fill(face, covered.astype(np.uint8), light_pull=0.5), 0, 255)
-        lab = cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-        return float(np.median(lab[covered][:, 0]))
-
-    shifts = []
-    for i, path in enumerate(sample("unmasked", 30)):
-        image = cv2.imread(str(path))
-        face, covered = synthetic_case(image, faces(detector, image)[0], KINDS[i % 3], i)
-        before = lightness(face, covered)
-        face[samples & ~covered] = (22, 20, 20)  # black cap and sunglasses
-        shifts.append(lightness(face, covered) - before)
+    shifts = fill_lightness_shifts(detector, samples, (22, 20, 20))  # black cap and sunglasses
     shifts_abs = np.abs(shifts)
     assert np.median(shifts_abs) < 8.0, np.round(shifts, 1)
     assert (shifts_abs < 15.0).sum() >= 24, np.round(shifts, 1)
