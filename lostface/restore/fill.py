@@ -195,13 +195,16 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
 def _warm_instead(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """The warm pixels' colour instead of `colour`, given by samples without colour, where
     they show it is no skin's (see _WARM_AB)."""
-    oval = face_lab[(support == 0) & (face_oval_mask() > 0)]
-    warm = oval[(oval[:, 1] > _WARM_AB) & (oval[:, 2] > _WARM_AB)]
-    if len(warm) < _WARM_MIN or float(colour[0]) > float(np.median(warm[:, 0])) - _DARKER:
+
+    def warm(where: np.ndarray) -> np.ndarray:
+        px = face_lab[where]
+        return px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
+
+    oval = warm((support == 0) & (face_oval_mask() > 0))
+    if len(oval) < _WARM_MIN or float(colour[0]) > float(np.median(oval[:, 0])) - _DARKER:
         return colour
-    band = face_lab[_ring(support)]
-    band = band[(band[:, 1] > _WARM_AB) & (band[:, 2] > _WARM_AB)]
-    return np.median(band if len(band) >= _RING_MIN else warm, axis=0)
+    band = warm(_ring(support))
+    return np.median(band if len(band) >= _RING_MIN else oval, axis=0)
 
 
 def _ring(support: np.ndarray) -> np.ndarray:
