@@ -182,11 +182,18 @@ def main() -> None:
     syn_hits: dict[str, list[bool]] = {k: [] for k in KINDS}
     presence: dict[str, list[bool]] = {"unmasked": [], "masked": []}
     times: list[float] = []
-    tiles: dict[str, list[np.ndarray]] = {"synthetic": [], "masked": [], "unmasked": []}
+    tiles: dict[str, list[np.ndarray]] = {
+        "synthetic": [],
+        "panels": [],
+        "masked": [],
+        "unmasked": [],
+    }
     mesh = face_mesh.load_face_mesh()
     mesh_shifts: dict[str, list[dict[str, float]]] = {k: [] for k in KINDS}
     mouth_5: dict[str, list[float]] = {k: [] for k in KINDS}
     iou_mesh: dict[str, list[float]] = {k: [] for k in KINDS}
+    iou_panels: dict[str, list[float]] = {k: [] for k in KINDS}
+    panels_hits: dict[str, list[bool]] = {k: [] for k in KINDS}
     outline: dict[float, list[tuple[float, float]]] = {k: [] for k in _LENGTHENINGS}
     band = settings.dilate + settings.feather_radius
 
@@ -243,6 +250,23 @@ def main() -> None:
             syn_hits[kind].append(cover_s.covered)
             if len(tiles["synthetic"]) < 12 and i % 7 == 0:
                 tiles["synthetic"].append(overlay(face_s, cover_s.hard, truth, cover_s.score))
+            # the same kind in two colours, in parts wider than the zone over the nose and mouth
+            panels = draw_mask(image, lm, kind, rng=1000 * i + j, variant="panels")
+            face_p = warp_to_canonical(panels.image, m)
+            truth_p = (
+                cv2.warpAffine(
+                    panels.covered.astype(np.uint8), m, face_p.shape[1::-1], flags=cv2.INTER_NEAREST
+                )
+                > 0
+            )
+            pts = mesh.points(face_p, 0.0) if mesh is not None else None
+            ext = lm_c if pts is None else np.vstack([lm_c, pts[:, :2]])
+            cover_p = seg.segment(face_p, ext)
+            panels_hits[kind].append(cover_p.covered)
+            if cover_p.covered:
+                iou_panels[kind].append(overlap(cover_p.hard, truth_p))
+            if len(tiles["panels"]) < 12 and i % 7 == 0:
+                tiles["panels"].append(overlay(face_p, cover_p.hard, truth_p, cover_p.score))
 
     for i, path in enumerate(sample(DATA / "masked", args.sample)):
         image = cv2.imread(str(path))
@@ -274,6 +298,16 @@ def main() -> None:
         "iou_with_mesh_bound": {
             k: {"mean": float(np.mean(v)), "median": float(np.median(v)), "n": len(v)}
             for k, v in iou_mesh.items()
+            if v
+        },
+        "iou_panels": {
+            k: {
+                "mean": float(np.mean(v)),
+                "p10": float(np.percentile(v, 10)),
+                "detected": float(np.mean(panels_hits[k])),
+                "n": len(v),
+            }
+            for k, v in iou_panels.items()
             if v
         },
         "iou_without_cut": {
@@ -345,6 +379,12 @@ def main() -> None:
         )
     for k, r in result["iou_with_mesh_bound"].items():
         print(f"  {k:<9} with the face mesh's outline: mean IoU {r['mean']:.3f} (n={r['n']})")
+    print("coverings of two colours (variant panels: broad bands or side panels), judged covered:")
+    for k, r in result["iou_panels"].items():
+        print(
+            f"  {k:<9} mean IoU {r['mean']:.3f}, p10 {r['p10']:.3f}, judged covered "
+            f"{r['detected']:.3f} (n={r['n']})"
+        )
     print("landmarks on the masked photo minus unmasked, eye distances (median; + is down):")
     for k, r in result["landmark_shift_eye_distances"].items():
         print(

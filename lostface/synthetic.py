@@ -22,9 +22,10 @@ from lostface.errors import InputError
 from lostface.restore.align import CANON_LANDMARKS, yaw_proxy
 
 KINDS: tuple[str, ...] = ("surgical", "cloth", "n95")
-VARIANTS: tuple[str, ...] = ("light_blue", "white", "black", "pattern", "weave")
+VARIANTS: tuple[str, ...] = ("light_blue", "white", "black", "pattern", "weave", "panels")
 
-# Variants drawn at random for each kind when none is asked for.
+# Variants drawn at random for each kind when none is asked for ("panels", a covering of two
+# colours in parts wider than the zone over the nose tip and mouth, only when asked for).
 _KIND_VARIANTS: dict[str, tuple[str, ...]] = {
     "surgical": ("light_blue", "light_blue", "white", "black"),
     "cloth": ("black", "pattern", "weave", "light_blue"),
@@ -230,6 +231,15 @@ def _canvas_texture(kind: str, variant: str, size: int, rng: np.random.Generator
             sel = (np.floor(xx / period) + np.floor(yy / period)) % 2 == 0
         else:  # dots
             sel = (np.hypot((xx % period) - period / 2, (yy % period) - period / 2)) < period * 0.28
+        tex = np.where(sel[..., None], c1, c2).astype(np.float32)
+    elif variant == "panels":
+        # a bandana's broad bands, or a centre panel between side panels of another colour
+        c1, c2 = _CLOTH_PALETTE[rng.choice(len(_CLOTH_PALETTE), 2, replace=False)]
+        if rng.integers(2) == 0:
+            sel = np.abs(xx - 128.0) < float(rng.uniform(28, 44))
+        else:
+            width = float(rng.uniform(20, 30))
+            sel = np.floor((yy - float(rng.uniform(0, width))) / width) % 2 == 0
         tex = np.where(sel[..., None], c1, c2).astype(np.float32)
     elif variant == "weave":
         base = _CLOTH_PALETTE[rng.integers(len(_CLOTH_PALETTE))]
