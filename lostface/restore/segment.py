@@ -649,16 +649,16 @@ class GeometrySegmenter(Segmenter):
         nonskin = skin_z > _NONSKIN_Z
         hard = self._shape(nonskin, lab, bound, skin_z if abs(yaw) < _PALE_TURN else None)
         hard = self._enclosed(hard, nonskin, lab, bound)
-        printed = self._printed(hard, nonskin & self._unlike_skin(face, samples), bound)
-        if int((printed & ~hard).sum()) <= _PRINT_SHARE * int(hard.sum()):
-            printed = hard  # one colour: the covering as the material found it
+        grown = self._printed(hard, nonskin & self._unlike_skin(face, samples), bound)
+        # else one colour: the covering as the material found it
+        two_colours = int((grown & ~hard).sum()) > _PRINT_SHARE * int(hard.sum())
         if self.settings.refine:
             cut = self._cut(face, self._shaded(face, hard, nonskin, lab, bound), bound)
-            if printed is not hard:
-                cut |= self._cut(face, self._shaded(face, printed, nonskin, lab, bound), bound)
+            if two_colours:
+                cut |= self._cut(face, self._shaded(face, grown, nonskin, lab, bound), bound)
             hard = cut
-        else:
-            hard = printed
+        elif two_colours:
+            hard = grown
         if abs(yaw) > _TURNED:
             hard = self._extend(hard, nonskin, lab)
         if not dim and int((hard[self._y0 :] & self._core).sum()) < _CORE_HELD * self._core_area:
