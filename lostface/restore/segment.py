@@ -461,15 +461,16 @@ class GeometrySegmenter(Segmenter):
 
     def skin_distance(self, face: np.ndarray) -> np.ndarray:
         """Robust colour distance to the face's visible skin, rows y0..S of the crop (float32)."""
-        lab, models, _ = self._skin_lab(face)
+        lab, models, _ = self._skin_lab(cv2.blur(face, (3, 3)))
         return _nearest(lab, models)
 
     def _skin_lab(
-        self, face: np.ndarray
+        self, blurred: np.ndarray
     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[int]]:
-        """Rows y0..S of the crop in Lab with log L, the visible skin's colour models (per
-        skin sample trusted: its median and robust spread) and which samples those are."""
-        lab = cv2.cvtColor(cv2.blur(face, (3, 3)), cv2.COLOR_BGR2LAB).astype(np.float32)
+        """Rows y0..S of the crop (blurred 3x3) in Lab with log L, the visible skin's colour
+        models (per skin sample trusted: its median and robust spread) and which samples those
+        are."""
+        lab = cv2.cvtColor(blurred, cv2.COLOR_BGR2LAB).astype(np.float32)
         lab[..., 0] = np.log(lab[..., 0] + _LOG_L_OFFSET)
         lo = np.array([_LOG_L_SPREAD[0], _AB_SPREAD[0], _AB_SPREAD[0]], np.float32)
         hi = np.array([_LOG_L_SPREAD[1], _AB_SPREAD[1], _AB_SPREAD[1]], np.float32)
@@ -498,12 +499,12 @@ class GeometrySegmenter(Segmenter):
             and _SKIN_B[0] <= b <= _SKIN_B[1]
         )
 
-    def _chroma_distance(self, face: np.ndarray, samples: list[int]) -> np.ndarray:
+    def _chroma_distance(self, blurred: np.ndarray, samples: list[int]) -> np.ndarray:
         """Robust distance of each pixel's chromaticity (r, g over r+g+b) to the visible
         skin's (the skin samples trusted), rows y0..S: blind to shading, which scales all
         three channels alike. Only the pixels the decision reads are computed (NaN
         elsewhere)."""
-        f = cv2.blur(face, (3, 3)).reshape(-1, 3)
+        f = blurred.reshape(-1, 3)
         out = np.full(self._judged.shape, np.nan, np.float32)
         out[self._judged] = _nearest(_chromaticity(f[self._judged_at]), self._chroma(f, samples))
         return out
@@ -521,13 +522,10 @@ class GeometrySegmenter(Segmenter):
             models.append((med, spread))
         return models
 
-    def _unlike_skin(self, face: np.ndarray, samples: list[int]) -> np.ndarray:
-        """Rows y0..S: the pixels whose chromaticity lies over _PRINT_CHROMA robust units from
-        the visible skin's."""
-        f = cv2.blur(face, (3, 3))
-        rows = f[self._y0 :]
-        chroma = _chromaticity(rows.reshape(-1, 3)).reshape(*rows.shape[:2], 2)
-        return _nearest(chroma, self._chroma(f.reshape(-1, 3), samples)) > _PRINT_CHROMA
+    def _lower_chroma(self, blurred: np.ndarray) -> np.ndarray:
+        """Rows y0..S of the crop (blurred 3x3): each pixel's chromaticity, (H, W, 2)."""
+        rows = blurred[self._y0 :]
+        return _chromaticity(rows.reshape(-1, 3)).reshape(*rows.shape[:2], 2)
 
     def segment(
         self,
@@ -576,12 +574,13 @@ class GeometrySegmenter(Segmenter):
                 # beside it: only the near cheek's rim counts
                 edge_cols = _EDGE_COLS_NEAR[0 if yaw < 0 else 1]
         # the decision reads few pixels (the zones, lips, nostrils): distances there only
-        lab, models, samples = self._skin_lab(face)
+        blurred = cv2.blur(face, (3, 3))
+        lab, models, samples = self._skin_lab(blurred)
         if not was_covered and self._samples_not_skin(lab, models, zones):
             return _uncovered(0.0)
         dist = _nearest(lab, models, self._judged)
         chroma_a, skin_l = lab[..., 1], float(models[0][0][0])
-        chroma = self._evidence(self._chroma_distance(face, samples), zones, near)
+        chroma = self._evidence(self._chroma_distance(blurred, samples), zones, near)
         light = lab[..., 0]
         nostrils = float(
             np.exp(np.median(light[self._tip])) - np.exp(np.median(light[self._nostrils]))
@@ -649,13 +648,16 @@ class GeometrySegmenter(Segmenter):
         nonskin = skin_z > _NONSKIN_Z
         hard = self._shape(nonskin, lab, bound, skin_z if abs(yaw) < _PALE_TURN else None)
         hard = self._enclosed(hard, nonskin, lab, bound)
-        grown = self._printed(hard, nonskin & self._unlike_skin(face, samples), bound)
-        # else one colour: the covering as the material found it
+        lower = self._lower_chroma(blurred)
+        unlike = _nearest(lower, self._chroma(blurred.reshape(-1, 3), samples)) > _PRINT_CHROMA
+        grown = self._printed(hard, nonskin & unlike, bound)
+        # a covering of two colours: the growth added more than _PRINT_SHARE of the shape (else
+        # the covering is what its material gave)
         two_colours = int((grown & ~hard).sum()) > _PRINT_SHARE * int(hard.sum())
         if self.settings.refine:
-            cut = self._cut(face, self._shaded(face, hard, nonskin, lab, bound), bound)
+            cut = self._cut(face, self._shaded(lower, hard, nonskin, lab, bound), bound)
             if two_colours:
-                cut |= self._cut(face, self._shaded(face, grown, nonskin, lab, bound), bound)
+                cut |= self._cut(face, self._shaded(lower, grown, nonskin, lab, bound), bound)
             hard = cut
         elif two_colours:
             hard = grown
@@ -743,21 +745,20 @@ class GeometrySegmenter(Segmenter):
 
     def _shaded(
         self,
-        face: np.ndarray,
+        chroma: np.ndarray,
         hard: np.ndarray,
         nonskin: np.ndarray,
         lab: np.ndarray,
         bound: np.ndarray,
     ) -> np.ndarray:
         """The shape grown over the parts of the covering that its light leaves darker or
-        lighter than the material sampled over the nose and mouth (see _SHADED_LOG_L)."""
+        lighter than the material sampled over the nose and mouth (see _SHADED_LOG_L); chroma:
+        the chromaticity of rows y0..S (_lower_chroma)."""
         h = hard[self._y0 :]
         core = h & self._core
         if int(core.sum()) < 40:
             return hard
         light = np.ascontiguousarray(lab[..., 0])
-        rows = cv2.blur(face, (3, 3))[self._y0 :]
-        chroma = _chromaticity(rows.reshape(-1, 3)).reshape(*rows.shape[:2], 2)
         zz = []
         for values, lo, hi in (
             (light[..., None], _SHADED_LOG_L, _MAT_LOG_L_SPREAD[1]),
