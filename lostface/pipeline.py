@@ -44,6 +44,7 @@ from lostface.provenance.framemark import FrameMarker
 from lostface.restore import align
 from lostface.restore.painter import Painted, Painter, PaintJob
 from lostface.stages import (
+    CarriedFit,
     Compositor,
     Detector,
     KeyframePolicy,
@@ -682,7 +683,11 @@ class Pipeline:
             live.add(tr.track_id)
             key = False
             policy = self.stages.policy
-            if self.restore_enabled and policy.due(tr, frame.index, cut, frame.image) is not None:
+            fit = partial(self._carried_fit, frame.image, tr)
+            if (
+                self.restore_enabled
+                and policy.due(tr, frame.index, cut, frame.image, fit) is not None
+            ):
                 self._submit(frame, tr, cut)
                 policy.painted(tr, frame.index, frame.image)
                 key = True
@@ -700,6 +705,18 @@ class Pipeline:
             self.stages.policy.forget(gone)
         self._live_ids = live
         self._line.append(Output(frame, views, cut))
+
+    def _carried_fit(self, image: np.ndarray, track: FaceTrack) -> CarriedFit | None:
+        """How well the face's newest patch lies on the covering in this frame (the keyframe
+        policy's 'fit' reason): only a covered face's, and not while its next keyframe is
+        being painted (that one is measured when it lands)."""
+        if self.worker.pending(track.track_id):
+            return None
+        res = self.worker.result(track.track_id)
+        if res is None or not res.covered or res.patch is None:
+            return None
+        value = self.stages.compositor.fit(image, track, res.patch)
+        return None if value is None else CarriedFit(res.patch.frame_index, value)
 
     def _open_faces(self) -> set[int]:
         """Live faces judged uncovered on their last keyframe: nothing follows them closely."""

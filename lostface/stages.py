@@ -95,6 +95,13 @@ class Tracker(Protocol):
         return False
 
 
+class CarriedFit(NamedTuple):
+    """How well a face's newest patch lies on the covering in view on one frame."""
+
+    keyframe: int  # the frame the patch was painted on
+    fit: float  # Compositor.fit, -1..1
+
+
 class KeyframePolicy(Protocol):
     def due(
         self,
@@ -102,12 +109,15 @@ class KeyframePolicy(Protocol):
         frame_index: int,
         scene_cut: bool,
         image: np.ndarray | None = None,
+        fit: Callable[[], CarriedFit | None] | None = None,
     ) -> str | None:
         """Why this track needs a fresh patch now, or None.
 
         Reasons: "new", "cut", "pose", "roll", "scale", "look" (the lower face looks unlike
         its last keyframe's: a covering put on or taken off; needs image, the frame as it
-        came in), "age".
+        came in), "fit" (the newest patch lies on the covering in view worse than it did:
+        needs fit, asked only when no other reason applies; None where the face has no
+        covered patch to ask about), "age".
         """
         ...
 

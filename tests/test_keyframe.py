@@ -10,6 +10,7 @@ import pytest
 from lostface.config import KeyframeSettings
 from lostface.frame import FaceTrack
 from lostface.restore.align import pitch_proxy, yaw_proxy
+from lostface.stages import CarriedFit
 from lostface.tracking.keyframe import ThresholdKeyframePolicy, roll_angle
 
 REL = np.array([[0.33, 0.40], [0.67, 0.40], [0.50, 0.58], [0.37, 0.76], [0.63, 0.76]])
@@ -102,6 +103,35 @@ def test_age_fires_only_at_max_age(policy: ThresholdKeyframePolicy) -> None:
     assert policy.due(face(), 100 + max_age, scene_cut=False) == "age"
     policy.painted(face(), 100 + max_age)
     assert policy.due(face(), 101 + max_age, scene_cut=False) is None
+
+
+def test_a_patch_that_no_longer_fits_its_covering_calls_for_a_new_one(
+    policy: ThresholdKeyframePolicy,
+) -> None:
+    """The newest patch's fit to the covering in view (keyframe.fit_drop) is compared with
+    the best it measured on this face: a drop past the setting asks for a new patch ('fit'),
+    a smaller one does not; a new patch starts its own best, and 0 switches the reason off.
+    The fit is asked only when no other reason applies."""
+    drop = KeyframeSettings().fit_drop
+    assert 0 < drop < 1
+
+    def due(keyframe: int, fit: float, **change: float) -> str | None:
+        return policy.due(face(**change), 104, False, None, lambda: CarriedFit(keyframe, fit))
+
+    assert due(100, 0.8) is None  # its best so far
+    assert due(100, 0.8 * (1 - drop) + 0.01) is None
+    assert due(100, 0.8 * (1 - drop) - 0.01) == "fit"
+    assert due(104, 0.6) is None  # a new patch: its own best
+    assert due(104, 0.6 * (1 - drop) - 0.01) == "fit"
+    assert due(104, 0.1, yaw=0.2) == "pose"  # the first reason that applies
+    asked = []
+    policy.due(face(yaw=0.2), 104, False, None, lambda: asked.append(1))  # type: ignore[arg-type, return-value]
+    assert not asked
+    assert policy.due(face(), 104, False, None, lambda: None) is None  # nothing to ask about
+    off = ThresholdKeyframePolicy(KeyframeSettings(fit_drop=0.0))
+    off.painted(face(), 100)
+    for fit in (0.8, 0.1, -0.5):
+        assert off.due(face(), 104, False, None, lambda f=fit: CarriedFit(100, f)) is None
 
 
 def test_scene_cut_is_its_own_reason(policy: ThresholdKeyframePolicy) -> None:

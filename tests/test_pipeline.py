@@ -816,15 +816,67 @@ def test_a_frame_held_for_a_pending_keyframe_is_not_painted_from_one_far_later(a
     assert any(measured) and not all(measured)  # detected every 2nd frame, predicted between
 
 
+def test_a_patch_that_no_longer_lies_on_its_covering_is_repainted(astronaut_bgr):
+    """From frame 20 on the covering's outline changes under the carried patch (its top edge
+    a third of the eye distance lower: a pitch or a camera move that the similarity transform
+    of the landmarks does not carry), while the landmarks, and so the pose, roll and size the
+    keyframe policy compares, stay as they were. The patch's fit to the covering in view
+    drops, and the detection on frame 20 takes a keyframe (reason 'fit'): from there on
+    nothing beyond the covering's feather band is painted. With keyframe.fit_drop=0 the old
+    patch is carried until it ages out (keyframe.max_age), over skin beside the covering."""
+    from lostface.restore import align
+    from lostface.restore.regions import lower_face_mask
+
+    colour = (200, 60, 20)  # a flat blue covering (BGR)
+    frames = _moving(astronaut_bgr, 60)
+    detector = build_stages(load_settings()).detector
+    key = lower_face_mask() > 0
+    now = key.copy()
+    now[: int(np.nonzero(key.any(axis=1))[0][0]) + 24] = False  # canonical px
+    coverings = []
+    for i, img in enumerate(frames):
+        d = detector.detect(img)
+        inv = align.invert(align.to_canonical(d.landmarks[int(np.argmax(d.scores))][:5]))
+        region = (key if i < 20 else now).view(np.uint8)
+        covering = cv2.warpAffine(region, inv, img.shape[1::-1], flags=cv2.INTER_NEAREST) > 0
+        img[covering] = colour
+        coverings.append(covering)
+
+    def run(overrides: list[str]) -> tuple[list[int], list[float]]:
+        """The keyframes the patches came from, and per frame from 24 to 47 the share of the
+        covering's area painted beyond its band of 5 px."""
+        settings = load_settings(overrides=overrides)
+        stages = build_stages(settings, reference_images=[("a", astronaut_bgr)])
+        seen = _Seen(stages.compositor)
+        stages.compositor = seen
+        outs = _run(Pipeline(settings, stages, synchronous=True), frames)
+        beyond = []
+        for i in range(24, 48):
+            changed = np.abs(outs[i].frame.image.astype(np.int16) - frames[i]).max(axis=2) > 8
+            band = cv2.dilate(coverings[i].view(np.uint8), np.ones((11, 11), np.uint8)) > 0
+            beyond.append(float((changed & ~band).sum() / coverings[i].sum()))
+            assert (outs[i].frame.image[coverings[i]] != colour).any(axis=1).all()
+        return sorted({k for _, k, _ in seen.seen}), beyond
+
+    keys, beyond = run([])
+    assert keys == [4, 20], keys  # the first detection of the face, then the misfit
+    assert max(beyond) < 0.001, beyond
+    keys, beyond = run(["keyframe.fit_drop=0"])
+    assert keys[:1] == [4] and keys[1] > 45, keys
+    assert max(beyond) > 0.02, beyond
+
+
 @pytest.mark.parametrize("put_on", [True, False])
 def test_a_covering_put_on_or_taken_off_mid_shot_is_seen_at_once(astronaut_bgr, put_on):
     """A face covered from frame 20 on (or uncovered from frame 20 on) with the pose and
     size the same: its lower face's look changes, so the next detection frame takes a
     keyframe (reason 'look') instead of the old decision holding until the patch ages out
     (keyframe.max_age, 45 frames): the covering is painted, or the open face left alone,
-    from there on. With keyframe.look_change=0 (never) the old decision holds: a covering
-    put on is not painted yet, and the patch of a covering taken off is kept, but the
-    compositor does not paint it where no covering is seen under it."""
+    from there on. With keyframe.look_change=0 (never) a covering taken off is still seen at
+    the next detection, by the patch's fit to its covering (keyframe.fit_drop); with both off
+    the old decision holds: a covering put on is not painted yet, and the patch of a covering
+    taken off is kept, but the compositor does not paint it where no covering is seen under
+    it."""
     from lostface.synthetic import draw_mask
 
     frames, change = _moving(astronaut_bgr, 60), 20
@@ -847,7 +899,10 @@ def test_a_covering_put_on_or_taken_off_mid_shot_is_seen_at_once(astronaut_bgr, 
     seen, _ = painted([])
     after = seen[change + 4 :]  # from the detection frame after the change
     assert all(after) if put_on else not any(after), np.nonzero(seen)[0]
-    held, decided = painted(["keyframe.look_change=0"])
+    if not put_on:
+        _, decided = painted(["keyframe.look_change=0"])
+        assert not any(decided[change + 4 :]), np.nonzero(decided)[0]
+    held, decided = painted(["keyframe.look_change=0", "keyframe.fit_drop=0"])
     assert not any(held[change + 4 : 45]), np.nonzero(held)[0]
     assert all(decided[change + 4 : 45]) is not put_on  # the old decision held
 

@@ -77,6 +77,11 @@ class KeyframeSettings:
     # change of the lower face's look (median Lab distance over a 4x3 grid, 8-bit units) that
     # calls for a new patch: a covering put on or taken off mid-shot (0 = never)
     look_change: float = 25.0
+    # share by which the carried patch's fit to the covering in view (the compositor's
+    # covering_fit, on the frames the detector measured the face) may fall below the best it
+    # measured before a new patch is painted: a camera move or a turn the pose, roll and
+    # scale thresholds miss, under which the patch no longer lies on the covering (0 = never)
+    fit_drop: float = 0.15
     # pending keyframe jobs; the newest job replaces the oldest when full, and a face's newer
     # job its pending one when more than delay_frames later (live: always)
     queue_size: int = 4
@@ -529,6 +534,7 @@ def validate(s: Settings) -> None:
         (s.keyframe.delay_frames >= 0, "keyframe.delay_frames must be 0 or more"),
         (0 <= s.keyframe.nice <= 19, "keyframe.nice must be 0 to 19"),
         (s.keyframe.look_change >= 0, "keyframe.look_change must be 0 or more (0: never)"),
+        (0 <= s.keyframe.fit_drop < 1, "keyframe.fit_drop must lie between 0 (never) and 1"),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (0 <= s.mask.confirm_below <= 1, "mask.confirm_below must lie between 0 and 1"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
