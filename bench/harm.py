@@ -55,6 +55,11 @@ from lostface.runner import process_video
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
+# Photos of ../shared/data/unmasked whose face is covered all the same (looked at: a man holds a
+# blue cloth over his nose and mouth; the dataset's `without_mask` folder holds them): judged
+# covered, they are painted as they should be. The share of open faces judged covered is
+# printed without them too.
+COVERED_IN_UNMASKED = ("0106.jpg", "0248.jpg")
 # Canonical crop: from the nose tip to just below the mouth, between its corners. Every face
 # covering hides it; a region that holds little of it left the covering in sight.
 _NOSE, _LEFT, _RIGHT = align.CANON_LANDMARKS[2], align.CANON_LANDMARKS[3], align.CANON_LANDMARKS[4]
@@ -289,6 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"unmasked photos judged covered: {u['judged_covered']}/{u['faces']} "
         f"({100 * u['share_judged_covered']:.1f}%, target <= 0.5%): {', '.join(u['covered'])}"
+    )
+    open_faces = [n for n in u["scores"] if n not in COVERED_IN_UNMASKED]
+    open_covered = [n for n in u["covered"] if n not in COVERED_IN_UNMASKED]
+    u["open_faces"], u["open_faces_judged_covered"] = len(open_faces), open_covered
+    print(
+        f"  the open faces ({', '.join(COVERED_IN_UNMASKED)} show a cloth held over the nose "
+        f"and mouth): {len(open_covered)}/{len(open_faces)} "
+        f"({100 * len(open_covered) / max(len(open_faces), 1):.1f}%) judged covered"
+        + (f": {', '.join(open_covered)}" if open_covered else "")
     )
     print(
         f"  every face of the unmasked photos: {len(u['photos_with_any_face_judged_covered'])}"
