@@ -499,14 +499,15 @@ class GeometrySegmenter(Segmenter):
             and _SKIN_B[0] <= b <= _SKIN_B[1]
         )
 
-    def _chroma_distance(self, blurred: np.ndarray, samples: list[int]) -> np.ndarray:
+    def _chroma_distance(
+        self, blurred: np.ndarray, models: list[tuple[np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
         """Robust distance of each pixel's chromaticity (r, g over r+g+b) to the visible
-        skin's (the skin samples trusted), rows y0..S: blind to shading, which scales all
-        three channels alike. Only the pixels the decision reads are computed (NaN
-        elsewhere)."""
+        skin's (`models`, _chroma), rows y0..S: blind to shading, which scales all three
+        channels alike. Only the pixels the decision reads are computed (NaN elsewhere)."""
         f = blurred.reshape(-1, 3)
         out = np.full(self._judged.shape, np.nan, np.float32)
-        out[self._judged] = _nearest(_chromaticity(f[self._judged_at]), self._chroma(f, samples))
+        out[self._judged] = _nearest(_chromaticity(f[self._judged_at]), models)
         return out
 
     def _chroma(
@@ -580,7 +581,8 @@ class GeometrySegmenter(Segmenter):
             return _uncovered(0.0)
         dist = _nearest(lab, models, self._judged)
         chroma_a, skin_l = lab[..., 1], float(models[0][0][0])
-        chroma = self._evidence(self._chroma_distance(blurred, samples), zones, near)
+        skin_chroma = self._chroma(blurred.reshape(-1, 3), samples)
+        chroma = self._evidence(self._chroma_distance(blurred, skin_chroma), zones, near)
         light = lab[..., 0]
         nostrils = float(
             np.exp(np.median(light[self._tip])) - np.exp(np.median(light[self._nostrils]))
@@ -649,7 +651,7 @@ class GeometrySegmenter(Segmenter):
         hard = self._shape(nonskin, lab, bound, skin_z if abs(yaw) < _PALE_TURN else None)
         hard = self._enclosed(hard, nonskin, lab, bound)
         lower = self._lower_chroma(blurred)
-        unlike = _nearest(lower, self._chroma(blurred.reshape(-1, 3), samples)) > _PRINT_CHROMA
+        unlike = _nearest(lower, skin_chroma) > _PRINT_CHROMA
         grown = self._printed(hard, nonskin & unlike, bound)
         # a covering of two colours: the growth added more than _PRINT_SHARE of the shape (else
         # the covering is what its material gave)
