@@ -337,6 +337,59 @@ def test_reference_background_of_skin_hue_is_not_taken_for_skin(
     assert float(np.median(ref_skin[shade])) > 0.6
 
 
+def test_a_face_s_skin_colour_is_steadied_over_its_keyframes(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """restore.colour_memory: the skin around a covering reads darker on one keyframe (a
+    hand's shadow, a band reaching into shade); the face's earlier keyframes hold the painted
+    colour part of the way back. Each keyframe on its own (0), a face with no track, or one
+    forgotten (a scene cut, another person) or reset (a new photo), or a move measured from
+    another reference photo, takes this frame's measure alone."""
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    m = align.to_canonical(lm5)
+    lm = align.apply(m, lm5)
+    hard = lower_face_mask() > 0
+    masked = align.warp_to_canonical(astronaut_bgr, m)
+    masked[hard] = MASK_BGR
+    cover = cover_from_hard(hard)
+    around = cv2.dilate(hard.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+    shaded = masked.copy()
+    shaded[around & ~hard] = (0.7 * shaded[around & ~hard]).astype(np.uint8)
+    # far from the border, where this frame's own border (the smooth field) weighs little
+    inner = cv2.erode(hard.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+    assert inner.sum() > 500
+
+    def lightness(img: np.ndarray) -> float:
+        return float(cv2.cvtColor(img, cv2.COLOR_BGR2Lab)[..., 0][inner].mean())
+
+    bank = ReferenceBank.from_images([("astronaut", astronaut_bgr)], detector)
+    alone = ReferenceRestorer(bank, RestoreSettings(colour_memory=0.0))
+    lit_alone = alone.restore(masked, cover, lm, track_id=1)[0]
+    shaded_alone = alone.restore(shaded, cover, lm, track_id=1)[0]
+    restorer = ReferenceRestorer(bank, RestoreSettings())  # colour_memory 0.5
+    lit = restorer.restore(masked, cover, lm, track_id=1)[0]
+    assert np.array_equal(lit, lit_alone)  # a face's first keyframe is its own
+    steady = restorer.restore(shaded, cover, lm, track_id=1)[0]
+    drop = lightness(lit) - lightness(shaded_alone)
+    assert drop > 8.0, drop  # on its own, the shade darkens the painted skin
+    held = (lightness(steady) - lightness(shaded_alone)) / drop
+    assert 0.3 < held < 0.7, held  # about half of it held back at 0.5
+    # another face, no track, a forgotten face, a reset: this frame's measure alone
+    assert np.array_equal(restorer.restore(shaded, cover, lm, track_id=2)[0], shaded_alone)
+    assert np.array_equal(restorer.restore(shaded, cover, lm)[0], shaded_alone)
+    restorer.forget(1)
+    assert np.array_equal(restorer.restore(shaded, cover, lm, track_id=1)[0], shaded_alone)
+    restorer.restore(masked, cover, lm, track_id=3)
+    restorer.reset()
+    assert np.array_equal(restorer.restore(shaded, cover, lm, track_id=3)[0], shaded_alone)
+    # a move measured from another photo is not averaged in (its skin, its light)
+    move, gain = np.array([60.0, 10.0, 12.0]), np.array([1.1, 1.0, 1.0])
+    assert restorer._steady_move(4, "one photo", move, gain)[0] is move
+    assert restorer._steady_move(4, "another", move + 10, gain)[0][0] == 70.0
+    assert restorer._steady_move(4, "another", move, gain)[0][0] == 65.0
+
+
 def test_a_covering_standing_off_the_jaw_is_not_painted_as_skin(
     astronaut_bgr: np.ndarray, detector: CenterFaceDetector
 ) -> None:

@@ -188,6 +188,13 @@ class RestoreSettings:
     # reference: blur it to the face's own sharpness, and fade it toward the smooth fill where
     # the face shows less contrast (dim, hazy) than the reference photo
     match_detail: bool = True
+    # reference: the colour move from the reference's skin to the face's, measured around the
+    # covering on each keyframe, is averaged with the face's earlier keyframes' moves from the
+    # same photo, this one's share 1 - colour_memory (0: each keyframe on its own); the light
+    # on a face changes more slowly than one keyframe's measure of it, which a hand, motion
+    # blur, a turn into shade or the reference bent to another pose throws off. Dropped at a
+    # scene cut and with the person
+    colour_memory: float = 0.5
     # reference: warp the reference's lower face onto the face's own by their face meshes
     # (lostface.restore.mesh, models.face_mesh), piecewise (a thin-plate spline); without
     # the mesh model the 5 landmarks place it (one log line)
@@ -535,6 +542,10 @@ def validate(s: Settings) -> None:
         (0 <= s.keyframe.nice <= 19, "keyframe.nice must be 0 to 19"),
         (s.keyframe.look_change >= 0, "keyframe.look_change must be 0 or more (0: never)"),
         (0 <= s.keyframe.fit_drop < 1, "keyframe.fit_drop must lie between 0 (never) and 1"),
+        (
+            0 <= s.restore.colour_memory < 1,
+            "restore.colour_memory must lie between 0 (each keyframe on its own) and 1",
+        ),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (0 <= s.mask.confirm_below <= 1, "mask.confirm_below must lie between 0 and 1"),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),

@@ -523,6 +523,10 @@ class ReferenceRestorer(Restorer):
         # people learned while running (the footage's own unmasked faces, a live capture):
         # person -> their references and mirrors, replaced as a whole by learn()
         self._learned: dict[str, list[Reference]] = {}
+        # per face: the colour move from a reference photo's skin to the face's around the
+        # covering (Lab shift and contrast gain) of its keyframes, averaged
+        # (restore.colour_memory), and the photo it was measured from
+        self._moves: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}
 
     def learn(self, person: str, references: Sequence[Reference]) -> None:
         """Paint `person` from these references from now on (replacing what was learned of
@@ -634,7 +638,9 @@ class ReferenceRestorer(Restorer):
                 )
         if self.settings.match_detail:
             warped = match_sharpness(face, warped, visible)
-        matched, ref_skin, skin_l = self._match_colour(face, warped, support, grown)
+        matched, ref_skin, skin_l = self._match_colour(
+            face, warped, support, grown, track_id, ref.name
+        )
         # Where the aligned reference shows no skin, a smooth fill looks far less wrong: within
         # the face's outline (a shadow, a beard) skin-toned from the target's own skin; beyond
         # it (the reference's background past the jaw, its collar) what surrounds the
@@ -705,7 +711,13 @@ class ReferenceRestorer(Restorer):
         return cv2.warpAffine(image, m, CANON_DSIZE, flags=flag)
 
     def _match_colour(
-        self, face: np.ndarray, src: np.ndarray, support: np.ndarray, grown: np.ndarray
+        self,
+        face: np.ndarray,
+        src: np.ndarray,
+        support: np.ndarray,
+        grown: np.ndarray,
+        track_id: int | None = None,
+        photo: str = "",
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Move the reference's colour onto the target, in Lab; also return the reference's
         skin likeness per pixel and the lightness (Lab L) of the target's skin around the mask.
@@ -714,7 +726,10 @@ class ReferenceRestorer(Restorer):
         statistics come from the skin just around the covered region (under the eyes, the
         nose bridge, the cheeks' edges), in the same canonical pixels of both faces: first a
         global shift (and a mildly limited contrast gain), then a smooth offset field fitted
-        on that band for local lighting, so the border matches without a seam.
+        on that band for local lighting, so the border matches without a seam. The global
+        move is averaged with the face's earlier keyframes' (track_id) from the same photo
+        (photo: the reference's name; _steady_move); the field still meets this frame's
+        border.
         """
         f_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
         r_lab = cv2.cvtColor(src.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
@@ -747,6 +762,8 @@ class ReferenceRestorer(Restorer):
         sd_t = 1.4826 * np.median(np.abs(t_px - mu_t), axis=0)
         sd_r = 1.4826 * np.median(np.abs(r_px - mu_r), axis=0)
         gain = np.clip(np.maximum(sd_t, _SKIN_STD_MIN) / np.maximum(sd_r, _SKIN_STD_MIN), 0.8, 1.25)
+        shift, gain = self._steady_move(track_id, photo, mu_t - mu_r, gain)
+        mu_t = mu_r + shift
         r_lab = (r_lab - mu_r) * gain.astype(np.float32) + mu_t
 
         diff = f_lab - r_lab
@@ -766,6 +783,31 @@ class ReferenceRestorer(Restorer):
         r_lab[..., 0] = np.clip(r_lab[..., 0], 0.0, 100.0)
         out = cv2.cvtColor(r_lab, cv2.COLOR_Lab2BGR)
         return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), ref_skin, float(mu_t[0])
+
+    def _steady_move(
+        self, track_id: int | None, photo: str, shift: np.ndarray, gain: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This keyframe's colour move (Lab shift and gain from the reference's skin around
+        the covering to the face's) averaged with the face's earlier keyframes' moves from the
+        same photo (their share restore.colour_memory): the two bands' medians move with a
+        hand near the face, motion blur, a band that reaches into shade and the reference
+        bent to another pose, the light on the face far less. Another photo (or none kept)
+        starts afresh; its mirror counts as the same photo."""
+        k = self.settings.colour_memory
+        if track_id is None or k <= 0.0:
+            return shift, gain
+        kept = self._moves.get(track_id)
+        if kept is not None and kept[0] == photo:
+            shift = k * kept[1] + (1.0 - k) * shift
+            gain = k * kept[2] + (1.0 - k) * gain
+        self._moves[track_id] = (photo, shift, gain)
+        return shift, gain
+
+    def forget(self, track_id: int) -> None:
+        self._moves.pop(track_id, None)
+
+    def reset(self) -> None:
+        self._moves.clear()
 
     def _blend(
         self, face: np.ndarray, src: np.ndarray, alpha: np.ndarray, support: np.ndarray
