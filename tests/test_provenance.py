@@ -420,8 +420,11 @@ def test_frame_watermark_survives_what_viewers_do_to_files(restored, name):
 
 
 # bench/README.md, Provenance: on the stage clip (faces about 50 pixels wide) RivaGAN's mark in
-# the faces reads at a chance of 1e-3 to 2e-2 in these two, around and above the 1e-3 verdict
+# the faces reads at a chance of 1e-3 to 2e-2 in these two, around and above the 1e-3 verdict;
+# as written it reads at 3e-4 to 1.1e-3, as what the restorer paints moves it
 SHORT_OF_TARGET = {
+    "faces": "target met with little margin: as written this 5 s clip reads at chance 3e-4 to "
+    "1.1e-3 with the painted patches' colour (restore.colour_memory 0-0.7)",
     "faces_cut3s": "target met with little margin: the middle 3 s read at chance ~5e-4 to 1e-3",
     "faces_crf28": "target not met reliably: after H.264 at CRF 28 the mark reads at ~1e-3",
     "faces_half": "target not met: after halving, the faces are ~25 pixels wide (chance ~1e-2)",
