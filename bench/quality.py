@@ -42,7 +42,7 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -51,7 +51,7 @@ import numpy as np
 from lostface.benchmark.common import face_tiles, largest, stack_rows
 from lostface.config import Settings, load_settings
 from lostface.factory import build_detector, build_stages
-from lostface.frame import Detections, Frame
+from lostface.frame import CoverMask, Detections, Frame
 from lostface.metrics import (
     SAME_PERSON_DISTANCE,
     FaceAnchor,
@@ -116,7 +116,18 @@ class TeleaRestorer(NeutralFill):
 
     The Telea baseline above is given the ground-truth region, which no restorer is told;
     this one paints exactly where the pipeline's own restorer paints, so the two compare
-    what is painted on the same region."""
+    what is painted on the same region. Telea fills the whole region: the face's outline
+    (CoverMask.mesh), which bounds the neutral fill's skin, is not used."""
+
+    def restore(
+        self,
+        face: np.ndarray,
+        cover: CoverMask,
+        landmarks: np.ndarray,
+        track_id: int | None = None,
+        person: str | None = None,
+    ) -> tuple[np.ndarray, str | None]:
+        return super().restore(face, replace(cover, mesh=None), landmarks, track_id, person)
 
     def fill(
         self,

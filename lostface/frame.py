@@ -129,12 +129,15 @@ class CoverMask:
     alpha: (H,W) (align.CANON_SHAPE) float32 in [0,1], soft covered region with a feathered edge.
     hard: (H,W) (align.CANON_SHAPE) bool, the covered region before feathering.
     score: the evidence for `covered` (higher = more clearly covered).
+    mesh: the face mesh found on the crop under its covering ((468,3) float32, canonical), where
+    the painter looked for it (a covered face's region is bounded by it); None elsewhere.
     """
 
     covered: bool
     alpha: np.ndarray
     hard: np.ndarray
     score: float = 0.0
+    mesh: np.ndarray | None = None
 
 
 @dataclass(slots=True)

@@ -324,10 +324,10 @@ def test_the_face_outline_under_a_covering_reaches_the_hidden_jaw(
     mesh, detector, astronaut_bgr
 ) -> None:
     """Under a covering the mesh puts the jaw and chin too near the nose: the painter's outline
-    (its oval lengthened below the nose tip, reference.COVERED_CHIN) leaves out far less of the
+    (its oval lengthened below the nose tip, fill.COVERED_CHIN) leaves out far less of the
     face hidden there than the oval as found, without taking in most of what is not face (both
     against the oval found on the same face uncovered)."""
-    from lostface.restore.reference import COVERED_CHIN
+    from lostface.restore.fill import COVERED_CHIN
 
     det = detector.detect(astronaut_bgr)
     lm = det.landmarks[int(np.argmax(det.scores))][:5]

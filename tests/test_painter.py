@@ -165,6 +165,36 @@ def test_painter_hands_lifecycle_and_batches_to_its_engines(masked_astronaut):
     assert eng.closed
 
 
+def test_the_restorer_is_handed_the_mesh_the_painter_found_under_the_covering(masked_astronaut):
+    """The face mesh that bounds a covered face's region goes on to the restorer with it
+    (CoverMask.mesh): the neutral fill bounds its skin by it, and the reference restorer
+    does not run the mesh on the same crop a second time."""
+    from lostface.restore import mesh as face_mesh
+
+    if not face_mesh.default_path().exists():
+        pytest.skip("the face mesh is absent: run `lostface models pull models.face_mesh`")
+    image, lm = masked_astronaut
+
+    class Seen(NeutralFill):
+        def __init__(self) -> None:
+            super().__init__()
+            self.handed: list = []
+
+        def restore(self, face, cover, landmarks, track_id=None, person=None):
+            self.handed.append((face, cover.mesh))
+            return super().restore(face, cover, landmarks, track_id, person)
+
+    eng = Seen()
+    painter = build_painter(load_settings(), restorer=eng)
+    done = painter.paint(PaintJob.from_frame(1, 0, image, lm))  # type: ignore[arg-type]
+    assert done.covered and len(eng.handed) == 1
+    face, dense = eng.handed[0]
+    assert dense is not None and dense.shape == (face_mesh.MESH_POINTS, 3)
+    again = face_mesh.FaceMesh(face_mesh.default_path()).points(face, min_score=0.0)
+    assert again is not None and np.array_equal(dense, again)
+    assert done.cover is not None and done.cover.mesh is dense
+
+
 def test_the_pipeline_forgets_through_the_worker_thread(masked_astronaut):
     image, lm = masked_astronaut
     settings = load_settings(overrides=["keyframe.delay_frames=0", "tracking.detect_every=1"])

@@ -390,6 +390,23 @@ def test_a_face_s_skin_colour_is_steadied_over_its_keyframes(
     assert restorer._steady_move(4, "another", move, gain)[0][0] == 65.0
 
 
+def _jaw_case(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+    """The face mesh's file (skips without it), the astronaut's 5 points, its canonical
+    transform, and a jaw (uint8 0/1 ellipse over the canonical crop) to draw a wall beside."""
+    from lostface.restore import mesh as face_mesh
+
+    path = face_mesh.default_path()
+    if not path.exists():
+        pytest.skip(f"{path} is absent: run `lostface models pull models.face_mesh` (make does)")
+    det = detector.detect(astronaut_bgr)
+    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
+    jaw = np.zeros(align.CANON_SHAPE, np.uint8)
+    cv2.ellipse(jaw, (128, 150), (72, 100), 0, 0, 360, 1, -1)
+    return path, lm5, align.to_canonical(lm5), jaw
+
+
 def test_a_covering_standing_off_the_jaw_is_not_painted_as_skin(
     astronaut_bgr: np.ndarray, detector: CenterFaceDetector
 ) -> None:
@@ -399,14 +416,7 @@ def test_a_covering_standing_off_the_jaw_is_not_painted_as_skin(
     mesh's oval) is skin."""
     from lostface.restore import mesh as face_mesh
 
-    path = face_mesh.default_path()
-    if not path.exists():
-        pytest.skip(f"{path} is absent: run `lostface models pull models.face_mesh` (make does)")
-    det = detector.detect(astronaut_bgr)
-    lm5 = det.landmarks[int(np.argmax(det.scores))][:5]
-    m = align.to_canonical(lm5)
-    jaw = np.zeros(align.CANON_SHAPE, np.uint8)
-    cv2.ellipse(jaw, (128, 150), (72, 100), 0, 0, 360, 1, -1)
+    path, lm5, m, jaw = _jaw_case(astronaut_bgr, detector)
     rows = np.arange(align.CANON_HEIGHT)[:, None]
     beside = ((jaw == 0) & (rows > 120)).astype(np.uint8)  # below the eyes, beyond the jaw
     size = (astronaut_bgr.shape[1], astronaut_bgr.shape[0])
@@ -438,11 +448,64 @@ def test_a_covering_standing_off_the_jaw_is_not_painted_as_skin(
     assert float(np.mean(to_wall < to_skin)) > 0.95
 
 
+def test_the_neutral_fill_paints_skin_only_within_the_face_s_outline(
+    astronaut_bgr: np.ndarray, detector: CenterFaceDetector
+) -> None:
+    """A face painted without anyone's photo (the neutral fill) is bounded as one painted from
+    a reference: with the face mesh the painter found under the covering (CoverMask.mesh), a
+    covering that stands off the jaw comes back as the wall beside it, not as a skin-coloured
+    plate of the covering's shape; a mesh posed unlike the face's 5 points is not used."""
+    from dataclasses import replace
+
+    from lostface.restore import mesh as face_mesh
+
+    path, lm5, m, jaw = _jaw_case(astronaut_bgr, detector)
+    rows = np.arange(align.CANON_HEIGHT)[:, None]
+    original = align.warp_to_canonical(astronaut_bgr, m)
+    wall_bgr = np.array([150, 110, 70], np.uint8)  # a blue-grey wall, far from skin's colour
+    original[(jaw == 0) & (rows > 120)] = wall_bgr
+    hard = np.zeros(align.CANON_SHAPE, bool)
+    hard[140:250, 16:240] = True  # 40 px past the jaw on either side
+    face = original.copy()
+    face[hard] = MASK_BGR
+    lm = align.apply(m, lm5)
+    dense = face_mesh.FaceMesh(path).points(face, min_score=0.0)
+    assert dense is not None and face_mesh.fits(dense, lm)
+    fill = NeutralFill()
+    plain, _ = fill.restore(face, cover_from_hard(hard), lm)
+    bounded, name = fill.restore(face, replace(cover_from_hard(hard), mesh=dense), lm)
+    assert name is None
+    lab = {
+        k: cv2.cvtColor(v, cv2.COLOR_BGR2Lab).astype(np.float32)
+        for k, v in (("plain", plain), ("bounded", bounded))
+    }
+    wall_lab = cv2.cvtColor(wall_bgr[None, None], cv2.COLOR_BGR2Lab)[0, 0].astype(np.float32)
+    off_jaw = hard & (cv2.distanceTransform(1 - jaw, cv2.DIST_L2, 3) > 24)
+    in_face = hard & (cv2.erode(jaw, np.ones((31, 31), np.uint8)) > 0) & (rows < 200)
+    assert int(off_jaw.sum()) > 1500
+    for k in ("plain", "bounded"):
+        skin = np.median(lab[k][in_face], axis=0)
+        assert np.linalg.norm(skin - wall_lab) > 40, k  # within the outline: skin either way
+    skin = np.median(lab["bounded"][in_face], axis=0)
+    to_wall = {k: np.linalg.norm(v[off_jaw] - wall_lab, axis=1) for k, v in lab.items()}
+    to_skin = {k: np.linalg.norm(v[off_jaw] - skin, axis=1) for k, v in lab.items()}
+    # without the outline the whole covering is skin-toned; with it, beside the jaw is wall
+    assert float(np.mean(to_wall["plain"] < to_skin["plain"])) < 0.05
+    assert float(np.median(to_wall["bounded"])) < 12.0
+    assert float(np.mean(to_wall["bounded"] < to_skin["bounded"])) > 0.95
+    # a mesh that sits elsewhere than the face's eyes and nose bounds nothing
+    astray = dense.copy()
+    astray[:, 0] += 60.0
+    assert not face_mesh.fits(astray, lm)
+    astray_fill, _ = fill.restore(face, replace(cover_from_hard(hard), mesh=astray), lm)
+    assert np.array_equal(astray_fill, plain)
+
+
 def test_what_lies_beside_the_face_is_carried_in_from_the_surroundings_only() -> None:
     """Beside a turned jaw the covering hides background: it is carried in from the
     background around the covering, and the face's own skin (light, right beside it above
     the covering) is no source, so it spreads no pale haze over the dark background."""
-    from lostface.restore.reference import beside_fill
+    from lostface.restore.fill import beside_fill
 
     h, w = align.CANON_SHAPE
     outline = np.zeros((h, w), np.uint8)
@@ -468,7 +531,7 @@ def test_the_neck_below_the_chin_has_no_straight_edge_of_skin() -> None:
     """Below the chin the neck is painted as skin (what a covering reaching down hides most
     often), fading out sideways: where a hand or a collar is, no rectangle of skin with
     straight edges stands out (the stage clip's singer holding his microphone)."""
-    from lostface.restore.reference import on_face_or_neck
+    from lostface.restore.fill import on_face_or_neck
 
     h, w = align.CANON_SHAPE
     outline = np.zeros((h, w), np.uint8)
@@ -619,7 +682,7 @@ def test_what_lies_beside_the_face_is_carried_in_without_streaks() -> None:
     inpainting each pixel from its nearest border did (the stage clip's turned singer showed a
     grey fan beside his jaw). Steepest 1 % of the lightness steps in the region beside the face:
     11.9 levels a pixel before, 6.5 now."""
-    from lostface.restore.reference import beside_fill
+    from lostface.restore.fill import beside_fill
 
     h, w = align.CANON_SHAPE
     outline = np.zeros((h, w), np.uint8)

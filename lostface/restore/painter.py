@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -464,6 +464,9 @@ class Painter:
         if factor > 1:
             seconds["upscale"] = t1 - t0
         dense = meshed[0] if meshed else None
+        if cover.covered and dense is not None:
+            # the restorer bounds the face by it (and need not mesh it again)
+            cover = replace(cover, mesh=dense)
         return _Aligned(job, face, landmarks, cover, seconds, dense, recheck)
 
     def _same_covering(self, track_id: int, face: np.ndarray, cover: CoverMask) -> bool:

@@ -35,7 +35,16 @@ from lostface.restore.align import (
     to_canonical,
     yaw_proxy,
 )
-from lostface.restore.fill import NeutralFill, push_pull, smooth_blend, smooth_inpaint
+from lostface.restore.fill import (
+    _AROUND_OUTLINE,
+    _OUTLINE_EDGE,
+    COVERED_CHIN,
+    NeutralFill,
+    beside_fill,
+    on_face_or_neck,
+    push_pull,
+    smooth_inpaint,
+)
 from lostface.restore.mesh import FaceMesh, outline_mask
 from lostface.restore.regions import face_oval_mask, mid_skin_mask, upper_skin_mask
 from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, mesh_maps
@@ -62,23 +71,6 @@ _FIT_SHIFT = (24, 32)
 _FIT_SCALES = (0.95, 1.0, 1.05)
 _FIT_MIN_NCC = 0.4
 _FIT_GAIN = 0.15
-# The face's outline under its covering: the oval of the face's own mesh, whose points below
-# the nose tip the model puts too near it there (the covering hides the jaw and chin), so they
-# are moved COVERED_CHIN times as far below it. Against the oval the mesh finds on the same
-# face uncovered (`python bench/segmentation.py`, the face outline under the covering; means
-# over 300 synthetic coverings), 1.15 leaves out 5 % of the face within the covering and its
-# feather band and takes in 8 % of the rest there; the oval as found 11 % and 3 %. On the
-# photo pairs of bench/quality.py (a hand probe, within the painted region) the reference's
-# oval bent onto the face, the outline before, left out 10 % and took in 16 %; this one 10 %
-# and 3 %.
-COVERED_CHIN = 1.15
-# Below the face's outline the neck: this share of the face's
-# width, under the chin; the outline's and the neck's soft edges (Gaussian sigma, canonical
-# px); the margin around the outline that is no source of what lies beside the face
-_NECK = 0.6
-_OUTLINE_EDGE = 2.0
-_NECK_EDGE = 8.0
-_AROUND_OUTLINE = np.ones((5, 5), np.uint8)
 # Something held in front of a reference's lower face (a microphone, a phone, a cup) is no
 # part of the face: pixels that hold less than _HELD_GREY of the forehead's chroma and are
 # darker than _HELD_DARK of its lightness, with the grey pixels joined to them up to
@@ -613,7 +605,7 @@ class ReferenceRestorer(Restorer):
             return self._fill.restore(face, cover, landmarks)
         # Reference canonical -> target canonical, by the points a mask leaves visible.
         m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
-        dst = self._face_mesh(ref, face)
+        dst = self._face_mesh(ref, face, cover)
         bend = self._bend(ref, dst, m)
         warped = (
             cv2.remap(ref.image, *bend, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -670,11 +662,14 @@ class ReferenceRestorer(Restorer):
         src = np.clip(src + 0.5, 0, 255).astype(np.uint8)
         return self._blend(face, src, alpha, support), ref.person or ref.name
 
-    def _face_mesh(self, ref: Reference, face: np.ndarray) -> np.ndarray | None:
+    def _face_mesh(self, ref: Reference, face: np.ndarray, cover: CoverMask) -> np.ndarray | None:
         """The face's mesh, found under its covering (judged by its disagreement with the
-        reference's, in _bend), when the reference has a mesh to bend by."""
+        reference's, in _bend), when the reference has a mesh to bend by: the painter's
+        (CoverMask.mesh), else found here."""
         if self.mesh is None or self._meshes.get(id(ref)) is None:
             return None
+        if cover.mesh is not None:
+            return cover.mesh
         return self.mesh.points(face, min_score=0.0)
 
     def _bend(
@@ -860,38 +855,6 @@ def _carried_over(image: np.ndarray, held: np.ndarray) -> np.ndarray:
     h = held[..., None]
     out = image.astype(np.float32) * (1.0 - h) + filled * h
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
-    """(H, W) float32 in 0..1: the face within its outline (uint8 0/1), softened at the edge,
-    and below the chin the neck (_NECK of the face's widest span), whose sides fade over
-    _NECK_EDGE: a covering that reaches down hides the neck far more often than anything
-    else, but no straight edge of skin may stand out where a hand or a collar is."""
-    inside = outline.astype(np.float32)
-    rows, cols = np.nonzero(outline)
-    if len(rows) == 0:
-        return np.ones(outline.shape, np.float32)
-    chin = int(rows.max())
-    jaw = chin - (chin - int(rows.min())) // 8  # the outline's lowest eighth: the chin's
-    lowest = cols[rows >= jaw]
-    centre, half = float(lowest.mean()), _NECK * float(cols.max() - cols.min()) / 2
-    neck = np.zeros_like(inside)  # from within the chin, so its blurred top merges into it
-    neck[jaw:, max(0, int(centre - half)) : int(centre + half) + 1] = 1.0
-    face = cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE)
-    return np.asarray(np.maximum(face, cv2.GaussianBlur(neck, (0, 0), _NECK_EDGE)), np.float32)
-
-
-def beside_fill(
-    face: np.ndarray, support: np.ndarray, outline: np.ndarray, blur_sigma: float
-) -> np.ndarray:
-    """What a covering hides beyond the face's outline, carried in from what surrounds it
-    there and is not face (background, collar, a hand, the neck below it): the face itself is
-    no source, so its skin does not spread into the background beside a turned jaw as a pale
-    haze (float32 BGR in 0..255)."""
-    unknown = np.maximum(support, cv2.dilate(outline, _AROUND_OUTLINE))
-    h, w = face.shape[:2]
-    filled = smooth_blend(face, unknown, blur_sigma)
-    return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _keep_mean(cloned: np.ndarray, src: np.ndarray, support: np.ndarray) -> np.ndarray:
