@@ -8,7 +8,8 @@ without it (the whole covered region skin-toned, as before). Per face, in the ca
 the mean colour error (CIE76 delta E, Lab with L 0..100) against the open photo over the
 drawn covering, split into the part inside the face's true outline (the mesh's oval on the
 open photo) and the part beyond it (background, hair, collar). Faces whose mesh does not fit
-their 5 points (turned far aside) are filled alike both ways and are counted apart.
+their 5 points (turned far aside) are filled alike both ways and are counted apart. The change
+beyond the face is also given by head turn (align.yaw_proxy, eye distances).
 
     python bench/beside_jaw.py [--photos 300] [--tiles FILE.png]
 
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 _MIN_PIXELS = 50  # a part of the covering smaller than this is not measured
+_TURNS = (0.0, 0.1, 0.2, 0.3)  # head-turn bands (|yaw_proxy| from each to the next)
 
 
 def _lab(bgr: np.ndarray) -> np.ndarray:
@@ -63,6 +65,7 @@ def main() -> None:
         way: {"inside": [], "beyond": []} for way in ("bounded", "plain")
     }
     counts = {"faces": 0, "covered": 0, "no_fit": 0}
+    turns: list[float] = []  # |yaw_proxy| of the faces measured beyond their outline
     tiles: list[np.ndarray] = []
     for k, path in enumerate(sorted((DATA / "unmasked").glob("*.jpg"))[: args.photos]):
         image = cv2.imread(str(path))
@@ -94,12 +97,15 @@ def main() -> None:
         covering = align.warp_to_canonical(drawn.covered.astype(np.uint8) * 255, m) > 127
         face = align.warp_to_canonical(drawn.image, m)
         outs = {}
+        parts = (("inside", covering & true_face), ("beyond", covering & ~true_face))
         for way, c in (("bounded", cover), ("plain", replace(cover, mesh=None))):
             outs[way] = stages.painter.restorer.restore(face, c, canon_lm)[0]
             err = np.linalg.norm(_lab(outs[way]) - _lab(truth), axis=-1)
-            for part, sel in (("inside", covering & true_face), ("beyond", covering & ~true_face)):
+            for part, sel in parts:
                 if int(sel.sum()) >= _MIN_PIXELS:
                     errors[way][part].append(float(err[sel].mean()))
+        if int(parts[1][1].sum()) >= _MIN_PIXELS:
+            turns.append(abs(float(align.yaw_proxy(canon_lm))))
         if args.tiles is not None and len(tiles) < 12:
             tiles.append(np.hstack([truth, face, outs["plain"], outs["bounded"]]))
     report: dict = {"photos": args.photos, **counts}
@@ -111,6 +117,19 @@ def main() -> None:
             report[f"{way}_{part}_faces"] = len(v)
     gain = np.asarray(errors["bounded"]["beyond"]) - np.asarray(errors["plain"]["beyond"])
     report["beyond_better_share"] = float((gain < 0).mean()) if len(gain) else None
+    turn = np.asarray(turns)
+    report["by_turn"] = []
+    for lo, hi in zip(_TURNS, (*_TURNS[1:], np.inf), strict=True):
+        sel = (turn >= lo) & (turn < hi)
+        if sel.any():
+            report["by_turn"].append(
+                {
+                    "turn_from": lo,
+                    "faces": int(sel.sum()),
+                    "beyond_change_mean": float(gain[sel].mean()),
+                    "beyond_better_share": float((gain[sel] < 0).mean()),
+                }
+            )
     report["beyond_change_median"] = float(np.median(gain)) if len(gain) else None
     print(
         f"{counts['faces']} faces, {counts['covered']} judged covered, "
@@ -128,6 +147,12 @@ def main() -> None:
         f"beyond the face, bounded against plain: median change {change:+.2f}, "
         f"better on {better:.0f} %"
     )
+    for row in report["by_turn"]:
+        print(
+            f"  head turn from {row['turn_from']:.1f}: {row['faces']} faces, beyond the face "
+            f"{row['beyond_change_mean']:+.2f} (mean), better on "
+            f"{100 * row['beyond_better_share']:.0f} %"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
