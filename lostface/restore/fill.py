@@ -73,9 +73,9 @@ COVERED_CHIN = 1.15
 # width, under the chin; the outline's and the neck's soft edges (Gaussian sigma, canonical
 # px); the margin around the outline that is no source of what lies beside the face
 _NECK = 0.6
-_OUTLINE_EDGE = 2.0
+OUTLINE_EDGE = 2.0
 _NECK_EDGE = 8.0
-_AROUND_OUTLINE = np.ones((5, 5), np.uint8)
+AROUND_OUTLINE = np.ones((5, 5), np.uint8)
 
 
 class NeutralFill(Restorer):
@@ -321,7 +321,7 @@ def on_face_or_neck(outline: np.ndarray) -> np.ndarray:
     centre, half = float(lowest.mean()), _NECK * float(cols.max() - cols.min()) / 2
     neck = np.zeros_like(inside)  # from within the chin, so its blurred top merges into it
     neck[jaw:, max(0, int(centre - half)) : int(centre + half) + 1] = 1.0
-    face = cv2.GaussianBlur(inside, (0, 0), _OUTLINE_EDGE)
+    face = cv2.GaussianBlur(inside, (0, 0), OUTLINE_EDGE)
     return np.asarray(np.maximum(face, cv2.GaussianBlur(neck, (0, 0), _NECK_EDGE)), np.float32)
 
 
@@ -332,7 +332,7 @@ def beside_fill(
     there and is not face (background, collar, a hand, the neck below it): the face itself is
     no source, so its skin does not spread into the background beside a turned jaw as a pale
     haze (float32 BGR in 0..255)."""
-    unknown = np.maximum(support, cv2.dilate(outline, _AROUND_OUTLINE))
+    unknown = np.maximum(support, cv2.dilate(outline, AROUND_OUTLINE))
     h, w = face.shape[:2]
     filled = smooth_blend(face, unknown, blur_sigma)
     return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -36,9 +36,9 @@ from lostface.restore.align import (
     yaw_proxy,
 )
 from lostface.restore.fill import (
-    _AROUND_OUTLINE,
-    _OUTLINE_EDGE,
+    AROUND_OUTLINE,
     COVERED_CHIN,
+    OUTLINE_EDGE,
     NeutralFill,
     beside_fill,
     on_face_or_neck,
@@ -844,8 +844,8 @@ def held_in_front(ref: Reference) -> np.ndarray:
     angle = float(np.degrees(np.arctan2(*(right - left)[::-1])))
     cv2.ellipse(mouth, centre, axes, angle, 0, 360, 1, -1)
     apart = (found & (mouth == 0)).astype(np.uint8)
-    held = cv2.dilate(cv2.morphologyEx(apart, cv2.MORPH_OPEN, _AROUND_OUTLINE), _HELD_RIM)
-    return np.asarray(cv2.GaussianBlur(held.astype(np.float32), (0, 0), _OUTLINE_EDGE), np.float32)
+    held = cv2.dilate(cv2.morphologyEx(apart, cv2.MORPH_OPEN, AROUND_OUTLINE), _HELD_RIM)
+    return np.asarray(cv2.GaussianBlur(held.astype(np.float32), (0, 0), OUTLINE_EDGE), np.float32)
 
 
 def _carried_over(image: np.ndarray, held: np.ndarray) -> np.ndarray:
