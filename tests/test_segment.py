@@ -799,3 +799,28 @@ def test_a_covering_of_two_colours_is_outlined_whole(
             recall = (cover.hard & truth).sum() / truth.sum()
             beyond = (cover.hard & ~truth).sum() / truth.sum()
             assert recall > 0.9 and beyond < 0.05, (kind, seed, recall, beyond)
+
+
+def test_a_woven_covering_in_shade_is_outlined_across_the_mouth(detector) -> None:
+    """A cloth covering whose print steps in lightness from pixel to pixel (0194: red with fine
+    white dots and pleats, her right side in shade) is grown over its shaded side as a plain
+    one is: through the product's painter (its region bounded by the face mesh), the region
+    spans both corners of the mouth (it stopped at the print's first steps, over a third of
+    the covering, while the step was read pixel by pixel), and stays below the eyes. Real
+    masked photo; the corners are the canonical ones, where every covering lies."""
+    from lostface.config import load_settings
+    from lostface.registry import build_painter
+    from lostface.restore.align import CANON_LANDMARKS
+    from lostface.restore.painter import PaintJob
+
+    painter = build_painter(load_settings())
+    image = cv2.imread(str(shared_path("masked") / "0194.jpg"))
+    job = PaintJob.from_frame(0, 0, image, faces(detector, image)[0])
+    cover = painter.paint_many([job])[0].cover
+    assert cover is not None and cover.covered
+    for corner in CANON_LANDMARKS[3:5]:
+        disc = np.zeros(CANON_SHAPE, np.uint8)
+        cv2.circle(disc, (int(corner[0]), int(corner[1])), 10, 1, -1)
+        assert cover.hard[disc > 0].mean() >= 0.9, (corner, float(cover.hard[disc > 0].mean()))
+    eyes = int(CANON_LANDMARKS[:2, 1].max())
+    assert not cover.hard[: eyes + 8].any()

@@ -100,6 +100,12 @@ _MAT_Z = 3.5
 _SHADED_LOG_L = 0.3
 _SHADED_CHROMA = (0.01, 0.04)
 _SHADED_STEP = 0.04
+# The lightness step is measured after a Gaussian blur of this sigma (canonical px): a fabric's
+# weave, dots or a respirator's mesh (1-3 px) step as much as the covering's edge does pixel to
+# pixel, so on such a covering the growth stopped where the print began (real photos: a red
+# dotted cloth covering outlined over a third, a herringbone one over half); the edge against
+# skin, hair or a collar is broader and still stops it (bench/README.md, "A covering's weave").
+_SHADED_WEAVE = 2.0
 # A covering close to the skin's colour (see GeometrySegmenter._shape): taken from the material
 # over the nose tip and mouth when the colour shape holds less than _PALE_CORE of that zone,
 # the zone's median lies at least _PALE_Z robust units from the skin (white or grey coverings
@@ -770,8 +776,11 @@ class GeometrySegmenter(Segmenter):
             spread = np.clip(1.4826 * np.median(np.abs(values[core] - med), axis=0), lo, hi)
             zz.append((((values - med) / spread) ** 2).sum(axis=-1))
         z = np.sqrt(zz[0] + zz[1])
-        gx = cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3)
+        # the step is read on lightness smoothed over the weave (_SHADED_WEAVE): a woven,
+        # dotted or meshed covering steps from pixel to pixel as much as its edge does
+        broad = cv2.GaussianBlur(light, (0, 0), _SHADED_WEAVE)
+        gx = cv2.Sobel(broad, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(broad, cv2.CV_32F, 0, 1, ksize=3)
         smooth = np.hypot(gx, gy) < 8.0 * _SHADED_STEP  # the 3x3 Sobel weighs a slope 8 times
         cand = (nonskin & bound & (z < _MAT_Z) & smooth) | h
         n, labels = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
