@@ -206,12 +206,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from lostface.factory import build_stages
     from lostface.provenance import OutputProvenance
     from lostface.restore_image import restore_image
-    from lostface.stream.image import read_image, write_image
+    from lostface.stream.image import check_image_output, read_image, write_image
     from lostface.stream.video import check_output
 
     settings = settings_from_args(args)
     src = Path(args.input)
-    out = check_output(args.output, [src])
+    out = check_image_output(check_output(args.output, [src]))
     image = read_image(src)
     provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
     stages = build_stages(settings, footage=False)

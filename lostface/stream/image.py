@@ -194,6 +194,17 @@ def read_image(path: str | Path) -> Image:
     return Image(np.ascontiguousarray(img[:, :, :3]), orientation=orientation)
 
 
+def check_image_output(path: str | Path) -> Path:
+    """The output's extension is an image format lostface writes, else one sentence that lists
+    them (before any model is loaded)."""
+    p = Path(path)
+    if p.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise OutputError(
+            f"Output {p} needs an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    return p
+
+
 def write_image(
     path: str | Path,
     image: Image,
@@ -206,12 +217,8 @@ def write_image(
     them a second time. tag: turns the encoded bytes (and the extension) into the bytes written
     (lostface.provenance adds its metadata tag); finalize: called with the written temporary
     file before it is renamed (C2PA signing)."""
-    p = Path(path)
+    p = check_image_output(path)
     ext = p.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise OutputError(
-            f"Output {p} needs an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})."
-        )
     out = image.bgr
     if image.gray:
         out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
