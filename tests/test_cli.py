@@ -250,14 +250,14 @@ def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut
             "detect_every",
         ),
         (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "not a readable image"),
-        (["restore", str(photo), "-o", str(tmp_path / "o.txt")], "image extension"),
     ]
     for args, words in cases:
         line = _one_sentence(_run(args))
         assert any(w in line for w in words.split("|")), line
     # an output no image format has is refused before any work (no notes of models or references)
     proc = _run(["restore", str(photo), "-o", str(tmp_path / "o.txt")])
-    assert proc.stderr.strip().splitlines() == [_one_sentence(proc)]
+    line = _one_sentence(proc)
+    assert "image extension" in line and proc.stderr.strip().splitlines() == [line]
     assert {p.name for p in tmp_path.iterdir()} == before  # nothing written, inputs intact
 
 
