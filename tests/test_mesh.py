@@ -19,7 +19,7 @@ from lostface.errors import ModelError
 from lostface.restore import align
 from lostface.restore import mesh as face_mesh
 from lostface.restore.reference import ReferenceBank, ReferenceRestorer
-from lostface.restore.warp import CONTROL, warp_by_mesh
+from lostface.restore.warp import CONTROL, rendered_maps, warp_by_mesh
 from lostface.synthetic import draw_mask
 from lostface.tracking.detectors import CenterFaceDetector
 
@@ -110,6 +110,54 @@ def test_warp_by_mesh_reproduces_a_similarity(astronaut_bgr, depth) -> None:
     cv2.fillConvexPoly(inner, hull, 1)
     err = np.abs(bent.astype(np.float32) - want.astype(np.float32))[inner > 0].mean()
     assert err < 3.0  # grey levels: the smoothed spline and bilinear sampling, nothing more
+
+
+def test_rendered_maps_reproduce_a_similarity(astronaut_bgr) -> None:
+    """A head that only moved, turned in the image plane and scaled: the drawn mesh is that
+    similarity inside its outline, and nothing is drawn beyond it (no model needed)."""
+    rng = np.random.default_rng(1)
+    n = face_mesh.MESH_POINTS
+    src = np.column_stack([rng.uniform(40, 216, n), rng.uniform(50, 250, n), rng.normal(0, 30, n)])
+    c, s_ = 0.9 * np.cos(0.15), 0.9 * np.sin(0.15)
+    a = np.array([[c, -s_, 30.0], [s_, c, -12.0]])
+    dst = np.column_stack([align.apply(a, src[:, :2]), 0.9 * src[:, 2]])
+    mx, my, drawn = rendered_maps(src, dst)
+    inner = np.zeros(align.CANON_SHAPE, np.uint8)
+    cv2.fillConvexPoly(inner, cv2.convexHull(dst[:, :2].astype(np.float32)).astype(np.int32), 1)
+    rim = cv2.dilate(inner, np.ones((3, 3), np.uint8)) - cv2.erode(inner, np.ones((3, 3), np.uint8))
+    assert np.array_equal(drawn[rim == 0] > 0, inner[rim == 0] > 0)
+    ys, xs = np.nonzero((inner > 0) & (rim == 0))
+    back = align.apply(align.invert(a), np.column_stack([xs, ys]).astype(np.float64))
+    err = np.hypot(mx[ys, xs] - back[:, 0], my[ys, xs] - back[:, 1])
+    assert float(err.max()) < 0.05  # canonical px: each triangle's map is the similarity
+
+
+@pytest.mark.parametrize("turn", [-35.0, 35.0])
+def test_a_face_drawn_turned_shows_its_near_side(mesh, detector, astronaut_bgr, turn) -> None:
+    """A real face's mesh and the same mesh turned about the vertical axis: drawn turned, each
+    pixel reads the part of the face nearest the camera (the nose over the far cheek), the far
+    half narrows, and points the head turns away are not drawn."""
+    face, _ = _canonical(astronaut_bgr, detector)
+    src = mesh.points(face).astype(np.float64)
+    centre = src.mean(0)
+    r = np.radians(turn)
+    rot = np.array([[np.cos(r), 0.0, np.sin(r)], [0.0, 1.0, 0.0], [-np.sin(r), 0.0, np.cos(r)]])
+    dst = (src - centre) @ rot.T + centre
+    mx, my, drawn = rendered_maps(src, dst)
+    tip = face_mesh.NOSE_TIP
+    x, y = np.round(dst[tip, :2]).astype(int)
+    assert drawn[y, x] == 1
+    # the nose tip's pixel reads the nose tip, not the cheek behind it
+    assert np.hypot(mx[y, x] - src[tip, 0], my[y, x] - src[tip, 1]) < 3.0
+    # the cheek that turns away (the side the nose points to) narrows: fewer of its points
+    # show as themselves than on the near side
+    far = (dst[:, 0] - dst[tip, 0]) * np.sign(dst[tip, 0] - src[tip, 0]) > 0
+    shown = np.zeros(len(src), bool)
+    for i, (px, py) in enumerate(np.round(dst[:, :2]).astype(int)):
+        if 0 <= px < align.CANON_SIZE and 0 <= py < align.CANON_HEIGHT and drawn[py, px]:
+            shown[i] = np.hypot(mx[py, px] - src[i, 0], my[py, px] - src[i, 1]) < 3.0
+    assert shown[~far].mean() > 0.8  # 0.89 (the rest on the outline's very edge)
+    assert shown[far].mean() < shown[~far].mean() - 0.15  # 0.65-0.66
 
 
 def test_missing_model_falls_back_with_one_log_line(tmp_path, caplog) -> None:

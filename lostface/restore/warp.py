@@ -14,10 +14,13 @@ neutral mouth and a jaw to match (bench/segmentation.py measures how far they si
 unmasked face's), and bending a reference onto them would close an open mouth or flatten a
 smile. Its own lower face, posed like the target's head, is the better guess.
 
-The reference restorer poses in the image plane: the photo of another moment turned in 3-D to
-the target's pose measured further from the person (dlib identity distance on the stage clip
-0.435 against 0.399; bench/quality.py). Between keyframes (restore.follow) the same face is
-carried from frame to frame, and the 3-D pose follows its turns best (bench/follow.py).
+A spline cannot turn a face: posed in 3-D, the far cheek's points slide under the nose and
+the spline folds there (a rippled, doubled edge), so the spline poses in the image plane.
+The reference restorer instead draws the reference's mesh triangle by triangle, far to near
+(rendered_maps): its photo, taken facing the camera, turns with the head it is painted on,
+the nose hiding part of the far cheek, the far side narrowing. Between keyframes
+(restore.follow) the same face is carried from frame to frame by the spline in 3-D, which
+follows its turns best (bench/follow.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import cv2
 import numpy as np
 
 from lostface.restore import align
+from lostface.restore.fill import push_pull
 from lostface.restore.mesh import BROWS, FACE_OVAL, LEFT_EYE, LIPS, NOSE, RIGHT_EYE, UPPER
 
 # cheeks, chin and the skin between mouth and nose: spread over the lower face so the spline
@@ -73,10 +77,11 @@ _GRID_SHAPE = (
 )
 
 
-def pose_fit(src: np.ndarray, dst: np.ndarray, depth: bool = True) -> np.ndarray:
+def pose_fit(src: np.ndarray, dst: np.ndarray, depth: bool = True, nod: bool = True) -> np.ndarray:
     """src's (N,3) mesh moved by the similarity (rotation, scale, shift) that best maps its
     visible upper-face points onto dst's: in 3-D (the head turns), or with depth=False in the
-    image plane only."""
+    image plane only. nod=False leaves out the 3-D rotation's part about the image's
+    horizontal axis (without_nod)."""
     a = np.asarray(src, np.float64)[_UPPER]
     b = np.asarray(dst, np.float64)[_UPPER]
     if not depth:
@@ -91,7 +96,25 @@ def pose_fit(src: np.ndarray, dst: np.ndarray, depth: bool = True) -> np.ndarray
         sign[2, 2] = -1
     rot = u @ sign @ vt
     scale = float((sig * np.diag(sign)).sum() / max((a0**2).sum(), 1e-9))
+    if not nod:
+        rot = without_nod(rot)
     return (np.asarray(src, np.float64) - mu_a) @ (scale * rot).T + mu_b
+
+
+def without_nod(rot: np.ndarray) -> np.ndarray:
+    """A 3-D rotation, written as a nod (about the image's horizontal axis) after a turn
+    about the vertical axis after a tilt in the image plane, without its nod.
+
+    Brows, eyes and the nose bridge face the camera nearly in one plane: a head turned aside
+    moves the bridge across the eyes, but a nod moves it along them as a longer or shorter
+    nose, or brows raised, would. Measured from one person's photo on another's face (or
+    another moment's) the nod is mostly such differences, and it swings the chin: the stage
+    clip's singer, drawn from his reference with it, was further from himself (dlib distance
+    0.484 against 0.414, bench/README.md "A reference turned with the head")."""
+    turn = float(np.arcsin(np.clip(rot[0, 2], -1.0, 1.0)))
+    tilt = float(np.arctan2(-rot[0, 1], rot[0, 0]))
+    ct, st, cg, sg = np.cos(turn), np.sin(turn), np.cos(tilt), np.sin(tilt)
+    return np.array([[ct * cg, -ct * sg, st], [sg, cg, 0.0], [-st * cg, st * sg, ct]])
 
 
 def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -174,3 +197,76 @@ def warp_by_mesh(
     """`image` (a canonical crop whose face has src_mesh) bent onto dst_mesh's face."""
     mx, my = mesh_maps(src_mesh, dst_mesh, depth)
     return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def triangles(points: np.ndarray) -> np.ndarray:
+    """(T,3) point indices of the Delaunay triangles of a mesh's points in the image plane."""
+    pts = np.ascontiguousarray(np.asarray(points)[:, :2], np.float32)
+    lo = np.floor(pts.min(0)) - 1.0
+    hi = np.ceil(pts.max(0)) + 2.0
+    sub = cv2.Subdiv2D((int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])))
+    sub.insert([(float(x), float(y)) for x, y in pts])
+    corners = np.asarray(sub.getTriangleList(), np.float32).reshape(-1, 2)
+    # corners are the inserted points to the bit (or Subdiv2D's outer vertices): look them up
+    keys = _bit_keys(pts)
+    order = np.argsort(keys, kind="stable")
+    wanted = _bit_keys(corners)
+    at = np.clip(np.searchsorted(keys[order], wanted), 0, len(keys) - 1)
+    hit = (keys[order][at] == wanted).reshape(-1, 3).all(1)
+    return np.asarray(order[at].reshape(-1, 3)[hit], np.int64)
+
+
+def _bit_keys(points: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(points, np.float32).view(np.uint32).astype(np.int64)
+    return np.asarray((bits[:, 0] << 32) | bits[:, 1], np.int64)
+
+
+def rendered_maps(
+    src_mesh: np.ndarray, dst_mesh: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cv2.remap maps (as mesh_maps) that draw src's face turned like dst's head, and where
+    it is drawn (float32 0/1, canonical shape).
+
+    src's mesh is posed like dst's head in 3-D (pose_fit; turned and tilted, not nodded:
+    without_nod), its visible points pinned to dst's own, and drawn triangle by triangle (its
+    Delaunay triangles in the image plane), far to near: each pixel reads src where the
+    nearest triangle over it does; triangles that turn away from the camera are not drawn.
+    Beyond the drawn mesh the maps go on smoothly (push_pull), drawing nothing of the face."""
+    src = np.asarray(src_mesh, np.float64)
+    dst = np.asarray(dst_mesh, np.float64)
+    if src.shape[1] < 3 or dst.shape[1] < 3:  # 2-D meshes: posed in the image plane, no depth
+        posed = np.hstack([pose_fit(src, dst, False)[:, :2], np.zeros((len(src), 1))])
+    else:
+        posed = pose_fit(src, dst, True, nod=False)
+    posed[_UPPER, :2] = dst[_UPPER, :2]
+    tris = triangles(src)
+    s, d = src[tris, :2], posed[tris, :2]
+    area_s = _signed_area(s)
+    area_d = _signed_area(d)
+    drawn = (np.sign(area_s) == np.sign(area_d)) & (np.abs(area_d) > 0.25)
+    tris, s, d = tris[drawn], s[drawn], d[drawn]
+    far_first = np.argsort(-posed[tris, 2].mean(1), kind="stable")
+    which = np.full(align.CANON_SHAPE, -1, np.int32)
+    corners = np.round(d * 16.0).astype(np.int32)
+    for i in far_first:
+        cv2.fillConvexPoly(which, corners[i], int(i), cv2.LINE_8, 4)
+    # each triangle's affine map from dst's pixels to src's: [x, y, 1] @ a
+    a = np.linalg.solve(np.concatenate([d, np.ones((len(d), 3, 1))], 2), s)
+    seen = which >= 0
+    ys, xs = np.nonzero(seen)
+    t = which[ys, xs]
+    maps = np.zeros((*align.CANON_SHAPE, 2), np.float32)
+    maps[ys, xs] = xs[:, None] * a[t, 0] + ys[:, None] * a[t, 1] + a[t, 2]
+    maps = push_pull(maps, seen)
+    return (
+        np.ascontiguousarray(maps[..., 0]),
+        np.ascontiguousarray(maps[..., 1]),
+        seen.astype(np.float32),
+    )
+
+
+def _signed_area(tri: np.ndarray) -> np.ndarray:
+    """Twice the signed area of each (T,3,2) triangle."""
+    u = tri[:, 1] - tri[:, 0]
+    v = tri[:, 2] - tri[:, 0]
+    return np.asarray(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0], np.float64)
