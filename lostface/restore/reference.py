@@ -606,8 +606,7 @@ class ReferenceRestorer(Restorer):
         # Reference canonical -> target canonical, by the points a mask leaves visible.
         m = similarity(ref.landmarks, lm, VISIBLE_WEIGHTS)
         dst = self._face_mesh(ref, face, cover)
-        drawn = self._bend(ref, dst, m)
-        bend = drawn[:2] if drawn is not None else None
+        bend = self._bend(ref, dst, m)
         warped = (
             cv2.remap(ref.image, *bend, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if bend is not None
@@ -634,9 +633,6 @@ class ReferenceRestorer(Restorer):
         matched, ref_skin, skin_l = self._match_colour(
             face, warped, support, grown, track_id, ref.name
         )
-        if drawn is not None:
-            # beyond the reference's mesh nothing of its face is drawn: the fill goes there
-            ref_skin = ref_skin * _soft_inside(drawn[2])
         # Where the aligned reference shows no skin, a smooth fill looks far less wrong: within
         # the face's outline (a shadow, a beard) skin-toned from the target's own skin; beyond
         # it (the reference's background past the jaw, its collar) what surrounds the
@@ -678,15 +674,16 @@ class ReferenceRestorer(Restorer):
 
     def _bend(
         self, ref: Reference, dst: np.ndarray | None, m: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """cv2.remap maps that draw the reference's face turned like the face's head, by both
-        meshes, and where it is drawn (restore.warp.rendered_maps; dst: the face's mesh, found
-        under its covering); None: no mesh, or the meshes disagree with the landmarks'
-        placement so much that one of them is wrong."""
+        meshes (restore.warp.rendered_maps; dst: the face's mesh, found under its covering);
+        None: no mesh, or the meshes disagree with the landmarks' placement so much that one
+        of them is wrong."""
         src = self._meshes.get(id(ref))
         if src is None or dst is None or disagreement(src, dst, m) > MAX_DISAGREEMENT:
             return None
-        return rendered_maps(src, dst)
+        mx, my, _ = rendered_maps(src, dst)
+        return mx, my
 
     def _outline(self, ref: Reference, dst: np.ndarray | None, m: np.ndarray) -> np.ndarray | None:
         """The face's outline (uint8 0/1): its own mesh's oval, lengthened under the covering
@@ -850,13 +847,6 @@ def held_in_front(ref: Reference) -> np.ndarray:
     apart = (found & (mouth == 0)).astype(np.uint8)
     held = cv2.dilate(cv2.morphologyEx(apart, cv2.MORPH_OPEN, AROUND_OUTLINE), _HELD_RIM)
     return np.asarray(cv2.GaussianBlur(held.astype(np.float32), (0, 0), OUTLINE_EDGE), np.float32)
-
-
-def _soft_inside(drawn: np.ndarray) -> np.ndarray:
-    """Where a drawn mesh's pixels are its face's own (float 0..1): its oval's rim, where the
-    photo shows some of what lies beyond the face (hair, background), left out, softened."""
-    inner = cv2.erode(drawn, AROUND_OUTLINE)
-    return np.asarray(cv2.GaussianBlur(inner, (0, 0), OUTLINE_EDGE), np.float32)
 
 
 def _carried_over(image: np.ndarray, held: np.ndarray) -> np.ndarray:

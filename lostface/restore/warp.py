@@ -14,13 +14,14 @@ neutral mouth and a jaw to match (bench/segmentation.py measures how far they si
 unmasked face's), and bending a reference onto them would close an open mouth or flatten a
 smile. Its own lower face, posed like the target's head, is the better guess.
 
-A spline cannot turn a face: posed in 3-D, the far cheek's points slide under the nose and
-the spline folds there (a rippled, doubled edge), so the spline poses in the image plane.
-The reference restorer instead draws the reference's mesh triangle by triangle, far to near
+A spline cannot turn a face far: posed in 3-D for a head turned aside, the far cheek's
+points slide under the nose and the spline folds there (a rippled, doubled edge). The
+reference restorer draws the reference's mesh triangle by triangle, far to near, instead
 (rendered_maps): its photo, taken facing the camera, turns with the head it is painted on,
-the nose hiding part of the far cheek, the far side narrowing. Between keyframes
-(restore.follow) the same face is carried from frame to frame by the spline in 3-D, which
-follows its turns best (bench/follow.py).
+the nose hiding part of the far cheek, the far side narrowing; beyond the mesh the spline
+posed in the image plane places what surrounds the face. Between keyframes (restore.follow)
+the same face is carried from frame to frame, through small turns, by the spline in 3-D,
+which follows them best (bench/follow.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import cv2
 import numpy as np
 
 from lostface.restore import align
-from lostface.restore.fill import push_pull
 from lostface.restore.mesh import BROWS, FACE_OVAL, LEFT_EYE, LIPS, NOSE, RIGHT_EYE, UPPER
 
 # cheeks, chin and the skin between mouth and nose: spread over the lower face so the spline
@@ -221,6 +221,12 @@ def _bit_keys(points: np.ndarray) -> np.ndarray:
     return np.asarray((bits[:, 0] << 32) | bits[:, 1], np.int64)
 
 
+# the drawn mesh's rim (a square of this many canonical px) and its soft edge (Gaussian sigma)
+# across which the spline's maps take over beyond it
+_RIM = np.ones((5, 5), np.uint8)
+_RIM_EDGE = 2.0
+
+
 def rendered_maps(
     src_mesh: np.ndarray, dst_mesh: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,7 +237,9 @@ def rendered_maps(
     without_nod), its visible points pinned to dst's own, and drawn triangle by triangle (its
     Delaunay triangles in the image plane), far to near: each pixel reads src where the
     nearest triangle over it does; triangles that turn away from the camera are not drawn.
-    Beyond the drawn mesh the maps go on smoothly (push_pull), drawing nothing of the face."""
+    Beyond the drawn mesh the maps are the spline's posed in the image plane (mesh_maps): what
+    surrounds src's face (its hair, neck, collar, background) placed as before, blended in
+    across the mesh's rim (_RIM, _RIM_EDGE), where a photo's face meets what lies beyond it."""
     src = np.asarray(src_mesh, np.float64)
     dst = np.asarray(dst_mesh, np.float64)
     if src.shape[1] < 3 or dst.shape[1] < 3:  # 2-D meshes: posed in the image plane, no depth
@@ -257,12 +265,11 @@ def rendered_maps(
     t = which[ys, xs]
     maps = np.zeros((*align.CANON_SHAPE, 2), np.float32)
     maps[ys, xs] = xs[:, None] * a[t, 0] + ys[:, None] * a[t, 1] + a[t, 2]
-    maps = push_pull(maps, seen)
-    return (
-        np.ascontiguousarray(maps[..., 0]),
-        np.ascontiguousarray(maps[..., 1]),
-        seen.astype(np.float32),
-    )
+    drawn_px = seen.astype(np.float32)
+    k = cv2.GaussianBlur(cv2.erode(drawn_px, _RIM), (0, 0), _RIM_EDGE)[..., None]
+    spline = np.stack(mesh_maps(src, dst, depth=False), -1)
+    maps = maps * k + spline * (1.0 - k)
+    return np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1]), drawn_px
 
 
 def _signed_area(tri: np.ndarray) -> np.ndarray:
