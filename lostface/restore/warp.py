@@ -110,7 +110,7 @@ def without_nod(rot: np.ndarray) -> np.ndarray:
     nose, or brows raised, would. Measured from one person's photo on another's face (or
     another moment's) the nod is mostly such differences, and it swings the chin: the stage
     clip's singer, drawn from his reference with it, was further from himself (dlib distance
-    0.484 against 0.414, bench/README.md "A reference turned with the head")."""
+    0.484 against 0.441, bench/README.md "A reference turned with the head")."""
     turn = float(np.arcsin(np.clip(rot[0, 2], -1.0, 1.0)))
     tilt = float(np.arctan2(-rot[0, 1], rot[0, 0]))
     ct, st, cg, sg = np.cos(turn), np.sin(turn), np.cos(tilt), np.sin(tilt)
