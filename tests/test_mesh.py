@@ -92,16 +92,22 @@ def test_mesh_predicts_the_covered_lower_face(mesh, detector, astronaut_bgr) -> 
         assert float(np.median(d)) < bound, group
 
 
-@pytest.mark.parametrize("depth", [False, True])
-def test_warp_by_mesh_reproduces_a_similarity(astronaut_bgr, depth) -> None:
-    """Meshes of one head that only moved, turned in the image plane and scaled: the spline
-    is that similarity (no model needed)."""
-    rng = np.random.default_rng(0)
+def _moved_head(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random mesh, the same mesh moved, turned in the image plane and scaled, and that
+    similarity (2x3)."""
+    rng = np.random.default_rng(seed)
     n = face_mesh.MESH_POINTS
     src = np.column_stack([rng.uniform(40, 216, n), rng.uniform(50, 250, n), rng.normal(0, 30, n)])
     c, s_ = 0.9 * np.cos(0.15), 0.9 * np.sin(0.15)
     a = np.array([[c, -s_, 30.0], [s_, c, -12.0]])
-    dst = np.column_stack([align.apply(a, src[:, :2]), 0.9 * src[:, 2]])
+    return src, np.column_stack([align.apply(a, src[:, :2]), 0.9 * src[:, 2]]), a
+
+
+@pytest.mark.parametrize("depth", [False, True])
+def test_warp_by_mesh_reproduces_a_similarity(astronaut_bgr, depth) -> None:
+    """Meshes of one head that only moved, turned in the image plane and scaled: the spline
+    is that similarity (no model needed)."""
+    src, dst, a = _moved_head(0)
     image = cv2.resize(astronaut_bgr, align.CANON_DSIZE)
     bent = warp_by_mesh(image, src, dst, depth=depth)
     want = cv2.warpAffine(image, a, align.CANON_DSIZE, flags=cv2.INTER_LINEAR)
@@ -115,12 +121,7 @@ def test_warp_by_mesh_reproduces_a_similarity(astronaut_bgr, depth) -> None:
 def test_rendered_maps_reproduce_a_similarity(astronaut_bgr) -> None:
     """A head that only moved, turned in the image plane and scaled: the drawn mesh is that
     similarity inside its outline, and nothing is drawn beyond it (no model needed)."""
-    rng = np.random.default_rng(1)
-    n = face_mesh.MESH_POINTS
-    src = np.column_stack([rng.uniform(40, 216, n), rng.uniform(50, 250, n), rng.normal(0, 30, n)])
-    c, s_ = 0.9 * np.cos(0.15), 0.9 * np.sin(0.15)
-    a = np.array([[c, -s_, 30.0], [s_, c, -12.0]])
-    dst = np.column_stack([align.apply(a, src[:, :2]), 0.9 * src[:, 2]])
+    src, dst, a = _moved_head(1)
     mx, my, drawn = rendered_maps(src, dst)
     inner = np.zeros(align.CANON_SHAPE, np.uint8)
     cv2.fillConvexPoly(inner, cv2.convexHull(dst[:, :2].astype(np.float32)).astype(np.int32), 1)
