@@ -172,7 +172,8 @@ def test_a_face_drawn_turned_shows_its_near_side(mesh, detector, astronaut_bgr, 
     # away from the drawn outline's rim (there the spline beyond it is blended in)
     inside = cv2.erode(drawn, np.ones((15, 15), np.uint8)) > 0
     px, py = np.round(dst[:, :2]).astype(int).T
-    within = inside[np.clip(py, 0, align.CANON_HEIGHT - 1), np.clip(px, 0, align.CANON_SIZE - 1)]
+    px, py = np.clip(px, 0, align.CANON_SIZE - 1), np.clip(py, 0, align.CANON_HEIGHT - 1)
+    within = inside[py, px]
     shown = within & (np.hypot(mx[py, px] - src[:, 0], my[py, px] - src[:, 1]) < 3.0)
     near_shown = shown[~far & within].mean()  # 0.88-0.89 (lip points that coincide)
     assert near_shown > 0.8
