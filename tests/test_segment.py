@@ -469,6 +469,40 @@ def test_a_grey_skin_sample_beside_a_coloured_one_is_left_out(detector, segmente
         assert sum(judged) <= 1, (cap, judged)
 
 
+def test_a_dark_covering_drawn_up_over_the_nose_bridge_is_no_skin(detector, segmenter) -> None:
+    """The nose bridge's skin sample lies on the covering when it is drawn up to the eyes.
+    A grey sample far darker than the forehead's coloured one was taken for skin, and the
+    covering's black with it: a black respirator (0233) was outlined over a quarter of the
+    covering and filled black, a black sports mask (0095) outlined down over the shirt and
+    the white beneath the picture. Now the covering is outlined whole, nothing lighter
+    beside it is taken, and the fill takes the forehead's lightness, not the covering's."""
+    from lostface.restore.fill import neutral_fill
+
+    prior = regions.lower_face_mask() > 0
+    forehead = (regions.upper_skin_mask() > 0) & ~(regions.mid_skin_mask() > 0)
+    for name in ("0233.jpg", "0095.jpg"):
+        image = cv2.imread(str(shared_path("masked", name)))
+        lm = faces(detector, image)[0][:5]
+        m = to_canonical(lm)
+        face = warp_to_canonical(image, m)
+        cover = segmenter.segment(face, apply(m, lm))
+        assert cover.covered, name
+        lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        dark = (lab[..., 0] < 30) & prior  # the covering's black over the lower face
+        assert (dark & ~cover.hard).sum() <= 0.05 * dark.sum(), name
+        assert (cover.hard & (lab[..., 0] >= 40)).sum() <= 0.1 * cover.hard.sum(), name
+        fill = np.clip(neutral_fill(face, cover.hard.astype(np.uint8)), 0, 255)
+        fill_l = np.median(
+            cv2.cvtColor(fill.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[cover.hard][:, 0]
+        )
+        skin_l = np.median(lab[forehead][:, 0])
+        assert abs(fill_l - skin_l) < 20 and fill_l > np.median(lab[cover.hard][:, 0]) + 40, (
+            name,
+            fill_l,
+            skin_l,
+        )
+
+
 def test_a_covering_that_reads_as_skin_is_outlined_over_the_nose_and_mouth(
     detector, segmenter: GeometrySegmenter
 ) -> None:

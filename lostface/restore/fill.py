@@ -190,15 +190,16 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
     hair fringe or a hat's shadow over one sample is darker than the skin the other shows.
     Where neither sample has colour and warm skin elsewhere in the face is far lighter than
     the colour they give, that skin's (_warm_instead: a black cap and sunglasses)."""
-    medians = []
-    for sample in (upper_skin_mask(), mid_skin_mask()):
+    medians, bridge = [], None
+    for k, sample in enumerate((upper_skin_mask(), mid_skin_mask())):
         sel = (sample > 0) & (support == 0)
         if int(sel.sum()) >= 32:
             # hair, glasses or a fringe in the sample do not drag the median
             medians.append(np.median(face_lab[sel], axis=0))
+            bridge = len(medians) - 1 if k == 1 else bridge
     if not medians:
         return None
-    kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians])
+    kept = trusted_skin([(float(m[0]), float(m[1]), float(m[2])) for m in medians], bridge)
     px = face_lab[_ring(support)] if abs(turn) < _RING_TURN else np.empty((0, 3), np.float32)
     chroma = np.hypot(px[:, 1], px[:, 2])
     like = np.zeros(len(px), bool)

@@ -72,6 +72,12 @@ def face_oval_mask() -> np.ndarray:
 # (bench/README.md, Do no harm).
 _GREY = 7.0
 _COLOURED = 8.0
+# A grey nose bridge's sample under this share of a coloured sample's lightness (Lab L) is
+# a dark covering drawn up over it, or sunglasses' bridge (trusted_skin). Skin in a shadow
+# that leaves it 0.7 as light keeps about 0.4 of its luminance and most of its colour; a black
+# covering over dark skin measures 0.6-0.65. No open photo's score in bench/harm.py moved
+# with it (from 0.5 to 0.85), three masked ones were won (bench/README.md, Do no harm).
+_BRIDGE_DARK = 0.7
 
 
 def coloured(a: float, b: float) -> bool:
@@ -79,13 +85,18 @@ def coloured(a: float, b: float) -> bool:
     return max(abs(a), abs(b)) >= _COLOURED
 
 
-def trusted_skin(samples: list[tuple[float, float, float]]) -> list[int]:
+def trusted_skin(samples: list[tuple[float, float, float]], bridge: int | None = None) -> list[int]:
     """Which visible-skin samples (upper_skin_mask, mid_skin_mask) to trust, from each one's
-    median (lightness on any increasing scale, Lab a and b as offsets from neutral): all,
-    unless one is grey and lighter than another that has colour, a white cap, hood or grey
-    hair over the forehead rather than skin. (A photo in black and white keeps both; so does a
-    face whose grey sample is darker, hair or a dark cap: taken for skin it keeps beards and
-    shadows from looking like a covering.)"""
+    median (Lab lightness on a linear scale from black, Lab a and b as offsets from neutral):
+    all, unless one is grey and lighter than another that has colour, a white cap, hood or
+    grey hair over the forehead rather than skin. (A photo in black and white keeps both; so
+    does a face whose forehead's grey sample is darker, hair or a dark cap: taken for skin it
+    keeps beards and shadows from looking like a covering.)
+
+    bridge: which of the samples lies on the nose bridge (mid_skin_mask), if any. That one is
+    no skin either where it is grey and darker than _BRIDGE_DARK of a sample with colour: a
+    dark covering drawn up over the nose bridge (or sunglasses' bridge). Taken for skin, the
+    covering's own colour counts as the face's."""
     colour = [max(abs(a), abs(b)) for _, a, b in samples]
     lights = [light for light, a, b in samples if coloured(a, b)]
     if not lights:
@@ -94,6 +105,7 @@ def trusted_skin(samples: list[tuple[float, float, float]]) -> list[int]:
         k
         for k, (light, _, _) in enumerate(samples)
         if not (colour[k] < _GREY and light > max(lights))
+        and not (k == bridge and colour[k] < _GREY and light < _BRIDGE_DARK * max(lights))
     ]
     return kept or list(range(len(samples)))
 

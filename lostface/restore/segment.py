@@ -486,7 +486,10 @@ class GeometrySegmenter(Segmenter):
             med = np.median(skin, axis=0)
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
             models.append((med, np.clip(spread, lo, hi)))
-        kept = regions.trusted_skin([(m[0], m[1] - 128.0, m[2] - 128.0) for m, _ in models])
+        kept = regions.trusted_skin(
+            [(float(np.exp(m[0])) - _LOG_L_OFFSET, m[1] - 128.0, m[2] - 128.0) for m, _ in models],
+            bridge=1,
+        )
         return lab[self._y0 :], [models[k] for k in kept], kept
 
     @staticmethod
