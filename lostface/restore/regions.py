@@ -76,7 +76,8 @@ _COLOURED = 8.0
 # a dark covering drawn up over it, or sunglasses' bridge (trusted_skin). Skin in a shadow
 # that leaves it 0.7 as light keeps about 0.4 of its luminance and most of its colour; a black
 # covering over dark skin measures 0.6-0.65. No open photo's score in bench/harm.py moved
-# with it (from 0.5 to 0.85), three masked ones were won (bench/README.md, Do no harm).
+# with it (from 0.5 to 0.85); one masked photo more was judged covered and two were outlined
+# and filled anew (bench/README.md, "A dark covering drawn up over the nose bridge").
 _BRIDGE_DARK = 0.7
 
 
