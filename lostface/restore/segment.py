@@ -271,6 +271,18 @@ _SCORE_ZONES = (
 )
 
 
+def _squared_z(values: np.ndarray, med: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per pixel of values (..., C), the squared distance to med in spread units, summed
+    over the channels one plane at a time (a sum over a last axis of 2 or 3 is slow)."""
+    total = None
+    for k in range(values.shape[-1]):
+        z = (values[..., k] - med[k]) / spread[k]
+        z *= z
+        total = z if total is None else np.add(total, z, out=total)
+    assert total is not None
+    return total
+
+
 def _nearest(
     values: np.ndarray,
     models: list[tuple[np.ndarray, np.ndarray]],
@@ -280,11 +292,12 @@ def _nearest(
     ((median, spread) pairs) in robust z units; with where (H, W), computed only there and
     NaN elsewhere."""
     px = values if where is None else values[where]
-    dists = []
+    nearest = None
     for med, spread in models:
-        z = (px - med) / spread
-        dists.append(np.sqrt((z * z).sum(axis=-1)))
-    nearest = np.minimum.reduce(dists)
+        d = _squared_z(px, med, spread)
+        nearest = d if nearest is None else np.minimum(nearest, d, out=nearest)
+    assert nearest is not None
+    nearest = np.sqrt(nearest, out=nearest)
     if where is None:
         return nearest
     out = np.full(values.shape[:2], np.nan, np.float32)
@@ -777,7 +790,7 @@ class GeometrySegmenter(Segmenter):
         ):
             med = np.median(values[core], axis=0)
             spread = np.clip(1.4826 * np.median(np.abs(values[core] - med), axis=0), lo, hi)
-            zz.append((((values - med) / spread) ** 2).sum(axis=-1))
+            zz.append(_squared_z(values, med, spread))
         z = np.sqrt(zz[0] + zz[1])
         # the step is read on lightness smoothed over the weave (_SHADED_WEAVE): a woven,
         # dotted or meshed covering steps from pixel to pixel as much as its edge does
