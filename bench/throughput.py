@@ -18,6 +18,7 @@ minutes (writes throughput_repeat<N>.json).
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -225,6 +226,10 @@ def main() -> None:
     ref = SHARED / "identity" / "stage_clip_reference.png"
     if not src.exists():
         sys.exit(f"{src} is absent: this benchmark needs ../shared/data.")
+    # an installed package, or one run before, imports from its compiled bytecode; where
+    # Python is told not to write it (PYTHONDONTWRITEBYTECODE), every `lostface run` would
+    # compile the package's sources anew, which no user's second run does
+    compiled = compileall.compile_dir(str(ROOT / "lostface"), quiet=1)
     masked, big = prepare(src)
     vs = load_settings().video
     if args.repeat > 1:
@@ -236,6 +241,7 @@ def main() -> None:
             "av": av.__version__,
             "opencv": cv2.__version__,
         },
+        "bytecode_compiled": bool(compiled),
         "runs": args.runs,
         "repeat": args.repeat,
         "settings": args.overrides,
