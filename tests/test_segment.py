@@ -858,3 +858,31 @@ def test_a_woven_covering_in_shade_is_outlined_across_the_mouth(detector) -> Non
         assert cover.hard[disc > 0].mean() >= 0.9, (corner, float(cover.hard[disc > 0].mean()))
     eyes = int(CANON_LANDMARKS[:2, 1].max())
     assert not cover.hard[: eyes + 8].any()
+
+
+def test_the_colour_distance_is_the_nearest_models_robust_z_per_pixel():
+    """segment._nearest: per pixel, the smallest Euclidean distance in robust z units to any
+    of the skin's colour models; with `where`, computed there only and NaN elsewhere."""
+    from lostface.restore.segment import _nearest
+
+    rng = np.random.default_rng(3)
+    for channels in (3, 2):
+        values = (rng.random((40, 30, channels)) * 100).astype(np.float32)
+        models = [
+            (
+                (rng.random(channels) * 100).astype(np.float32),
+                (rng.random(channels) * 5 + 0.5).astype(np.float32),
+            )
+            for _ in range(3)
+        ]
+        z = np.stack([np.linalg.norm((values - m) / s, axis=-1) for m, s in models])
+        expected = z.min(axis=0)
+        got = _nearest(values, models)
+        assert got.shape == (40, 30) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+        # which model is nearest differs from pixel to pixel, so the minimum is taken per pixel
+        assert len(np.unique(z.argmin(axis=0))) == 3
+        where = rng.random((40, 30)) > 0.5
+        part = _nearest(values, models, where)
+        assert np.isnan(part[~where]).all()
+        np.testing.assert_allclose(part[where], expected[where], rtol=1e-5)
