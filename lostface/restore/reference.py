@@ -46,7 +46,7 @@ from lostface.restore.fill import (
     smooth_inpaint,
 )
 from lostface.restore.mesh import FaceMesh, outline_mask
-from lostface.restore.regions import face_oval_mask, mid_skin_mask, upper_skin_mask
+from lostface.restore.regions import face_oval_mask, mid_skin_mask, squared_z, upper_skin_mask
 from lostface.restore.warp import MAX_DISAGREEMENT, disagreement, rendered_maps
 from lostface.stages import Detector, Restorer, Segmenter
 from lostface.stream.image import read_image as load_image
@@ -366,8 +366,7 @@ def _chroma_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """Skin likeness in [0,1] of every pixel from its a/b distance to the skin sample."""
     mu = skin[:, 1:].mean(0)
     sd = np.maximum(skin[:, 1:].std(0) * 2.5, 5.0)
-    d = (((lab[..., 1:] - mu) / sd) ** 2).sum(-1)
-    return np.exp(-0.5 * d)
+    return np.exp(-0.5 * squared_z(lab[..., 1:], mu, sd))
 
 
 def skin_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -378,7 +377,7 @@ def skin_weight(lab: np.ndarray, skin: np.ndarray) -> np.ndarray:
     med = np.median(skin, axis=0)
     mad = 1.4826 * np.median(np.abs(skin - med), axis=0)
     sd_ab = np.clip(mad[1:] * 2.5, 5.0, 12.0)
-    d = (((lab[..., 1:] - med[1:]) / sd_ab) ** 2).sum(-1)
+    d = squared_z(lab[..., 1:], med[1:], sd_ab)
     log_l = np.log((lab[..., 0] + 8.0) / (med[0] + 8.0))
     d = d + (log_l / 0.3) ** 2
     return np.exp(-0.5 * d)

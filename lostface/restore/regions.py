@@ -125,3 +125,17 @@ def feather(hard: np.ndarray, dilate: int, radius: int) -> np.ndarray:
         return (dist <= d).astype(np.float32)
     x = np.clip(1.0 - (dist - d) / r, 0.0, 1.0)
     return (x * x * (3.0 - 2.0 * x)).astype(np.float32)
+
+
+def squared_z(values: np.ndarray, centre: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per pixel of values (..., C), the squared distance to `centre` in `spread` units,
+    summed over the C channels one plane at a time: the same sum as
+    `(((values - centre) / spread) ** 2).sum(-1)`, many times faster for a few channels
+    (numpy reduces a short last axis slowly)."""
+    total = None
+    for k in range(values.shape[-1]):
+        z = (values[..., k] - centre[k]) / spread[k]
+        z *= z
+        total = z if total is None else np.add(total, z, out=total)
+    assert total is not None
+    return total

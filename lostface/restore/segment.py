@@ -271,18 +271,6 @@ _SCORE_ZONES = (
 )
 
 
-def _squared_z(values: np.ndarray, med: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """Per pixel of values (..., C), the squared distance to med in spread units, summed
-    over the channels one plane at a time (a sum over a last axis of 2 or 3 is slow)."""
-    total = None
-    for k in range(values.shape[-1]):
-        z = (values[..., k] - med[k]) / spread[k]
-        z *= z
-        total = z if total is None else np.add(total, z, out=total)
-    assert total is not None
-    return total
-
-
 def _nearest(
     values: np.ndarray,
     models: list[tuple[np.ndarray, np.ndarray]],
@@ -294,7 +282,7 @@ def _nearest(
     px = values if where is None else values[where]
     nearest = None
     for med, spread in models:
-        d = _squared_z(px, med, spread)
+        d = regions.squared_z(px, med, spread)
         nearest = d if nearest is None else np.minimum(nearest, d, out=nearest)
     assert nearest is not None
     nearest = np.sqrt(nearest, out=nearest)
@@ -309,7 +297,7 @@ def _chromaticity(bgr: np.ndarray) -> np.ndarray:
     """(r, g) over r + g + b of (N, 3) BGR pixels, each channel raised by 8 (dark pixels'
     chromaticity is noise)."""
     f = bgr.astype(np.float32) + 8.0
-    total = f.sum(axis=-1)
+    total = f[:, 0] + f[:, 1] + f[:, 2]
     return np.stack([f[:, 2] / total, f[:, 1] / total], axis=-1)
 
 
@@ -790,7 +778,7 @@ class GeometrySegmenter(Segmenter):
         ):
             med = np.median(values[core], axis=0)
             spread = np.clip(1.4826 * np.median(np.abs(values[core] - med), axis=0), lo, hi)
-            zz.append(_squared_z(values, med, spread))
+            zz.append(regions.squared_z(values, med, spread))
         z = np.sqrt(zz[0] + zz[1])
         # the step is read on lightness smoothed over the weave (_SHADED_WEAVE): a woven,
         # dotted or meshed covering steps from pixel to pixel as much as its edge does
@@ -845,8 +833,7 @@ class GeometrySegmenter(Segmenter):
         mat = lab[sample]
         med = np.median(mat, axis=0)
         spread = 1.4826 * np.median(np.abs(mat - med), axis=0)
-        z = (lab - med) / np.clip(spread, self._mat_lo, self._mat_hi)
-        return np.sqrt((z * z).sum(axis=2))
+        return np.sqrt(regions.squared_z(lab, med, np.clip(spread, self._mat_lo, self._mat_hi)))
 
     def _enclosed(
         self, hard: np.ndarray, nonskin: np.ndarray, lab: np.ndarray, bound: np.ndarray
