@@ -141,6 +141,7 @@ def photos(
         if max(image.shape[:2]) > 1024:  # as ../shared/data's photos were resized
             k = 1024 / max(image.shape[:2])
             image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        detector.reset()  # each photo searched as `lostface restore` searches it
         dets = detector.detect(image)
         if len(dets) == 0:
             no_face.append(path.name)

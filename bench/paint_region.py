@@ -64,6 +64,7 @@ EYE_BAND = (62, 120, 46, 210)  # canonical rows y0..y1, columns x0..x1: brows an
 
 
 def largest(detector, image: np.ndarray) -> np.ndarray | None:
+    detector.reset()  # each photo searched as `lostface restore` searches it
     d = detector.detect(image)
     if len(d) == 0:
         return None

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lostface import __version__
 from lostface.cli_common import (
@@ -28,6 +29,10 @@ from lostface.cli_common import (
 )
 from lostface.cli_live import LIVE_COMMANDS, add_live_commands
 from lostface.errors import InputError, LostfaceError, ModelError
+
+if TYPE_CHECKING:
+    from lostface.provenance import OutputProvenance
+    from lostface.stream.image import Image
 
 log = logging.getLogger("lostface")
 
@@ -70,11 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "restore",
-        help="restore masked faces in one photo",
-        description="Restore the faces hidden under face masks in one photo.",
+        help="restore masked faces in photos",
+        description="Restore the faces hidden under face masks in one photo, or in several "
+        "(photos or folders of them) into one output folder, the models loaded once.",
     )
-    p.add_argument("input", metavar="IMG", help="input photo")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output photo")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMG",
+        help="input photo; several photos, or folders of them, restore into the folder OUT",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output photo; with several photos or a folder, the folder to write them to "
+        "(created if missing; each keeps its name)",
+    )
     add_reference_arg(p, footage=False)
     p.add_argument("--debug-overlay", action="store_true", help="draw boxes and covered regions")
     add_config_args(p)
@@ -206,28 +224,110 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from lostface.factory import build_stages
     from lostface.provenance import OutputProvenance
     from lostface.restore_image import restore_image
-    from lostface.stream.image import check_image_output, read_image, write_image
+    from lostface.runner import progress
+    from lostface.stream.image import check_image_output, read_image
     from lostface.stream.video import check_output
 
     settings = settings_from_args(args)
-    src = Path(args.input)
-    out = check_image_output(check_output(args.output, [src]))
-    image = read_image(src)
-    provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
+    sources = [Path(i) for i in args.inputs]
+    several = len(sources) > 1 or sources[0].is_dir()
+    if several:
+        folder = Path(args.output)
+        pairs = _photo_pairs(sources, folder)
+    else:
+        pairs = [(sources[0], check_image_output(check_output(args.output, list(args.inputs))))]
+    # every photo readable before any model is loaded or file written (the first one kept)
+    first = read_image(pairs[0][0])
+    for src, _ in pairs[1:]:
+        read_image(src)
+    marks = OutputProvenance.from_settings(settings, pairs[0][1])  # certificates checked
+    if settings.provenance.c2pa:
+        from lostface.provenance import credentials
+
+        for _, out in pairs[1:]:
+            credentials.check_format(out)
     stages = build_stages(settings, footage=False)
-    result = restore_image(image.bgr, stages, settings)
-    image.bgr = result.image
-    painted = bool(result.patches)
-    write_image(
-        out,
-        image,
-        tag=lambda data, ext: provenance.image_bytes(data, ext, painted),
-        finalize=lambda tmp: provenance.finish_image(tmp, painted, out.name),
-    )
-    write_config(settings, out)
-    log.info("%d faces, %d masked -> %s", result.faces, result.masked, out)
-    print(out)
+    if several:
+        folder.mkdir(exist_ok=True)
+    faces = masked = 0
+    for k, (src, out) in enumerate(progress(pairs, settings, "restoring photos", unit="photo")):
+        image = first if k == 0 else read_image(src)
+        result = restore_image(image.bgr, stages, settings)
+        image.bgr = result.image
+        _write_photo(out, image, marks, bool(result.patches))
+        write_config(settings, out)
+        faces, masked = faces + result.faces, masked + result.masked
+        log.debug("%s: %d faces, %d masked -> %s", src, result.faces, result.masked, out)
+        print(out, flush=True)
+    if several:
+        n = len(pairs)
+        log.info("%d photo%s, %d faces, %d masked -> %s", n, "s"[: n != 1], faces, masked, folder)
+    else:
+        log.info("%d faces, %d masked -> %s", faces, masked, pairs[0][1])
     return 0
+
+
+def _write_photo(out: Path, image: Image, marks: OutputProvenance, painted: bool) -> None:
+    """The restored photo written with its provenance tag and credentials, in the mode it was
+    read in (grey stays grey, its alpha is kept)."""
+    from lostface.stream.image import write_image
+
+    def tag(data: bytes, ext: str) -> bytes:
+        return marks.image_bytes(data, ext, painted)
+
+    def finalize(tmp: Path) -> None:
+        marks.finish_image(tmp, painted, out.name)
+
+    write_image(out, image, tag=tag, finalize=finalize)
+
+
+def _photo_pairs(sources: list[Path], folder: Path) -> list[tuple[Path, Path]]:
+    """(photo, output) for several photos or folders of them restored into `folder`: each
+    output keeps its photo's name (as .png where lostface writes no such image), a folder's
+    photos are those with an image extension, in name order. One sentence for an output that
+    is no folder, a name given twice, or a folder of the inputs."""
+    from lostface.errors import OutputError
+    from lostface.stream.image import IMAGE_EXTENSIONS
+
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(
+            f"Output {folder} is a file; with several photos or a folder, -o names the folder "
+            "to write them to."
+        )
+    if not folder.exists() and not folder.parent.exists():
+        raise OutputError(f"Output folder {folder.parent} does not exist; create it first.")
+    photos: list[Path] = []
+    for src in sources:
+        if src.is_dir():
+            found = sorted(
+                p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise InputError(
+                    f"Folder {src} holds no photos ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+                )
+            photos += found
+        else:
+            photos.append(src)
+    pairs: list[tuple[Path, Path]] = []
+    taken: dict[str, Path] = {}
+    for src in photos:
+        name = src.name if src.suffix.lower() in IMAGE_EXTENSIONS else src.stem + ".png"
+        if name in taken and taken[name].resolve() == src.resolve():
+            raise InputError(f"{src} is given twice; give each photo or folder once.")
+        if name in taken:
+            raise InputError(
+                f"{taken[name]} and {src} would both be written as {folder / name}; restore "
+                "them into different folders."
+            )
+        taken[name] = src
+        out = folder / name
+        if src.exists() and out.exists() and out.resolve() == src.resolve():
+            raise OutputError(
+                f"Output folder {folder} holds the input {src.name}; choose another folder."
+            )
+        pairs.append((src, out))
+    return pairs
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -27,10 +27,12 @@ def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> Imag
     more than 2 levels).
 
     Faces are numbered by their detection order; nothing is carried over from an earlier call
-    (the painter's and the compositor's per-face state is reset first)."""
+    (the detector's, the painter's and the compositor's state is reset first: photos restored
+    one after another come out as each would alone)."""
     out = image.copy()
     stages.compositor.reset()  # a photo has no previous frame: nothing to crossfade from
     stages.painter.reset()
+    stages.detector.reset()  # the small-face search paces itself by its calls
     dets = stages.detector.detect(image)
     jobs = [
         job
@@ -48,6 +50,7 @@ def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> Imag
                 out, FaceTrack(i, dets.boxes[i], dets.landmarks[i]), painted.patch
             )
     if patches and stages.marker is not None:
+        stages.marker.reset()  # its strength from this photo's brightness
         stages.marker.apply(out)
     if settings.output.debug_overlay:
         by_id = {p.track_id: p for p in patches}

@@ -49,6 +49,11 @@ class Detector(Protocol):
         faces were forgets it."""
         return None
 
+    def reset(self) -> None:
+        """The next image owes nothing to the ones before (a photo, not a frame): a detector
+        that remembers where faces were, or paces a search by its calls, starts afresh."""
+        return None
+
     def complete(self, image: np.ndarray, found: Detections) -> Detections:
         """What `detect(image)` gives, from what `large_faces().detect(image)` gave (a pass
         that reuses an earlier one's detections adds only the small-face search)."""

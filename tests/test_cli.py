@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from lostface.cli import main
+from tests.conftest import shared_path
 from tests.media import audio_tracks, probe, write_clip, write_gif
 
 ENV = dict(
@@ -362,7 +363,6 @@ def test_run_keeps_every_audio_track_and_the_recording_date(tmp_path, masked_cli
 def test_photo_with_twelve_masked_faces(tmp_path, detector, capsys):
     """A crowd: twelve masked faces in one frame are all found and restored."""
     from lostface.synthetic import draw_mask
-    from tests.conftest import shared_path
 
     folder = shared_path("unmasked")
     tiles, covered = [], []
@@ -438,8 +438,6 @@ def test_a_quick_restore_exits_cleanly(tmp_path):
     """A small photo is done before dlib's models (loaded beside the rest) are: the process
     ended inside onnxruntime's session set-up and aborted (exit 134, "terminate called without
     an active exception") after writing its output. A real masked photo shrunk to 96 px."""
-    from tests.conftest import shared_path
-
     image = cv2.imread(str(shared_path("masked") / "0010.jpg"))
     k = 96 / max(image.shape[:2])
     src = tmp_path / "small.png"
@@ -449,3 +447,66 @@ def test_a_quick_restore_exits_cleanly(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "terminate" not in proc.stderr
         assert (tmp_path / "out.png").is_file()
+
+
+def test_photos_restored_one_after_another_come_out_as_each_alone():
+    """restore_image with the same stages: a photo restored again, or after another of its
+    size, is restored as in a fresh process (the small-face search paces itself by its calls
+    and the frame mark takes its strength from an earlier image of the size: both reset)."""
+    from lostface.config import load_settings
+    from lostface.factory import build_stages
+    from lostface.restore_image import restore_image
+    from lostface.stream.image import read_image
+
+    settings = load_settings(overrides=["provenance.run_id=5a3"])
+    stages = build_stages(settings, footage=False)
+    # a group photo whose small faces the enlarged look finds
+    group = read_image(shared_path("masked", "0002.jpg")).bgr
+    first = restore_image(group, stages, settings)
+    again = restore_image(group, stages, settings)
+    assert first.faces == again.faces and first.masked == again.masked >= 1
+    assert np.array_equal(first.image, again.image)
+
+
+def test_restore_several_photos_into_a_folder(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("0002.jpg", "0010.jpg"):
+        (photos / name).write_bytes(shared_path("masked", name).read_bytes())
+    grey = photos / "grey.png"
+    cv2.imwrite(str(grey), cv2.cvtColor(cv2.imread(str(photos / "0010.jpg")), cv2.COLOR_BGR2GRAY))
+    (photos / "notes.txt").write_text("not a photo")  # a folder's other files are left out
+    fixed = ["--set", "provenance.run_id=5a3", "-q"]
+    out = tmp_path / "restored"
+    assert main(["restore", str(photos), "-o", str(out), *fixed]) == 0
+    written = capsys.readouterr().out.split()
+    names = ["0002.jpg", "0010.jpg", "grey.png"]
+    assert written == [str(out / n) for n in names]
+    for name in names:
+        single = tmp_path / f"single_{name}"
+        assert main(["restore", str(photos / name), "-o", str(single), *fixed]) == 0
+        batch = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        alone = cv2.imread(str(single), cv2.IMREAD_UNCHANGED)
+        assert batch.shape == alone.shape and np.array_equal(batch, alone), name
+        if name.endswith(".jpg"):  # painted (its grey copy is judged by less than colour)
+            assert not np.array_equal(batch, cv2.imread(str(photos / name)))
+    assert cv2.imread(str(out / "grey.png"), cv2.IMREAD_UNCHANGED).ndim == 2  # grey stays grey
+    # bad input: one sentence each, nothing written
+    a_file = tmp_path / "single_0002.jpg"
+    line = _one_sentence(_run(["restore", str(photos), "-o", str(a_file)]))
+    assert "-o names the folder" in line
+    line = _one_sentence(_run(["restore", str(photos), str(photos / "0002.jpg"), "-o", "x"]))
+    assert "given twice" in line
+    line = _one_sentence(_run(["restore", str(photos), "-o", str(photos)]))
+    assert "holds the input" in line
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((photos / "0010.jpg").read_bytes()[:2000])
+    fresh = tmp_path / "never"
+    line = _one_sentence(_run(["restore", str(photos), str(broken), "-o", str(fresh)]))
+    assert "broken.jpg" in line and not fresh.exists()
+    assert sorted(p.name for p in photos.iterdir()) == [
+        "0002.jpg",
+        "0010.jpg",
+        "grey.png",
+        "notes.txt",
+    ]

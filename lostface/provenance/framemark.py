@@ -111,6 +111,11 @@ class FrameMarker:
         boost = SMALL_BOOST if height < SMALL else 1.0
         return np.clip(smooth * self.amplitude * boost, -LIMIT, LIMIT)
 
+    def reset(self) -> None:
+        """The next image is no frame of the same video (a photo): its brightness is looked
+        at afresh, not taken from an earlier image of its size."""
+        self._size, self._gain, self._since = None, None, 0
+
     def apply(self, image: np.ndarray) -> None:
         """Mark a BGR uint8 frame in place (saturating at black and white)."""
         h, w = image.shape[:2]

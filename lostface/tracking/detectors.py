@@ -431,6 +431,11 @@ class SmallFaceDetector(Detector):
     def large_faces(self) -> Detector:
         return self.plain
 
+    def reset(self) -> None:
+        # searched as the first image: the enlarged look now, no small faces to look around
+        self._shape, self._small, self._ages = (), self._small[:0], self._ages[:0]
+        self._wait, self._interval = 0, self.every
+
     def new_shot(self) -> None:
         # where small faces were says nothing about the new shot; the enlarged look keeps
         # its pace (looking at every cut at once cost a crowd clip of short shots a tenth
