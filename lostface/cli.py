@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="find faces in photos",
         description="Find faces (boxes, scores, landmarks) in photos.",
     )
-    p.add_argument("inputs", nargs="+", metavar="IMG", help="photos")
+    p.add_argument("inputs", nargs="+", metavar="IMG", help="photos, or folders of them")
     p.add_argument(
         "--json",
         action="store_true",
@@ -281,21 +281,9 @@ def _write_photo(out: Path, image: Image, marks: OutputProvenance, painted: bool
     write_image(out, image, tag=tag, finalize=finalize)
 
 
-def _photo_pairs(sources: list[Path], folder: Path) -> list[tuple[Path, Path]]:
-    """(photo, output) for several photos or folders of them restored into `folder`: each
-    output keeps its photo's name (as .png where lostface writes no such image), a folder's
-    photos are those with an image extension, in name order. One sentence for an output that
-    is no folder, a name given twice, or a folder of the inputs."""
-    from lostface.errors import OutputError
-    from lostface.stream.image import IMAGE_EXTENSIONS
-
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(
-            f"Output {folder} is a file; with several photos or a folder, -o names the folder "
-            "to write them to."
-        )
-    if not folder.exists() and not folder.parent.exists():
-        raise OutputError(f"Output folder {folder.parent} does not exist; create it first.")
+def _photos(sources: list[Path]) -> list[Path]:
+    """The photos named, a folder standing for its files with an image extension (in name
+    order); one sentence for a folder that holds none."""
     photos: list[Path] = []
     for src in sources:
         if src.is_dir():
@@ -309,6 +297,24 @@ def _photo_pairs(sources: list[Path], folder: Path) -> list[tuple[Path, Path]]:
             photos += found
         else:
             photos.append(src)
+    return photos
+
+
+def _photo_pairs(sources: list[Path], folder: Path) -> list[tuple[Path, Path]]:
+    """(photo, output) for several photos or folders of them restored into `folder`: each
+    output keeps its photo's name (as .png where lostface writes no such image), a folder's
+    photos are those with an image extension, in name order. One sentence for an output that
+    is no folder, a name given twice, or a folder of the inputs."""
+    from lostface.errors import OutputError
+
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(
+            f"Output {folder} is a file; with several photos or a folder, -o names the folder "
+            "to write them to."
+        )
+    if not folder.exists() and not folder.parent.exists():
+        raise OutputError(f"Output folder {folder.parent} does not exist; create it first.")
+    photos = _photos(sources)
     pairs: list[tuple[Path, Path]] = []
     taken: dict[str, Path] = {}
     for src in photos:
@@ -340,13 +346,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     detector = build_detector(settings)
     painter = build_painter(settings)  # its segmenter tells covered from open faces
     failed = 0
-    for path in args.inputs:
+    for path in _photos([Path(p) for p in args.inputs]):
         try:
             image = read_image(path)
         except LostfaceError as exc:
             print(f"lostface: error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        detector.reset()  # each photo searched as the first (the small-face search)
         dets = detector.detect(image.bgr)
         faces = dets.to_json()
         for i, face in enumerate(faces):

@@ -510,3 +510,20 @@ def test_restore_several_photos_into_a_folder(tmp_path, capsys):
         "grey.png",
         "notes.txt",
     ]
+
+
+def test_detect_reads_a_folder_and_searches_each_photo_afresh(tmp_path, capsys):
+    """The same group photo under two names in a folder: both found alike, and as alone (the
+    small-face search paces itself by its calls; each photo starts it afresh)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = shared_path("masked", "0002.jpg").read_bytes()
+    for name in ("a.jpg", "b.jpg"):
+        (photos / name).write_bytes(data)
+    assert main(["detect", str(photos), "--json", "-q"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [Path(x["path"]).name for x in lines] == ["a.jpg", "b.jpg"]
+    assert main(["detect", str(photos / "b.jpg"), "--json", "-q"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert len(lines[0]["faces"]) >= 3
+    assert lines[0]["faces"] == lines[1]["faces"] == alone["faces"]
