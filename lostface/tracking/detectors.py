@@ -339,8 +339,8 @@ class SmallFaceDetector(Detector):
         if plain_scale >= 0.75:
             return plain  # the plain pass sees the frame at (nearly) its own resolution
         if image.shape != self._shape:
-            self._shape, self._small, self._ages = image.shape, self._small[:0], self._ages[:0]
-            self._wait, self._interval = 0, self.every
+            self.reset()  # a new picture size: searched as a first image
+            self._shape = image.shape
         found = [plain]
         if self._wait <= 0:
             full_side = min(self._ZOOM * long_side, 4 * self.plain.long_side)
