@@ -37,6 +37,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("lostface")
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser that takes its positionals between and after options too
+    (`lostface restore a.jpg -r me.jpg b.jpg`); one with actions of its own (`models`,
+    `identity`) parses as argparse does, and each action's parser mixes them again."""
+
+    _mixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._mixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True  # parse_known_intermixed_args calls back in here
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lostface",
@@ -44,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and live (a web page, a virtual camera, an MPEG-TS stream).",
     )
     parser.add_argument("--version", action="version", version=f"lostface {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     p = sub.add_parser(
         "run",

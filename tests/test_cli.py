@@ -527,3 +527,20 @@ def test_detect_reads_a_folder_and_searches_each_photo_afresh(tmp_path, capsys):
     alone = json.loads(capsys.readouterr().out)
     assert len(lines[0]["faces"]) >= 3
     assert lines[0]["faces"] == lines[1]["faces"] == alone["faces"]
+    # photos named between options and after them, as users type them
+    assert main(["detect", str(photos / "a.jpg"), "--json", "-q", str(photos / "b.jpg")]) == 0
+    mixed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [Path(x["path"]).name for x in mixed] == ["a.jpg", "b.jpg"]
+    assert mixed[0]["faces"] == mixed[1]["faces"] == alone["faces"]
+
+
+def test_a_commands_photos_and_options_come_in_any_order():
+    from lostface.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["restore", "a.jpg", "-r", "me.jpg", "b.jpg", "-o", "out", "c.jpg", "--set", "x=1"]
+    )
+    assert [str(p) for p in args.inputs] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert str(args.output) == "out"
+    args = build_parser().parse_args(["models", "merge", "base", "-o", "m", "ft", "--weights", "1"])
+    assert args.models_command == "merge" and args.inputs == ["base", "ft"]
