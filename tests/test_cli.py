@@ -204,6 +204,31 @@ def test_restore_keeps_photo_mode(tmp_path, masked_clip, reference, mode):
         assert np.array_equal(got[:, :, 3], data[:, :, 3])
 
 
+def test_restore_keeps_a_16_bit_photo_at_16_bits(tmp_path, masked_clip, reference):
+    """A 16-bit PNG comes back 16-bit: what lostface left alone keeps all its bits, and read at
+    8 bits it is the picture an 8-bit copy of the photo restores to."""
+    from lostface.stream.image import eight_bits
+
+    src, _, _ = masked_clip
+    img = _decode(src)[3]
+    fine = np.random.default_rng(0).integers(-120, 121, img.shape)  # below one 8-bit level
+    deep = np.clip(img.astype(np.int32) * 257 + fine, 0, 65535).astype(np.uint16)
+    p16, p8 = tmp_path / "deep.png", tmp_path / "flat.png"
+    cv2.imwrite(str(p16), deep)
+    cv2.imwrite(str(p8), eight_bits(deep))
+    fixed = ["-r", str(reference), "--set", "provenance.run_id=5a3", "-q"]
+    for src_, out in ((p16, tmp_path / "out16.png"), (p8, tmp_path / "out8.png")):
+        assert main(["restore", str(src_), "-o", str(out), *fixed]) == 0
+    got = cv2.imread(str(tmp_path / "out16.png"), cv2.IMREAD_UNCHANGED)
+    flat = cv2.imread(str(tmp_path / "out8.png"), cv2.IMREAD_UNCHANGED)
+    assert got.dtype == np.uint16 and got.shape == deep.shape
+    assert np.array_equal(eight_bits(got), flat)
+    kept = (flat == eight_bits(deep)).all(-1)
+    assert np.array_equal(got[kept], deep[kept])
+    painted = np.abs(flat.astype(int) - eight_bits(deep)).max(-1) > 20
+    assert painted.sum() > 500  # the face was painted
+
+
 def _run(args, **kw):
     return subprocess.run(
         [sys.executable, "-m", "lostface.cli", *args],

@@ -69,6 +69,22 @@ class Image:
     gray: bool = False
     alpha: np.ndarray | None = None
     orientation: int = 1  # the EXIF orientation the file was stored with (already applied)
+    # a 16-bit photo's own pixels (as shown, in the file's channels): a PNG or TIFF output is
+    # written at 16 bits from them, so what was not painted keeps every bit it had
+    deep: np.ndarray | None = None
+
+
+def eight_bits(deep: np.ndarray) -> np.ndarray:
+    """16-bit pixels rounded to the nearest 8-bit level (257 * v comes back as v)."""
+    return ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def deepen(out: np.ndarray, deep: np.ndarray) -> np.ndarray:
+    """The 8-bit output's changes laid on the 16-bit photo it came from: a pixel left as it
+    was keeps its 16 bits, a changed one moves by 257 times its change in 8-bit levels (so it
+    reads back as `out` at 8 bits, a painted face and a watermark alike)."""
+    moved = out.astype(np.int32) - eight_bits(deep)
+    return np.clip(deep.astype(np.int32) + moved * 257, 0, 65535).astype(np.uint16)
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -175,23 +191,31 @@ def read_image(path: str | Path) -> Image:
     if orientation != 1:
         log.info("%s is stored turned (EXIF orientation %d): read as it is shown.", p, orientation)
         img = orient(img, orientation)
-    if img.dtype != np.uint8:  # 16-bit PNG/TIFF
-        img = (
-            img / (65535.0 if img.dtype == np.uint16 else max(float(img.max()), 1.0)) * 255
-        ).astype(np.uint8)
+    deep = None
+    if img.dtype == np.uint16:  # 16-bit PNG/TIFF
+        deep = np.ascontiguousarray(img)
+        img = eight_bits(img)
+    elif img.dtype != np.uint8:  # float or 32-bit TIFF: its own range, written back at 8 bits
+        img = (img / max(float(img.max()), 1.0) * 255).astype(np.uint8)
     if img.ndim == 2:
         gray = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        return Image(np.ascontiguousarray(gray), gray=True, orientation=orientation)
+        return Image(np.ascontiguousarray(gray), gray=True, orientation=orientation, deep=deep)
     if img.shape[2] == 4:
         return Image(
             np.ascontiguousarray(img[:, :, :3]),
             alpha=img[:, :, 3].copy(),
             orientation=orientation,
+            deep=deep,
         )
     if img.shape[2] == 1:
         gray = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
-        return Image(np.ascontiguousarray(gray), gray=True, orientation=orientation)
-    return Image(np.ascontiguousarray(img[:, :, :3]), orientation=orientation)
+        if deep is not None:
+            deep = deep[:, :, 0].copy()
+        return Image(np.ascontiguousarray(gray), gray=True, orientation=orientation, deep=deep)
+    return Image(np.ascontiguousarray(img[:, :, :3]), orientation=orientation, deep=deep)
+
+
+_DEEP_FORMATS = {".png", ".tif", ".tiff"}  # the formats OpenCV writes at 16 bits
 
 
 def check_image_output(path: str | Path) -> Path:
@@ -211,7 +235,8 @@ def write_image(
     tag: Callable[[bytes, str], bytes] | None = None,
     finalize: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write in the input's mode (gray stays gray, alpha is kept where the format holds it).
+    """Write in the input's mode (gray stays gray, alpha is kept where the format holds it, a
+    16-bit photo stays 16-bit in a PNG or TIFF).
 
     The pixels are written as they are shown and no EXIF travels with them, so no viewer turns
     them a second time. tag: turns the encoded bytes (and the extension) into the bytes written
@@ -224,6 +249,8 @@ def write_image(
         out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     elif image.alpha is not None and ext in {".png", ".webp", ".tif", ".tiff"}:
         out = np.dstack([out, image.alpha])
+    if image.deep is not None and image.deep.shape == out.shape and ext in _DEEP_FORMATS:
+        out = deepen(out, image.deep)
     ok, buf = cv2.imencode(ext, out)
     if not ok:
         raise OutputError(f"Could not encode {p} as {ext}.")
