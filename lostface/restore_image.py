@@ -21,18 +21,23 @@ class ImageResult:
     patches: list[Patch]
 
 
-def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> ImageResult:
+def restore_image(
+    image: np.ndarray, stages: Stages, settings: Settings, afresh: bool = True
+) -> ImageResult:
     """Restore every masked face of one BGR image; unmasked faces stay pixel for pixel (a
     photo where a face was painted carries the watermark, stages.marker: no pixel moved by
     more than 2 levels).
 
     Faces are numbered by their detection order; nothing is carried over from an earlier call
     (the detector's, the painter's and the compositor's state is reset first: photos restored
-    one after another come out as each would alone)."""
+    one after another come out as each would alone). afresh False: frames of one video, each
+    restored as a photo (`lostface bench`'s naive pipeline): the small-face search keeps its
+    pace over them and the frame mark its strength, as in `lostface run`."""
     out = image.copy()
     stages.compositor.reset()  # a photo has no previous frame: nothing to crossfade from
     stages.painter.reset()
-    stages.detector.reset()  # the small-face search paces itself by its calls
+    if afresh:
+        stages.detector.reset()  # the small-face search paces itself by its calls
     dets = stages.detector.detect(image)
     jobs = [
         job
@@ -50,7 +55,8 @@ def restore_image(image: np.ndarray, stages: Stages, settings: Settings) -> Imag
                 out, FaceTrack(i, dets.boxes[i], dets.landmarks[i]), painted.patch
             )
     if patches and stages.marker is not None:
-        stages.marker.reset()  # its strength from this photo's brightness
+        if afresh:
+            stages.marker.reset()  # its strength from this photo's brightness
         stages.marker.apply(out)
     if settings.output.debug_overlay:
         by_id = {p.track_id: p for p in patches}

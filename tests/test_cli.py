@@ -491,6 +491,10 @@ def test_photos_restored_one_after_another_come_out_as_each_alone():
     again = restore_image(group, stages, settings)
     assert first.faces == again.faces and first.masked == again.masked >= 1
     assert np.array_equal(first.image, again.image)
+    # frames of one video restored as photos (`lostface bench`'s naive pipeline) keep the
+    # search's pace, as `lostface run` does: no enlarged look on the next call
+    paced = restore_image(group, stages, settings, afresh=False)
+    assert paced.faces != again.faces or not np.array_equal(paced.image, again.image)
 
 
 def test_restore_several_photos_into_a_folder(tmp_path, capsys):

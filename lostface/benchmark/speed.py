@@ -103,7 +103,7 @@ def run_variant(
             if pipe is not None:
                 outs = pipe.push(item)
             elif stages is not None:
-                item.image = restore_image(item.image, stages, settings).image
+                item.image = restore_image(item.image, stages, settings, afresh=False).image
             per_frame.append(time.perf_counter() - t1)
             for o in outs:
                 keyframes.extend(o.frame.index for f in o.faces if f.keyframe)
