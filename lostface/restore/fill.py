@@ -58,6 +58,13 @@ _RING_TURN = 0.25
 _WARM_AB = 4.0
 _DARKER = 20.0
 _WARM_MIN = 200
+# A fill colour darker than _NO_SKIN_L (Lab L) and than _NO_SKIN_SHARE of the face's lit skin
+# is no skin's: the band above the covering and both samples were hair, a cap's shadow
+# or the eyes (_checked). It changes 7 of the 342 faces restore paints on the masked photos of
+# ../shared/data (filled near black or maroon before) and none of bench/paint_region.py's
+# synthetic coverings, whose samples are skin (bench/README.md, "A fill near black").
+_NO_SKIN_L = 30.0
+_NO_SKIN_SHARE = 0.5
 
 # The face's outline under its covering: the oval of the face's own mesh, whose points below
 # the nose tip the model puts too near it there (the covering hides the jaw and chin), so they
@@ -217,8 +224,24 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
         # darker than the skin the other shows
         colour = medians[max(kept, key=lambda k: float(medians[k][0]))].copy()
     if any(coloured(float(m[1]), float(m[2])) for m in medians):
+        return _checked(face_lab, support, colour)
+    return _checked(face_lab, support, _warm_instead(face_lab, support, colour))
+
+
+def _checked(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """`colour`, unless it is no skin's beside the face's own lit skin (see _NO_SKIN_L): near
+    black where the face shows far lighter skin (its samples and the band above the covering
+    were hair, a cap's shadow, the eyes). The lit skin: the lighter half of the face oval's
+    warm pixels (Lab a and b over _WARM_AB) outside the covering (hair, brows and shadows are
+    the darker half)."""
+    px = face_lab[(support == 0) & (face_oval_mask() > 0)]
+    warm = px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
+    if len(warm) < 2 * _WARM_MIN:
         return colour
-    return _warm_instead(face_lab, support, colour)
+    skin = np.median(warm[warm[:, 0] >= np.median(warm[:, 0])], axis=0)
+    if float(colour[0]) < min(_NO_SKIN_L, _NO_SKIN_SHARE * float(skin[0])):
+        return skin
+    return colour
 
 
 def _warm_instead(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
