@@ -60,9 +60,9 @@ _DARKER = 20.0
 _WARM_MIN = 200
 # A fill colour darker than _NO_SKIN_L (Lab L) and than _NO_SKIN_SHARE of the face's lit skin
 # is no skin's: the band above the covering and both samples were hair, a cap's shadow
-# or the eyes (_checked). It changes 7 of the 342 faces restore paints on the masked photos of
-# ../shared/data (filled near black or maroon before) and none of bench/paint_region.py's
-# synthetic coverings, whose samples are skin (bench/README.md, "A fill near black").
+# or the eyes (_checked). It changes 8 of the 342 faces restore paints on the masked photos of
+# ../shared/data (filled near black or maroon before) and, of bench/paint_region.py's synthetic
+# coverings, whose samples are skin, three, each nearer (bench/README.md, "A fill near black").
 _NO_SKIN_L = 30.0
 _NO_SKIN_SHARE = 0.5
 
@@ -231,10 +231,10 @@ def skin_colour(face_lab: np.ndarray, support: np.ndarray, turn: float = 0.0) ->
 def _checked(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """`colour`, unless it is no skin's beside the face's own lit skin (see _NO_SKIN_L): near
     black where the face shows far lighter skin (its samples and the band above the covering
-    were hair, a cap's shadow, the eyes). The lit skin: the lighter half of the face oval's
-    warm pixels (Lab a and b over _WARM_AB) outside the covering (hair, brows and shadows are
-    the darker half)."""
-    px = face_lab[(support == 0) & (face_oval_mask() > 0)]
+    were hair, a cap's shadow, the eyes). The lit skin: the lighter half of the warm pixels
+    (Lab a and b over _WARM_AB) outside the covering in the middle of the face's oval (hair,
+    brows and shadows are the darker half)."""
+    px = face_lab[(support == 0) & _middle_of_the_face()]
     warm = px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
     if len(warm) < 2 * _WARM_MIN:
         return colour
@@ -242,6 +242,16 @@ def _checked(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> n
     if float(colour[0]) < min(_NO_SKIN_L, _NO_SKIN_SHARE * float(skin[0])):
         return skin
     return colour
+
+
+def _middle_of_the_face() -> np.ndarray:
+    """The face oval's middle half of columns (bool, the crop's shape): beside a turned face
+    the oval's sides hold the wall or the curtain behind it."""
+    oval = face_oval_mask() > 0
+    w = oval.shape[1]
+    oval[:, : w // 4] = False
+    oval[:, w - w // 4 :] = False
+    return oval
 
 
 def _warm_instead(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
