@@ -234,14 +234,19 @@ def _checked(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> n
     were hair, a cap's shadow, the eyes). The lit skin: the lighter half of the warm pixels
     (Lab a and b over _WARM_AB) outside the covering in the middle of the face's oval (hair,
     brows and shadows are the darker half)."""
-    px = face_lab[(support == 0) & _middle_of_the_face()]
-    warm = px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
+    warm = _warm(face_lab, (support == 0) & _middle_of_the_face())
     if len(warm) < 2 * _WARM_MIN:
         return colour
     skin = np.median(warm[warm[:, 0] >= np.median(warm[:, 0])], axis=0)
     if float(colour[0]) < min(_NO_SKIN_L, _NO_SKIN_SHARE * float(skin[0])):
         return skin
     return colour
+
+
+def _warm(face_lab: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The warm pixels (Lab a and b both over _WARM_AB) of face_lab at `where`, (N, 3)."""
+    px = face_lab[where]
+    return px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
 
 
 def _middle_of_the_face() -> np.ndarray:
@@ -257,15 +262,10 @@ def _middle_of_the_face() -> np.ndarray:
 def _warm_instead(face_lab: np.ndarray, support: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """The warm pixels' colour instead of `colour`, given by samples without colour, where
     they show it is no skin's (see _WARM_AB)."""
-
-    def warm(where: np.ndarray) -> np.ndarray:
-        px = face_lab[where]
-        return px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
-
-    oval = warm((support == 0) & (face_oval_mask() > 0))
+    oval = _warm(face_lab, (support == 0) & (face_oval_mask() > 0))
     if len(oval) < _WARM_MIN or float(colour[0]) > float(np.median(oval[:, 0])) - _DARKER:
         return colour
-    band = warm(_ring(support))
+    band = _warm(face_lab, _ring(support))
     return np.median(band if len(band) >= _RING_MIN else oval, axis=0)
 
 

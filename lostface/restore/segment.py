@@ -305,6 +305,12 @@ def _nearest(
     return out
 
 
+def _plain_lab(v: np.ndarray) -> tuple[float, float, float]:
+    """A colour in the segmenter's Lab (log L, 8-bit a and b; see _skin_lab) as 8-bit Lab
+    lightness from black and a, b from neutral."""
+    return float(np.exp(v[0])) - _LOG_L_OFFSET, float(v[1]) - 128.0, float(v[2]) - 128.0
+
+
 def _chromaticity(bgr: np.ndarray) -> np.ndarray:
     """(r, g) over r + g + b of (N, 3) BGR pixels, each channel raised by 8 (dark pixels'
     chromaticity is noise)."""
@@ -499,10 +505,7 @@ class GeometrySegmenter(Segmenter):
             med = np.median(skin, axis=0)
             spread = 1.4826 * np.median(np.abs(skin - med), axis=0)
             models.append((med, np.clip(spread, lo, hi)))
-        kept = regions.trusted_skin(
-            [(float(np.exp(m[0])) - _LOG_L_OFFSET, m[1] - 128.0, m[2] - 128.0) for m, _ in models],
-            bridge=1,
-        )
+        kept = regions.trusted_skin([_plain_lab(m) for m, _ in models], bridge=1)
         return lab[self._y0 :], [models[k] for k in kept], kept
 
     @staticmethod
@@ -511,10 +514,8 @@ class GeometrySegmenter(Segmenter):
     ) -> bool:
         """Whether the skin samples are far darker than a lower face of skin's own colour
         (see _SAMPLES_DARKER): hair and sunglasses, not skin."""
-        lit = max(float(np.exp(m[0])) for m, _ in models) - _LOG_L_OFFSET
-        lower = np.median(lab[zones], axis=0)
-        lower_l = float(np.exp(lower[0])) - _LOG_L_OFFSET
-        a, b = float(lower[1]) - 128.0, float(lower[2]) - 128.0
+        lit = max(_plain_lab(m)[0] for m, _ in models)
+        lower_l, a, b = _plain_lab(np.median(lab[zones], axis=0))
         return (
             lower_l >= _SAMPLES_DARKER * max(lit, 1.0)
             and _SKIN_A[0] <= a <= _SKIN_A[1]
@@ -529,15 +530,10 @@ class GeometrySegmenter(Segmenter):
         samples without colour (see _REGION_LIGHTER): the face's skin, not a covering."""
         if not region.any():
             return False
-        samples = [
-            (float(np.exp(m[0])) - _LOG_L_OFFSET, float(m[1]) - 128.0, float(m[2]) - 128.0)
-            for m, _ in models
-        ]
+        samples = [_plain_lab(m) for m, _ in models]
         if any(regions.coloured(a, b) for _, a, b in samples):
             return False
-        med = np.median(lab[region], axis=0)
-        light = float(np.exp(med[0])) - _LOG_L_OFFSET
-        a, b = float(med[1]) - 128.0, float(med[2]) - 128.0
+        light, a, b = _plain_lab(np.median(lab[region], axis=0))
         lit = max(s[0] for s in samples)
         return (
             _REGION_WARM_AB < a <= _SKIN_A[1]
