@@ -196,7 +196,8 @@ class KeyframeWorker:
         self.timings = timings
         self.synchronous = synchronous
         self.batch = max(1, batch)
-        self._jobs: deque[PaintJob] = deque(maxlen=queue_size)
+        self.queue_size = queue_size
+        self._jobs: deque[PaintJob] = deque()
         # when each queued job was sent (track id, frame index): a covered face's wait for its
         # patch is timed as "keyframe_wait" (how long a painted face lags its keyframe)
         self._sent: dict[tuple[int, int], float] = {}
@@ -223,10 +224,14 @@ class KeyframeWorker:
 
     def submit(self, job: PaintJob, live: Collection[int] = ()) -> int | None:
         """Queue a job; returns the track whose pending job it pushed out of a full queue: the
-        oldest; in files (keep_within), the oldest of a face still in the loop (`live`), which
-        can ask again, before one whose frames are all sent and wait in the line for it; and
-        of those, one whose face does not wait for a second look (Painted.recheck), which
-        decides whether it is painted at all."""
+        oldest. In files (keep_within) only a job whose frames can do without it: the oldest
+        of a face still in the loop (`live`: it can ask again) that has a patch to carry
+        meanwhile and does not wait for a second look (Painted.recheck, which decides whether
+        it is painted at all). A face's first job, its second look and the jobs of a face gone
+        from the loop stay, as the frames held in the delay line wait for them (a scene cut's
+        new faces pushed out the last shot's pending keyframes, whose frames then took an older
+        patch, and each other's first, whose frames left the line unpainted); with none to
+        push out, the queue grows past its size (the loop waits for those keyframes anyway)."""
         if self.synchronous:
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._work([job])
@@ -241,16 +246,22 @@ class KeyframeWorker:
                 self._jobs.remove(old)
                 self._sent.pop((old.track_id, old.frame_index), None)
             evicted = None
-            if len(self._jobs) == self._jobs.maxlen:
-                self.dropped += 1
-                oldest = self._jobs[0]
+            if len(self._jobs) >= self.queue_size:
+                oldest: PaintJob | None = self._jobs[0]
                 if self.keep_within:
-                    mine = [j for j in self._jobs if j.track_id in live]
-                    sure = [j for j in mine if not self._awaits_recheck(j.track_id)]
-                    oldest = next(iter(sure or mine), oldest)
-                self._jobs.remove(oldest)
-                evicted = oldest.track_id
-                self._sent.pop((oldest.track_id, oldest.frame_index), None)
+                    spare = (
+                        j
+                        for j in self._jobs
+                        if j.track_id in live
+                        and j.track_id in self._results
+                        and not self._awaits_recheck(j.track_id)
+                    )
+                    oldest = next(spare, None)
+                if oldest is not None:
+                    self.dropped += 1
+                    self._jobs.remove(oldest)
+                    evicted = oldest.track_id
+                    self._sent.pop((oldest.track_id, oldest.frame_index), None)
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._jobs.append(job)
             self._wake.notify()
@@ -672,7 +683,9 @@ class Pipeline:
             # found covered once after being open: its next detection takes a keyframe
             self.stages.policy.forget(tid)
         views = []
-        live = set()
+        # the faces in the loop now (after a scene cut, not the last shot's): a full queue
+        # pushes out their pending jobs before those of faces gone, whose frames wait for them
+        live = {tr.track_id for tr in tracks if tr.confirmed}
         for tr in tracks:
             if not tr.confirmed:
                 # kept in the delay line: if the track is confirmed before this frame leaves it,
@@ -680,7 +693,6 @@ class Pipeline:
                 views.append(FaceView(tr.track_id, tr.box.copy(), tr.landmarks.copy(), False))
                 continue
             self._confirmed.add(tr.track_id)
-            live.add(tr.track_id)
             key = False
             policy = self.stages.policy
             fit = partial(self._carried_fit, frame.image, tr)
@@ -688,7 +700,7 @@ class Pipeline:
                 self.restore_enabled
                 and policy.due(tr, frame.index, cut, frame.image, fit) is not None
             ):
-                self._submit(frame, tr, cut)
+                self._submit(frame, tr, cut, live)
                 policy.painted(tr, frame.index, frame.image)
                 key = True
             views.append(
@@ -727,17 +739,17 @@ class Pipeline:
                 out.add(tid)
         return out
 
-    def _submit(self, frame: Frame, track: FaceTrack, cut: bool) -> None:
+    def _submit(self, frame: Frame, track: FaceTrack, cut: bool, live: set[int]) -> None:
         job = PaintJob.from_frame(track.track_id, frame.index, frame.image, track.landmarks, cut)
         if job is None:
             return
-        evicted = self.worker.submit(job, self._live_ids | {track.track_id})
+        evicted = self.worker.submit(job, live)
         if evicted is not None:
             res = self.worker.result(evicted)
             if res is None or res.recheck:
-                # that face lost its first keyframe, or its second look, to a full queue: ask
-                # again on its next frame, not only when its pose changes or its patch ages
-                # (a face with a patch keeps it)
+                # live: that face lost its first keyframe, or its second look, to a full queue:
+                # ask again on its next frame, not only when its pose changes or its patch ages
+                # (a face with a patch keeps it; files keep both jobs: KeyframeWorker.submit)
                 self.stages.policy.forget(evicted)
         self._submitted.add(track.track_id)
         self.keyframes += 1

@@ -415,9 +415,10 @@ def test_a_newer_keyframe_supersedes_a_pending_one_only_past_the_delay_line(
 
 @pytest.mark.parametrize("keep_within", [0, 64])
 def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronaut_bgr, keep_within):
-    """Files: a full queue drops the oldest job of a face still in the loop (it asks again),
-    not the job of a face gone from it, whose frames wait in the delay line for that patch
-    and can have no other. Live: the oldest job, as the newest wins."""
+    """Files: a full queue drops the oldest job of a face still in the loop that has a patch
+    to carry meanwhile (it asks again), not the job of a face gone from it, whose frames wait
+    in the delay line for that patch and can have no other. Live: the oldest job, as the
+    newest wins."""
     from lostface.pipeline import KeyframeWorker, Timings
     from lostface.restore.painter import PaintJob
 
@@ -432,8 +433,13 @@ def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronau
         assert job is not None
         return worker.submit(job, live)
 
+    gate.open.set()
+    for face in (1, 2, 3):  # each face has a patch
+        submit(face, face - 5, {face})
+    worker.wait_idle()
+    gate.open.clear()
     submit(9, 0, {9})
-    gate.wait_taken(0)
+    gate.wait_taken(gate.calls)
     submit(1, 10, {1})  # face 1's last keyframe: it leaves the loop after this
     submit(2, 20, {2})
     dropped = submit(3, 30, {2, 3})  # the queue is full
@@ -447,10 +453,59 @@ def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronau
     worker.close()
 
 
+def test_a_full_queue_in_files_keeps_the_jobs_held_frames_wait_for(masked_frames, astronaut_bgr):
+    """Files: after a scene cut, the new faces' first keyframes find the queue full of the
+    last shot's, whose frames wait in the delay line for them. None of those goes, nor a new
+    face's first (its frames have no patch to carry): the queue grows and every job is
+    painted, so each frame takes the patch of its own time."""
+    from lostface.pipeline import KeyframeWorker, Timings
+    from lostface.restore.painter import PaintJob
+
+    frames, _ = masked_frames
+    stages, gate = _gated(load_settings(), astronaut_bgr)
+    worker = KeyframeWorker(stages.painter, 2, Timings(), keep_within=64)
+    d = stages.detector.detect(frames[0])
+    lm = d.landmarks[int(np.argmax(d.scores))]
+
+    def submit(track_id: int, index: int, live: set[int]) -> int | None:
+        job = PaintJob.from_frame(track_id, index, frames[0], lm)
+        assert job is not None
+        return worker.submit(job, live)
+
+    gate.open.set()
+    submit(1, 0, {1})
+    worker.wait_idle()
+    gate.open.clear()
+    submit(1, 8, {1})
+    gate.wait_taken(gate.calls)  # painting
+    submit(1, 16, {1})
+    submit(1, 24, {1})  # the queue is full; then a cut: face 1 is gone
+    assert submit(2, 28, {2, 3, 4}) is None
+    assert submit(3, 28, {2, 3, 4}) is None
+    assert submit(4, 28, {2, 3, 4}) is None
+    assert [(j.track_id, j.frame_index) for j in worker._jobs] == [
+        (1, 16),
+        (1, 24),
+        (2, 28),
+        (3, 28),
+        (4, 28),
+    ]
+    gate.open.set()
+    worker.wait_idle()
+    worker.close()
+    for frame in (8, 16, 24):
+        res = worker.result(1, frame, 16)
+        assert res is not None and res.patch is not None and res.patch.frame_index == frame
+    for face in (2, 3, 4):
+        res = worker.result(face, 28, 16)
+        assert res is not None and res.patch is not None and res.patch.frame_index == 28
+
+
 def test_a_full_queue_keeps_a_face_s_second_look(masked_frames, astronaut_bgr):
     """Files: a face found covered once after being open waits for its second look
-    (Painted.recheck, mask.confirm_below); a full queue drops another face's job before
-    that one, which decides whether the face is painted at all."""
+    (Painted.recheck, mask.confirm_below); a full queue drops another face's job (one with a
+    patch to carry meanwhile) before that one, which decides whether the face is painted at
+    all."""
     from lostface.pipeline import KeyframeWorker, Timings
     from lostface.restore.painter import PaintJob
 
@@ -468,6 +523,7 @@ def test_a_full_queue_keeps_a_face_s_second_look(masked_frames, astronaut_bgr):
     gate.open.set()
     submit(5, 0, {5}, _moving(astronaut_bgr, 1)[0])  # open
     submit(5, 4, {5})  # covered: judged open once more, asks for a second look
+    submit(1, 5, {1, 5})  # face 1 has a patch
     worker.wait_idle()
     first = worker.result(5)
     assert first is not None and first.recheck and not first.covered
