@@ -82,8 +82,10 @@ class KeyframeSettings:
     # measured before a new patch is painted: a camera move or a turn the pose, roll and
     # scale thresholds miss, under which the patch no longer lies on the covering (0 = never)
     fit_drop: float = 0.15
-    # pending keyframe jobs; the newest job replaces the oldest when full, and a face's newer
-    # job its pending one when more than delay_frames later (live: always)
+    # pending keyframe jobs; live, the newest job replaces the oldest when full; in files only
+    # a job whose face is in view and has a patch is replaced (else the queue grows: held
+    # frames wait for the others); a face's newer job replaces its pending one when more than
+    # 4 times delay_frames later (live: always)
     queue_size: int = 4
     batch: int = 1  # faces painted in one call of the restorer (a GPU engine batches them)
     # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
