@@ -338,10 +338,12 @@ def _niceness(thread: threading.Thread | None) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux")
-def test_the_keyframe_worker_yields_the_cpu_to_the_loop_in_files_only(settings):
-    """Files: the worker's thread runs keyframe.nice steps nicer than the loop's, so on a busy
-    CPU the detector and the encoder, which every frame waits for, go first; live (no delay
-    line), a patch that waited for the CPU would show late, so it runs as the loop does."""
+def test_the_keyframe_worker_yields_the_cpu_to_the_loop_in_files_only():
+    """Files, with keyframe.nice set (0 by default): the worker's thread runs that many steps
+    nicer than the loop's, so on a busy CPU the detector and the encoder, which every frame
+    waits for, go first; live (no delay line), a patch that waited for the CPU would show
+    late, so it runs as the loop does."""
+    settings = load_settings(overrides=["keyframe.nice=5"])
     base = _niceness(threading.main_thread())
     stages = build_stages(settings)
     for delay, expected in [(None, min(base + settings.keyframe.nice, 19)), (0, base)]:

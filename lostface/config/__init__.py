@@ -91,11 +91,12 @@ class KeyframeSettings:
     # frames held before compositing, so a fresh patch reaches them (0 = live); a patch asked
     # for on a head turn reaches the frames of the turn rather than arriving after it
     delay_frames: int = 16
-    # files: niceness added to the keyframe worker's thread (Linux). On a busy CPU the frame
-    # loop's detector and encoder, which every frame waits for, then run first, and the worker
-    # paints in what is left while the delay line holds the frames (bench/README.md,
-    # "Throughput"); 0: as the loop; live: always 0
-    nice: int = 5
+    # files: niceness added to the keyframe worker's thread (Linux): the frame loop's detector
+    # and encoder then run first on a busy CPU, and the worker paints in what is left while
+    # the delay line holds the frames. 0 (as the loop) since every keyframe asked for is
+    # painted: the work is the same, and a lagging worker leaves it for the end of the file,
+    # on one core (bench/README.md, "A full queue in files"); live: always 0
+    nice: int = 0
     crossfade_frames: int = 8  # frames over which a new patch fades in over the old one
     # between keyframes, bend the patch onto the face's mesh on the frames the detector
     # measured it (lostface.restore.follow; needs models.face_mesh), not only carry it by the
