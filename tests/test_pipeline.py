@@ -503,6 +503,60 @@ def test_a_full_queue_in_files_keeps_the_jobs_held_frames_wait_for(masked_frames
         assert res is not None and res.patch is not None and res.patch.frame_index == 28
 
 
+def test_after_a_scene_cut_the_last_shot_s_pending_keyframes_are_painted(
+    masked_frames, astronaut_bgr
+):
+    """Files: a face's keyframes wait in a full queue when the shot cuts to a new face. The
+    new face's jobs do not push them out (the face gone counts as in the loop no longer), so
+    the last shot's frames take the keyframes sent on them, and the new shot is painted."""
+    from lostface.synthetic import draw_mask
+
+    settings = load_settings(
+        overrides=[
+            "keyframe.queue_size=2",
+            "keyframe.delay_frames=8",
+            "keyframe.max_age=2",
+            "tracking.detect_every=1",
+            "tracking.detect_ahead=0",
+        ]
+    )
+    shot_a = masked_frames[0][:14]
+    detector = build_stages(settings).detector
+    shot_b = []  # the same face mirrored, its colours swapped: a cut to another shot
+    for img in _moving(astronaut_bgr, 10):
+        img = np.ascontiguousarray(cv2.flip(img, 1)[:, :, ::-1])
+        d = detector.detect(img)
+        k = int(np.argmax(d.scores))
+        shot_b.append(
+            draw_mask(img, d.landmarks[k], kind="cloth", rng=np.random.default_rng(1)).image
+        )
+    stages, gate = _gated(settings, astronaut_bgr)
+    pipe = Pipeline(settings, stages)
+    outs = []
+    gate.open.set()
+    for i, img in enumerate(shot_a[:3]):
+        outs += pipe.push(Frame(img.copy(), i, i, None))
+    pipe.worker.wait_idle()
+    gate.open.clear()  # face 1's next keyframes wait at the gate and in the queue
+    for i, img in enumerate(shot_a[3:], start=3):
+        outs += pipe.push(Frame(img.copy(), i, i, None))
+    queued = [j.frame_index for j in pipe.worker._jobs if j.track_id == 1]
+    assert len(queued) == 2
+    for i, img in enumerate(shot_b, start=14):
+        outs += pipe.push(Frame(img.copy(), i, i, None))
+    assert [j.frame_index for j in pipe.worker._jobs if j.track_id == 1] == queued
+    gate.open.set()
+    outs += pipe.flush()
+    pipe.close()
+    cut = next(o.frame.index for o in outs if o.scene_cut)
+    assert cut == 14
+    for frame in queued:
+        res = pipe.worker.result(1, frame, pipe.delay)
+        assert res is not None and res.patch is not None and res.patch.frame_index == frame
+    assert all(v.masked is True for o in outs for v in o.faces)
+    assert {v.track_id for o in outs if o.frame.index >= cut for v in o.faces} == {2}
+
+
 def test_a_full_queue_keeps_a_face_s_second_look(masked_frames, astronaut_bgr):
     """Files: a face found covered once after being open waits for its second look
     (Painted.recheck, mask.confirm_below); a full queue drops another face's job (one with a
