@@ -225,13 +225,14 @@ class KeyframeWorker:
     def submit(self, job: PaintJob, live: Collection[int] = ()) -> int | None:
         """Queue a job; returns the track whose pending job it pushed out of a full queue: the
         oldest. In files (keep_within) only a job whose frames can do without it: the oldest
-        of a face still in the loop (`live`: it can ask again) that has a patch to carry
-        meanwhile and does not wait for a second look (Painted.recheck, which decides whether
-        it is painted at all). A face's first job, its second look and the jobs of a face gone
-        from the loop stay, as the frames held in the delay line wait for them (a scene cut's
-        new faces pushed out the last shot's pending keyframes, whose frames then took an older
-        patch, and each other's first, whose frames left the line unpainted); with none to
-        push out, the queue grows past its size (the loop waits for those keyframes anyway)."""
+        of a face still in the loop (`live`: it can ask again) with a keyframe painted already
+        (its frames take that one meanwhile) that does not wait for a second look
+        (Painted.recheck, which decides whether it is painted at all). A face's first job,
+        its second look and the jobs of a face gone from the loop stay, as the frames held in
+        the delay line wait for them (a scene cut's new faces pushed out the last shot's
+        pending keyframes, whose frames then took an older patch, and each other's first,
+        whose frames left the line unpainted); with none to push out, the queue grows past
+        its size (the loop waits for those keyframes anyway)."""
         if self.synchronous:
             self._sent[(job.track_id, job.frame_index)] = time.perf_counter()
             self._work([job])
