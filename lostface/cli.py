@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         metavar="OUT",
-        help="output photo; with several photos or a folder, the folder to write them to "
-        "(created if missing; each keeps its name)",
+        help="output photo, or a folder to write it to; with several photos or a folder, the "
+        "folder to write them to (created if missing; each keeps its name)",
     )
     add_reference_arg(p, footage=False)
     p.add_argument("--debug-overlay", action="store_true", help="draw boxes and covered regions")
@@ -216,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{src} is a photo; `lostface run` takes videos, use `lostface restore` for photos."
             )
         out = check_video_output(check_output(args.output, [src]))
-        tracks = check_output(args.tracks, [src, out]) if args.tracks else None
+        tracks = check_output(args.tracks, [src, out], ".jsonl") if args.tracks else None
         provenance = OutputProvenance.from_settings(settings, out)  # certificates checked
         stages = build_stages(settings, background_tracker=True)
         if isinstance(stages.tracker, DeferredTracker):
@@ -249,12 +249,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     sources = [Path(i) for i in args.inputs]
-    several = len(sources) > 1 or sources[0].is_dir()
+    # one photo into an existing folder is written there under its own name, as several are
+    several = len(sources) > 1 or sources[0].is_dir() or Path(args.output).is_dir()
     if several:
         folder = Path(args.output)
         pairs = _photo_pairs(sources, folder)
     else:
-        pairs = [(sources[0], check_image_output(check_output(args.output, list(args.inputs))))]
+        own = sources[0].suffix.lower()
+        example = own if own in IMAGE_EXTENSIONS else ".png"
+        out = check_output(args.output, list(args.inputs), example)
+        pairs = [(sources[0], check_image_output(out))]
     # every photo readable before any model is loaded or file written (the first one kept)
     first = read_image(pairs[0][0])
     for src, _ in pairs[1:]:

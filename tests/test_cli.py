@@ -528,6 +528,20 @@ def test_restore_several_photos_into_a_folder(tmp_path, capsys):
     assert "given twice" in line
     line = _one_sentence(_run(["restore", str(photos), "-o", str(photos)]))
     assert "holds the input" in line
+    # one photo into an existing folder: written there under its own name, as the batch's
+    into = tmp_path / "into"
+    into.mkdir()
+    capsys.readouterr()
+    assert main(["restore", str(photos / "0010.jpg"), "-o", str(into), *fixed]) == 0
+    assert capsys.readouterr().out.split() == [str(into / "0010.jpg")]
+    assert np.array_equal(
+        cv2.imread(str(into / "0010.jpg"), cv2.IMREAD_UNCHANGED),
+        cv2.imread(str(out / "0010.jpg"), cv2.IMREAD_UNCHANGED),
+    )
+    # an output without an extension: the sentence suggests the photo's own, not a video's
+    line = _one_sentence(_run(["restore", str(photos / "grey.png"), "-o", str(tmp_path / "bare")]))
+    assert "has no extension" in line and "bare.png" in line and ".mp4" not in line
+    assert not (tmp_path / "bare").exists()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes((photos / "0010.jpg").read_bytes()[:2000])
     fresh = tmp_path / "never"

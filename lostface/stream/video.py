@@ -104,11 +104,14 @@ def check_input(path: str | Path) -> Path:
     return p
 
 
-def check_output(out: str | Path, inputs: list[str | Path]) -> Path:
-    """The output's folder exists and the output is not one of the inputs."""
+def check_output(out: str | Path, inputs: list[str | Path], example: str = ".mp4") -> Path:
+    """The output's folder exists and the output is not one of the inputs; `example`: the
+    extension the sentences suggest (a photo's own, for a photo)."""
     o = Path(out)
     if o.is_dir():
-        raise OutputError(f"Output {o} is a folder; give a file name such as {o / 'out.mp4'}.")
+        raise OutputError(
+            f"Output {o} is a folder; give a file name such as {o / ('out' + example)}."
+        )
     if not o.parent.exists():
         raise OutputError(f"Output folder {o.parent} does not exist; create it first.")
     for i in inputs:
@@ -117,7 +120,7 @@ def check_output(out: str | Path, inputs: list[str | Path]) -> Path:
             raise OutputError(f"Output {o} is the input itself; choose another output path.")
     if not o.suffix:
         raise OutputError(
-            f"Output {o} has no extension; name it e.g. {o}.mp4 so the container is known."
+            f"Output {o} has no extension; name it e.g. {o}{example} so the format is known."
         )
     return o
 
