@@ -249,6 +249,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     sources = [Path(i) for i in args.inputs]
+    _refuse_videos(sources)
     # one photo into an existing folder is written there under its own name, as several are
     several = len(sources) > 1 or sources[0].is_dir() or Path(args.output).is_dir()
     if several:
@@ -302,6 +303,22 @@ def _write_photo(out: Path, image: Image, marks: OutputProvenance, painted: bool
         marks.finish_image(tmp, painted, out.name)
 
     write_image(out, image, tag=tag, finalize=finalize)
+
+
+# inputs `restore` and `detect` refuse at once, pointing at `lostface run`
+_VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .ts .m2ts .avi .wmv .flv .mpg .mpeg .3gp .y4m".split()
+)
+
+
+def _refuse_videos(sources: list[Path]) -> None:
+    """One sentence for a video named where photos are read (`restore`, `detect`)."""
+    for src in sources:
+        if src.suffix.lower() in _VIDEO_EXTENSIONS and not src.is_dir():
+            raise InputError(
+                f"{src} is a video, not a photo; run `lostface run {src} -o OUT.mp4` for "
+                "videos (--tracks FILE writes the faces found in each frame)."
+            )
 
 
 def _photos(sources: list[Path]) -> list[Path]:
@@ -366,10 +383,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from lostface.stream.image import read_image
 
     settings = settings_from_args(args)
+    sources = [Path(p) for p in args.inputs]
+    _refuse_videos(sources)
     detector = build_detector(settings)
     painter = build_painter(settings)  # its segmenter tells covered from open faces
     failed = 0
-    for path in _photos([Path(p) for p in args.inputs]):
+    for path in _photos(sources):
         try:
             image = read_image(path)
         except LostfaceError as exc:

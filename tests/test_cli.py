@@ -182,6 +182,11 @@ def test_restore_and_detect_on_a_photo(tmp_path, masked_clip, reference, capsys)
     assert [r["faces"][0]["covered"] for r in rows] == [True, False]
     scores = [r["faces"][0]["covered_score"] for r in rows]
     assert scores[0] > 0.5 > scores[1] >= 0.0
+    # a video where photos are read: one sentence that points at `lostface run`, nothing written
+    for args in (["restore", str(src), "-o", str(tmp_path / "v.png")], ["detect", str(src)]):
+        line = _one_sentence(_run(args))
+        assert "is a video" in line and "lostface run" in line
+    assert not (tmp_path / "v.png").exists()
 
 
 @pytest.mark.parametrize("mode", ["gray", "alpha", "odd"])
@@ -259,6 +264,8 @@ def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut
     cv2.imwrite(str(photo), astronaut_bgr)
     noface = tmp_path / "noface.png"
     cv2.imwrite(str(noface), np.full((200, 300, 3), 120, np.uint8))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(np.random.default_rng(5).bytes(5000))
     before = {p.name for p in tmp_path.iterdir()}
     cases = [
         (["run", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4")], "does not exist"),
@@ -275,7 +282,8 @@ def test_bad_inputs_get_one_sentence(tmp_path, masked_clip, reference, astronaut
             ["run", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "tracking.detect_every=0"],
             "detect_every",
         ),
-        (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "not a readable image"),
+        (["restore", str(corrupt), "-o", str(tmp_path / "o.png")], "is a video"),
+        (["restore", str(broken), "-o", str(tmp_path / "o.png")], "not a readable image"),
     ]
     for args, words in cases:
         line = _one_sentence(_run(args))
