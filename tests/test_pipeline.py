@@ -415,12 +415,9 @@ def test_a_newer_keyframe_supersedes_a_pending_one_only_past_the_delay_line(
     assert worker.result(1, 50, 16).patch.frame_index == 50  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("keep_within", [0, 64])
-def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronaut_bgr, keep_within):
-    """Files: a full queue drops the oldest job of a face still in the loop that has a patch
-    to carry meanwhile (it asks again), not the job of a face gone from it, whose frames wait
-    in the delay line for that patch and can have no other. Live: the oldest job, as the
-    newest wins."""
+def _gated_worker(masked_frames, astronaut_bgr, keep_within: int):
+    """A keyframe worker with a queue of 2 over gated stages (_gated), and a submit(track_id,
+    frame_index, live) of the first masked frame's face that returns the face it pushed out."""
     from lostface.pipeline import KeyframeWorker, Timings
     from lostface.restore.painter import PaintJob
 
@@ -434,6 +431,17 @@ def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronau
         job = PaintJob.from_frame(track_id, index, frames[0], lm)
         assert job is not None
         return worker.submit(job, live)
+
+    return worker, gate, submit
+
+
+@pytest.mark.parametrize("keep_within", [0, 64])
+def test_a_full_queue_drops_a_job_its_face_can_ask_again(masked_frames, astronaut_bgr, keep_within):
+    """Files: a full queue drops the oldest job of a face still in the loop that has a patch
+    to carry meanwhile (it asks again), not the job of a face gone from it, whose frames wait
+    in the delay line for that patch and can have no other. Live: the oldest job, as the
+    newest wins."""
+    worker, gate, submit = _gated_worker(masked_frames, astronaut_bgr, keep_within)
 
     gate.open.set()
     for face in (1, 2, 3):  # each face has a patch
@@ -460,19 +468,7 @@ def test_a_full_queue_in_files_keeps_the_jobs_held_frames_wait_for(masked_frames
     last shot's, whose frames wait in the delay line for them. None of those goes, nor a new
     face's first (its frames have no patch to carry): the queue grows and every job is
     painted, so each frame takes the patch of its own time."""
-    from lostface.pipeline import KeyframeWorker, Timings
-    from lostface.restore.painter import PaintJob
-
-    frames, _ = masked_frames
-    stages, gate = _gated(load_settings(), astronaut_bgr)
-    worker = KeyframeWorker(stages.painter, 2, Timings(), keep_within=64)
-    d = stages.detector.detect(frames[0])
-    lm = d.landmarks[int(np.argmax(d.scores))]
-
-    def submit(track_id: int, index: int, live: set[int]) -> int | None:
-        job = PaintJob.from_frame(track_id, index, frames[0], lm)
-        assert job is not None
-        return worker.submit(job, live)
+    worker, gate, submit = _gated_worker(masked_frames, astronaut_bgr, 64)
 
     gate.open.set()
     submit(1, 0, {1})
