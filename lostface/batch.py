@@ -49,7 +49,7 @@ from lostface.frame import Frame
 from lostface.models import file_sha256
 from lostface.provenance import OutputProvenance
 from lostface.registry import self_reference_on
-from lostface.stream.video import OUTPUT_CONTAINERS, VideoReader, VideoWriter
+from lostface.stream.video import OUTPUT_CONTAINERS, VIDEO_SUFFIXES, VideoReader, VideoWriter
 
 if TYPE_CHECKING:
     from lostface.restore.selfref import Learned
@@ -61,7 +61,6 @@ LOCK = ".lostface-batch.lock"
 REPORT = "lostface-batch.json"
 WORK = ".lostface-batch"
 SCHEMA = 1
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".avi", ".mpg", ".mpeg", ".flv"}
 
 
 # -- planning -----------------------------------------------------------------------------

@@ -305,16 +305,12 @@ def _write_photo(out: Path, image: Image, marks: OutputProvenance, painted: bool
     write_image(out, image, tag=tag, finalize=finalize)
 
 
-# inputs `restore` and `detect` refuse at once, pointing at `lostface run`
-_VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .ts .m2ts .avi .wmv .flv .mpg .mpeg .3gp .y4m".split()
-)
-
-
 def _refuse_videos(sources: list[Path]) -> None:
     """One sentence for a video named where photos are read (`restore`, `detect`)."""
+    from lostface.stream.video import VIDEO_SUFFIXES
+
     for src in sources:
-        if src.suffix.lower() in _VIDEO_EXTENSIONS and not src.is_dir():
+        if src.suffix.lower() in VIDEO_SUFFIXES and not src.is_dir():
             raise InputError(
                 f"{src} is a video, not a photo; run `lostface run {src} -o OUT.mp4` for "
                 "videos (--tracks FILE writes the faces found in each frame)."

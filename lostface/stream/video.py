@@ -51,6 +51,9 @@ OUTPUT_CONTAINERS = {
     ".webm": "WebM",
     ".ts": "MPEG-TS",
 }
+# Input videos by their file's suffix: a folder's videos (`batch`), and a video named where
+# photos are read (`restore`, `detect`) is pointed at `lostface run`.
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".avi", ".mpg", ".mpeg", ".flv"}
 # Refused with a reason: what the container cannot keep.
 _REFUSED = {
     ".gif": "GIF holds no audio and 256 colours: write .mp4 and convert it if you need a GIF",
