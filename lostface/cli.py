@@ -256,8 +256,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         folder = Path(args.output)
         pairs = _photo_pairs(sources, folder)
     else:
-        own = sources[0].suffix.lower()
-        example = own if own in IMAGE_EXTENSIONS else ".png"
+        example = Path(_written_name(sources[0])).suffix
         out = check_output(args.output, list(args.inputs), example)
         pairs = [(sources[0], check_image_output(out))]
     # every photo readable before any model is loaded or file written (the first one kept)
@@ -317,6 +316,12 @@ def _refuse_videos(sources: list[Path]) -> None:
             )
 
 
+def _written_name(src: Path) -> str:
+    """The name a restored photo is written under: its own, as .png where lostface writes no
+    such image."""
+    return src.name if src.suffix.lower() in IMAGE_EXTENSIONS else src.stem + ".png"
+
+
 def _photos(sources: list[Path]) -> list[Path]:
     """The photos named, a folder standing for its files with an image extension (in name
     order); one sentence for a folder that holds none."""
@@ -354,7 +359,7 @@ def _photo_pairs(sources: list[Path], folder: Path) -> list[tuple[Path, Path]]:
     pairs: list[tuple[Path, Path]] = []
     taken: dict[str, Path] = {}
     for src in photos:
-        name = src.name if src.suffix.lower() in IMAGE_EXTENSIONS else src.stem + ".png"
+        name = _written_name(src)
         if name in taken and taken[name].resolve() == src.resolve():
             raise InputError(f"{src} is given twice; give each photo or folder once.")
         if name in taken:

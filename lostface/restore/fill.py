@@ -11,6 +11,8 @@ rim, and a green or blue covering must not leave a green or blue face.
 
 from __future__ import annotations
 
+from functools import cache
+
 import cv2
 import numpy as np
 
@@ -249,13 +251,15 @@ def _warm(face_lab: np.ndarray, where: np.ndarray) -> np.ndarray:
     return px[(px[:, 1] > _WARM_AB) & (px[:, 2] > _WARM_AB)]
 
 
+@cache
 def _middle_of_the_face() -> np.ndarray:
-    """The face oval's middle half of columns (bool, the crop's shape): beside a turned face
-    the oval's sides hold the wall or the curtain behind it."""
+    """The face oval's middle half of columns (bool, the crop's shape, read-only): beside a
+    turned face the oval's sides hold the wall or the curtain behind it."""
     oval = face_oval_mask() > 0
     w = oval.shape[1]
     oval[:, : w // 4] = False
     oval[:, w - w // 4 :] = False
+    oval.flags.writeable = False
     return oval
 
 
