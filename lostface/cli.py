@@ -397,6 +397,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             failed += 1
             continue
         detector.reset()  # each photo searched as the first (the small-face search)
+        painter.reset()  # and judged afresh: nothing of another photo's face i carries over
         dets = detector.detect(image.bgr)
         faces = dets.to_json()
         for i, face in enumerate(faces):
