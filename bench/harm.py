@@ -152,7 +152,7 @@ def photos(
             image = (image.astype(np.float32) / dim).astype(np.uint8)
         if bright != 1.0:
             image = np.clip(image.astype(np.float32) * bright, 0, 255).astype(np.uint8)
-        job = PaintJob.from_frame(0, 0, image, dets.landmarks[i])
+        job = PaintJob.of_detection(image, dets, i, settings.mask.closer_look_below, track_id=0)
         if job is None:
             no_face.append(path.name)
             continue
@@ -174,7 +174,11 @@ def photos(
 
             moved[path.name] = round(cover_shift(tiles[path.name]), 4)
         for k in range(len(dets)) if every_face else ():
-            other = PaintJob.from_frame(k, 0, image, dets.landmarks[k]) if k != i else None
+            other = (
+                PaintJob.of_detection(image, dets, k, settings.mask.closer_look_below)
+                if k != i
+                else None
+            )
             if other is None:
                 continue
             painter.reset()

@@ -401,10 +401,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
         dets = detector.detect(image.bgr)
         faces = dets.to_json()
         for i, face in enumerate(faces):
-            job = PaintJob.from_frame(i, 0, image.bgr, dets.landmarks[i])
+            job = PaintJob.of_detection(image.bgr, dets, i, settings.mask.closer_look_below)
             judged = painter.judge(job) if job is not None else None
             face["covered"] = bool(judged is not None and judged.covered)
             face["covered_score"] = round(float(judged.score), 4) if judged is not None else 0.0
+            if judged is not None and judged.closer is not None:
+                # found weakly and looked at closer (mask.closer_look_below): no candidate
+                # there (0.0) leaves it open whatever its covered_score
+                face["closer_look"] = round(float(judged.closer), 4)
         if args.json:
             print(json.dumps({"path": str(path), "faces": faces}), flush=True)
         else:

@@ -741,7 +741,16 @@ class Pipeline:
         return out
 
     def _submit(self, frame: Frame, track: FaceTrack, cut: bool, live: set[int]) -> None:
-        job = PaintJob.from_frame(track.track_id, frame.index, frame.image, track.landmarks, cut)
+        job = PaintJob.from_frame(
+            track.track_id,
+            frame.index,
+            frame.image,
+            track.landmarks,
+            cut,
+            box=track.box,
+            score=track.score,
+            look_below=self.settings.mask.closer_look_below,
+        )
         if job is None:
             return
         evicted = self.worker.submit(job, live)

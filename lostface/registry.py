@@ -21,6 +21,8 @@ from lostface.errors import ConfigError, ModelError
 from lostface.stages import Detector, Restorer, Segmenter, Upscaler
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from lostface.restore.identity import IdentityGate
     from lostface.restore.mesh import FaceMesh
     from lostface.restore.painter import Painter
@@ -294,10 +296,22 @@ def build_painter(
         gate=build_gate(settings, references, from_footage or captures),
         marker=build_marker(settings),
         mesh=_segment_mesh(settings),
+        closer_look=_closer_look(settings),
     )
     if from_footage:
         painter.learn_from_footage(settings)
     return painter
+
+
+def _closer_look(settings: Settings) -> Callable[[np.ndarray, np.ndarray], float] | None:
+    """The painter's closer look at faces found weakly (mask.closer_look_below): the
+    embedded CenterFace's, for its own detections (its scores are what the setting reads);
+    None for another detector or with the setting at 0."""
+    if settings.mask.closer_look_below <= 0 or settings.detect.engine != "centerface":
+        return None
+    from lostface.tracking.detectors import CloserLook
+
+    return CloserLook(settings.detect)
 
 
 def _segment_mesh(settings: Settings) -> FaceMesh | None:

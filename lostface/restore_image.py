@@ -42,7 +42,8 @@ def restore_image(
     jobs = [
         job
         for i in range(len(dets))
-        if (job := PaintJob.from_frame(i, 0, image, dets.landmarks[i])) is not None
+        if (job := PaintJob.of_detection(image, dets, i, settings.mask.closer_look_below))
+        is not None
     ]
     patches: list[Patch] = []
     views: list[FaceView] = []

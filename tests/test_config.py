@@ -43,6 +43,7 @@ def test_overrides(item, path, value):
         ("detect.half=true", "half needs a cuda"),
         ("tracking=3", "section"),
         ("novalue", "key=value"),
+        ("mask.closer_look_below=1.5", "closer_look_below must lie between 0 and 1"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(item, words):

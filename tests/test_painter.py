@@ -343,3 +343,104 @@ def test_a_region_unlike_the_face_s_covering_is_left_until_its_next_keyframe(ast
     assert painted(1.0, light, dim)[1] == (True, False)  # the same covering, dimmer
     assert painted(0.0, light, black)[1] == (True, False)  # clear evidence
     assert painted(1.0, light, black, cut_at=1)[1] == (True, False)  # a new shot
+
+
+def test_a_closer_look_finds_a_face_and_no_face_elsewhere(astronaut_bgr):
+    """CenterFace looking closer (the frame 2.5 face widths around a box, enlarged) finds the
+    astronaut's face at its box, and nothing at a box of the same size on the wall behind
+    her (the photo's top-left corner)."""
+    from lostface.tracking.detectors import CLOSER_MIN, CloserLook, closer_region
+
+    settings = load_settings()
+    det = build_stages(settings).detector.detect(astronaut_bgr)
+    box = det.boxes[int(np.argmax(det.scores))]
+    look = CloserLook(settings.detect)
+    assert look(*closer_region(astronaut_bgr, box)) >= 0.5
+    wall = box - np.array([box[0], box[1], box[0], box[1]], np.float32)  # same size, corner
+    region, at = closer_region(astronaut_bgr, wall)
+    assert region.shape[0] < astronaut_bgr.shape[0]  # only the frame around the box
+    assert look(region, at) < CLOSER_MIN
+
+
+def test_a_weakly_found_covered_face_is_painted_only_where_a_closer_look_finds_it(
+    masked_astronaut,
+):
+    """A face judged covered whose detection scored under mask.closer_look_below is painted
+    when the closer look finds a face at its box (the masked astronaut), and left as it is
+    when it does not (the same face's job handed the frame around a box on the wall); found
+    surely, or with mask.closer_look_below 0, it needs no closer look. A face the closer look
+    found once is not looked at again on its track's later keyframes."""
+    image, lm = masked_astronaut
+    settings = load_settings(overrides=["restore.engine=neutral"])
+    stages = build_stages(settings)
+    det = stages.detector.detect(image)
+    box = det.boxes[int(np.argmax(det.scores))]
+
+    def painted(score: float, around_box: np.ndarray, below: float = 0.5, fresh=True) -> bool:
+        if fresh:
+            stages.painter.reset()
+        job = PaintJob.from_frame(1, 0, image, lm, box=around_box, score=score, look_below=below)
+        assert job is not None
+        return stages.painter.paint(job).patch is not None
+
+    wall = box - np.array([box[0], box[1], box[0], box[1]], np.float32)
+    assert painted(0.35, box)  # weakly found, a face when looked at closer
+    assert not painted(0.35, wall)  # weakly found, no face there looked at closer
+    assert painted(0.9, wall)  # found surely: no closer look
+    assert painted(0.35, wall, below=0.0)  # closer looks off
+    assert painted(0.35, box) and painted(0.35, wall, fresh=False)  # found on an earlier one
+    job = PaintJob.from_frame(1, 0, image, lm, box=box, score=0.9, look_below=0.5)
+    assert job is not None and job.around is None  # nothing carried for a face found surely
+
+
+def test_a_hand_holding_out_coverings_is_not_painted():
+    """On a real masked photo (../shared/data/masked/0024.jpg) CenterFace finds a hand holding
+    out a bundle of coverings weakly (score 0.32) and the colour decision judges it covered:
+    without the closer look a grey plate is painted over the hand and the sweater. With it
+    (the default) the hand's pixels stay as they were, and the photo's masked faces are
+    painted as before."""
+    from lostface.restore_image import restore_image
+    from lostface.stream.image import read_image
+    from lostface.tracking.detectors import CloserLook, closer_region
+    from tests.conftest import shared_path
+
+    image = read_image(shared_path("masked", "0024.jpg")).bgr
+    results = {}
+    for below in (0.0, 0.5):
+        settings = load_settings(overrides=[f"mask.closer_look_below={below}"])
+        stages = build_stages(settings)
+        results[below] = restore_image(image, stages, settings)
+        dets = stages.detector.detect(image)
+    look = CloserLook(settings.detect)
+    weak = [i for i in range(len(dets)) if dets.scores[i] < 0.5]
+    none = [i for i in weak if look(*closer_region(image, dets.boxes[i])) == 0.0]
+    assert len(none) == 1  # the hand
+    x0, y0, x1, y1 = (int(v) for v in dets.boxes[none[0]])
+
+    def changed(out: np.ndarray) -> float:
+        diff = np.abs(out.astype(np.int16) - image.astype(np.int16)).max(axis=2) > 6
+        return float(diff[y0:y1, x0:x1].mean())
+
+    assert changed(results[0.0].image) > 0.3  # painted without the closer look
+    assert changed(results[0.5].image) < 0.01  # left as it was
+    assert len(results[0.5].patches) == len(results[0.0].patches) - 1
+
+
+def test_detect_json_says_what_the_closer_look_found(capsys):
+    """`lostface detect --json` reports the closer look's score for a face found weakly and
+    judged covered: the hand of masked/0024.jpg 0.0 and open, though its colour evidence
+    reads covered."""
+    import json
+
+    from lostface.cli import main
+    from tests.conftest import shared_path
+
+    photo = shared_path("masked", "0024.jpg")
+    capsys.readouterr()
+    assert main(["detect", str(photo), "--json", "-q"]) == 0
+    faces = json.loads(capsys.readouterr().out.splitlines()[0])["faces"]
+    looked = [f for f in faces if "closer_look" in f]
+    assert looked and all(f["score"] < 0.5 for f in looked)
+    hand = [f for f in looked if f["closer_look"] == 0.0]
+    assert len(hand) == 1 and not hand[0]["covered"] and hand[0]["covered_score"] > 0.5
+    assert all(f["covered"] for f in looked if f["closer_look"] > 0.05)

@@ -122,6 +122,11 @@ class MaskSettings:
     # a microphone, a hand or a cup passing an open face's mouth on one keyframe is not
     # painted; a score this high or more turns it covered at once (0: always at once)
     confirm_below: float = 0.75
+    # a face judged covered whose detection scored under this is painted only when a closer
+    # look (CenterFace on the frame around it, enlarged) finds a face there: a hand holding
+    # something out, a ceiling's fittings or an ear, found weakly as faces and judged covered,
+    # are left as they are (lostface.tracking.detectors.CloserLook; 0: never looks closer)
+    closer_look_below: float = 0.5
     # a face scoring within 0.08 of the threshold is judged by how far a neutral covering
     # moves it in dlib's embedding: little, covered; far, open (a face painted on its last
     # keyframe stays painted). Another look, independent of colour, at the faces the colour
@@ -551,6 +556,10 @@ def validate(s: Settings) -> None:
         ),
         (s.mask.feather_radius >= 0, "mask.feather_radius must be 0 or more"),
         (0 <= s.mask.confirm_below <= 1, "mask.confirm_below must lie between 0 and 1"),
+        (
+            0 <= s.mask.closer_look_below <= 1,
+            "mask.closer_look_below must lie between 0 and 1",
+        ),
         (s.upscale.below >= 0, "upscale.below must be 0 or more"),
         (s.upscale.threads >= 1, "upscale.threads must be 1 or more"),
         (1 <= s.upscale.steps <= 50, "upscale.steps must lie between 1 and 50"),

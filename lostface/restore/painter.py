@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lostface.frame import CoverMask, Patch
+from lostface.frame import CoverMask, Detections, Patch
 from lostface.restore import align
 from lostface.restore.compositor import skin_mean
 from lostface.restore.mesh import fits as mesh_fits
 from lostface.stages import NOBODY, RestoreItem, Restorer, Segmenter, Upscaler
+from lostface.tracking.detectors import CLOSER_MIN, closer_region
 
 if TYPE_CHECKING:
     from lostface.config import Settings
@@ -85,6 +86,10 @@ class PaintJob:
     to_canonical: np.ndarray
     landmarks: np.ndarray
     scene_cut: bool = False
+    # a face found weakly: the frame around it and its box there, for the painter's closer
+    # look (lostface.tracking.detectors.closer_region; None: found surely enough)
+    around: np.ndarray | None = None
+    around_box: np.ndarray | None = None
 
     @classmethod
     def from_frame(
@@ -94,8 +99,14 @@ class PaintJob:
         image: np.ndarray,
         landmarks: np.ndarray,
         scene_cut: bool = False,
+        *,
+        box: np.ndarray | None = None,
+        score: float = 1.0,
+        look_below: float = 0.0,
     ) -> PaintJob | None:
-        """The job for a face of `image`; None when its landmarks give no alignment."""
+        """The job for a face of `image`; None when its landmarks give no alignment. A face
+        whose detection `score` is under `look_below` (mask.closer_look_below) carries the
+        frame around its `box` for a closer look."""
         try:
             m = align.to_canonical(landmarks)
         except ValueError:
@@ -104,7 +115,26 @@ class PaintJob:
         if x1 <= x0 or y1 <= y0:
             return None
         pixels = image[y0:y1, x0:x1].copy()
-        return cls(track_id, frame_index, pixels, (x0, y0), m, np.array(landmarks), scene_cut)
+        job = cls(track_id, frame_index, pixels, (x0, y0), m, np.array(landmarks), scene_cut)
+        if box is not None and score < look_below:
+            job.around, job.around_box = closer_region(image, box)
+        return job
+
+    @classmethod
+    def of_detection(
+        cls, image: np.ndarray, dets: Detections, i: int, look_below: float, track_id: int = -1
+    ) -> PaintJob | None:
+        """The job for detection `i` of a photo (track_id: i when -1), with what a closer look
+        at it needs when it scored under `look_below` (mask.closer_look_below)."""
+        return cls.from_frame(
+            i if track_id < 0 else track_id,
+            0,
+            image,
+            dets.landmarks[i],
+            box=dets.boxes[i],
+            score=float(dets.scores[i]),
+            look_below=look_below,
+        )
 
     @property
     def local_to_canonical(self) -> np.ndarray:
@@ -167,6 +197,9 @@ class Painted:
     # judged open for now, though found covered: the face was open on its last keyframe, and
     # turns covered only when its next keyframe agrees, which it should ask for at once
     recheck: bool = False
+    # the closer look at a face found weakly (lostface.tracking.detectors.CloserLook): its best
+    # candidate's score, where one was taken; at or under CLOSER_MIN the face was left as it is
+    closer: float | None = None
 
 
 @dataclass(slots=True)
@@ -178,12 +211,27 @@ class _Aligned:
     seconds: dict[str, float]
     dense: np.ndarray | None = None  # the face mesh's points (canonical), when found
     recheck: bool = False  # see Painted.recheck
+    closer: float | None = None  # see Painted.closer
+
+    @property
+    def no_face(self) -> bool:
+        """Found weakly and no face there looked at closer: nobody's open face to learn."""
+        return self.closer is not None and self.closer <= CLOSER_MIN
 
     def judged(self) -> Painted:
         """The decision alone, nothing painted."""
         j = self.job
         c = self.cover
-        return Painted(j.track_id, c.covered, c.score, None, c, self.seconds, recheck=self.recheck)
+        return Painted(
+            j.track_id,
+            c.covered,
+            c.score,
+            None,
+            c,
+            self.seconds,
+            recheck=self.recheck,
+            closer=self.closer,
+        )
 
 
 class Marker(Protocol):
@@ -208,6 +256,9 @@ class Painter:
     the keyframe worker's thread; the compositor only adds it), over the whole face crop.
     mesh: the face mesh (lostface.restore.mesh); its points follow the 5 landmarks handed to
     the segmenter, which keeps the covered region inside the mesh's face outline.
+    closer_look: how surely a face found weakly is found again looked at closer
+    (lostface.tracking.detectors.CloserLook): a job that carries the frame around its face
+    (PaintJob.around) is judged open when it is not.
     """
 
     def __init__(
@@ -222,8 +273,10 @@ class Painter:
         gate: IdentityGate | None = None,
         marker: Marker | None = None,
         mesh: FaceMesh | None = None,
+        closer_look: Callable[[np.ndarray, np.ndarray], float] | None = None,
     ) -> None:
         self.mesh = mesh
+        self.closer_look = closer_look
         self.segmenter = segmenter
         self.marker = marker
         self.upscaler = upscaler
@@ -234,6 +287,7 @@ class Painter:
         self.confirm_below = float(confirm_below)
         self._covered: dict[int, bool] = {}
         self._leaning: set[int] = set()  # open faces found covered once (Painted.recheck)
+        self._found: set[int] = set()  # faces found weakly that a closer look found (closer_look)
         self._material: dict[int, np.ndarray] = {}  # the covering's look (_SAME_MATERIAL)
         self._person: dict[int, str | None] = {}
         # people a track cannot be: their open face showed on another track during its life
@@ -310,7 +364,7 @@ class Painter:
         aligned = [self._segment(job) for job in jobs]
         for a in aligned:
             self._born.setdefault(a.job.track_id, a.job.frame_index)
-            if not a.cover.covered:
+            if not a.cover.covered and not a.no_face:
                 self._offer(a)
         todo = [a for a in aligned if a.cover.covered]
         people = [self._identify(a) for a in todo]
@@ -354,6 +408,7 @@ class Painter:
                 self._person.get(a.job.track_id) if a.cover.covered else None,
                 self._source(patches.get(id(a))),
                 a.recheck,
+                a.closer,
             )
             for a in aligned
         ]
@@ -410,6 +465,7 @@ class Painter:
             self._forget_engines(job.track_id)
             self._forget_person(job.track_id)
             self._material.pop(job.track_id, None)
+            self._found.discard(job.track_id)
         m = job.local_to_canonical
         pixels = job.pixels
         factor = self._upscale_factor(m)
@@ -442,6 +498,11 @@ class Painter:
                 mesh=outline_mesh if mesh is not None and outline else None,
                 inside=align.in_picture(pixels.shape, m),
             )
+        closer = self._closer(job) if cover.covered else None
+        if closer is not None and closer <= CLOSER_MIN:
+            # no face there, looked at closer: a hand holding something out, a ceiling's
+            # fittings or an ear, found weakly as a face, is left as it is
+            cover = CoverMask(False, *_empty_masks(), cover.score)
         tid, recheck = job.track_id, False
         if (
             cover.covered
@@ -467,7 +528,22 @@ class Painter:
         if cover.covered and dense is not None:
             # the restorer bounds the face by it (and need not mesh it again)
             cover = replace(cover, mesh=dense)
-        return _Aligned(job, face, landmarks, cover, seconds, dense, recheck)
+        return _Aligned(job, face, landmarks, cover, seconds, dense, recheck, closer)
+
+    def _closer(self, job: PaintJob) -> float | None:
+        """The closer look at a face found weakly (PaintJob.around): its best candidate's
+        score (see lostface.tracking.detectors.CLOSER_MIN); None where none is taken: a face
+        found surely, no closer look to take, or a track an earlier closer look found (a face
+        is not switched off by its later keyframes)."""
+        tid = job.track_id
+        if job.around is None or job.around_box is None or self.closer_look is None:
+            return None
+        if tid in self._found:
+            return None
+        score = self.closer_look(job.around, job.around_box)
+        if score > CLOSER_MIN:
+            self._found.add(tid)
+        return score
 
     def _same_covering(self, track_id: int, face: np.ndarray, cover: CoverMask) -> bool:
         """Whether a covered face's region looks like the covering painted on its last
@@ -512,6 +588,7 @@ class Painter:
         """The face's track ended: drop its decisions and the engines' state for it."""
         self._covered.pop(track_id, None)
         self._leaning.discard(track_id)
+        self._found.discard(track_id)
         self._material.pop(track_id, None)
         self._forget_person(track_id)
         self._forget_engines(track_id)
@@ -519,6 +596,7 @@ class Painter:
     def reset(self) -> None:
         self._covered.clear()
         self._leaning.clear()
+        self._found.clear()
         self._material.clear()
         self._person.clear()
         self._elsewhere.clear()
