@@ -481,8 +481,8 @@ def _merge(parts: list[Detections], iou: float, limit: int) -> Detections:
 # faces painted from detections under 0.5 (25 of 387) included a hand holding out a bundle of
 # coverings, a ceiling's fittings, hands holding a phone, flowers and an ear: looked at closer,
 # none showed a candidate, nor did one real masked face seen from the side; the other masked
-# faces scored 0.08-0.86 (0.08: a face a nearer head half hides, and the stage clip's dim,
-# blurred woman in the crowd). bench/README.md, "Things that are no face".
+# faces 0.29-0.86, a face a nearer head half hides 0.08, and the stage clip's dim, blurred
+# woman in the crowd 0.0-0.10 over her keyframes (bench/README.md, "Things that are no face").
 CLOSER_FACES = 2.5
 CLOSER_SIDE = 256
 CLOSER_IOU = 0.4
