@@ -417,14 +417,10 @@ class SmallFaceDetector(Detector):
 
     def _around(self, image: np.ndarray, box: np.ndarray) -> Detections:
         """Detections in a crop around one small face, in frame pixels."""
-        h, w = image.shape[:2]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        half = self._REGION_FACES * max(box[2] - box[0], box[3] - box[1]) / 2
-        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
-        x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
-        if x1 - x0 < 8 or y1 - y0 < 8:
+        region, x0, y0 = _crop_around(image, box, self._REGION_FACES)
+        if region.shape[0] < 8 or region.shape[1] < 8:
             return Detections.empty()
-        d = self.region.detect(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        d = self.region.detect(np.ascontiguousarray(region))
         shift = np.array([x0, y0], np.float32)
         return Detections(d.boxes + np.tile(shift, 2), d.scores, d.landmarks + shift)
 
@@ -489,17 +485,23 @@ CLOSER_IOU = 0.4
 CLOSER_MIN = 0.05
 
 
-def closer_region(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The frame CLOSER_FACES face widths around `box` (a copy, clipped to the frame) and the
-    box in its pixels."""
+def _crop_around(image: np.ndarray, box: np.ndarray, faces: float) -> tuple[np.ndarray, int, int]:
+    """The square of the frame `faces` face widths (the box's longer side) around `box`,
+    clipped to the frame (a view), and its top-left corner (x0, y0)."""
     h, w = image.shape[:2]
-    b = np.asarray(box, np.float32)
-    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-    half = CLOSER_FACES * max(float(b[2] - b[0]), float(b[3] - b[1]), 1.0) / 2
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = faces * max(box[2] - box[0], box[3] - box[1]) / 2
     x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
     x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
-    region = np.ascontiguousarray(image[y0:y1, x0:x1])
-    return region, b - np.array([x0, y0, x0, y0], np.float32)
+    return image[y0:y1, x0:x1], x0, y0
+
+
+def closer_region(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frame CLOSER_FACES face widths around `box` (a copy: the frame goes on to be
+    composited) and the box in its pixels."""
+    b = np.asarray(box, np.float32)
+    region, x0, y0 = _crop_around(image, b, CLOSER_FACES)
+    return region.copy(), b - np.array([x0, y0, x0, y0], np.float32)
 
 
 class CloserLook:
