@@ -202,6 +202,11 @@ class Painted:
     closer: float | None = None
 
 
+def _no_face(closer: float | None) -> bool:
+    """Whether a closer look was taken (Painted.closer) and showed no face."""
+    return closer is not None and closer <= CLOSER_MIN
+
+
 @dataclass(slots=True)
 class _Aligned:
     job: PaintJob
@@ -216,7 +221,7 @@ class _Aligned:
     @property
     def no_face(self) -> bool:
         """Found weakly and no face there looked at closer: nobody's open face to learn."""
-        return self.closer is not None and self.closer <= CLOSER_MIN
+        return _no_face(self.closer)
 
     def judged(self) -> Painted:
         """The decision alone, nothing painted."""
@@ -499,7 +504,7 @@ class Painter:
                 inside=align.in_picture(pixels.shape, m),
             )
         closer = self._closer(job) if cover.covered else None
-        if closer is not None and closer <= CLOSER_MIN:
+        if _no_face(closer):
             # no face there, looked at closer: a hand holding something out, a ceiling's
             # fittings or an ear, found weakly as a face, is left as it is
             cover = CoverMask(False, *_empty_masks(), cover.score)
